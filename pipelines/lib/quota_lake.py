@@ -1,0 +1,214 @@
+"""Query-service answers → lake datasets.
+
+Four datasets, each written only by this module:
+
+- `quota_daily/usage_date=D/<pull_id>.parquet`: what one pull said about day D, one row per key.
+  Files are never overwritten: every pull is kept, so a later pull that changes a past day is a
+  visible restatement, not a silent overwrite.
+- `quota_pulls/pulled_date=D/<pull_id>.parquet`: one row per pull: which days it covered. It is
+  written last and is the commit marker: day files whose pull has no record are ignored, and a
+  covered day without rows means "no usage that day" (the service omits such days).
+- `balance_snapshots/fetched_date=D/<snapshot_id>.parquet` and `key_snapshots/...`: the account
+  and per-key figures at the moment of one call. They describe only that moment; nothing here
+  back-dates them.
+
+Assumption (the service does not document it): a `daily_quota` date is a reporting day in
+`COMET_LEDGER_TIMEZONE`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pyarrow as pa
+
+from pipelines.lib import lake
+from pipelines.lib.cometapi.query import DailyPull, QuotaResponse
+
+MONEY = pa.decimal128(18, 6)
+UTC_TS = pa.timestamp("us", tz="UTC")
+
+QUOTA_DAILY = pa.schema(
+    [
+        ("usage_date", pa.date32()),
+        ("key_name", pa.string()),
+        ("cost_usd", MONEY),
+        ("requests", pa.int64()),
+        ("pull_id", pa.string()),
+        ("pulled_at", UTC_TS),
+    ]
+)
+QUOTA_PULLS = pa.schema(
+    [
+        ("pull_id", pa.string()),
+        ("pulled_at", UTC_TS),
+        ("pulled_date", pa.date32()),
+        ("kept_start", pa.date32()),
+        ("kept_end", pa.date32()),
+        ("requested_start", pa.date32()),
+        ("requested_end", pa.date32()),
+        ("days_with_usage", pa.int64()),
+        ("entries", pa.int64()),
+        ("response_sha256", pa.string()),
+    ]
+)
+BALANCE_SNAPSHOTS = pa.schema(
+    [
+        ("snapshot_id", pa.string()),
+        ("fetched_at", UTC_TS),
+        ("fetched_date", pa.date32()),
+        ("username", pa.string()),
+        ("balance_usd", MONEY),
+        ("total_used_usd", MONEY),
+        ("request_count", pa.int64()),
+    ]
+)
+KEY_SNAPSHOTS = pa.schema(
+    [
+        ("snapshot_id", pa.string()),
+        ("fetched_at", UTC_TS),
+        ("fetched_date", pa.date32()),
+        ("key_name", pa.string()),
+        ("remain_quota_usd", MONEY),
+        ("used_quota_usd", MONEY),
+        ("is_unlimited", pa.bool_()),
+    ]
+)
+SCHEMAS = {
+    "quota_daily": QUOTA_DAILY,
+    "quota_pulls": QUOTA_PULLS,
+    "balance_snapshots": BALANCE_SNAPSHOTS,
+    "key_snapshots": KEY_SNAPSHOTS,
+}
+
+
+@dataclass(frozen=True)
+class LandedPull:
+    pull_id: str
+    days_covered: int
+    days_with_usage: int
+    rows: int
+    cost_usd: Decimal
+    requests: int
+
+
+def new_id(moment: datetime) -> str:
+    """Sortable by time, unique across concurrent writers."""
+    return f"{moment:%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(3)}"
+
+
+def land_daily_pull(lake_root: Path, pull: DailyPull) -> LandedPull:
+    """Write one pull: a file per day that had usage, then the pull record."""
+    pull_id = new_id(pull.pulled_at)
+    entries = pull.response.daily or []
+    by_day: dict = {}
+    for entry in entries:
+        by_day.setdefault(entry.usage_date, []).append(entry)
+    for day, day_entries in sorted(by_day.items()):
+        day_entries.sort(key=lambda e: e.key_name)
+        table = pa.Table.from_pylist(
+            [
+                {
+                    "usage_date": day,
+                    "key_name": e.key_name,
+                    "cost_usd": e.cost_usd,
+                    "requests": e.requests,
+                    "pull_id": pull_id,
+                    "pulled_at": pull.pulled_at,
+                }
+                for e in day_entries
+            ],
+            schema=QUOTA_DAILY,
+        )
+        lake.write_partition_file(lake_root, "quota_daily", "usage_date", day, pull_id, table)
+    record = {
+        "pull_id": pull_id,
+        "pulled_at": pull.pulled_at,
+        "pulled_date": pull.pulled_at.date(),
+        "kept_start": pull.kept_start,
+        "kept_end": pull.kept_end,
+        "requested_start": pull.requested_start,
+        "requested_end": pull.requested_end,
+        "days_with_usage": len(by_day),
+        "entries": len(entries),
+        "response_sha256": pull.response.raw_sha256,
+    }
+    lake.write_partition_file(
+        lake_root, "quota_pulls", "pulled_date", record["pulled_date"], pull_id,
+        pa.Table.from_pylist([record], schema=QUOTA_PULLS),
+    )
+    return LandedPull(
+        pull_id=pull_id,
+        days_covered=(pull.kept_end - pull.kept_start).days + 1,
+        days_with_usage=len(by_day),
+        rows=len(entries),
+        cost_usd=sum((e.cost_usd for e in entries), Decimal(0)),
+        requests=sum(e.requests for e in entries),
+    )
+
+
+def land_snapshot(lake_root: Path, response: QuotaResponse, fetched_at: datetime) -> str:
+    """Append one point-in-time snapshot (account balance and every key)."""
+    snapshot_id = new_id(fetched_at)
+    day = fetched_at.date()
+    keys = pa.Table.from_pylist(
+        [
+            {
+                "snapshot_id": snapshot_id,
+                "fetched_at": fetched_at,
+                "fetched_date": day,
+                "key_name": k.name,
+                "remain_quota_usd": k.remain_quota_usd,
+                "used_quota_usd": k.used_quota_usd,
+                "is_unlimited": k.is_unlimited,
+            }
+            for k in response.keys
+        ],
+        schema=KEY_SNAPSHOTS,
+    )
+    balance = pa.Table.from_pylist(
+        [
+            {
+                "snapshot_id": snapshot_id,
+                "fetched_at": fetched_at,
+                "fetched_date": day,
+                "username": response.username,
+                "balance_usd": response.balance_usd,
+                "total_used_usd": response.total_used_usd,
+                "request_count": response.request_count,
+            }
+        ],
+        schema=BALANCE_SNAPSHOTS,
+    )
+    # Keys first: the balance row is the snapshot's commit marker.
+    lake.write_partition_file(lake_root, "key_snapshots", "fetched_date", day, snapshot_id, keys)
+    lake.write_partition_file(lake_root, "balance_snapshots", "fetched_date", day, snapshot_id, balance)
+    return snapshot_id
+
+
+def window_days(start: date, end: date) -> list[date]:
+    return [start + timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def model_params(lake_root: Path, start: date | None = None, end: date | None = None) -> dict:
+    """SQL parameters for the quota models: file lists, and the window [start, end] when given."""
+    def listed(dataset: str, column: str | None = None, values=None) -> list[str]:
+        found = lake.files(lake_root, dataset, column, values)
+        return found or [lake.empty_file(lake_root, dataset, SCHEMAS[dataset])]
+
+    params = {
+        "quota_pulls_files": listed("quota_pulls"),
+        "balance_snapshot_files": listed("balance_snapshots"),
+        "key_snapshot_files": listed("key_snapshots"),
+    }
+    if start is not None and end is not None:
+        params.update(
+            start=start,
+            end=end,
+            quota_daily_files=listed("quota_daily", "usage_date", window_days(start, end)),
+        )
+    return params
