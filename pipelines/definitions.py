@@ -1,0 +1,30 @@
+"""The one entry point: Dagster loads `defs` from here (workspace.yaml, `dagster dev`)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from pipelines.defs.partitions import daily_partitions
+from pipelines.defs.quota.assets import build_quota_assets
+from pipelines.defs.resources import LedgerHome, QueryService
+from pipelines.defs.schedules import build_jobs_and_schedules
+from pipelines.lib.settings import Settings, load_settings
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    partitions = daily_partitions(settings)
+    jobs, schedules = build_jobs_and_schedules(partitions, settings.timezone)
+    return dg.Definitions(
+        assets=[*build_quota_assets(partitions)],
+        jobs=jobs,
+        schedules=schedules,
+        resources={
+            "ledger": LedgerHome(home=str(settings.home), timezone=settings.timezone, chunk_days=settings.chunk_days),
+            "query_service": QueryService(base_url=settings.query_url, api_key=dg.EnvVar("COMETAPI_KEY")),
+        },
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions(load_settings())

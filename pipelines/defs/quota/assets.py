@@ -1,0 +1,179 @@
+"""Quota-service data: daily spend per key (lake + warehouse) and point-in-time snapshots."""
+
+
+from decimal import Decimal
+
+import dagster as dg
+
+from pipelines.defs.metadata import column_schema, markdown_table, preview
+from pipelines.defs.resources import LedgerHome, QueryService, utc_now
+from pipelines.defs.window import run_days
+from pipelines.lib import quota_lake
+from pipelines.lib.warehouse import publish, run_model
+
+GROUP = "quota"
+WRITER_POOL = "duckdb_writer"
+
+
+def build_quota_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    @dg.asset(
+        key=["lake", "quota_daily"],
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name=GROUP,
+        kinds={"parquet"},
+        owners=["team:platform"],
+        description=(
+            "Every pull of CometAPI's `daily_quota` (spend and requests per key and day) for the run's "
+            "days, kept immutably with `pulled_at`. One query-service call per chunk of days."
+        ),
+    )
+    def quota_daily_lake(
+        context: dg.AssetExecutionContext, ledger: LedgerHome, query_service: QueryService
+    ) -> dg.MaterializeResult:
+        start, end = run_days(context)
+        # Fetch every chunk before writing anything: a failed call leaves the lake untouched.
+        with query_service.client() as client:
+            pulls = list(client.fetch_daily(start, end, ledger.chunk_days))
+        landed = [quota_lake.land_daily_pull(ledger.lake, pull) for pull in pulls]
+        per_key: dict[str, list] = {}
+        for pull in pulls:
+            for e in pull.response.daily or []:
+                row = per_key.setdefault(e.key_name, [Decimal(0), 0])
+                row[0] += e.cost_usd
+                row[1] += e.requests
+        context.log.info(f"{len(pulls)} query call(s) for {start}..{end}: {sum(p.rows for p in landed)} key-day rows")
+        return dg.MaterializeResult(
+            metadata={
+                "window": f"{start} .. {end}",
+                "query_calls": len(pulls),
+                "dagster/row_count": sum(p.rows for p in landed),
+                "days_with_usage": sum(p.days_with_usage for p in landed),
+                "reported_cost_usd": float(sum(p.cost_usd for p in landed)),
+                "reported_requests": sum(p.requests for p in landed),
+                "pull_ids": ", ".join(p.pull_id for p in landed),
+                "preview": dg.MetadataValue.md(
+                    markdown_table(["key_name", "cost_usd", "requests"], [(k, v[0], v[1]) for k, v in sorted(per_key.items())])
+                ),
+            }
+        )
+
+    @dg.multi_asset(
+        specs=[
+            dg.AssetSpec(
+                ["lake", "balance_snapshots"], group_name=GROUP, kinds={"parquet"}, owners=["team:platform"],
+                description="Account balance, lifetime spend and request count at the moment of each run (point-in-time).",
+            ),
+            dg.AssetSpec(
+                ["lake", "key_snapshots"], group_name=GROUP, kinds={"parquet"}, owners=["team:platform"],
+                description="Each key's remaining and used quota at the moment of each run; unlimited sentinels flagged.",
+            ),
+        ]
+    )
+    def quota_snapshots_lake(context: dg.AssetExecutionContext, ledger: LedgerHome, query_service: QueryService):
+        with query_service.client() as client:
+            response = client.fetch_quota()
+        fetched_at = utc_now()
+        snapshot_id = quota_lake.land_snapshot(ledger.lake, response, fetched_at)
+        context.log.info(f"snapshot {snapshot_id}: balance {response.balance_usd} USD, {len(response.keys)} keys")
+        yield dg.MaterializeResult(
+            asset_key=["lake", "balance_snapshots"],
+            metadata={"snapshot_id": snapshot_id, "fetched_at": fetched_at.isoformat(), "dagster/row_count": 1,
+                      "balance_usd": float(response.balance_usd)},
+        )
+        yield dg.MaterializeResult(
+            asset_key=["lake", "key_snapshots"],
+            metadata={"snapshot_id": snapshot_id, "dagster/row_count": len(response.keys),
+                      "unlimited_keys": sum(k.is_unlimited for k in response.keys)},
+        )
+
+    @dg.multi_asset(
+        specs=[
+            dg.AssetSpec(
+                ["warehouse", "quota_daily"], deps=[["lake", "quota_daily"]], group_name=GROUP, kinds={"duckdb"},
+                owners=["team:platform"], partitions_def=partitions,
+                description="Reported spend and requests per reporting day and key, from the latest pull of each day.",
+            ),
+            dg.AssetSpec(
+                ["warehouse", "quota_restatements"], deps=[["lake", "quota_daily"]], group_name=GROUP,
+                kinds={"duckdb"}, owners=["team:platform"], partitions_def=partitions,
+                description="Every change of a past day's reported figure between consecutive pulls.",
+            ),
+        ],
+        check_specs=[
+            dg.AssetCheckSpec("one_row_per_key_day", asset=["warehouse", "quota_daily"], blocking=True,
+                              description="quota_daily has at most one row per usage_date and key_name"),
+        ],
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool=WRITER_POOL,
+    )
+    def quota_daily_warehouse(context: dg.AssetExecutionContext, ledger: LedgerHome):
+        start, end = run_days(context)
+        params = quota_lake.model_params(ledger.lake, start, end)
+        window = {"start": start, "end": end}
+        with publish(ledger.warehouse_path) as con:
+            for model in ("stg_quota_pulls", "stg_quota_daily", "quota_daily", "quota_restatements"):
+                run_model(con, model, params)
+            rows, cost, requests = con.execute(
+                "SELECT count(*), coalesce(sum(reported_cost_usd), 0), coalesce(sum(reported_requests), 0) "
+                "FROM quota_daily WHERE usage_date BETWEEN $start AND $end", window).fetchone()
+            duplicates = con.execute(
+                "SELECT count(*) FROM (SELECT usage_date, key_name FROM quota_daily "
+                "GROUP BY ALL HAVING count(*) > 1)").fetchone()[0]
+            restated = con.execute(
+                "SELECT count(*) FROM quota_restatements WHERE usage_date BETWEEN $start AND $end", window).fetchone()[0]
+            daily_meta = {
+                "window": f"{start} .. {end}",
+                "dagster/row_count": rows,
+                "reported_cost_usd": float(cost),
+                "reported_requests": int(requests),
+                "dagster/column_schema": column_schema(con, "quota_daily"),
+                "preview": preview(con, "SELECT key_name, sum(reported_cost_usd) AS cost_usd, sum(reported_requests) "
+                                   "AS requests FROM quota_daily WHERE usage_date BETWEEN $start AND $end "
+                                   "GROUP BY ALL ORDER BY key_name", window),
+            }
+            restatement_meta = {
+                "window": f"{start} .. {end}",
+                "dagster/row_count": restated,
+                "dagster/column_schema": column_schema(con, "quota_restatements"),
+                "preview": preview(con, "SELECT usage_date, key_name, previous_cost_usd, new_cost_usd, pulled_at "
+                                   "FROM quota_restatements WHERE usage_date BETWEEN $start AND $end "
+                                   "ORDER BY pulled_at DESC LIMIT 20", window),
+            }
+            if duplicates:
+                raise dg.Failure(f"quota_daily would hold {duplicates} duplicated key-days; nothing was published")
+        yield dg.MaterializeResult(asset_key=["warehouse", "quota_daily"], metadata=daily_meta)
+        yield dg.MaterializeResult(asset_key=["warehouse", "quota_restatements"], metadata=restatement_meta)
+        yield dg.AssetCheckResult(check_name="one_row_per_key_day", asset_key=["warehouse", "quota_daily"],
+                                  passed=duplicates == 0, metadata={"duplicated_key_days": duplicates})
+
+    @dg.multi_asset(
+        specs=[
+            dg.AssetSpec(["warehouse", "balance_snapshots"], deps=[["lake", "balance_snapshots"]], group_name=GROUP,
+                         kinds={"duckdb"}, owners=["team:platform"],
+                         description="Balance at the moment of each call; a backfill never invents past balances."),
+            dg.AssetSpec(["warehouse", "key_snapshots"], deps=[["lake", "key_snapshots"]], group_name=GROUP,
+                         kinds={"duckdb"}, owners=["team:platform"],
+                         description="Per-key quota at the moment of each call; is_unlimited with NULL amounts for sentinels."),
+        ],
+        pool=WRITER_POOL,
+    )
+    def quota_snapshots_warehouse(context: dg.AssetExecutionContext, ledger: LedgerHome):
+        params = quota_lake.model_params(ledger.lake)
+        with publish(ledger.warehouse_path) as con:
+            run_model(con, "balance_snapshots", params)
+            run_model(con, "key_snapshots", params)
+            balance_meta = {
+                "dagster/row_count": con.execute("SELECT count(*) FROM balance_snapshots").fetchone()[0],
+                "dagster/column_schema": column_schema(con, "balance_snapshots"),
+                "preview": preview(con, "SELECT fetched_at, username, balance_usd, total_used_usd, request_count "
+                                   "FROM balance_snapshots ORDER BY fetched_at DESC LIMIT 10"),
+            }
+            key_meta = {
+                "dagster/row_count": con.execute("SELECT count(*) FROM key_snapshots").fetchone()[0],
+                "dagster/column_schema": column_schema(con, "key_snapshots"),
+            }
+        yield dg.MaterializeResult(asset_key=["warehouse", "balance_snapshots"], metadata=balance_meta)
+        yield dg.MaterializeResult(asset_key=["warehouse", "key_snapshots"], metadata=key_meta)
+
+    return [quota_daily_lake, quota_snapshots_lake, quota_daily_warehouse, quota_snapshots_warehouse]

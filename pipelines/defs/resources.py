@@ -1,0 +1,60 @@
+"""Dagster resources: where the ledger lives, and how to reach CometAPI.
+
+Secrets arrive only through `EnvVar` (see `pipelines/definitions.py`); everything else comes from
+the validated settings.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+
+from pipelines.lib.cometapi.http import RetryPolicy
+from pipelines.lib.cometapi.query import QueryClient
+
+
+class LedgerHome(dg.ConfigurableResource):
+    """The data home (lake, warehouse, reports) and the reporting-day rules."""
+
+    home: str
+    timezone: str = "UTC"
+    chunk_days: int = 31
+
+    @property
+    def lake(self) -> Path:
+        return Path(self.home) / "lake"
+
+    @property
+    def warehouse_path(self) -> Path:
+        return Path(self.home) / "warehouse.duckdb"
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class QueryService(dg.ConfigurableResource):
+    """CometAPI's balance/usage query service (`GET /user/quota?key=...`)."""
+
+    base_url: str
+    api_key: str
+    timeout_s: float = 30.0
+    max_attempts: int = 5
+    base_delay_s: float = 1.0
+
+    def client(self) -> QueryClient:
+        import httpx
+
+        return QueryClient(
+            self.base_url,
+            self.api_key,
+            policy=RetryPolicy(max_attempts=self.max_attempts, base_delay=self.base_delay_s),
+            timeout=httpx.Timeout(self.timeout_s, connect=min(10.0, self.timeout_s)),
+        )
+
+
+def utc_now() -> datetime:
+    return datetime.now(tz=ZoneInfo("UTC"))

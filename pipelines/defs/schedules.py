@@ -1,0 +1,68 @@
+"""Jobs and the daily schedule."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+
+# CometAPI's maintenance window is 01-05 at night, time zone unstated: UTC or UTC+8 (17-21 UTC).
+MAINTENANCE_HOURS_UTC = frozenset(range(1, 5)) | frozenset(range(17, 21))
+# Leave an hour either side of a window, and two hours after the reporting day closes for late billing.
+SAFETY_MARGIN_H = 1
+SETTLE_H = 2
+REPULL_DAYS = 3  # days before yesterday pulled again, so restatements are caught
+
+PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
+PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+def schedule_hour_utc(timezone: str, on: datetime | None = None) -> int:
+    """The first whole UTC hour at least SETTLE_H after the reporting day ends that is at least
+    SAFETY_MARGIN_H away from both possible maintenance windows."""
+    on = on or datetime(2026, 1, 15, tzinfo=ZoneInfo("UTC"))
+    local_midnight = datetime(on.year, on.month, on.day, tzinfo=ZoneInfo(timezone))
+    earliest = local_midnight.astimezone(ZoneInfo("UTC")) + timedelta(hours=SETTLE_H)
+    hour = earliest.hour + (1 if earliest.minute else 0)
+    for step in range(24):
+        candidate = (hour + step) % 24
+        near = {(candidate + d) % 24 for d in range(-SAFETY_MARGIN_H, SAFETY_MARGIN_H + 1)}
+        if not near & MAINTENANCE_HOURS_UTC:
+            return candidate
+    raise AssertionError("no hour clear of the maintenance windows")
+
+
+def partition_range_tags(first: str, last: str) -> dict[str, str]:
+    return {PARTITION_RANGE_START_TAG: first, PARTITION_RANGE_END_TAG: last}
+
+
+def build_jobs_and_schedules(partitions: dg.TimeWindowPartitionsDefinition, timezone: str):
+    daily_job = dg.define_asset_job(
+        "daily_ledger",
+        selection=dg.AssetSelection.all(),
+        description=(
+            "Materialise a range of reporting days end to end (query-service pulls, lake, warehouse) "
+            "and append one point-in-time balance/key snapshot."
+        ),
+    )
+    hour = schedule_hour_utc(timezone)
+
+    @dg.schedule(
+        name="daily_ledger_schedule",
+        cron_schedule=f"15 {hour} * * *",
+        execution_timezone="UTC",
+        job=daily_job,
+        description=(
+            f"Every day at {hour:02d}:15 UTC, clear of both possible maintenance windows (01-05 and 17-21 UTC): "
+            f"yesterday's reporting day plus the {REPULL_DAYS} days before it, re-pulled to catch restatements."
+        ),
+    )
+    def daily_ledger_schedule(context: dg.ScheduleEvaluationContext):
+        keys = partitions.get_partition_keys(current_time=context.scheduled_execution_time)
+        if not keys:
+            return dg.SkipReason("no complete reporting day yet")
+        window = keys[-(REPULL_DAYS + 1):]
+        return dg.RunRequest(run_key=f"daily-{window[-1]}", tags=partition_range_tags(window[0], window[-1]))
+
+    return [daily_job], [daily_ledger_schedule]

@@ -1,0 +1,87 @@
+"""The real Definitions: they load, and the keys, jobs, schedule and time zone are what operators expect."""
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+import pytest
+
+from pipelines.definitions import build_definitions, defs
+from pipelines.defs.schedules import MAINTENANCE_HOURS_UTC, schedule_hour_utc
+from pipelines.lib.settings import load_settings
+
+EXPECTED_ASSETS = {
+    "lake/quota_daily", "lake/balance_snapshots", "lake/key_snapshots",
+    "warehouse/quota_daily", "warehouse/quota_restatements",
+    "warehouse/balance_snapshots", "warehouse/key_snapshots",
+}
+
+
+def settings(tmp_path, **env):
+    return load_settings(env={"COMET_LEDGER_HOME": str(tmp_path), **env})
+
+
+def asset_keys(d: dg.Definitions) -> set[str]:
+    return {k.to_user_string() for k in d.resolve_all_asset_keys()}
+
+
+def test_the_module_entry_point_loads(tmp_path, monkeypatch):
+    monkeypatch.setenv("COMET_LEDGER_HOME", str(tmp_path))
+    loaded = defs()
+    dg.Definitions.validate_loadable(loaded)
+    assert asset_keys(loaded) == EXPECTED_ASSETS
+
+
+def test_partitions_start_date_and_time_zone_come_from_settings(tmp_path):
+    d = build_definitions(settings(tmp_path, COMET_LEDGER_START_DATE="2026-02-01", COMET_LEDGER_TIMEZONE="Asia/Shanghai"))
+    partitions = d.resolve_assets_def(dg.AssetKey(["lake", "quota_daily"])).partitions_def
+    assert partitions.timezone == "Asia/Shanghai"
+    assert partitions.get_first_partition_key() == "2026-02-01"
+    # 2026-03-10 01:00 in Shanghai: the last complete reporting day there is 03-09.
+    now = datetime(2026, 3, 10, 1, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
+    assert partitions.get_partition_keys(current_time=now)[-1] == "2026-03-09"
+
+
+def test_schedule_materialises_yesterday_and_repulls_three_days(tmp_path):
+    d = build_definitions(settings(tmp_path, COMET_LEDGER_START_DATE="2026-01-01"))
+    schedule = d.resolve_schedule_def("daily_ledger_schedule")
+    assert schedule.execution_timezone == "UTC"
+    assert schedule.cron_schedule == "15 6 * * *"
+    when = datetime(2026, 3, 10, 6, 15, tzinfo=ZoneInfo("UTC"))
+    with dg.build_schedule_context(scheduled_execution_time=when) as context:
+        result = schedule.evaluate_tick(context)
+    [request] = result.run_requests
+    assert request.partition_key_range == dg.PartitionKeyRange("2026-03-06", "2026-03-09")
+    assert request.job_name in (None, "daily_ledger")
+
+
+def test_schedule_near_the_start_date_takes_what_exists(tmp_path):
+    d = build_definitions(settings(tmp_path, COMET_LEDGER_START_DATE="2026-03-08"))
+    schedule = d.resolve_schedule_def("daily_ledger_schedule")
+    with dg.build_schedule_context(scheduled_execution_time=datetime(2026, 3, 10, 6, 15, tzinfo=ZoneInfo("UTC"))) as c:
+        [request] = schedule.evaluate_tick(c).run_requests
+    assert request.partition_key_range == dg.PartitionKeyRange("2026-03-08", "2026-03-09")
+
+
+@pytest.mark.parametrize("tz", ["UTC", "Asia/Shanghai", "America/Los_Angeles", "Europe/Berlin", "Pacific/Auckland"])
+def test_schedule_hour_is_clear_of_both_maintenance_windows(tz):
+    hour = schedule_hour_utc(tz)
+    assert not {(hour + d) % 24 for d in (-1, 0, 1)} & MAINTENANCE_HOURS_UTC
+    # ...and after the reporting day has closed in that zone.
+    day_end_utc = datetime(2026, 1, 15, tzinfo=ZoneInfo(tz)).astimezone(ZoneInfo("UTC")).hour
+    assert (hour - day_end_utc) % 24 >= 2
+
+
+def test_warehouse_writers_share_one_pool(tmp_path):
+    d = build_definitions(settings(tmp_path))
+    for key in ("warehouse/quota_daily", "warehouse/balance_snapshots"):
+        assets_def = d.resolve_assets_def(dg.AssetKey.from_user_string(key))
+        assert {node.pool for node in [assets_def.node_def]} == {"duckdb_writer"}
+
+
+def test_secrets_only_through_envvar(tmp_path, monkeypatch):
+    monkeypatch.setenv("COMETAPI_KEY", "sk-ENVVARCANARY-123456")
+    d = build_definitions(settings(tmp_path))
+    resource = d.resources["query_service"]
+    assert isinstance(resource.api_key, dg.EnvVar)
+    assert resource.api_key.env_var_name == "COMETAPI_KEY"
