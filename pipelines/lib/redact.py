@@ -7,7 +7,9 @@ and `Redactor` wraps known secret values for everything else.
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 from collections.abc import Iterable
 
 # key=..., token=..., access_token=... in a URL or a message, whatever the secret looks like.
@@ -35,3 +37,59 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     text = _PARAM.sub(lambda m: f"{m.group(1)}={MASK}", text)
     text = _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text)
     return _SK.sub(MASK, text)
+
+
+class Redactor:
+    """Known secret values plus the generic patterns, as one callable; its repr never shows them."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._secrets: set[str] = {s for s in secrets if s}
+        self._lock = threading.Lock()
+
+    def add(self, *secrets: str) -> None:
+        with self._lock:
+            self._secrets.update(s for s in secrets if s)
+
+    def __call__(self, text: str) -> str:
+        with self._lock:
+            secrets = tuple(self._secrets)
+        return redact(text, secrets)
+
+    def __repr__(self) -> str:
+        return f"Redactor({len(self._secrets)} secrets)"
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that rewrites each record's message (and traceback text) through a `Redactor`.
+
+    Attach it to the logger that creates the records (filters are not inherited by child loggers):
+    third-party loggers such as `httpx` format full URLs, query string included, into their messages.
+    """
+
+    def __init__(self, redactor: Redactor | None = None) -> None:
+        super().__init__()
+        self.redactor = redactor or Redactor()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: keep its template, drop the arguments
+            message = str(record.msg)
+        record.msg = self.redactor(message)
+        record.args = None
+        if record.exc_info:
+            record.exc_text = self.redactor(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = self.redactor(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.redactor(record.stack_info)
+        return True
+
+
+def install_log_filter(logger_names: Iterable[str], log_filter: logging.Filter) -> None:
+    """Attach `log_filter` to each named logger once (idempotent)."""
+    for name in logger_names:
+        logger = logging.getLogger(name)
+        if log_filter not in logger.filters:
+            logger.addFilter(log_filter)

@@ -1,0 +1,493 @@
+"""The one request discipline every CometAPI call uses: timeouts, retries, JSON checks, redaction.
+
+CometAPI's guide: retry 429/500/502/503/504/524 with `min(30, 2**attempt) + random()` seconds
+(up to 5 attempts) or the server's `Retry-After`; never retry other 4xx, nor a 500 whose
+`error.code` is `invalid_request`. Redirects are not followed: a wrong path may answer with a 301
+or an HTML page. The query service takes its key in the URL, so no httpx exception text or full URL
+ever reaches an error message or a log line: every message here is built from parts and redacted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from importlib import metadata
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from pipelines.lib.redact import RedactingFilter, Redactor, install_log_filter, redact
+
+logger = logging.getLogger("comet_ledger.http")
+
+RETRIABLE_STATUSES = frozenset({429, 500, 502, 503, 504, 524})
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+NEVER_RETRY_CODES = frozenset({"invalid_request"})
+
+# httpx logs every request URL (query string and key included) at INFO on "httpx"; httpcore logs
+# response headers (a Location may echo the key) at DEBUG. Their records are redacted at the source.
+THIRD_PARTY_LOGGERS = (
+    "httpx",
+    "httpcore.connection",
+    "httpcore.http11",
+    "httpcore.http2",
+    "httpcore.proxy",
+    "httpcore.socks",
+)
+_LOG_REDACTOR = Redactor()
+_LOG_FILTER = RedactingFilter(_LOG_REDACTOR)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("comet-ledger")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+USER_AGENT = f"comet-ledger/{_version()}"
+
+
+class CometAPIError(Exception):
+    """A CometAPI call that failed; `str()` is one redacted line a person can act on.
+
+    `kind` says what went wrong: "http_status", "error_body" (HTTP 2xx carrying an error envelope),
+    "redirect", "not_json", "truncated", "transport", "unexpected_body" (JSON of the wrong shape).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        retriable: bool = False,
+        url: str = "",
+        kind: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+        self.retriable = retriable
+        self.url = url
+        self.kind = kind
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self):  # keep the attributes when pickled (e.g. across processes)
+        return (
+            _rebuild_error,
+            (self.message, self.status, self.code, self.retriable, self.url, self.kind),
+        )
+
+
+def _rebuild_error(message, status, code, retriable, url, kind) -> CometAPIError:
+    return CometAPIError(message, status=status, code=code, retriable=retriable, url=url, kind=kind)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how long to wait; `rng` is injectable so tests are deterministic."""
+
+    max_attempts: int = 5
+    base_delay: float = 1.0
+    max_delay: float = 30.0
+    max_retry_after: float = 120.0
+    rng: Callable[[], float] = field(default=random.random, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"RetryPolicy.max_attempts must be at least 1, got {self.max_attempts}")
+        if min(self.base_delay, self.max_delay, self.max_retry_after) < 0:
+            raise ValueError("RetryPolicy delays must not be negative")
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt `attempt` (1-based) when the server named no time."""
+        exponential = self.base_delay * 2.0 ** min(attempt, 64)
+        return min(self.max_delay, exponential) + self.rng() * self.base_delay
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_retry_after)
+        return self.backoff(attempt)
+
+
+@dataclass(frozen=True)
+class JsonReply:
+    """A successful JSON answer: the parsed body, the raw bytes, and when it arrived (UTC)."""
+
+    data: Any
+    body: bytes = field(repr=False)
+    status: int
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class _Failure:
+    kind: str
+    reason: str  # already one line; redacted when the error is built
+    retriable: bool
+    status: int | None = None
+    code: str | None = None
+    retry_after: float | None = None
+    hint: str = ""
+
+
+def make_client(
+    base_url: str,
+    timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+    transport: httpx.BaseTransport | None = None,
+) -> httpx.Client:
+    """An httpx client with explicit timeouts, no redirect following, and redacted library logs."""
+    install_log_filter(THIRD_PARTY_LOGGERS, _LOG_FILTER)
+    if not isinstance(timeout, httpx.Timeout):
+        timeout = httpx.Timeout(timeout)
+    return httpx.Client(
+        base_url=base_url,
+        timeout=timeout,
+        follow_redirects=False,
+        transport=transport,
+        headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+    )
+
+
+def protect_secrets(*secrets: str) -> None:
+    """Mask these values in every record of the third-party HTTP loggers, whatever their shape."""
+    _LOG_REDACTOR.add(*secrets)
+    install_log_filter(THIRD_PARTY_LOGGERS, _LOG_FILTER)
+
+
+def request_json(
+    client: httpx.Client,
+    method: str,
+    path: str,
+    *,
+    params: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+    json: Any = None,
+    secrets: Iterable[str] = (),
+    policy: RetryPolicy | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    service: str = "CometAPI",
+    parse_float: Callable[[str], Any] | None = None,
+    auth_hint: str | None = None,
+    url_hint: str | None = None,
+) -> Any:
+    """The parsed JSON body of a successful call, or `CometAPIError`. See `send_json`."""
+    return send_json(
+        client,
+        method,
+        path,
+        params=params,
+        headers=headers,
+        json=json,
+        secrets=secrets,
+        policy=policy,
+        sleep=sleep,
+        service=service,
+        parse_float=parse_float,
+        auth_hint=auth_hint,
+        url_hint=url_hint,
+    ).data
+
+
+def send_json(
+    client: httpx.Client,
+    method: str,
+    path: str,
+    *,
+    params: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+    json: Any = None,
+    secrets: Iterable[str] = (),
+    policy: RetryPolicy | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    service: str = "CometAPI",
+    parse_float: Callable[[str], Any] | None = None,
+    auth_hint: str | None = None,
+    url_hint: str | None = None,
+) -> JsonReply:
+    """Send one request with retries; return the JSON reply or raise a redacted `CometAPIError`.
+
+    `auth_hint` / `url_hint` name the setting to check when the answer says the credential or the
+    URL is wrong (e.g. "COMETAPI_KEY", "COMETAPI_QUERY_URL"). `parse_float=Decimal` keeps money exact.
+    """
+    policy = policy or RetryPolicy()
+    secrets = tuple(s for s in secrets if s)
+    protect_secrets(*secrets)
+    request = client.build_request(method, path, params=params, headers=headers, json=json)
+    url_path = redact(request.url.path, secrets)
+    where = f"{service} {method.upper()} {url_path}"
+
+    failure: _Failure | None = None
+    attempt = 0
+    for attempt in range(1, policy.max_attempts + 1):
+        outcome = _attempt(client, request, parse_float)
+        if isinstance(outcome, JsonReply):
+            return outcome
+        failure = outcome
+        if not failure.retriable or attempt == policy.max_attempts:
+            break
+        delay = policy.delay(attempt, failure.retry_after)
+        logger.warning(
+            "%s",
+            redact(
+                f"{where} attempt {attempt}/{policy.max_attempts} failed: {failure.reason}; "
+                f"retrying in {delay:.1f}s",
+                secrets,
+            ),
+        )
+        sleep(delay)
+
+    assert failure is not None
+    raise _error(failure, where, url_path, attempt, secrets, auth_hint, url_hint) from None
+
+
+def _error(
+    failure: _Failure,
+    where: str,
+    url_path: str,
+    attempts: int,
+    secrets: tuple[str, ...],
+    auth_hint: str | None,
+    url_hint: str | None,
+) -> CometAPIError:
+    hint = ""
+    if failure.hint == "auth" and auth_hint:
+        hint = f" (check {auth_hint})"
+    elif failure.hint == "url" and url_hint:
+        hint = f" (check {url_hint})"
+    if failure.retriable and attempts > 1:
+        text = f"{where} gave up after {attempts} attempts: {failure.reason}{hint}"
+    elif attempts > 1:
+        text = f"{where} failed after {attempts} attempts: {failure.reason}{hint}"
+    else:
+        text = f"{where} failed: {failure.reason}{hint}"
+    return CometAPIError(
+        _one_line(redact(text, secrets)),
+        status=failure.status,
+        code=redact(failure.code, secrets) if failure.code else None,
+        retriable=failure.retriable,
+        url=url_path,
+        kind=failure.kind,
+    )
+
+
+def _attempt(
+    client: httpx.Client, request: httpx.Request, parse_float: Callable[[str], Any] | None
+) -> JsonReply | _Failure:
+    try:
+        response = client.send(request)
+    except httpx.HTTPError as exc:
+        # Never keep the exception: its text and its request carry the full URL.
+        return _transport_failure(exc, client.timeout)
+    received_at = datetime.now(UTC)
+    status = response.status_code
+    content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = response.content
+
+    if 300 <= status < 400:
+        return _redirect_failure(status, response.headers.get("location", ""))
+
+    try:
+        data = json.loads(body, parse_float=parse_float) if body.strip() else _EMPTY
+    except (ValueError, RecursionError):
+        data = _EMPTY
+    if data is _EMPTY:
+        return _not_json_failure(status, content_type, body, response.headers)
+
+    if 200 <= status < 300:
+        envelope = _error_envelope(data)
+        if envelope is None:
+            return JsonReply(data=data, body=body, status=status, received_at=received_at)
+        code, message = envelope
+        return _Failure(
+            kind="error_body",
+            reason=f"HTTP {status} with an error body: {_code_message(code, message)}",
+            retriable=False,
+            status=status,
+            code=code,
+            hint="auth" if _looks_like_auth(code, message) else "",
+        )
+
+    code, message = _error_envelope(data) or _loose_error(data)
+    retriable = status in RETRIABLE_STATUSES and code not in NEVER_RETRY_CODES
+    return _Failure(
+        kind="http_status",
+        reason=f"HTTP {status} {_code_message(code, message)}".rstrip(),
+        retriable=retriable,
+        status=status,
+        code=code,
+        retry_after=_retry_after(response.headers) if retriable else None,
+        hint=_status_hint(status),
+    )
+
+
+_EMPTY = object()
+
+_TRANSPORT_REASONS: tuple[tuple[type[Exception], str, bool], ...] = (
+    (httpx.ConnectTimeout, "connect timeout (no connection within {connect}s)", True),
+    (httpx.ReadTimeout, "read timeout (no data for {read}s)", True),
+    (httpx.WriteTimeout, "write timeout", True),
+    (httpx.PoolTimeout, "connection pool timeout", True),
+    (httpx.TimeoutException, "timeout", True),
+    (httpx.ConnectError, "connection failed (refused, unreachable or DNS error)", True),
+    (httpx.ReadError, "connection reset while reading the response", True),
+    (httpx.WriteError, "connection reset while sending the request", True),
+    (httpx.NetworkError, "network error", True),
+    (httpx.RemoteProtocolError, "connection closed mid-response (incomplete body or protocol error)", True),
+    (httpx.DecodingError, "response body could not be decoded (truncated or corrupt)", True),
+    (httpx.UnsupportedProtocol, "unsupported URL scheme", False),
+    (httpx.ProxyError, "proxy error", False),
+    (httpx.LocalProtocolError, "invalid request (local protocol error)", False),
+)
+
+
+def _transport_failure(exc: httpx.HTTPError, timeout: httpx.Timeout) -> _Failure:
+    for exc_type, text, retriable in _TRANSPORT_REASONS:
+        if isinstance(exc, exc_type):
+            reason = text.format(connect=timeout.connect, read=timeout.read)
+            return _Failure(kind="transport", reason=f"{reason} [{type(exc).__name__}]", retriable=retriable)
+    return _Failure(kind="transport", reason=f"request failed [{type(exc).__name__}]", retriable=False)
+
+
+def _redirect_failure(status: int, location: str) -> _Failure:
+    host = urlsplit(location).hostname if location else None
+    target = f"to host {host}" if host else ("to another path on the same host" if location else "without a Location")
+    return _Failure(
+        kind="redirect",
+        reason=f"HTTP {status} redirect {target}: the URL is probably wrong (redirects are not followed)",
+        retriable=False,
+        status=status,
+        hint="url",
+    )
+
+
+def _not_json_failure(status: int, content_type: str, body: bytes, headers: httpx.Headers) -> _Failure:
+    shown_type = content_type or "no content-type"
+    is_json_type = "json" in content_type
+    ok = 200 <= status < 300
+    if ok and is_json_type:
+        return _Failure(
+            kind="truncated",
+            reason=f"HTTP {status} JSON body that does not parse (truncated?, {len(body)} bytes)",
+            retriable=True,
+            status=status,
+        )
+    retriable = status in RETRIABLE_STATUSES
+    summary = _body_summary(body)
+    detail = f"{summary}, {shown_type}" if summary else f"empty body, {shown_type}"
+    if retriable:
+        reason = f"HTTP {status} (last: {detail})"
+    elif ok:
+        reason = f"HTTP {status} answered {shown_type}, not JSON ({summary or 'empty body'})"
+    else:
+        reason = f"HTTP {status} ({detail})"
+    return _Failure(
+        kind="not_json",
+        reason=reason,
+        retriable=retriable,
+        status=status,
+        retry_after=_retry_after(headers) if retriable else None,
+        hint=_status_hint(status) or ("url" if ok else ""),
+    )
+
+
+_TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(r"<[^>]+>")
+
+
+def _body_summary(body: bytes, limit: int = 80) -> str:
+    """A short human hint about a non-JSON body: an HTML title, else its first words."""
+    match = _TITLE.search(body[:65536])
+    raw = match.group(1) if match else body[:2048]
+    text = raw.decode("utf-8", errors="replace")
+    if not match:
+        text = _TAG.sub(" ", text)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _error_envelope(data: Any) -> tuple[str | None, str | None] | None:
+    """(code, message) when `data` is an error envelope, else None."""
+    if not isinstance(data, dict):
+        return None
+    error = data.get("error")
+    if isinstance(error, dict) and error:
+        return (_text(error.get("code")), _text(error.get("message")))
+    if isinstance(error, str) and error.strip():
+        return (None, error)
+    if data.get("success") is False or data.get("code") is False:
+        return (None, _text(data.get("message") or data.get("msg")))
+    return None
+
+
+def _loose_error(data: Any) -> tuple[str | None, str | None]:
+    """(code, message) from a non-envelope error body such as `{"message": ...}` or `{"detail": ...}`."""
+    if not isinstance(data, dict):
+        return (None, None)
+    code = data.get("code") if isinstance(data.get("code"), str) else None
+    return (code, _text(data.get("message") or data.get("msg") or data.get("detail")))
+
+
+def _text(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def _code_message(code: str | None, message: str | None) -> str:
+    message = _one_line(message or "")[:200]
+    if code and message:
+        return f"{code}: {message}"
+    return code or message or "(no message)"
+
+
+_AUTH_WORDS = re.compile(r"(?i)(api[_ -]?key|token|auth|credential|unauthori[sz]ed|forbidden|令牌|密钥)")
+
+
+def _looks_like_auth(code: str | None, message: str | None) -> bool:
+    return bool(_AUTH_WORDS.search(f"{code or ''} {message or ''}"))
+
+
+def _status_hint(status: int) -> str:
+    if status in (401, 403):
+        return "auth"
+    if status in (404, 405):
+        return "url"
+    return ""
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds from a `Retry-After` header (delta-seconds or HTTP-date), or None."""
+    value = headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(seconds, 0.0) if math.isfinite(seconds) else None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
