@@ -11,7 +11,8 @@ from pipelines.defs.schedules import build_jobs_and_schedules
 from pipelines.lib.settings import Settings, load_settings
 
 
-def build_definitions(settings: Settings) -> dg.Definitions:
+def build_definitions(settings: Settings, query_service: QueryService | None = None) -> dg.Definitions:
+    """Everything Dagster needs, from validated settings (`query_service` replaces the default, for tests)."""
     partitions = daily_partitions(settings)
     jobs, schedules = build_jobs_and_schedules(partitions, settings.timezone)
     return dg.Definitions(
@@ -20,7 +21,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         schedules=schedules,
         resources={
             "ledger": LedgerHome(home=str(settings.home), timezone=settings.timezone, chunk_days=settings.chunk_days),
-            "query_service": QueryService(base_url=settings.query_url, api_key=dg.EnvVar("COMETAPI_KEY")),
+            "query_service": query_service
+            or QueryService(base_url=settings.query_url, api_key=dg.EnvVar("COMETAPI_KEY")),
         },
     )
 

@@ -1,0 +1,81 @@
+"""The query key is in the URL; it must appear nowhere the pipeline writes or prints."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import dagster as dg
+import pytest
+
+from conftest import SIM_DAYS, SIM_START, make_settings, materialize_days
+from pipelines.lib.simulator.server import SimulatorServer
+
+CANARY_KEY = "sk-LEAKCANARY-7f3a9c2e5b1d4068"
+CANARY_PART = "LEAKCANARY"
+LAST = SIM_START + timedelta(days=SIM_DAYS - 1)
+
+FAILURES = [
+    ("bad_key", None),
+    ("status", {"codes": [500] * 10}),
+    ("maintenance", {}),
+    ("html_redirect", {}),
+    ("error_body_200", {}),
+    ("truncated_json", {}),
+    ("reset", {}),
+    ("slow", {"delay": 1.5}),
+    ("renamed_field", {"from_": "token_name", "to": "label"}),
+]
+
+
+def dagster_home(tmp_path):
+    home = tmp_path / "dagster"
+    home.mkdir(exist_ok=True)
+    (home / "dagster.yaml").touch()
+    return str(home)
+
+
+def scan(root) -> list[str]:
+    hits = []
+    for path in root.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            if CANARY_PART.encode() in data:
+                hits.append(str(path))
+    return hits
+
+
+@pytest.mark.parametrize("failure, opts", FAILURES, ids=[f for f, _ in FAILURES])
+def test_no_failure_path_leaks_the_key(tmp_path, traffic, capfd, caplog, failure, opts):
+    caplog.set_level("DEBUG")
+    with SimulatorServer(traffic, api_key=CANARY_KEY) as sim:
+        settings = make_settings(tmp_path / "home", sim, COMETAPI_KEY=CANARY_KEY)
+        if failure == "bad_key":
+            settings = make_settings(tmp_path / "home", sim, COMETAPI_KEY=CANARY_KEY + "-wrong")
+        else:
+            sim.faults.add(failure, times=None, **opts)
+        with dg.instance_for_test(temp_dir=dagster_home(tmp_path)) as instance:
+            result = materialize_days(settings, SIM_START, LAST, raise_on_error=False, instance=instance,
+                                      timeout_s=1.0, max_attempts=2)
+            assert not result.success
+            errors = [str(e.event_specific_data.error) for e in result.all_events
+                      if e.is_step_failure and e.event_specific_data.error]
+            assert errors, "the failing step should report an error"
+            assert not any(CANARY_PART in e for e in errors)
+            stored = "\n".join(str(r.dagster_event) + str(r.user_message) for r in instance.all_logs(result.run_id))
+            assert CANARY_PART not in stored
+    out, err = capfd.readouterr()
+    assert CANARY_PART not in out + err
+    assert not [r for r in caplog.records if CANARY_PART in r.getMessage()]
+    assert scan(tmp_path) == []
+
+
+def test_happy_path_leaks_nothing_either(tmp_path, traffic, capfd, caplog):
+    caplog.set_level("DEBUG")
+    with SimulatorServer(traffic, api_key=CANARY_KEY) as sim:
+        settings = make_settings(tmp_path / "home", sim, COMETAPI_KEY=CANARY_KEY)
+        with dg.instance_for_test(temp_dir=dagster_home(tmp_path)) as instance:
+            assert materialize_days(settings, SIM_START, LAST, instance=instance).success
+    out, err = capfd.readouterr()
+    assert CANARY_PART not in out + err
+    assert not [r for r in caplog.records if CANARY_PART in r.getMessage()]
+    assert scan(tmp_path) == []
