@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import dagster as dg
 
 from pipelines.defs.partitions import daily_partitions
@@ -9,6 +11,10 @@ from pipelines.defs.quota.assets import build_quota_assets
 from pipelines.defs.resources import LedgerHome, QueryService
 from pipelines.defs.schedules import build_jobs_and_schedules
 from pipelines.lib.settings import Settings, load_settings
+
+# Single-run backfills are the design (one query call per chunk of days); Dagster labels the
+# parameter beta, which is noise for operators.
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 
 def build_definitions(settings: Settings, query_service: QueryService | None = None) -> dg.Definitions:

@@ -1,0 +1,295 @@
+"""`comet-ledger`: the command line.
+
+Every failure ends in one line on stderr (`comet-ledger: error: ...`) and a non-zero exit status;
+no secret is ever printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+
+from pipelines.lib.redact import redact
+from pipelines.lib.settings import ConfigError, Settings, load_settings
+
+PROG = "comet-ledger"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    settings: Settings | None = None
+    try:
+        _load_dotenv()
+        settings = load_settings(env=os.environ)
+        return args.handler(args, settings)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI's one place that turns errors into a line
+        secrets = settings.secrets() if settings else _env_secrets()
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"{PROG}: error: {redact(reason, secrets)}", file=sys.stderr)
+        return 2 if isinstance(exc, (ConfigError, ValueError)) else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Prove what your CometAPI traffic cost: pull the gateway's figures, land them as Parquet, "
+        "reconcile them in DuckDB. Configuration comes from the environment (and .env); see README.md.",
+    )
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    demo = sub.add_parser("demo", help="run the whole pipeline against the embedded simulator and print the result",
+                          description="Start the CometAPI simulator on a free loopback port, backfill the last N "
+                          "days into COMET_LEDGER_HOME, re-pull the latest days, and print reported spend per key.")
+    demo.add_argument("--days", type=_positive_int, default=30, help="days of history to backfill (default 30)")
+    demo.add_argument("--seed", type=int, default=7, help="simulator traffic seed (default 7)")
+    demo.set_defaults(handler=cmd_demo)
+
+    run = sub.add_parser("run", help="materialise one reporting day end to end (default: yesterday)",
+                         description="Materialise one reporting day, re-pulling the days before it like the daily "
+                         "schedule does so that late restatements are caught.")
+    run.add_argument("--date", type=_date, help="reporting day YYYY-MM-DD (default: yesterday in COMET_LEDGER_TIMEZONE)")
+    run.add_argument("--repull", type=_non_negative_int, default=3, help="days before --date to pull again (default 3)")
+    run.set_defaults(handler=cmd_run)
+
+    backfill = sub.add_parser("backfill", help="materialise a date range (inclusive), with progress; resumable",
+                              description="Materialise every reporting day from --start to --end, one query call per "
+                              "chunk. An interrupted backfill resumes where it stopped; a finished one re-pulls.")
+    backfill.add_argument("--start", type=_date, required=True, help="first reporting day YYYY-MM-DD")
+    backfill.add_argument("--end", type=_date, required=True, help="last reporting day YYYY-MM-DD (inclusive)")
+    backfill.add_argument("--restart", action="store_true", help="ignore an interrupted backfill's progress")
+    backfill.set_defaults(handler=cmd_backfill)
+
+    simulate = sub.add_parser("simulate", help="serve the CometAPI simulator in the foreground",
+                              description="Serve the embedded CometAPI simulator on 127.0.0.1 until interrupted.")
+    simulate.add_argument("--port", type=int, default=8787, help="port on 127.0.0.1 (default 8787; 0 = any free port)")
+    simulate.add_argument("--seed", type=int, default=7, help="traffic seed (default 7)")
+    simulate.add_argument("--days", type=_positive_int, default=30, help="days of traffic ending yesterday (default 30)")
+    simulate.add_argument("--inbox", help="also write the matching client request logs into this folder")
+    simulate.add_argument("--fault", action="append", default=[], metavar="KIND",
+                          help="switch on a fault for every request (e.g. maintenance, accept_malformed_dates); repeatable")
+    simulate.set_defaults(handler=cmd_simulate)
+    dev = sub.add_parser("dev", help="start the Dagster UI on the same data (against the simulator unless configured)",
+                         description="Run `dagster dev -w workspace.yaml`. Without COMETAPI_KEY in the environment, "
+                         "the embedded simulator is started and the UI's runs talk to it.")
+    dev.add_argument("--simulator", action=argparse.BooleanOptionalAction, default=None,
+                     help="force the simulator on or off (default: on when COMETAPI_KEY is unset)")
+    dev.add_argument("--port", type=int, default=3000, help="UI port (default 3000)")
+    dev.set_defaults(handler=cmd_dev)
+    return parser
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines import runs
+
+    settings.require_api_key()
+    day = args.date or yesterday(settings)
+    first = max(settings.start_date, day - timedelta(days=args.repull))
+    print(f"materialising {first} .. {day} (re-pulling {(day - first).days} earlier day(s))", file=sys.stderr)
+    runs.run_range(settings, first, day)
+    print_quota_table(settings, first, day)
+    return 0
+
+
+def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines import runs
+
+    if args.end < args.start:
+        raise ValueError(f"--end {args.end} is before --start {args.start}")
+    settings.require_api_key()
+    ran, skipped = _backfill_with_progress(settings, args.start, args.end, restart=args.restart)
+    if skipped:
+        print(f"resumed: {skipped} chunk(s) were already done, {ran} run now", file=sys.stderr)
+    print_quota_table(settings, args.start, args.end)
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from pipelines.lib.simulator.inbox import write_inbox
+    from pipelines.lib.simulator.server import SimulatorServer
+    from pipelines.lib.simulator.traffic import generate_traffic
+
+    last = yesterday(settings)
+    traffic = generate_traffic(seed=args.seed, start=last - timedelta(days=args.days - 1), days=args.days)
+    if args.inbox:
+        written = write_inbox(traffic, Path(args.inbox))
+        print(f"wrote client request logs to {args.inbox}: {written}", file=sys.stderr)
+    server = SimulatorServer(traffic, port=args.port)
+    for kind in args.fault:
+        server.faults.add(kind, times=None)
+    with server:
+        print(f"CometAPI simulator on {server.url} ({args.days} days of traffic ending {last})")
+        print(f"  COMETAPI_QUERY_URL={server.url}\n  COMETAPI_API_URL={server.url}")
+        print(f"  COMETAPI_KEY={server.api_key}\n  COMETAPI_ACCESS_TOKEN={server.access_token}")
+        print("  (simulator credentials, not real secrets)  Ctrl-C stops it.", flush=True)
+        try:
+            server.wait()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines.lib.simulator.server import SimulatorServer
+    from pipelines.lib.simulator.traffic import generate_traffic
+
+    last = yesterday(settings)
+    first = last - timedelta(days=args.days - 1)
+    if first < settings.start_date:
+        settings = _replace(settings, start_date=first)
+    traffic = generate_traffic(seed=args.seed, start=first, days=args.days)
+    with SimulatorServer(traffic) as server:
+        os.environ.update(COMETAPI_QUERY_URL=server.url, COMETAPI_API_URL=server.url, COMETAPI_KEY=server.api_key)
+        settings = _replace(settings, query_url=server.url, api_url=server.url, api_key=server.api_key)
+        print(f"simulator on {server.url}; data home {settings.home}", file=sys.stderr)
+        _backfill_with_progress(settings, first, last, restart=True)
+        from pipelines import runs
+
+        repull_first = max(first, last - timedelta(days=3))
+        print(f"daily run for {last} (re-pulls {repull_first} .. {last})", file=sys.stderr)
+        runs.run_range(settings, repull_first, last)
+        truth = {k: v for k, v in server.truth().items() if first <= k[0] <= last}
+    totals = print_quota_table(settings, first, last)
+    print_restatements(settings, first, last)
+    expected = (sum((v[0] for v in truth.values()), Decimal(0)), sum(v[1] for v in truth.values()), len(truth))
+    if totals != expected:
+        raise RuntimeError(f"warehouse totals {totals} differ from the simulator's {expected}")
+    print(f"matches the simulator exactly: {expected[2]} key-days, {expected[0]} USD, {expected[1]} requests")
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
+    import subprocess
+    from contextlib import ExitStack
+    from pathlib import Path
+
+    from pipelines.runs import ensure_dagster_home
+    from pipelines.lib.simulator.server import SimulatorServer
+    from pipelines.lib.simulator.traffic import generate_traffic
+
+    use_simulator = args.simulator if args.simulator is not None else not settings.api_key
+    env = dict(os.environ, COMET_LEDGER_HOME=str(settings.home))
+    env.setdefault("DAGSTER_HOME", str(settings.home / "dagster"))
+    ensure_dagster_home(Path(env["DAGSTER_HOME"]))
+    with ExitStack() as stack:
+        if use_simulator:
+            last = yesterday(settings)
+            server = stack.enter_context(SimulatorServer(generate_traffic(start=last - timedelta(days=29), days=30)))
+            env.update(COMETAPI_QUERY_URL=server.url, COMETAPI_API_URL=server.url, COMETAPI_KEY=server.api_key)
+            print(f"simulator on {server.url}", file=sys.stderr)
+        command = [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-p", str(args.port)]
+        return subprocess.call(command, env=env)
+
+
+# --- output -------------------------------------------------------------------------------------
+
+def print_quota_table(settings: Settings, first: date, last: date) -> tuple[Decimal, int, int]:
+    """Per-key reported spend and requests for [first, last]; returns (USD, requests, key-days)."""
+    from pipelines.lib.warehouse import connect_readonly
+
+    with connect_readonly(settings.warehouse_path) as con:
+        rows = con.execute(
+            """
+            SELECT key_name, count(*) AS days, sum(reported_cost_usd) AS cost, sum(reported_requests) AS requests
+            FROM quota_daily WHERE usage_date BETWEEN $first AND $last
+            GROUP BY key_name ORDER BY key_name
+            """,
+            {"first": first, "last": last},
+        ).fetchall()
+    cost = sum((r[2] for r in rows), Decimal(0))
+    requests = sum(r[3] for r in rows)
+    key_days = sum(r[1] for r in rows)
+    width = max([len("key_name"), len("total")] + [len(r[0]) for r in rows])
+    print(f"reported by CometAPI, {first} .. {last} ({settings.timezone} days)")
+    print(f"{'key_name':<{width}}  {'days':>4}  {'reported_usd':>14}  {'requests':>9}")
+    for key, days, key_cost, key_requests in rows:
+        print(f"{key:<{width}}  {days:>4}  {key_cost:>14.6f}  {key_requests:>9}")
+    print(f"{'total':<{width}}  {key_days:>4}  {cost:>14.6f}  {requests:>9}")
+    return cost, requests, key_days
+
+
+def print_restatements(settings: Settings, first: date, last: date) -> None:
+    from pipelines.lib.warehouse import connect_readonly
+
+    with connect_readonly(settings.warehouse_path) as con:
+        rows = con.execute(
+            "SELECT usage_date, key_name, previous_cost_usd, new_cost_usd FROM quota_restatements "
+            "WHERE usage_date BETWEEN $first AND $last ORDER BY pulled_at DESC LIMIT 5",
+            {"first": first, "last": last},
+        ).fetchall()
+    for day, key, before, after in rows:
+        print(f"restated: {day} {key}: {before} -> {after} USD")
+
+
+def _backfill_with_progress(settings: Settings, first: date, last: date, *, restart: bool) -> tuple[int, int]:
+    from tqdm import tqdm
+
+    from pipelines import runs
+
+    total_days = (last - first).days + 1
+    with tqdm(total=total_days, unit="day", desc="backfill", file=sys.stderr, disable=None) as bar:
+        def advance(chunk: runs.Chunk, index: int, count: int) -> None:
+            bar.set_postfix_str(chunk.label)
+            bar.update((chunk.last - chunk.first).days + 1)
+
+        return runs.backfill(settings, first, last, restart=restart, on_progress=advance)
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+def yesterday(settings: Settings) -> date:
+    return datetime.now(tz=settings.tz).date() - timedelta(days=1)
+
+
+def _replace(settings: Settings, **changes) -> Settings:
+    from dataclasses import replace
+
+    return replace(settings, **changes)
+
+
+def _load_dotenv() -> None:
+    from pathlib import Path
+
+    from dotenv import load_dotenv
+
+    load_dotenv(Path.cwd() / ".env", override=False)
+
+
+def _env_secrets() -> list[str]:
+    return [v for k in ("COMETAPI_KEY", "COMETAPI_ACCESS_TOKEN") if (v := os.environ.get(k))]
+
+
+def _date(raw: str) -> date:
+    try:
+        if len(raw) != 10:
+            raise ValueError
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a date in YYYY-MM-DD form") from None
+
+
+def _positive_int(raw: str) -> int:
+    if not raw.isdigit() or int(raw) < 1:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number >= 1")
+    return int(raw)
+
+
+def _non_negative_int(raw: str) -> int:
+    if not raw.isdigit():
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number >= 0")
+    return int(raw)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

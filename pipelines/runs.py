@@ -1,0 +1,136 @@
+"""Run the Dagster jobs in-process for the command line: one range, or a resumable backfill.
+
+Runs are recorded in the Dagster instance at `DAGSTER_HOME` (default `$COMET_LEDGER_HOME/dagster`),
+so the UI started by `make dev` shows what the command line did.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import dagster as dg
+
+from pipelines.defs.schedules import partition_range_tags
+from pipelines.lib.redact import redact
+from pipelines.lib.settings import Settings
+
+JOB_NAME = "daily_ledger"
+# The run's events go to the Dagster instance (the UI); the terminal gets one line per failure.
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+
+
+class RunFailed(RuntimeError):
+    """A Dagster run failed; the message is the first failing step's one-line reason."""
+
+
+def instance_for(settings: Settings) -> dg.DagsterInstance:
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        home = str(settings.home / "dagster")
+        os.environ["DAGSTER_HOME"] = home
+    ensure_dagster_home(Path(home))
+    return dg.DagsterInstance.get()
+
+
+def ensure_dagster_home(home: Path) -> None:
+    """Create DAGSTER_HOME with a minimal dagster.yaml (no telemetry) unless one exists."""
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists() or not config.read_text().strip():
+        config.write_text("telemetry:\n  enabled: false\n")
+
+
+def run_range(settings: Settings, first: date, last: date, instance: dg.DagsterInstance | None = None) -> dg.ExecuteInProcessResult:
+    """Materialise every asset for the reporting days [first, last] in one run."""
+    from pipelines.definitions import build_definitions
+
+    if last < first:
+        raise ValueError(f"end {last} is before start {first}")
+    if first < settings.start_date:
+        raise ValueError(f"{first} is before COMET_LEDGER_START_DATE ({settings.start_date})")
+    job = build_definitions(settings).resolve_job_def(JOB_NAME)
+    result = job.execute_in_process(
+        run_config=QUIET,
+        instance=instance or instance_for(settings),
+        tags=partition_range_tags(first.isoformat(), last.isoformat()),
+        raise_on_error=False,
+    )
+    if not result.success:
+        raise RunFailed(first_failure(result, settings.secrets()))
+    return result
+
+
+def first_failure(result: dg.ExecuteInProcessResult, secrets: list[str]) -> str:
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data.error is not None:
+            error = event.step_failure_data.error
+            # The user's exception, not Dagster's wrapper around it.
+            while error.cause is not None and error.cls_name == "DagsterExecutionStepExecutionError":
+                error = error.cause
+            message = error.message.strip().splitlines()[0] if error.message.strip() else error.cls_name
+            return redact(f"{event.step_key}: {message}", secrets)
+    return "the run failed before any step ran (see the Dagster UI for the run's events)"
+
+
+@dataclass(frozen=True)
+class Chunk:
+    first: date
+    last: date
+
+    @property
+    def label(self) -> str:
+        return f"{self.first}..{self.last}"
+
+
+def chunks(first: date, last: date, days: int) -> list[Chunk]:
+    out, cursor = [], first
+    while cursor <= last:
+        end = min(last, cursor + timedelta(days=days - 1))
+        out.append(Chunk(cursor, end))
+        cursor = end + timedelta(days=1)
+    return out
+
+
+def backfill(
+    settings: Settings,
+    first: date,
+    last: date,
+    *,
+    restart: bool = False,
+    on_progress: Callable[[Chunk, int, int], None] | None = None,
+) -> tuple[int, int]:
+    """Materialise [first, last] one run per chunk (one query-service call each).
+
+    Progress is recorded after each chunk in `$COMET_LEDGER_HOME/state/`; an interrupted backfill
+    started again with the same range resumes after the last finished chunk. A finished backfill
+    forgets its state, so running it again re-pulls everything. Returns (chunks run, chunks skipped).
+    """
+    plan = chunks(first, last, max(1, settings.chunk_days - 1))
+    state_path = settings.home / "state" / f"backfill-{first}-{last}.json"
+    done: set[str] = set()
+    if state_path.exists() and not restart:
+        done = set(json.loads(state_path.read_text())["done"])
+    instance = instance_for(settings)
+    ran = 0
+    for index, chunk in enumerate(plan, start=1):
+        if chunk.label not in done:
+            run_range(settings, chunk.first, chunk.last, instance)
+            done.add(chunk.label)
+            _write_state(state_path, sorted(done))
+            ran += 1
+        if on_progress:
+            on_progress(chunk, index, len(plan))
+    state_path.unlink(missing_ok=True)
+    return ran, len(plan) - ran
+
+
+def _write_state(path: Path, done: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"done": done}))
+    os.replace(tmp, path)

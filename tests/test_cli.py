@@ -1,0 +1,97 @@
+"""The command line as a user meets it: demo, run, backfill, and one-line errors."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pytest
+
+from conftest import make_settings, table_rows
+from pipelines import runs
+from pipelines.cli import main
+from pipelines.lib.simulator.server import SimulatorServer
+from pipelines.lib.simulator.traffic import generate_traffic
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("COMETAPI_KEY", "COMETAPI_ACCESS_TOKEN", "COMETAPI_QUERY_URL", "COMETAPI_API_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("COMET_LEDGER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    return tmp_path
+
+
+def test_demo_prints_the_per_key_table_matching_the_simulator_and_reruns_safely(env, capsys):
+    assert main(["demo", "--days", "12"]) == 0
+    out = capsys.readouterr().out
+    assert "key_name" in out and "team-a-prod" in out
+    assert "matches the simulator exactly" in out
+    total_line = next(line for line in out.splitlines() if line.startswith("total"))
+    assert main(["demo", "--days", "12"]) == 0
+    again = capsys.readouterr().out
+    assert next(line for line in again.splitlines() if line.startswith("total")) == total_line
+
+
+def test_bad_setting_is_one_line_naming_the_variable(env, capsys, monkeypatch):
+    monkeypatch.setenv("COMET_LEDGER_START_DATE", "01/02/2025")
+    assert main(["run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["comet-ledger: error: COMET_LEDGER_START_DATE='01/02/2025' is not a date in YYYY-MM-DD form"]
+
+
+def test_run_without_a_key_says_which_variable(env, capsys):
+    assert main(["run"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("comet-ledger: error: COMETAPI_KEY is not set")
+
+
+def test_backfill_rejects_a_reversed_range(env, capsys, monkeypatch):
+    monkeypatch.setenv("COMETAPI_KEY", "sk-whatever-123456")
+    assert main(["backfill", "--start", "2026-03-10", "--end", "2026-03-01"]) == 2
+    assert "--end 2026-03-01 is before --start 2026-03-10" in capsys.readouterr().err
+
+
+def test_backfill_rejects_a_malformed_date(env, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["backfill", "--start", "2026/03/01", "--end", "2026-03-02"])
+    assert exit_.value.code == 2
+    assert "'2026/03/01' is not a date in YYYY-MM-DD form" in capsys.readouterr().err
+
+
+def test_a_failed_run_is_one_line_without_the_key(env, capsys, monkeypatch):
+    traffic = generate_traffic(seed=7, start=date(2026, 10, 1), days=5, requests_per_day=5)
+    with SimulatorServer(traffic, api_key="sk-CLICANARY-0123456789") as sim:
+        monkeypatch.setenv("COMETAPI_QUERY_URL", sim.url)
+        monkeypatch.setenv("COMETAPI_KEY", "sk-CLICANARY-wrong-0000")
+        assert main(["run", "--date", "2026-10-05"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and err[0].startswith("materialising")
+    assert "HTTP 401" in err[1] and "COMETAPI_KEY" in err[1]
+    assert "CLICANARY" not in "\n".join(err)
+
+
+def test_an_interrupted_backfill_resumes_and_a_finished_one_repulls(tmp_path, monkeypatch):
+    traffic = generate_traffic(seed=5, start=date(2026, 8, 1), days=45, requests_per_day=8)
+    with SimulatorServer(traffic) as sim:
+        settings = make_settings(tmp_path / "home", sim, COMET_LEDGER_START_DATE="2026-01-01")
+        monkeypatch.setenv("COMETAPI_KEY", sim.api_key)
+        monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+        first, last = date(2026, 8, 1), date(2026, 9, 14)
+
+        def stop_after_first(chunk, index, count):
+            if index == 1:
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            runs.backfill(settings, first, last, on_progress=stop_after_first)
+        calls_before = len([c for c in sim.calls if "start_date" in c.params])
+        assert calls_before == 1
+        assert runs.backfill(settings, first, last) == (1, 1)  # resumed: one chunk left
+        assert len([c for c in sim.calls if "start_date" in c.params]) == 2
+        assert runs.backfill(settings, first, last) == (2, 0)  # finished before: re-pulls all
+        truth = sim.truth()  # the restatement became visible after the first pull of its day
+        rows = table_rows(settings, "SELECT usage_date, key_name, reported_cost_usd, reported_requests FROM quota_daily")
+        assert {(d, k): (c, n) for d, k, c, n in rows} == {k: v for k, v in truth.items() if first <= k[0] <= last}
+        assert last - first == timedelta(days=44)
