@@ -1,0 +1,685 @@
+"""CometAPI's own per-request ledger (`/api/log/self` items, the console's CSV export) as records.
+
+One item becomes one `GatewayRecord`, or a `GatewayReject` with a reason from
+`GATEWAY_REJECT_REASONS`. A reject is only for what would make the money or the identity of a row
+wrong; everything that is merely audit data degrades to NULL instead. The rules:
+
+Money (`billed_usd`, USD, exact, 6 decimals; 500 000 quota units = 1 USD, so a unit is 0.000002):
+- consume rows (type 2), corrections included: `quota / 500000` with the sign as given; a task
+  correction's quota is a signed delta.
+- refund rows (type 6) carry a *positive* quota that gives money back: `billed_usd = -quota / 500000`.
+  A refund with a negative quota has an ambiguous sign and is rejected `bad_quota`, never guessed.
+- every other type (top-up 1, manage 3, system 4, error 5) bills nothing: `billed_usd = 0`, with
+  `quota_units` kept as given (a top-up's quota is credit, not spend).
+- `quota` must be a JSON integer (not a float, a bool or a string) with |quota| < 5e17 (what
+  DECIMAL(18,6) holds). It is required on consume and refund rows (`missing_quota`); on the other
+  types an absent or null quota is 0.
+
+Identity:
+- `request_id` is the dedup key (`id` is not: new-api rewrites it to `id % 1024`). It is required
+  on traffic rows (consume, error, refund). Account events (top-up, manage, system) are logged by
+  new-api without one, so they get a deterministic synthetic id, `<type name>-<created_at>-<hash>`.
+- `created_at` is unix seconds (a JSON integer); `usage_date` is its calendar day in `tz`.
+- consume and refund rows need a key (`token_name`), else `missing_key_name`: spend that cannot be
+  attributed to a key cannot be reconciled against the query service's per-key figures.
+- `type` must be 1..6 (`unknown_log_type`). The other top-level fields are typed columns in
+  new-api's database; a wrong type there (a string token count, a negative `use_time`) means the
+  row is malformed as a whole and is rejected `bad_field_type`.
+
+`other` (a JSON string with the ratios actually applied) is audit data only: when it is not a JSON
+object, or one of its values has the wrong type, the row is KEPT, the unreadable values are NULL and
+`other_parse_error` is True. (An already-decoded object is accepted too.)
+
+`billing_category`: `per_call` when `other.model_price >= 0` (a fixed price per call, also 0 for a
+free one); `token` when `model_price == -1`, or when `model_price` is absent and `model_ratio > 0`;
+otherwise NULL (unknown; e.g. error rows, which carry no ratios). This is `CONTRACT.md`'s
+"`model_price` = -1 means token-priced, otherwise per-call" plus the absent-price case.
+
+`usage_semantic`: `anthropic` when `other.usage_semantic == "anthropic"` (then `prompt_tokens` is
+Anthropic's `input_tokens`, cache excluded; the cache is in `cache_tokens` and
+`cache_creation_tokens`), else `openai`. Tokens are stored as the gateway logged them.
+
+`is_correction` (a late billing correction of an async task, a row of its own): a consume row whose
+quota is negative, OR whose `other` carries a truthy marker key (`CORRECTION_OTHER_KEYS`, e.g. the
+`correction_of` task id), OR whose `content` says so (`CORRECTION_CONTENT`: "correction",
+"adjustment", 补差, 调整). A positive correction therefore needs a marker to be told apart from a
+normal call; refunds are type 6 and never corrections.
+
+`dedupe()` and `summarise()` are documented where they are defined.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields, replace
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Final, NamedTuple
+from zoneinfo import ZoneInfo
+
+import pyarrow as pa
+
+from pipelines.lib.redact import redact
+
+UNITS_PER_USD: Final = 500_000
+USD_PER_UNIT: Final = Decimal("0.000002")  # 1 / 500 000, exact
+USD_QUANTUM: Final = Decimal("0.000001")
+MAX_ABS_QUOTA: Final = 5 * 10**17  # exclusive: quota / 500 000 must fit DECIMAL(18,6)
+
+LOG_TOPUP, LOG_CONSUME, LOG_MANAGE, LOG_SYSTEM, LOG_ERROR, LOG_REFUND = 1, 2, 3, 4, 5, 6
+LOG_TYPE_NAMES: Final = {
+    LOG_TOPUP: "topup",
+    LOG_CONSUME: "consume",
+    LOG_MANAGE: "manage",
+    LOG_SYSTEM: "system",
+    LOG_ERROR: "error",
+    LOG_REFUND: "refund",
+}
+MONEY_TYPES: Final = frozenset({LOG_CONSUME, LOG_REFUND})
+TRAFFIC_TYPES: Final = frozenset({LOG_CONSUME, LOG_ERROR, LOG_REFUND})
+SOURCES: Final = ("api", "csv_export")
+BILLING_CATEGORIES: Final = ("token", "per_call")
+
+GATEWAY_REJECT_REASONS: Final = (
+    "not_an_object",
+    "missing_request_id",
+    "missing_created_at",
+    "bad_created_at",
+    "unknown_log_type",
+    "missing_key_name",
+    "missing_quota",
+    "bad_quota",
+    "bad_field_type",
+)
+
+CORRECTION_OTHER_KEYS: Final = ("correction_of", "is_correction", "correction", "adjustment_of", "is_adjustment")
+CORRECTION_CONTENT: Final = re.compile(r"(?i)\bcorrection\b|\badjustment\b|补差|调整")
+
+_RATIOS: Final = (
+    "model_ratio", "group_ratio", "completion_ratio", "cache_ratio", "cache_creation_ratio", "model_price",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayRecord:
+    """One ledger row as the gateway billed it (see the module docstring for every rule)."""
+
+    request_id: str
+    log_id: int | None  # the item's `id`: NOT unique (id % 1024), kept for audit
+    created_at: datetime  # aware, UTC
+    usage_date: date  # created_at's calendar day in the reporting time zone
+    log_type: int
+    log_type_name: str
+    key_name: str | None
+    model: str | None
+    quota_units: int
+    billed_usd: Decimal  # signed effect on spend; refunds negative, non-money rows 0
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    cache_tokens: int | None
+    cache_creation_tokens: int | None
+    usage_semantic: str  # 'openai' | 'anthropic'
+    billing_category: str | None  # 'token' | 'per_call' | None (unknown)
+    model_ratio: float | None
+    group_ratio: float | None
+    completion_ratio: float | None
+    cache_ratio: float | None
+    cache_creation_ratio: float | None
+    model_price: float | None
+    is_stream: bool | None
+    use_time_s: int | None
+    frt_ms: int | None
+    total_ms: int | None
+    request_path: str | None
+    source_ip: str | None
+    group: str | None
+    content: str | None
+    is_correction: bool
+    other_parse_error: bool
+    other_json: str | None  # the raw `other`, for audit
+    source: str  # 'api' | 'csv_export'
+
+    @property
+    def is_request(self) -> bool:
+        """Counted as a request by the query service: a consume row that is not a correction."""
+        return self.log_type == LOG_CONSUME and not self.is_correction
+
+    @property
+    def dedup_key(self) -> tuple[str, int, datetime, int]:
+        return (self.request_id, self.log_type, self.created_at, self.quota_units)
+
+    def to_row(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _FIELD_NAMES}
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayReject:
+    """An unusable ledger row: `reason` from `GATEWAY_REJECT_REASONS`, `detail` for a person."""
+
+    reason: str
+    detail: str
+    raw: str  # the item as JSON (or the CSV row), for the rejects table
+    request_id: str | None = None
+    source: str = "api"
+    line: int | None = None  # CSV export: the row's line in the file
+
+    def __post_init__(self) -> None:
+        if self.reason not in GATEWAY_REJECT_REASONS:
+            raise ValueError(f"unknown gateway reject reason {self.reason!r}")
+
+
+_FIELD_NAMES: Final = tuple(f.name for f in fields(GatewayRecord))
+
+GATEWAY_SCHEMA: Final = pa.schema(
+    [
+        pa.field("request_id", pa.string(), nullable=False),
+        pa.field("log_id", pa.int64()),
+        pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("usage_date", pa.date32(), nullable=False),
+        pa.field("log_type", pa.int8(), nullable=False),
+        pa.field("log_type_name", pa.string(), nullable=False),
+        pa.field("key_name", pa.string()),
+        pa.field("model", pa.string()),
+        pa.field("quota_units", pa.int64(), nullable=False),
+        pa.field("billed_usd", pa.decimal128(18, 6), nullable=False),
+        pa.field("prompt_tokens", pa.int64()),
+        pa.field("completion_tokens", pa.int64()),
+        pa.field("cache_tokens", pa.int64()),
+        pa.field("cache_creation_tokens", pa.int64()),
+        pa.field("usage_semantic", pa.string(), nullable=False),
+        pa.field("billing_category", pa.string()),
+        *(pa.field(name, pa.float64()) for name in _RATIOS),
+        pa.field("is_stream", pa.bool_()),
+        pa.field("use_time_s", pa.int64()),
+        pa.field("frt_ms", pa.int64()),
+        pa.field("total_ms", pa.int64()),
+        pa.field("request_path", pa.string()),
+        pa.field("source_ip", pa.string()),
+        pa.field("group", pa.string()),
+        pa.field("content", pa.string()),
+        pa.field("is_correction", pa.bool_(), nullable=False),
+        pa.field("other_parse_error", pa.bool_(), nullable=False),
+        pa.field("other_json", pa.string()),
+        pa.field("source", pa.string(), nullable=False),
+    ]
+)
+assert tuple(GATEWAY_SCHEMA.names) == _FIELD_NAMES, "GATEWAY_SCHEMA must follow GatewayRecord"
+
+
+def records_to_table(records: Iterable[GatewayRecord]) -> pa.Table:
+    """The records as an Arrow table with `GATEWAY_SCHEMA`."""
+    return pa.Table.from_pylist([r.to_row() for r in records], schema=GATEWAY_SCHEMA)
+
+
+# --- one item ----------------------------------------------------------------------------------
+
+
+class _Rejected(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def parse_item(item: Mapping[str, Any], *, tz: ZoneInfo | str, source: str = "api") -> GatewayRecord | GatewayReject:
+    """Normalise one `/api/log/self` item. Never raises for bad input."""
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+    zone = ZoneInfo(tz) if isinstance(tz, str) else tz
+    if not isinstance(item, Mapping):
+        return GatewayReject("not_an_object", f"a ledger item is a JSON object, not {type(item).__name__}",
+                             _raw(item), source=source)
+    try:
+        return _parse(item, zone, source)
+    except _Rejected as rejected:
+        request_id = item.get("request_id")
+        return GatewayReject(
+            rejected.reason,
+            redact(rejected.detail),
+            _raw(item),
+            request_id=request_id if isinstance(request_id, str) and request_id else None,
+            source=source,
+        )
+
+
+def _parse(item: Mapping[str, Any], zone: ZoneInfo, source: str) -> GatewayRecord:
+    log_type = _log_type(item)
+    created_at = _created_at(item)
+    quota = _quota(item, log_type)
+    key_name = _text(item, "token_name")
+    if log_type in MONEY_TYPES and key_name is None:
+        raise _Rejected("missing_key_name", f"a {LOG_TYPE_NAMES[log_type]} row has no token_name")
+    content = _text(item, "content")
+    other, other_json, other_error = _other(item.get("other"))
+    audit = _OtherReader(other, other_error)
+    ratios = {name: audit.number(name) for name in _RATIOS}
+    return GatewayRecord(
+        request_id=_request_id(item, log_type, created_at),
+        log_id=_count(item, "id"),
+        created_at=datetime.fromtimestamp(created_at, UTC),
+        usage_date=datetime.fromtimestamp(created_at, zone).date(),
+        log_type=log_type,
+        log_type_name=LOG_TYPE_NAMES[log_type],
+        key_name=key_name,
+        model=_text(item, "model_name"),
+        quota_units=quota,
+        billed_usd=billed_usd(log_type, quota),
+        prompt_tokens=_count(item, "prompt_tokens"),
+        completion_tokens=_count(item, "completion_tokens"),
+        cache_tokens=audit.count("cache_tokens"),
+        cache_creation_tokens=audit.count("cache_creation_tokens"),
+        usage_semantic="anthropic" if other.get("usage_semantic") == "anthropic" else "openai",
+        billing_category=billing_category(ratios["model_price"], ratios["model_ratio"]),
+        **ratios,
+        is_stream=_flag(item, "is_stream"),
+        use_time_s=_count(item, "use_time"),
+        frt_ms=audit.integer("frt"),
+        total_ms=audit.integer("total_ms"),
+        request_path=audit.text("request_path"),
+        source_ip=_text(item, "ip"),
+        group=_text(item, "group"),
+        content=content,
+        is_correction=is_correction(log_type, quota, other, content),
+        other_parse_error=audit.error,
+        other_json=other_json,
+        source=source,
+    )
+
+
+def billed_usd(log_type: int, quota_units: int) -> Decimal:
+    """The row's signed effect on spend, exact to 0.000001 USD (refunds negative, non-money rows 0)."""
+    if log_type == LOG_CONSUME:
+        units = quota_units
+    elif log_type == LOG_REFUND:
+        units = -quota_units
+    else:
+        units = 0
+    return (units * USD_PER_UNIT).quantize(USD_QUANTUM)
+
+
+def billing_category(model_price: float | None, model_ratio: float | None) -> str | None:
+    """`per_call` when model_price >= 0, `token` when it is -1 (or absent with model_ratio > 0)."""
+    if model_price is not None:
+        if model_price >= 0:
+            return "per_call"
+        return "token" if model_price == -1 else None
+    if model_ratio is not None and model_ratio > 0:
+        return "token"
+    return None
+
+
+def is_correction(log_type: int, quota_units: int, other: Mapping[str, Any], content: str | None) -> bool:
+    """A consume row that corrects an earlier task's billing (see the module docstring)."""
+    if log_type != LOG_CONSUME:
+        return False
+    if quota_units < 0:
+        return True
+    if any(other.get(key) not in (None, False, "", 0) for key in CORRECTION_OTHER_KEYS):
+        return True
+    return bool(content and CORRECTION_CONTENT.search(content))
+
+
+def _log_type(item: Mapping[str, Any]) -> int:
+    value = item.get("type")
+    if value is None:
+        raise _Rejected("unknown_log_type", "the item has no type")
+    if not _is_int(value):
+        raise _Rejected("bad_field_type", f"type is {_show(value)}, not an integer")
+    if value not in LOG_TYPE_NAMES:
+        raise _Rejected("unknown_log_type", f"type {value} is none of {sorted(LOG_TYPE_NAMES)}")
+    return value
+
+
+def _created_at(item: Mapping[str, Any]) -> int:
+    value = item.get("created_at")
+    if value is None or value == "":
+        raise _Rejected("missing_created_at", "the item has no created_at")
+    if not _is_int(value):
+        raise _Rejected("bad_field_type", f"created_at is {_show(value)}, not unix seconds")
+    try:
+        if value <= 0:
+            raise ValueError
+        datetime.fromtimestamp(value, UTC)
+    except (ValueError, OverflowError, OSError):
+        raise _Rejected("bad_created_at", f"created_at {value} is not a plausible unix time") from None
+    return value
+
+
+def _quota(item: Mapping[str, Any], log_type: int) -> int:
+    value = item.get("quota")
+    if value is None:
+        if log_type in MONEY_TYPES:
+            raise _Rejected("missing_quota", f"a {LOG_TYPE_NAMES[log_type]} row has no quota")
+        return 0
+    if not _is_int(value):
+        raise _Rejected("bad_quota", f"quota is {_show(value)}, not integer units")
+    if abs(value) >= MAX_ABS_QUOTA:
+        raise _Rejected("bad_quota", f"quota {value} is out of range")
+    if log_type == LOG_REFUND and value < 0:
+        raise _Rejected("bad_quota", f"a refund row has a negative quota {value}: its sign is ambiguous")
+    return value
+
+
+def _request_id(item: Mapping[str, Any], log_type: int, created_at: int) -> str:
+    value = item.get("request_id")
+    if value is not None and not isinstance(value, str):
+        raise _Rejected("bad_field_type", f"request_id is {_show(value)}, not a string")
+    if value and value.strip():
+        return value.strip()
+    if log_type in TRAFFIC_TYPES:
+        raise _Rejected("missing_request_id", f"a {LOG_TYPE_NAMES[log_type]} row has no request_id")
+    # Account events carry no request id; hash everything but the unstable `id`.
+    body = {k: v for k, v in item.items() if k not in ("id", "request_id")}
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return f"{LOG_TYPE_NAMES[log_type]}-{created_at}-{digest}"
+
+
+def _text(item: Mapping[str, Any], name: str) -> str | None:
+    value = item.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _Rejected("bad_field_type", f"{name} is {_show(value)}, not a string")
+    return value if value.strip() else None
+
+
+def _count(item: Mapping[str, Any], name: str) -> int | None:
+    value = item.get(name)
+    if value is None:
+        return None
+    if not _is_int(value) or value < 0:
+        raise _Rejected("bad_field_type", f"{name} is {_show(value)}, not a whole number")
+    return value
+
+
+def _flag(item: Mapping[str, Any], name: str) -> bool | None:
+    value = item.get(name)
+    if value is None or isinstance(value, bool):
+        return value
+    raise _Rejected("bad_field_type", f"{name} is {_show(value)}, not true/false")
+
+
+def _other(value: Any) -> tuple[dict, str | None, bool]:
+    """(decoded `other`, its raw text, whether it could not be read as an object)."""
+    if value is None or value == "":
+        return {}, None, False
+    if isinstance(value, Mapping):
+        return dict(value), json.dumps(value, separators=(",", ":"), sort_keys=True, default=str), False
+    if not isinstance(value, str):
+        return {}, json.dumps(value, default=str), True
+    try:
+        decoded = json.loads(value)
+    except ValueError:
+        return {}, value, True
+    return (decoded, value, False) if isinstance(decoded, dict) else ({}, value, True)
+
+
+class _OtherReader:
+    """Reads audit values from `other`; a value of the wrong type becomes None and sets `error`."""
+
+    def __init__(self, other: dict, error: bool) -> None:
+        self.other = other
+        self.error = error
+
+    def number(self, name: str) -> float | None:
+        value = self.other.get(name)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            self.error = True
+            return None
+        return float(value)
+
+    def integer(self, name: str) -> int | None:
+        value = self.number(name)
+        return None if value is None else round(value)
+
+    def count(self, name: str) -> int | None:
+        value = self.number(name)
+        if value is None:
+            return None
+        if value < 0 or value != int(value):
+            self.error = True
+            return None
+        return int(value)
+
+    def text(self, name: str) -> str | None:
+        value = self.other.get(name)
+        if value is None or isinstance(value, str):
+            return value or None
+        self.error = True
+        return None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40]}{'…' if len(text) > 40 else ''}"
+
+
+def _raw(item: Any) -> str:
+    try:
+        return json.dumps(item, ensure_ascii=False, sort_keys=True, default=str)
+    except (TypeError, ValueError):
+        return repr(item)
+
+
+# --- many items --------------------------------------------------------------------------------
+
+
+def dedupe(records: Iterable[GatewayRecord]) -> tuple[list[GatewayRecord], list[GatewayRecord]]:
+    """(kept, duplicates), first occurrence kept, order preserved.
+
+    A ledger row's identity is `(request_id, log_type, created_at, quota_units)`, not `request_id`
+    alone: a consume row and its refund, or a task and its billing correction, may share a
+    request_id and are distinct money movements. The same row seen twice (paging overlap when new
+    rows arrive while paging, a re-pull, the API and the CSV export of one row) is a duplicate,
+    whatever its `id` (which new-api rewrites to id % 1024) or `source`.
+    """
+    seen: set[tuple] = set()
+    kept: list[GatewayRecord] = []
+    duplicates: list[GatewayRecord] = []
+    for record in records:
+        key = record.dedup_key
+        (duplicates if key in seen else kept).append(record)
+        seen.add(key)
+    return kept, duplicates
+
+
+class KeyDayTotal(NamedTuple):
+    billed_usd: Decimal
+    requests: int
+
+
+def summarise(records: Iterable[GatewayRecord]) -> dict[tuple[date, str | None], KeyDayTotal]:
+    """Per (usage_date, key_name): what the query service's `daily_quota` should say for it.
+
+    `billed_usd` sums the money rows (consume incl. corrections, minus refunds; `billed_usd`
+    already carries the sign); `requests` counts consume rows that are not corrections (a refunded
+    call still counts; errors never do). Each row counts on its own day, so a refund on a later day
+    lowers that day. Key-days without a money row are absent, as in `daily_quota`. Pass
+    deduplicated records (`dedupe`).
+    """
+    totals: dict[tuple[date, str | None], KeyDayTotal] = {}
+    for r in records:
+        if r.log_type not in MONEY_TYPES:
+            continue
+        key = (r.usage_date, r.key_name)
+        usd, count = totals.get(key, (Decimal("0.000000"), 0))
+        totals[key] = KeyDayTotal(usd + r.billed_usd, count + r.is_request)
+    return totals
+
+
+# --- the console's CSV export --------------------------------------------------------------------
+
+# Column names are not documented. Headers are matched case-insensitively, with spaces and dashes
+# read as underscores; each item field accepts its own name and the plausible console labels below.
+CSV_COLUMNS: Final = {
+    "id": ("id", "log_id"),
+    "created_at": ("created_at", "created_time", "time", "timestamp", "created", "时间"),
+    "type": ("type", "log_type", "类型"),
+    "content": ("content", "detail", "details", "详情"),
+    "token_name": ("token_name", "token", "key_name", "key", "令牌"),
+    "model_name": ("model_name", "model", "模型"),
+    "quota": ("quota", "quota_units"),
+    "prompt_tokens": ("prompt_tokens", "prompt", "input_tokens", "提示"),
+    "completion_tokens": ("completion_tokens", "completion", "output_tokens", "补全"),
+    "use_time": ("use_time", "use_time_s", "用时"),
+    "is_stream": ("is_stream", "stream", "流"),
+    "group": ("group", "分组"),
+    "ip": ("ip", "source_ip", "client_ip"),
+    "request_id": ("request_id", "requestid", "x_cometapi_request_id", "请求id"),
+    "other": ("other",),
+}
+# A USD amount instead of quota units; only under these explicit names.
+CSV_USD_COLUMNS: Final = ("cost", "cost_usd", "quota_usd", "usd", "花费")
+CSV_REQUIRED: Final = ("request_id", "created_at", "type", "token_name")
+_CSV_TYPE_NAMES: Final = {
+    **{name: code for code, name in LOG_TYPE_NAMES.items()},
+    "充值": 1, "消费": 2, "管理": 3, "系统": 4, "错误": 5, "退款": 6,
+}
+_TRUE = frozenset({"true", "1", "yes", "y", "t", "是"})
+_FALSE = frozenset({"false", "0", "no", "n", "f", "否"})
+_INT = re.compile(r"[+-]?\d+")
+
+
+def parse_export_csv(path_or_text: str | Path, *, tz: ZoneInfo | str) -> list[GatewayRecord | GatewayReject]:
+    """Normalise the console's CSV export, row by row, through `parse_item` (source `csv_export`).
+
+    `path_or_text` is a `Path`, a path string, or the CSV text itself (a string with a newline).
+    The header must name `request_id`, `created_at`, `type`, `token_name` and either `quota`
+    (integer units) or a USD column (`CSV_USD_COLUMNS`); columns may come in any order, unknown
+    columns are ignored. Anything else raises ValueError with one line naming the file.
+    Assumptions, as nothing is documented: `created_at` is unix seconds, an ISO-8601 time with an
+    offset, or a naive `YYYY-MM-DD HH:MM:SS` read as UTC; `type` is the number or its name (English
+    or the console's Chinese label); a USD amount must be an exact number of quota units (a
+    multiple of 0.000002), else the row is rejected `bad_quota`; with both quota and USD columns the
+    two must agree. Empty cells are absent values.
+    """
+    name, text = _read_csv_source(path_or_text)
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    mapping, usd_column = _csv_mapping(name, header or [])
+    zone = ZoneInfo(tz) if isinstance(tz, str) else tz
+    out: list[GatewayRecord | GatewayReject] = []
+    for row in reader:
+        if not any(cell.strip() for cell in row):
+            continue
+        line = reader.line_num
+        cells = {field: row[i].strip() if i < len(row) else "" for field, i in mapping.items()}
+        usd = row[usd_column].strip() if usd_column is not None and usd_column < len(row) else ""
+        raw = json.dumps(dict(zip(header, row, strict=False)), ensure_ascii=False)
+        try:
+            item = _csv_item(cells, usd)
+        except _Rejected as rejected:
+            out.append(GatewayReject(rejected.reason, rejected.detail, raw,
+                                     request_id=cells.get("request_id") or None, source="csv_export", line=line))
+            continue
+        parsed = parse_item(item, tz=zone, source="csv_export")
+        out.append(replace(parsed, raw=raw, line=line) if isinstance(parsed, GatewayReject) else parsed)
+    return out
+
+
+def _read_csv_source(path_or_text: str | Path) -> tuple[str, str]:
+    if isinstance(path_or_text, str) and ("\n" in path_or_text or "\r" in path_or_text):
+        return "<csv text>", path_or_text
+    path = Path(path_or_text)
+    try:
+        return str(path), path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read the gateway log export ({exc.__class__.__name__}: {exc})") from None
+
+
+def _normalise_header(cell: str) -> str:
+    return re.sub(r"[\s\-]+", "_", cell.strip().lstrip("\ufeff").lower())
+
+
+def _csv_mapping(name: str, header: list[str]) -> tuple[dict[str, int], int | None]:
+    """item field -> column index, and the USD column's index (or None)."""
+    aliases = {alias: field for field, names in CSV_COLUMNS.items() for alias in names}
+    mapping: dict[str, int] = {}
+    usd_column = None
+    for index, cell in enumerate(header):
+        column = _normalise_header(cell)
+        if column in CSV_USD_COLUMNS:
+            if usd_column is not None:
+                raise ValueError(
+                    f"{name}: the gateway log export has two USD columns ({header[usd_column]!r}, {cell!r})"
+                )
+            usd_column = index
+        elif column in aliases:
+            field = aliases[column]
+            if field in mapping:
+                raise ValueError(
+                    f"{name}: the gateway log export has two columns for {field} "
+                    f"({header[mapping[field]]!r}, {cell!r})"
+                )
+            mapping[field] = index
+    missing = [field for field in CSV_REQUIRED if field not in mapping]
+    if "quota" not in mapping and usd_column is None:
+        missing.append("quota (or cost_usd)")
+    if missing:
+        got = ", ".join(cell.strip() for cell in header) or "no header"
+        raise ValueError(
+            f"{name}: not a recognised CometAPI gateway log export: missing {', '.join(missing)}; "
+            f"expected columns {', '.join(CSV_COLUMNS)} (any order); got {got}"
+        )
+    return mapping, usd_column
+
+
+def _csv_item(cells: dict[str, str], usd: str) -> dict[str, Any]:
+    """The CSV cells as an `/api/log/self` item; values that do not convert stay strings."""
+    item: dict[str, Any] = {field: value or None for field, value in cells.items()}
+    for field in ("id", "quota", "prompt_tokens", "completion_tokens", "use_time"):
+        if item.get(field) is not None and _INT.fullmatch(item[field]):
+            item[field] = int(item[field])
+    if item.get("type") is not None:
+        code = item["type"].lower()
+        item["type"] = int(code) if _INT.fullmatch(code) else _CSV_TYPE_NAMES.get(code, item["type"])
+    if item.get("created_at") is not None:
+        item["created_at"] = _csv_time(item["created_at"])
+    if item.get("is_stream") is not None:
+        flag = item["is_stream"].lower()
+        item["is_stream"] = True if flag in _TRUE else False if flag in _FALSE else item["is_stream"]
+    if usd:
+        units = _usd_to_units(usd)
+        if item.get("quota") is not None and item["quota"] != units:
+            raise _Rejected("bad_quota", f"quota {item['quota']} disagrees with the USD amount {usd}")
+        item["quota"] = units
+    return item
+
+
+def _csv_time(value: str) -> int | str:
+    if _INT.fullmatch(value):
+        return int(value)
+    try:
+        moment = datetime.fromisoformat(value.replace("/", "-"))
+    except ValueError:
+        return value  # parse_item rejects it as bad_field_type
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)  # the console's local time is unknown: assume UTC
+    return int(moment.timestamp())
+
+
+def _usd_to_units(text: str) -> int:
+    cleaned = text.replace("$", "").replace(",", "").strip()
+    try:
+        amount = Decimal(cleaned)
+    except InvalidOperation:
+        raise _Rejected("bad_quota", f"the USD amount {text!r} is not a number") from None
+    if not amount.is_finite():
+        raise _Rejected("bad_quota", f"the USD amount {text!r} is not a number")
+    units = amount * UNITS_PER_USD
+    if units != units.to_integral_value():
+        raise _Rejected("bad_quota", f"the USD amount {text} is not a whole number of quota units (0.000002 USD)")
+    return int(units)
