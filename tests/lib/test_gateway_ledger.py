@@ -31,7 +31,7 @@ from pipelines.lib.gateway_ledger import (
     summarise,
 )
 
-EXAMPLE = Path("/work/shared/reference/examples/gateway_log_page.json")
+EXAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "cometapi" / "gateway_log_page.json"
 UTC_ZONE = ZoneInfo("UTC")
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 ITEM_FIELDS = ["id", "created_at", "type", "content", "token_name", "model_name", "quota", "prompt_tokens",

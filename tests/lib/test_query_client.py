@@ -20,7 +20,7 @@ from pipelines.lib.cometapi.query import (
     split_range,
 )
 
-EXAMPLES = Path("/work/shared/reference/examples")
+EXAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "cometapi"
 KEY = "sk-LEAKCANARY-1234567890abcdef"
 BASE = "https://query.example.test"
 PREFIX = "CometAPI query service /user/quota answered an unexpected body: "

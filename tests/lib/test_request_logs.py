@@ -1,7 +1,7 @@
 """Request-log inbox: normalising every usage shape, rejects, gzip damage, dedupe.
 
-The fixture bodies are verbatim copies of `reference/examples/` (the shared reference is not
-part of the repository, and `make test` must run on a fresh machine).
+The fixture bodies are verbatim copies of CometAPI's published examples (also in
+tests/fixtures/cometapi).
 """
 
 from __future__ import annotations

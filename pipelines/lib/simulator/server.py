@@ -2,7 +2,7 @@
 
 `SimulatorServer(traffic)` serves `Traffic` over HTTP from a daemon thread (stdlib
 `ThreadingHTTPServer`), silently, and only on a loopback address. Endpoints and their habits
-(see /work/shared/reference/cometapi.md):
+(as CometAPI documents them, quirks included):
 
 - `GET /user/quota?key=...[&start_date=&end_date=]`: balance, lifetime totals and `keys[]` as of now
   (the whole simulated window has happened); `daily_quota` only when both dates are given, for the
