@@ -168,38 +168,9 @@ def protect_secrets(*secrets: str) -> None:
     install_log_filter(THIRD_PARTY_LOGGERS, _LOG_FILTER)
 
 
-def request_json(
-    client: httpx.Client,
-    method: str,
-    path: str,
-    *,
-    params: Mapping[str, Any] | None = None,
-    headers: Mapping[str, str] | None = None,
-    json: Any = None,
-    secrets: Iterable[str] = (),
-    policy: RetryPolicy | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-    service: str = "CometAPI",
-    parse_float: Callable[[str], Any] | None = None,
-    auth_hint: str | None = None,
-    url_hint: str | None = None,
-) -> Any:
-    """The parsed JSON body of a successful call, or `CometAPIError`. See `send_json`."""
-    return send_json(
-        client,
-        method,
-        path,
-        params=params,
-        headers=headers,
-        json=json,
-        secrets=secrets,
-        policy=policy,
-        sleep=sleep,
-        service=service,
-        parse_float=parse_float,
-        auth_hint=auth_hint,
-        url_hint=url_hint,
-    ).data
+def request_json(client: httpx.Client, method: str, path: str, **options: Any) -> Any:
+    """The parsed JSON body of a successful call, or `CometAPIError`; options as `send_json`."""
+    return send_json(client, method, path, **options).data
 
 
 def send_json(

@@ -38,7 +38,7 @@ import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from functools import cached_property
@@ -558,19 +558,11 @@ class Traffic:
             units = RESTATEMENT_DELTA_UNITS if follow_up == "restatement" else NEGATIVE_CORRECTION_UNITS
             log_type, extra = LOG_CONSUME, {"correction_of": task_id, "task_status": "SUCCESS"}
         other = price.other() | extra | {"total_ms": 0, "request_path": price.endpoint}
-        follow = SimRequest(
+        # The follow-up row is the task's own row with the gateway's later bookkeeping applied.
+        follow = replace(
+            task,
             request_id=_request_id(later, seq + 1, day_hash),
             ts=datetime.fromtimestamp(later, UTC),
-            key_name="media-tasks",
-            model=model,
-            endpoint=price.endpoint,
-            is_stream=False,
-            usage_shape="task",
-            prompt_tokens=0,
-            completion_tokens=0,
-            cached_tokens=0,
-            cache_write_tokens=0,
-            reasoning_tokens=0,
             quota_units=units,
             log_type=log_type,
             source_ip="",
@@ -581,8 +573,6 @@ class Traffic:
             correction_of=task_id if follow_up != "refund" else None,
             visible_after_first_pull=follow_up == "restatement",
             refund_of=task_id if follow_up == "refund" else None,
-            response_model=model,
-            ip_logged=False,
             seq=seq + 1,
         )
         return [task, follow]
