@@ -114,6 +114,7 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    import threading
     from pathlib import Path
 
     from pipelines.lib.simulator.inbox import write_inbox
@@ -134,9 +135,9 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
         print(f"  COMETAPI_KEY={server.api_key}\n  COMETAPI_ACCESS_TOKEN={server.access_token}")
         print("  (simulator credentials, not real secrets)  Ctrl-C stops it.", flush=True)
         try:
-            server.wait()
+            threading.Event().wait()
         except KeyboardInterrupt:
-            pass
+            print("simulator stopped", file=sys.stderr)
     return 0
 
 

@@ -95,3 +95,31 @@ def test_an_interrupted_backfill_resumes_and_a_finished_one_repulls(tmp_path, mo
         rows = table_rows(settings, "SELECT usage_date, key_name, reported_cost_usd, reported_requests FROM quota_daily")
         assert {(d, k): (c, n) for d, k, c, n in rows} == {k: v for k, v in truth.items() if first <= k[0] <= last}
         assert last - first == timedelta(days=44)
+
+
+def test_simulate_serves_the_simulator_in_the_foreground(env):
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "simulate", "--port", "0", "--days", "5",
+                             "--fault", "accept_malformed_dates"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith("CometAPI simulator on http://127.0.0.1:")
+        url = first.split()[3]
+        lines = [proc.stdout.readline().strip() for _ in range(3)]
+        key = next(line.split("=", 1)[1] for line in lines if line.startswith("COMETAPI_KEY="))
+        body = httpx.get(f"{url}/user/quota", params={"key": key}, timeout=5).json()
+        assert body["username"] and isinstance(body["keys"], list)
+        # The fault switch is on: a malformed date is silently accepted.
+        bad = httpx.get(f"{url}/user/quota", params={"key": key, "start_date": "2026/06/01", "end_date": "2026/06/30"},
+                        timeout=5)
+        assert bad.status_code == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=20)
+    assert proc.returncode == 0

@@ -139,3 +139,30 @@ def test_a_failed_build_publishes_nothing(home):
             raise RuntimeError("boom")
     assert wh.read_bytes() == before
     assert not wh.with_name(wh.name + ".build").exists()
+
+
+def test_writers_are_serialised_so_no_update_is_lost(tmp_path):
+    import threading
+    import time
+
+    wh = tmp_path / "warehouse.duckdb"
+    with publish(wh) as con:
+        con.execute("CREATE TABLE t (writer INTEGER)")
+    inside, overlaps = [], []
+
+    def write(n: int) -> None:
+        with publish(wh) as con:
+            if inside:
+                overlaps.append(n)
+            inside.append(n)
+            con.execute("INSERT INTO t VALUES ($n)", {"n": n})
+            time.sleep(0.2)  # a slow build: the other writer must wait, not copy the old file
+            inside.remove(n)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert overlaps == []
+    assert rows(wh, "SELECT writer FROM t ORDER BY 1") == [(0,), (1,), (2,), (3,)]
