@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 
 import dagster as dg
 
 from pipelines.defs.partitions import daily_partitions
 from pipelines.defs.quota.assets import build_quota_assets
-from pipelines.defs.resources import LedgerHome, QueryService
+from pipelines.defs.request_logs.assets import build_request_log_assets
+from pipelines.defs.resources import GatewayLedger, LedgerHome, QueryService
 from pipelines.defs.schedules import build_jobs_and_schedules
+from pipelines.defs.sensors import build_inbox_sensor
 from pipelines.lib.settings import Settings, load_settings
 
 # Single-run backfills are the design (one query call per chunk of days); Dagster labels the
@@ -17,20 +20,30 @@ from pipelines.lib.settings import Settings, load_settings
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 
-def build_definitions(settings: Settings, query_service: QueryService | None = None) -> dg.Definitions:
-    """Everything Dagster needs, from validated settings (`query_service` replaces the default, for tests)."""
+def build_definitions(settings: Settings, resources: Mapping[str, dg.ConfigurableResource] | None = None) -> dg.Definitions:
+    """Everything Dagster needs, from validated settings (`resources` replace the defaults, for tests)."""
     partitions = daily_partitions(settings)
     jobs, schedules = build_jobs_and_schedules(partitions, settings.timezone)
     return dg.Definitions(
-        assets=[*build_quota_assets(partitions)],
+        assets=[*build_quota_assets(partitions), *build_request_log_assets(partitions)],
         jobs=jobs,
         schedules=schedules,
-        resources={
-            "ledger": LedgerHome(home=str(settings.home), timezone=settings.timezone, chunk_days=settings.chunk_days),
-            "query_service": query_service
-            or QueryService(base_url=settings.query_url, api_key=dg.EnvVar("COMETAPI_KEY")),
-        },
+        sensors=[build_inbox_sensor(settings, partitions)],
+        resources={**default_resources(settings), **(resources or {})},
     )
+
+
+def default_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    """Secrets only as `EnvVar` references; the access token is optional (no token, no ledger pull)."""
+    return {
+        "ledger": LedgerHome(home=str(settings.home), inbox=str(settings.inbox), timezone=settings.timezone,
+                             chunk_days=settings.chunk_days),
+        "query_service": QueryService(base_url=settings.query_url, api_key=dg.EnvVar("COMETAPI_KEY")),
+        "gateway": GatewayLedger(
+            base_url=settings.api_url,
+            access_token=dg.EnvVar("COMETAPI_ACCESS_TOKEN") if settings.access_token else None,
+        ),
+    }
 
 
 @dg.definitions

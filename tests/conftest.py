@@ -11,7 +11,7 @@ import duckdb
 import pytest
 
 from pipelines.definitions import build_definitions
-from pipelines.defs.resources import QueryService
+from pipelines.defs.resources import GatewayLedger, QueryService
 from pipelines.defs.schedules import partition_range_tags
 from pipelines.lib.settings import Settings, load_settings
 from pipelines.lib.simulator.server import SimulatorServer
@@ -55,9 +55,12 @@ def materialize_days(settings: Settings, first: date, last: date, *, raise_on_er
                      base_delay_s: float = 0.01, timeout_s: float = 5.0, max_attempts: int = 5,
                      instance: dg.DagsterInstance | None = None) -> dg.ExecuteInProcessResult:
     """Every asset for [first, last] in one run, with fast retries so fault tests do not wait."""
-    query_service = QueryService(base_url=settings.query_url, api_key=settings.api_key, base_delay_s=base_delay_s,
-                                 timeout_s=timeout_s, max_attempts=max_attempts)
-    job = build_definitions(settings, query_service=query_service).resolve_job_def("daily_ledger")
+    fast = {"base_delay_s": base_delay_s, "timeout_s": timeout_s, "max_attempts": max_attempts}
+    resources = {
+        "query_service": QueryService(base_url=settings.query_url, api_key=settings.api_key, **fast),
+        "gateway": GatewayLedger(base_url=settings.api_url, access_token=settings.access_token, **fast),
+    }
+    job = build_definitions(settings, resources=resources).resolve_job_def("daily_ledger")
     return job.execute_in_process(
         tags=partition_range_tags(first.isoformat(), last.isoformat()),
         instance=instance or dg.DagsterInstance.ephemeral(),
@@ -74,3 +77,18 @@ def tree_digest(root: Path) -> dict[str, str]:
     """Content hash of every file under root (for "exactly as before" assertions)."""
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file() and not p.name.endswith(".lock")}
+
+
+def warehouse_digest(settings: Settings) -> dict[str, str]:
+    """Content hash of every warehouse table (order-independent), for "exactly as before" assertions."""
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        tables = [t for (t,) in con.execute("SELECT table_name FROM duckdb_tables() ORDER BY 1").fetchall()]
+        return {t: hashlib.sha256(repr(con.execute(f'SELECT * FROM "{t}" ORDER BY ALL').fetchall()).encode()).hexdigest()
+                for t in tables}
+
+
+QUOTA_LAKE = ("quota_daily", "quota_pulls", "balance_snapshots", "key_snapshots")
+
+
+def lake_digest(settings: Settings, datasets=QUOTA_LAKE) -> dict[str, str]:
+    return {d: repr(sorted(tree_digest(settings.lake / d).items())) for d in datasets if (settings.lake / d).exists()}

@@ -14,6 +14,7 @@ EXPECTED_ASSETS = {
     "lake/quota_daily", "lake/balance_snapshots", "lake/key_snapshots",
     "warehouse/quota_daily", "warehouse/quota_restatements",
     "warehouse/balance_snapshots", "warehouse/key_snapshots",
+    "lake/inbox_files", "lake/request_logs", "lake/gateway_logs", "warehouse/inbox_files", "warehouse/rejects",
 }
 
 

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 
 from pipelines.lib.cometapi.http import RetryPolicy
+from pipelines.lib.cometapi.gateway import GatewayClient
 from pipelines.lib.cometapi.query import QueryClient
 
 
@@ -20,12 +21,17 @@ class LedgerHome(dg.ConfigurableResource):
     """The data home (lake, warehouse, reports) and the reporting-day rules."""
 
     home: str
+    inbox: str = ""
     timezone: str = "UTC"
     chunk_days: int = 31
 
     @property
     def lake(self) -> Path:
         return Path(self.home) / "lake"
+
+    @property
+    def inbox_path(self) -> Path:
+        return Path(self.inbox) if self.inbox else Path(self.home) / "inbox"
 
     @property
     def warehouse_path(self) -> Path:
@@ -51,6 +57,33 @@ class QueryService(dg.ConfigurableResource):
         return QueryClient(
             self.base_url,
             self.api_key,
+            policy=RetryPolicy(max_attempts=self.max_attempts, base_delay=self.base_delay_s),
+            timeout=httpx.Timeout(self.timeout_s, connect=min(10.0, self.timeout_s)),
+        )
+
+
+class GatewayLedger(dg.ConfigurableResource):
+    """CometAPI's per-request ledger (`GET /api/log/self`), read with the console access token.
+
+    Without a token the ledger is not pulled; CSV exports in `<inbox>/gateway/` are still read.
+    """
+
+    base_url: str
+    access_token: str | None = None
+    timeout_s: float = 30.0
+    max_attempts: int = 5
+    base_delay_s: float = 1.0
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.access_token)
+
+    def client(self) -> GatewayClient:
+        import httpx
+
+        return GatewayClient(
+            self.base_url,
+            self.access_token or "",
             policy=RetryPolicy(max_attempts=self.max_attempts, base_delay=self.base_delay_s),
             timeout=httpx.Timeout(self.timeout_s, connect=min(10.0, self.timeout_s)),
         )

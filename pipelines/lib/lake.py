@@ -41,6 +41,25 @@ def write_table_atomic(table: pa.Table, path: Path) -> Path:
     return path
 
 
+def write_batches_atomic(batches: Iterable[pa.RecordBatch], schema: pa.Schema, path: Path) -> Path:
+    """Stream record batches into one file (memory stays bounded), published like `write_table_atomic`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            for batch in batches:
+                if batch.num_rows:
+                    writer.write_batch(batch)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+    return path
+
+
 def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:

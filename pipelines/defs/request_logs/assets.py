@@ -1,0 +1,177 @@
+"""Request logs: what applications captured (the inbox) and CometAPI's own per-request ledger."""
+
+import time
+from collections import Counter
+
+import dagster as dg
+import duckdb
+
+from pipelines.defs.metadata import markdown_table
+from pipelines.defs.resources import GatewayLedger, LedgerHome, utc_now
+from pipelines.defs.window import run_days
+from pipelines.lib import gateway_lake, lake, request_log_lake
+from pipelines.lib.warehouse import publish, run_model
+
+GROUP = "request_logs"
+WRITER_POOL = "duckdb_writer"
+
+
+def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    @dg.asset(
+        key=["lake", "inbox_files"],
+        group_name=GROUP,
+        kinds={"parquet"},
+        owners=["team:platform"],
+        description=(
+            "Every version of every inbox file, parsed once: accepted lines (with file and line), rejected "
+            "lines with their reason, and the file's counts. A file already staged (same path, same bytes) is "
+            "skipped; a changed file is staged again as a new version."
+        ),
+    )
+    def inbox_files_lake(context: dg.AssetExecutionContext, ledger: LedgerHome) -> dg.MaterializeResult:
+        started = time.perf_counter()
+        pending = request_log_lake.pending_files(ledger.lake, ledger.inbox_path)
+        now = utc_now()
+        staged = []
+        for index, (path, relative, fid) in enumerate(pending, start=1):
+            staged.append(request_log_lake.stage_file(ledger.lake, ledger.inbox_path, path, relative, fid, ledger.tz, now))
+            context.log.info(f"staged {index}/{len(pending)}: {relative} ({staged[-1].lines_read} lines)")
+        reasons = Counter()
+        for s in staged:
+            reasons.update(s.reject_reasons)
+        return dg.MaterializeResult(
+            metadata={
+                "files_staged": len(staged),
+                "files_in_inbox": len(request_log_lake.inbox_files(ledger.inbox_path)),
+                "lines_read": sum(s.lines_read for s in staged),
+                "lines_accepted_before_dedupe": sum(s.records for s in staged),
+                "lines_rejected": sum(s.rejected for s in staged),
+                "rejects_by_reason": dg.MetadataValue.json(dict(sorted(reasons.items()))),
+                "bytes": sum(p.stat().st_size for p, _, _ in pending),
+                "seconds": round(time.perf_counter() - started, 3),
+                "preview": dg.MetadataValue.md(markdown_table(
+                    ["file", "lines_read", "accepted", "rejected"],
+                    [(s.file, s.lines_read, s.records, s.rejected) for s in staged])),
+            }
+        )
+
+    @dg.asset(
+        key=["lake", "request_logs"],
+        deps=[["lake", "inbox_files"]],
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name=GROUP,
+        kinds={"parquet"},
+        owners=["team:platform"],
+        description=(
+            "One row per client-logged request, in the partition of its own reporting day, whatever file it "
+            "came in: tokens in disjoint buckets (OpenAI semantics), unknown usage kept as NULL, duplicates removed."
+        ),
+    )
+    def request_logs_lake(context: dg.AssetExecutionContext, ledger: LedgerHome) -> dg.MaterializeResult:
+        start, end = run_days(context)
+        written = request_log_lake.assemble(ledger.lake, start, end)
+        files = lake.files(ledger.lake, "request_logs", "usage_date", list(written))
+        with duckdb.connect() as con:
+            shapes = con.execute(
+                "SELECT usage_shape, usage_status, count(*) FROM read_parquet($f) GROUP BY ALL ORDER BY ALL",
+                {"f": files}).fetchall() if sum(written.values()) else []
+        return dg.MaterializeResult(
+            metadata={
+                "window": f"{start} .. {end}",
+                "dagster/row_count": sum(written.values()),
+                "days_with_requests": sum(1 for n in written.values() if n),
+                "shapes": dg.MetadataValue.md(markdown_table(["usage_shape", "usage_status", "requests"], shapes)),
+                "unknown_usage": sum(n for _, status, n in shapes if status == "unknown"),
+            }
+        )
+
+    @dg.asset(
+        key=["lake", "gateway_logs"],
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name=GROUP,
+        kinds={"parquet"},
+        owners=["team:platform"],
+        description=(
+            "CometAPI's own per-request ledger (/api/log/self, paged; plus console CSV exports in "
+            "<inbox>/gateway/): billed USD per row (quota / 500000), refunds and task corrections as their own "
+            "rows. Pulled only when COMETAPI_ACCESS_TOKEN is set."
+        ),
+    )
+    def gateway_logs_lake(context: dg.AssetExecutionContext, ledger: LedgerHome, gateway: GatewayLedger):
+        start, end = run_days(context)
+        exports = gateway_lake.export_files(ledger.inbox_path)
+        if not gateway.configured and not exports:
+            context.log.info("COMETAPI_ACCESS_TOKEN is not set and no CSV export is in the inbox: ledger skipped")
+            return dg.MaterializeResult(metadata={"window": f"{start} .. {end}", "skipped": True,
+                                                  "reason": "COMETAPI_ACCESS_TOKEN not set; no CSV export"})
+        first_ts, last_ts = gateway_lake.day_bounds(start, end, ledger.tz)
+        if gateway.configured:
+            with gateway.client() as client:
+                pages = list(client.iter_log_pages(first_ts, last_ts))  # all pages before any write
+        else:
+            pages = []
+        window = gateway_lake.collect(start, end, ledger.tz, pages, exports)
+        pull_id = gateway_lake.land(ledger.lake, window, utc_now())
+        figures = gateway_lake.summary(window)
+        return dg.MaterializeResult(
+            metadata={
+                "window": f"{start} .. {end}",
+                "pull_id": pull_id,
+                "dagster/row_count": figures["rows"],
+                "billed_usd": float(figures["billed_usd"]),
+                "requests": figures["requests"],
+                "rows_by_type": dg.MetadataValue.json(figures["rows_by_type"]),
+                "corrections": figures["corrections"],
+                "duplicates": figures["duplicates"],
+                "rejects_by_reason": dg.MetadataValue.json(figures["rejects_by_reason"]),
+                "pages": figures["pages"],
+                "sources": ", ".join(figures["sources"]),
+            }
+        )
+
+    @dg.multi_asset(
+        specs=[
+            dg.AssetSpec(["warehouse", "inbox_files"], deps=[["lake", "inbox_files"]], group_name=GROUP,
+                         kinds={"duckdb"}, owners=["team:platform"],
+                         description="Every current inbox file and what became of its lines "
+                                     "(read = accepted + rejected + duplicates)."),
+            dg.AssetSpec(["warehouse", "rejects"], deps=[["lake", "inbox_files"], ["lake", "gateway_logs"]],
+                         group_name=GROUP, kinds={"duckdb"}, owners=["team:platform"],
+                         description="Unusable client log lines and gateway ledger rows, with file, line, "
+                                     "reason and raw text."),
+        ],
+        check_specs=[
+            dg.AssetCheckSpec("every_line_accounted_for", asset=["warehouse", "inbox_files"], blocking=True,
+                              description="per file: lines read = accepted + rejected + duplicates"),
+        ],
+        pool=WRITER_POOL,
+    )
+    def inbox_warehouse(context: dg.AssetExecutionContext, ledger: LedgerHome):
+        params = request_log_lake.staging_params(ledger.lake) | gateway_lake.reject_params(ledger.lake)
+        everything = {"start": request_log_lake.FIRST_DAY, "end": request_log_lake.LAST_DAY}
+        with publish(ledger.warehouse_path) as con:
+            run_model(con, "stg_inbox_files", params)
+            run_model(con, "stg_request_logs", params | everything)
+            run_model(con, "inbox_files", params)
+            run_model(con, "rejects", params)
+            files, read, accepted, rejected, duplicates, unbalanced = con.execute(
+                "SELECT count(*), coalesce(sum(lines_read), 0), coalesce(sum(accepted), 0), "
+                "coalesce(sum(rejected), 0), coalesce(sum(duplicates), 0), count(*) FILTER (WHERE NOT balanced) "
+                "FROM inbox_files").fetchone()
+            by_reason = con.execute(
+                "SELECT source, reason, count(*) FROM rejects GROUP BY ALL ORDER BY ALL").fetchall()
+            if unbalanced:
+                raise dg.Failure(f"{unbalanced} inbox file(s) do not balance read = accepted + rejected + "
+                                 "duplicates; nothing was published")
+        yield dg.MaterializeResult(asset_key=["warehouse", "inbox_files"], metadata={
+            "dagster/row_count": files, "lines_read": int(read), "accepted": int(accepted),
+            "rejected": int(rejected), "duplicates": int(duplicates)})
+        yield dg.MaterializeResult(asset_key=["warehouse", "rejects"], metadata={
+            "dagster/row_count": sum(n for _, _, n in by_reason),
+            "by_reason": dg.MetadataValue.md(markdown_table(["source", "reason", "rows"], by_reason))})
+        yield dg.AssetCheckResult(check_name="every_line_accounted_for", asset_key=["warehouse", "inbox_files"],
+                                  passed=unbalanced == 0, metadata={"unbalanced_files": unbalanced})
+
+    return [inbox_files_lake, request_logs_lake, gateway_logs_lake, inbox_warehouse]
