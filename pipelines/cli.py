@@ -142,6 +142,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines.lib.simulator.inbox import write_inbox
     from pipelines.lib.simulator.server import SimulatorServer
     from pipelines.lib.simulator.traffic import generate_traffic
 
@@ -150,9 +151,12 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     if first < settings.start_date:
         settings = _replace(settings, start_date=first)
     traffic = generate_traffic(seed=args.seed, start=first, days=args.days)
+    written = write_inbox(traffic, settings.inbox)
+    print(f"client request logs in {settings.inbox}: {written['files']} files, {written['lines']} lines", file=sys.stderr)
     with SimulatorServer(traffic) as server:
-        os.environ.update(COMETAPI_QUERY_URL=server.url, COMETAPI_API_URL=server.url, COMETAPI_KEY=server.api_key)
-        settings = _replace(settings, query_url=server.url, api_url=server.url, api_key=server.api_key)
+        _use_simulator(server)
+        settings = _replace(settings, query_url=server.url, api_url=server.url, api_key=server.api_key,
+                            access_token=server.access_token)
         print(f"simulator on {server.url}; data home {settings.home}", file=sys.stderr)
         _backfill_with_progress(settings, first, last, restart=True)
         from pipelines import runs
@@ -163,6 +167,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         truth = {k: v for k, v in server.truth().items() if first <= k[0] <= last}
     totals = print_quota_table(settings, first, last)
     print_restatements(settings, first, last)
+    print_request_log_summary(settings)
     expected = (sum((v[0] for v in truth.values()), Decimal(0)), sum(v[1] for v in truth.values()), len(truth))
     if totals != expected:
         raise RuntimeError(f"warehouse totals {totals} differ from the simulator's {expected}")
@@ -170,14 +175,21 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _use_simulator(server) -> None:
+    """Point this process's configuration at a running simulator (its credentials are not secrets)."""
+    os.environ.update(COMETAPI_QUERY_URL=server.url, COMETAPI_API_URL=server.url, COMETAPI_KEY=server.api_key,
+                      COMETAPI_ACCESS_TOKEN=server.access_token)
+
+
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     import subprocess
     from contextlib import ExitStack
     from pathlib import Path
 
-    from pipelines.runs import ensure_dagster_home
+    from pipelines.lib.simulator.inbox import write_inbox
     from pipelines.lib.simulator.server import SimulatorServer
     from pipelines.lib.simulator.traffic import generate_traffic
+    from pipelines.runs import ensure_dagster_home
 
     use_simulator = args.simulator if args.simulator is not None else not settings.api_key
     env = dict(os.environ, COMET_LEDGER_HOME=str(settings.home))
@@ -186,8 +198,11 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     with ExitStack() as stack:
         if use_simulator:
             last = yesterday(settings)
-            server = stack.enter_context(SimulatorServer(generate_traffic(start=last - timedelta(days=29), days=30)))
-            env.update(COMETAPI_QUERY_URL=server.url, COMETAPI_API_URL=server.url, COMETAPI_KEY=server.api_key)
+            traffic = generate_traffic(start=last - timedelta(days=29), days=30)
+            write_inbox(traffic, settings.inbox)
+            server = stack.enter_context(SimulatorServer(traffic))
+            env.update(COMETAPI_QUERY_URL=server.url, COMETAPI_API_URL=server.url, COMETAPI_KEY=server.api_key,
+                       COMETAPI_ACCESS_TOKEN=server.access_token)
             print(f"simulator on {server.url}", file=sys.stderr)
         command = [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-p", str(args.port)]
         return subprocess.call(command, env=env)
@@ -231,6 +246,17 @@ def print_restatements(settings: Settings, first: date, last: date) -> None:
         ).fetchall()
     for day, key, before, after in rows:
         print(f"restated: {day} {key}: {before} -> {after} USD")
+
+
+def print_request_log_summary(settings: Settings) -> None:
+    from pipelines.lib.warehouse import connect_readonly
+
+    with connect_readonly(settings.warehouse_path) as con:
+        files, read, accepted, rejected, duplicates = con.execute(
+            "SELECT count(*), coalesce(sum(lines_read), 0), coalesce(sum(accepted), 0), coalesce(sum(rejected), 0), "
+            "coalesce(sum(duplicates), 0) FROM inbox_files").fetchone()
+    print(f"client request logs: {files} files, {read} lines read = {accepted} accepted + {rejected} rejected "
+          f"+ {duplicates} duplicates")
 
 
 def _backfill_with_progress(settings: Settings, first: date, last: date, *, restart: bool) -> tuple[int, int]:

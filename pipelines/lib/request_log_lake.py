@@ -186,4 +186,4 @@ def assemble(lake_root: Path, start: date, end: date) -> dict[date, int]:
 
 def read_manifests(lake_root: Path) -> list[dict]:
     found = lake.files(lake_root, "inbox_manifest")
-    return pq.read_table(found).to_pylist() if found else []
+    return pq.read_table(found, partitioning=None).to_pylist() if found else []
