@@ -79,3 +79,30 @@ def test_happy_path_leaks_nothing_either(tmp_path, traffic, capfd, caplog):
     assert CANARY_PART not in out + err
     assert not [r for r in caplog.records if CANARY_PART in r.getMessage()]
     assert scan(tmp_path) == []
+
+
+CANARY_TOKEN = "tok-TOKENCANARY-51c0ffee"
+LEDGER_FAILURES = [("bad_token", None), ("status", {"codes": [503] * 10}), ("html_redirect", {}),
+                   ("truncated_json", {}), ("reset", {})]
+
+
+@pytest.mark.parametrize("failure, opts", LEDGER_FAILURES, ids=[f for f, _ in LEDGER_FAILURES])
+def test_no_ledger_failure_leaks_the_access_token(tmp_path, traffic, capfd, caplog, failure, opts):
+    caplog.set_level("DEBUG")
+    with SimulatorServer(traffic, api_key=CANARY_KEY, access_token=CANARY_TOKEN) as sim:
+        token = CANARY_TOKEN + "-wrong" if failure == "bad_token" else CANARY_TOKEN
+        settings = make_settings(tmp_path / "home", sim, COMETAPI_KEY=CANARY_KEY, COMETAPI_ACCESS_TOKEN=token)
+        if failure != "bad_token":
+            sim.faults.add(failure, times=None, paths=["/api/log/self"], **opts)
+        with dg.instance_for_test(temp_dir=dagster_home(tmp_path)) as instance:
+            result = materialize_days(settings, SIM_START, LAST, raise_on_error=False, instance=instance,
+                                      timeout_s=1.0, max_attempts=2)
+            failed = [e for e in result.all_events if e.is_step_failure]
+            assert [e.step_key for e in failed] == ["lake__gateway_logs"]
+            stored = "\n".join(str(r.dagster_event) + str(r.user_message) for r in instance.all_logs(result.run_id))
+            assert "TOKENCANARY" not in stored and CANARY_PART not in stored
+    out, err = capfd.readouterr()
+    assert "TOKENCANARY" not in out + err
+    assert not [r for r in caplog.records if "TOKENCANARY" in r.getMessage()]
+    hits = [str(p) for p in tmp_path.rglob("*") if p.is_file() and b"TOKENCANARY" in p.read_bytes()]
+    assert hits == []
