@@ -12,6 +12,7 @@ from pipelines.defs.quota.assets import build_quota_assets
 from pipelines.defs.request_logs.assets import build_request_log_assets
 from pipelines.defs.resources import GatewayLedger, LedgerHome, QueryService
 from pipelines.defs.schedules import build_jobs_and_schedules
+from pipelines.defs.warehouse.assets import build_warehouse_assets
 from pipelines.defs.sensors import build_inbox_sensor
 from pipelines.lib.settings import Settings, load_settings
 
@@ -25,7 +26,11 @@ def build_definitions(settings: Settings, resources: Mapping[str, dg.Configurabl
     partitions = daily_partitions(settings)
     jobs, schedules = build_jobs_and_schedules(partitions, settings.timezone)
     return dg.Definitions(
-        assets=[*build_quota_assets(partitions), *build_request_log_assets(partitions)],
+        assets=[
+            *build_quota_assets(partitions),
+            *build_request_log_assets(partitions),
+            *build_warehouse_assets(partitions),
+        ],
         jobs=jobs,
         schedules=schedules,
         sensors=[build_inbox_sensor(settings, partitions)],
@@ -36,8 +41,12 @@ def build_definitions(settings: Settings, resources: Mapping[str, dg.Configurabl
 def default_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     """Secrets only as `EnvVar` references; the access token is optional (no token, no ledger pull)."""
     return {
-        "ledger": LedgerHome(home=str(settings.home), inbox=str(settings.inbox), timezone=settings.timezone,
-                             chunk_days=settings.chunk_days),
+        "ledger": LedgerHome(
+            home=str(settings.home), inbox=str(settings.inbox), timezone=settings.timezone,
+            chunk_days=settings.chunk_days, prices_path=str(settings.prices_path),
+            key_owners_path=str(settings.key_owners_path), tolerance_usd=settings.tolerance_usd,
+            tolerance_pct=settings.tolerance_pct,
+        ),
         "query_service": QueryService(base_url=settings.query_url, api_key=dg.EnvVar("COMETAPI_KEY")),
         "gateway": GatewayLedger(
             base_url=settings.api_url,

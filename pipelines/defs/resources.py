@@ -24,6 +24,10 @@ class LedgerHome(dg.ConfigurableResource):
     inbox: str = ""
     timezone: str = "UTC"
     chunk_days: int = 31
+    prices_path: str = "config/prices.csv"
+    key_owners_path: str = "config/key_owners.csv"
+    tolerance_usd: float = 0.01
+    tolerance_pct: float = 1.0
 
     @property
     def lake(self) -> Path:

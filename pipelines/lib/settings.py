@@ -36,6 +36,8 @@ class Settings:
     query_url: str
     api_url: str
     chunk_days: int
+    tolerance_usd: float = 0.01
+    tolerance_pct: float = 1.0
     api_key: str | None = field(default=None, repr=False)
     access_token: str | None = field(default=None, repr=False)
 
@@ -104,6 +106,9 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv_path: Path | None
     if not chunk_raw.isdigit() or not 2 <= int(chunk_raw) <= 366:
         raise ConfigError(f"COMET_LEDGER_CHUNK_DAYS={chunk_raw!r} must be a whole number of days from 2 to 366")
 
+    tolerance_usd = _non_negative_number("COMET_LEDGER_TOLERANCE_USD", get("COMET_LEDGER_TOLERANCE_USD", "0.01"))
+    tolerance_pct = _non_negative_number("COMET_LEDGER_TOLERANCE_PCT", get("COMET_LEDGER_TOLERANCE_PCT", "1"))
+
     return Settings(
         home=home,
         inbox=inbox,
@@ -114,9 +119,21 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv_path: Path | None
         query_url=_url("COMETAPI_QUERY_URL", get("COMETAPI_QUERY_URL", DEFAULT_QUERY_URL)),
         api_url=_url("COMETAPI_API_URL", get("COMETAPI_API_URL", DEFAULT_API_URL)),
         chunk_days=int(chunk_raw),
+        tolerance_usd=tolerance_usd,
+        tolerance_pct=tolerance_pct,
         api_key=get("COMETAPI_KEY"),
         access_token=get("COMETAPI_ACCESS_TOKEN"),
     )
+
+
+def _non_negative_number(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise ConfigError(f"{name}={raw!r} must be a number >= 0")
+    return value
 
 
 def _path(raw: str) -> Path:

@@ -1,0 +1,156 @@
+"""The reconciliation warehouse: prices and owners from config, then requests, reconciliation,
+allocation and the marts, rebuilt for the run's window in one private copy published at once."""
+
+import hashlib
+
+import dagster as dg
+
+from pipelines.defs.metadata import column_schema, preview
+from pipelines.defs.resources import LedgerHome
+from pipelines.defs.window import run_days
+from pipelines.lib import config_tables
+from pipelines.lib.recon_inputs import window_params
+from pipelines.lib.warehouse import model_path, publish, run_model
+
+GROUP = "reconciliation"
+WRITER_POOL = "duckdb_writer"
+RECON_MODELS = (
+    "stg_client_requests", "stg_gateway_rows", "stg_gateway_coverage",
+    "requests", "recon_key_daily", "cost_key_model_daily", "cost_model_daily",
+    "cost_category_monthly", "chargeback_monthly",
+)
+PUBLIC = {
+    "requests": "Every request seen by your logs or CometAPI's ledger, priced with the version in force that day.",
+    "recon_key_daily": "Reported vs billed vs estimated per key and day, with a status and the causes in words.",
+    "cost_key_model_daily": "Each key-day's reported cost spread over its models (sums exactly).",
+    "cost_model_daily": "Cost per model and day: estimated and allocated.",
+    "cost_category_monthly": "Token-billed vs per-call spend per month.",
+    "chargeback_monthly": "Spend per month, team and key, for chargebacks.",
+}
+
+
+def code_version(*models: str) -> str:
+    digest = hashlib.sha256()
+    for name in models:
+        digest.update(model_path(name).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def build_warehouse_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    @dg.multi_asset(
+        specs=[
+            dg.AssetSpec(["warehouse", "prices"], group_name=GROUP, kinds={"duckdb"}, owners=["team:finance"],
+                         code_version=code_version("prices"),
+                         description="Effective-dated price versions from COMET_LEDGER_PRICES, validated."),
+            dg.AssetSpec(["warehouse", "key_owners"], group_name=GROUP, kinds={"duckdb"}, owners=["team:finance"],
+                         code_version=code_version("key_owners"),
+                         description="Key name -> team, project, cost centre, effective-dated (COMET_LEDGER_KEY_OWNERS)."),
+        ],
+        pool=WRITER_POOL,
+    )
+    def config_warehouse(context: dg.AssetExecutionContext, ledger: LedgerHome):
+        prices = config_tables.load_prices(ledger.prices_path)
+        owners = config_tables.load_key_owners(ledger.key_owners_path)
+        with publish(ledger.warehouse_path) as con:
+            con.register("prices_input", prices)
+            con.register("key_owners_input", owners)
+            run_model(con, "prices", {})
+            run_model(con, "key_owners", {})
+            prices_meta = {"dagster/row_count": prices.num_rows, "path": ledger.prices_path,
+                           "models": len(set(prices.column("model").to_pylist())),
+                           "dagster/column_schema": column_schema(con, "prices")}
+            owners_meta = {"dagster/row_count": owners.num_rows, "path": ledger.key_owners_path,
+                           "dagster/column_schema": column_schema(con, "key_owners")}
+        yield dg.MaterializeResult(asset_key=["warehouse", "prices"], metadata=prices_meta)
+        yield dg.MaterializeResult(asset_key=["warehouse", "key_owners"], metadata=owners_meta)
+
+    deps = [["lake", "request_logs"], ["lake", "gateway_logs"], ["warehouse", "quota_daily"],
+            ["warehouse", "quota_restatements"], ["warehouse", "prices"], ["warehouse", "key_owners"]]
+
+    @dg.multi_asset(
+        specs=[
+            dg.AssetSpec(["warehouse", name], deps=deps, group_name=GROUP, kinds={"duckdb"}, owners=["team:finance"],
+                         partitions_def=partitions, description=text, code_version=code_version(*RECON_MODELS))
+            for name, text in PUBLIC.items()
+        ],
+        check_specs=[
+            dg.AssetCheckSpec("unique_request_ids", asset=["warehouse", "requests"], blocking=True,
+                              description="one row per request_id"),
+            dg.AssetCheckSpec("token_invariants", asset=["warehouse", "requests"], blocking=True,
+                              description="no negatives; cached + cache write <= prompt; reasoning <= completion; "
+                                          "total = prompt + completion"),
+            dg.AssetCheckSpec("unpriced_share", asset=["warehouse", "requests"],
+                              description="share of logged requests without a price (warning above 0)"),
+            dg.AssetCheckSpec("allocation_sums", asset=["warehouse", "cost_key_model_daily"], blocking=True,
+                              description="allocated cost per key-day equals the reported cost exactly"),
+            dg.AssetCheckSpec("variance_within_tolerance", asset=["warehouse", "recon_key_daily"],
+                              description="key-days whose variance is beyond tolerance (warning)"),
+        ],
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool=WRITER_POOL,
+    )
+    def reconciliation_warehouse(context: dg.AssetExecutionContext, ledger: LedgerHome):
+        start, end = run_days(context)
+        params = window_params(ledger.lake, start, end, ledger.tolerance_usd, ledger.tolerance_pct)
+        window = {"start": start, "end": end}
+        with publish(ledger.warehouse_path) as con:
+            for model in RECON_MODELS:
+                run_model(con, model, params)
+            checks = con.execute(
+                """
+                SELECT
+                    (SELECT count(*) - count(DISTINCT request_id) FROM requests),
+                    (SELECT count(*) FROM requests WHERE usage_date BETWEEN $start AND $end AND (
+                        least(prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens, reasoning_tokens) < 0
+                        OR cached_tokens + cache_write_tokens > prompt_tokens OR reasoning_tokens > completion_tokens
+                        OR total_tokens <> prompt_tokens + completion_tokens)),
+                    (SELECT count(*) FILTER (WHERE pricing_status = 'unpriced') / greatest(count(*), 1)
+                       FROM requests WHERE usage_date BETWEEN $start AND $end AND seen_in <> 'gateway'),
+                    (SELECT count(*) FROM (
+                        SELECT q.usage_date, q.key_name FROM quota_daily q
+                        LEFT JOIN cost_key_model_daily a USING (usage_date, key_name)
+                        WHERE q.usage_date BETWEEN $start AND $end
+                        GROUP BY ALL HAVING coalesce(sum(a.allocated_cost_usd), 0) <> any_value(q.reported_cost_usd))),
+                    (SELECT count(*) FROM recon_key_daily WHERE usage_date BETWEEN $start AND $end
+                        AND status NOT IN ('matched', 'within_tolerance'))
+                """, window).fetchone()
+            duplicates, broken_tokens, unpriced_share, unbalanced, flagged = checks
+            metadata = {
+                name: {
+                    "window": f"{start} .. {end}",
+                    "dagster/row_count": con.execute(
+                        f'SELECT count(*) FROM "{name}"' + (" WHERE usage_date BETWEEN $start AND $end"
+                                                           if name not in ("cost_category_monthly", "chargeback_monthly") else ""),
+                        window if name not in ("cost_category_monthly", "chargeback_monthly") else {}).fetchone()[0],
+                    "dagster/column_schema": column_schema(con, name),
+                }
+                for name in PUBLIC
+            }
+            metadata["recon_key_daily"]["statuses"] = preview(
+                con, "SELECT status, count(*) AS key_days, sum(reported_cost_usd) AS reported_usd, "
+                     "round(sum(variance_usd), 6) AS variance_usd FROM recon_key_daily "
+                     "WHERE usage_date BETWEEN $start AND $end GROUP BY ALL ORDER BY ALL", window)
+            metadata["recon_key_daily"]["flagged"] = preview(
+                con, "SELECT usage_date, key_name, status, explanation FROM recon_key_daily "
+                     "WHERE usage_date BETWEEN $start AND $end AND status NOT IN ('matched', 'within_tolerance') "
+                     "ORDER BY usage_date, key_name LIMIT 20", window)
+            if duplicates or broken_tokens or unbalanced:
+                raise dg.Failure(
+                    f"reconciliation invariants broken (duplicate request ids: {duplicates}, token invariant "
+                    f"violations: {broken_tokens}, unbalanced allocations: {unbalanced}); nothing was published")
+        for name in PUBLIC:
+            yield dg.MaterializeResult(asset_key=["warehouse", name], metadata=metadata[name])
+        yield dg.AssetCheckResult(check_name="unique_request_ids", asset_key=["warehouse", "requests"],
+                                  passed=duplicates == 0, metadata={"duplicates": duplicates})
+        yield dg.AssetCheckResult(check_name="token_invariants", asset_key=["warehouse", "requests"],
+                                  passed=broken_tokens == 0, metadata={"violations": broken_tokens})
+        yield dg.AssetCheckResult(check_name="unpriced_share", asset_key=["warehouse", "requests"],
+                                  passed=unpriced_share == 0, severity=dg.AssetCheckSeverity.WARN,
+                                  metadata={"unpriced_share": float(unpriced_share)})
+        yield dg.AssetCheckResult(check_name="allocation_sums", asset_key=["warehouse", "cost_key_model_daily"],
+                                  passed=unbalanced == 0, metadata={"unbalanced_key_days": unbalanced})
+        yield dg.AssetCheckResult(check_name="variance_within_tolerance", asset_key=["warehouse", "recon_key_daily"],
+                                  passed=flagged == 0, severity=dg.AssetCheckSeverity.WARN,
+                                  metadata={"flagged_key_days": flagged})
+
+    return [config_warehouse, reconciliation_warehouse]

@@ -1,0 +1,161 @@
+-- requests: every request either side saw, priced with the version in force on its reporting day.
+-- Grain: one request (request_id). Inputs: stg_client_requests, stg_gateway_rows (consume rows that
+-- are not corrections), prices, key_owners. Parameters: $start, $end: the window rebuilt.
+--
+-- seen_in: 'both', 'client' (your logs only) or 'gateway' (billed, not in your logs).
+-- Tokens come from your logs when they hold them (estimate_basis 'client_tokens'), else from the
+-- gateway ledger ('gateway_tokens'); per-call models are priced per call ('per_call').
+-- Model -> price: an exact price row, else the model without one trailing snapshot suffix
+-- (-YYYY-MM-DD or -YYYYMMDD), else unpriced. The estimate is never 0 for want of a price:
+-- pricing_status says why it is NULL (unpriced, unknown_usage, missing_price).
+CREATE TABLE IF NOT EXISTS requests (
+    request_id VARCHAR NOT NULL,
+    ts TIMESTAMPTZ NOT NULL,
+    usage_date DATE NOT NULL,
+    key_name VARCHAR,
+    team VARCHAR NOT NULL,
+    model VARCHAR,
+    priced_model VARCHAR,
+    billing_category VARCHAR,
+    usage_status VARCHAR,
+    prompt_tokens BIGINT,
+    completion_tokens BIGINT,
+    total_tokens BIGINT,
+    cached_tokens BIGINT,
+    cache_write_tokens BIGINT,
+    reasoning_tokens BIGINT,
+    estimate_basis VARCHAR,
+    estimated_cost_usd DOUBLE,
+    billed_cost_usd DECIMAL(18, 6),
+    price_version_id VARCHAR,
+    pricing_status VARCHAR NOT NULL,
+    seen_in VARCHAR NOT NULL,
+    source_ip VARCHAR
+);
+COMMENT ON TABLE requests IS 'Every request seen by your logs or by CometAPI''s ledger, with its estimated and billed cost';
+COMMENT ON COLUMN requests.request_id IS 'CometAPI request id (X-Cometapi-Request-Id); joins client logs and the gateway ledger';
+COMMENT ON COLUMN requests.ts IS 'request time, UTC (client log, else gateway ledger)';
+COMMENT ON COLUMN requests.usage_date IS 'reporting day in COMET_LEDGER_TIMEZONE';
+COMMENT ON COLUMN requests.team IS 'owner of the key on that day (key_owners), else unassigned';
+COMMENT ON COLUMN requests.model IS 'model as logged (may carry a snapshot suffix)';
+COMMENT ON COLUMN requests.priced_model IS 'the prices.model it was priced as (NULL: unpriced)';
+COMMENT ON COLUMN requests.billing_category IS 'token or per_call: from the price table, else from the gateway ledger, else NULL';
+COMMENT ON COLUMN requests.usage_status IS 'client side: known, unknown (interrupted stream, error reply) or per_call; NULL when not logged';
+COMMENT ON COLUMN requests.prompt_tokens IS 'all input tokens, cache reads and writes included (OpenAI semantics)';
+COMMENT ON COLUMN requests.cached_tokens IS 'cache-read input tokens (a subset of prompt_tokens)';
+COMMENT ON COLUMN requests.cache_write_tokens IS 'cache-write input tokens (a subset of prompt_tokens)';
+COMMENT ON COLUMN requests.reasoning_tokens IS 'reasoning tokens (a subset of completion_tokens)';
+COMMENT ON COLUMN requests.estimate_basis IS 'client_tokens, gateway_tokens or per_call: what the estimate was computed from';
+COMMENT ON COLUMN requests.estimated_cost_usd IS 'tokens x price version x gateway_ratio, or per_call_usd x gateway_ratio; NULL with pricing_status when it cannot be known';
+COMMENT ON COLUMN requests.billed_cost_usd IS 'what CometAPI''s ledger billed for the call (quota / 500000); NULL when the ledger does not have it';
+COMMENT ON COLUMN requests.price_version_id IS 'the prices row used';
+COMMENT ON COLUMN requests.pricing_status IS 'priced, unpriced (no price for the model on that day), unknown_usage (tokens unknown), missing_price (a token kind without a price)';
+COMMENT ON COLUMN requests.seen_in IS 'both, client (your logs only) or gateway (billed by CometAPI, not in your logs)';
+COMMENT ON COLUMN requests.source_ip IS 'caller IP (client log, else gateway ledger when it records IPs)';
+
+BEGIN TRANSACTION;
+DELETE FROM requests WHERE usage_date BETWEEN $start AND $end;
+INSERT INTO requests
+WITH gateway AS (
+    SELECT * FROM stg_gateway_rows WHERE is_request
+),
+joined AS (
+    SELECT
+        coalesce(c.request_id, g.request_id) AS request_id,
+        coalesce(c.ts, g.created_at) AS ts,
+        coalesce(c.usage_date, g.usage_date) AS usage_date,
+        coalesce(c.key_name, g.key_name) AS key_name,
+        coalesce(c.model, g.model) AS model,
+        CASE WHEN c.request_id IS NOT NULL AND g.request_id IS NOT NULL THEN 'both'
+             WHEN c.request_id IS NOT NULL THEN 'client' ELSE 'gateway' END AS seen_in,
+        c.usage_status,
+        c.usage_status = 'known' AS client_has_tokens,
+        g.request_id IS NOT NULL AND g.prompt_tokens IS NOT NULL AS gateway_has_tokens,
+        c.prompt_tokens AS c_prompt, c.completion_tokens AS c_completion, c.cached_tokens AS c_cached,
+        c.cache_write_tokens AS c_cache_write, c.reasoning_tokens AS c_reasoning,
+        g.prompt_tokens AS g_prompt, g.completion_tokens AS g_completion, g.cached_tokens AS g_cached,
+        g.cache_write_tokens AS g_cache_write,
+        g.billed_usd AS billed_cost_usd,
+        g.billing_category AS gateway_category,
+        coalesce(c.source_ip, g.source_ip) AS source_ip
+    FROM stg_client_requests AS c
+    FULL OUTER JOIN gateway AS g ON g.request_id = c.request_id
+),
+tokens AS (
+    SELECT
+        *,
+        CASE WHEN client_has_tokens THEN c_prompt WHEN gateway_has_tokens THEN g_prompt END AS prompt_tokens,
+        CASE WHEN client_has_tokens THEN c_completion WHEN gateway_has_tokens THEN g_completion END AS completion_tokens,
+        CASE WHEN client_has_tokens THEN c_cached WHEN gateway_has_tokens THEN g_cached END AS cached_tokens,
+        CASE WHEN client_has_tokens THEN c_cache_write WHEN gateway_has_tokens THEN g_cache_write END AS cache_write_tokens,
+        CASE WHEN client_has_tokens THEN c_reasoning END AS reasoning_tokens,
+        CASE WHEN client_has_tokens THEN 'client_tokens' WHEN gateway_has_tokens THEN 'gateway_tokens' END AS token_basis,
+        regexp_replace(model, '-(\d{4}-\d{2}-\d{2}|\d{8})$', '') AS base_model
+    FROM joined
+),
+matched AS (
+    SELECT
+        t.*,
+        CASE WHEN t.model IN (SELECT model FROM prices) THEN t.model
+             WHEN t.base_model IN (SELECT model FROM prices) THEN t.base_model END AS priced_model
+    FROM tokens AS t
+),
+priced AS (
+    SELECT m.*, p.price_version_id, p.billing_category AS price_category,
+        p.input_usd_per_mtok::DOUBLE AS input_price, p.output_usd_per_mtok::DOUBLE AS output_price,
+        p.cache_read_usd_per_mtok::DOUBLE AS cache_read_price, p.cache_write_usd_per_mtok::DOUBLE AS cache_write_price,
+        p.per_call_usd::DOUBLE AS per_call_price, p.gateway_ratio::DOUBLE AS ratio
+    FROM matched AS m
+    LEFT JOIN prices AS p
+        ON p.model = m.priced_model
+       AND p.effective_from <= m.usage_date
+       AND (p.effective_to IS NULL OR m.usage_date < p.effective_to)
+),
+costed AS (
+    SELECT
+        *,
+        CASE
+            WHEN price_category = 'per_call' THEN per_call_price * ratio
+            WHEN price_category = 'token' THEN (
+                (prompt_tokens - cached_tokens - cache_write_tokens) * input_price
+                + CASE WHEN cached_tokens > 0 THEN cached_tokens * cache_read_price ELSE 0 END
+                + CASE WHEN cache_write_tokens > 0 THEN cache_write_tokens * cache_write_price ELSE 0 END
+                + completion_tokens * output_price
+            ) / 1e6 * ratio
+        END AS estimated_cost_usd
+    FROM priced
+)
+SELECT
+    c.request_id,
+    c.ts,
+    c.usage_date,
+    c.key_name,
+    coalesce(o.team, 'unassigned') AS team,
+    c.model,
+    c.priced_model,
+    coalesce(c.price_category, c.gateway_category) AS billing_category,
+    c.usage_status,
+    c.prompt_tokens,
+    c.completion_tokens,
+    c.prompt_tokens + c.completion_tokens AS total_tokens,
+    c.cached_tokens,
+    c.cache_write_tokens,
+    c.reasoning_tokens,
+    CASE WHEN c.price_category = 'per_call' THEN 'per_call'
+         WHEN c.estimated_cost_usd IS NOT NULL THEN c.token_basis END AS estimate_basis,
+    c.estimated_cost_usd,
+    c.billed_cost_usd,
+    c.price_version_id,
+    CASE WHEN c.estimated_cost_usd IS NOT NULL THEN 'priced'
+         WHEN c.price_version_id IS NULL THEN 'unpriced'
+         WHEN c.prompt_tokens IS NULL OR c.completion_tokens IS NULL THEN 'unknown_usage'
+         ELSE 'missing_price' END AS pricing_status,
+    c.seen_in,
+    c.source_ip
+FROM costed AS c
+LEFT JOIN key_owners AS o
+    ON o.key_name = c.key_name
+   AND o.effective_from <= c.usage_date
+   AND (o.effective_to IS NULL OR c.usage_date < o.effective_to)
+ORDER BY c.usage_date, c.ts, c.request_id;
+COMMIT;

@@ -1,0 +1,31 @@
+-- cost_model_daily: what each model cost per reporting day, estimated and allocated.
+-- Grain: usage_date x model. Input: cost_key_model_daily. Parameters: $start, $end.
+-- allocated_cost_usd over all models of a day equals the day's reported total exactly.
+CREATE TABLE IF NOT EXISTS cost_model_daily (
+    usage_date DATE NOT NULL,
+    model VARCHAR NOT NULL,
+    billing_category VARCHAR,
+    requests BIGINT NOT NULL,
+    prompt_tokens BIGINT,
+    completion_tokens BIGINT,
+    cached_tokens BIGINT,
+    reasoning_tokens BIGINT,
+    estimated_cost_usd DOUBLE,
+    allocated_cost_usd DECIMAL(18, 6) NOT NULL
+);
+COMMENT ON TABLE cost_model_daily IS 'Cost per model and reporting day: estimated from tokens and prices, and allocated from what CometAPI reported';
+COMMENT ON COLUMN cost_model_daily.estimated_cost_usd IS 'sum of priced estimates; NULL when no request of the model is priced';
+COMMENT ON COLUMN cost_model_daily.allocated_cost_usd IS 'share of reported spend (sums to the reported total exactly)';
+
+BEGIN TRANSACTION;
+DELETE FROM cost_model_daily WHERE usage_date BETWEEN $start AND $end;
+INSERT INTO cost_model_daily
+SELECT
+    usage_date, model, mode(billing_category), sum(requests)::BIGINT,
+    sum(prompt_tokens)::BIGINT, sum(completion_tokens)::BIGINT, sum(cached_tokens)::BIGINT, sum(reasoning_tokens)::BIGINT,
+    sum(estimated_cost_usd), sum(allocated_cost_usd)::DECIMAL(18, 6)
+FROM cost_key_model_daily
+WHERE usage_date BETWEEN $start AND $end
+GROUP BY usage_date, model
+ORDER BY usage_date, model;
+COMMIT;
