@@ -67,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--restart", action="store_true", help="ignore an interrupted backfill's progress")
     backfill.set_defaults(handler=cmd_backfill)
 
+    reprice = sub.add_parser("reprice", help="recompute history after prices.csv or key_owners.csv changed",
+                             description="Recompute every reporting day in the warehouse with the current price and "
+                             "owner files. --dry-run shows the change in estimated cost per month and model and "
+                             "writes nothing.")
+    reprice.add_argument("--dry-run", action="store_true", help="show the changes only; write nothing")
+    reprice.add_argument("--json", action="store_true", help="print the changes as JSON")
+    reprice.set_defaults(handler=cmd_reprice)
+
     simulate = sub.add_parser("simulate", help="serve the CometAPI simulator in the foreground",
                               description="Serve the embedded CometAPI simulator on 127.0.0.1 until interrupted.")
     simulate.add_argument("--port", type=int, default=8787, help="port on 127.0.0.1 (default 8787; 0 = any free port)")
@@ -113,6 +121,38 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_reprice(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+
+    from pipelines import runs
+    from pipelines.lib.reprice import dry_run
+
+    window, changes = dry_run(settings.warehouse_path, settings.lake, settings.prices_path, settings.key_owners_path,
+                              settings.tolerance_usd, settings.tolerance_pct)
+    if window is None:
+        print("the warehouse holds no history yet: nothing to re-price", file=sys.stderr)
+        return 0
+    if args.json:
+        print(json.dumps([{"month": c.month.isoformat(), "model": c.model, "before_usd": c.before_usd,
+                           "after_usd": c.after_usd, "delta_usd": c.delta_usd, "unpriced_before": c.unpriced_before,
+                           "unpriced_after": c.unpriced_after} for c in changes], indent=2))
+    else:
+        print(f"re-pricing {window[0]} .. {window[1]} with {settings.prices_path}")
+        if not changes:
+            print("no estimated cost changes")
+        for c in changes:
+            before = "unpriced" if c.before_usd is None else f"{c.before_usd:.6f}"
+            after = "unpriced" if c.after_usd is None else f"{c.after_usd:.6f}"
+            print(f"  {c.month:%Y-%m}  {c.model:<32} {before:>14} -> {after:>14}  ({c.delta_usd:+.6f} USD)")
+        print(f"total change: {sum(c.delta_usd for c in changes):+.6f} USD")
+    if args.dry_run:
+        print("dry run: nothing was written", file=sys.stderr)
+        return 0
+    runs.run_range(settings, window[0], window[1], job_name="reconciliation_rebuild")
+    print(f"re-priced {window[0]} .. {window[1]} in {settings.warehouse_path}", file=sys.stderr)
+    return 0
+
+
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     import threading
     from pathlib import Path
@@ -151,6 +191,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     if first < settings.start_date:
         settings = _replace(settings, start_date=first)
     traffic = generate_traffic(seed=args.seed, start=first, days=args.days)
+    settings = _demo_config(settings, first, args.days)
     written = write_inbox(traffic, settings.inbox)
     print(f"client request logs in {settings.inbox}: {written['files']} files, {written['lines']} lines", file=sys.stderr)
     with SimulatorServer(traffic) as server:
@@ -168,11 +209,30 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     totals = print_quota_table(settings, first, last)
     print_restatements(settings, first, last)
     print_request_log_summary(settings)
+    print_reconciliation(settings, first, last)
     expected = (sum((v[0] for v in truth.values()), Decimal(0)), sum(v[1] for v in truth.values()), len(truth))
     if totals != expected:
         raise RuntimeError(f"warehouse totals {totals} differ from the simulator's {expected}")
     print(f"matches the simulator exactly: {expected[2]} key-days, {expected[0]} USD, {expected[1]} requests")
     return 0
+
+
+def _demo_config(settings: Settings, first: date, days: int) -> Settings:
+    """The simulated gateway bills by its own price list (with a mid-period change): unless
+    COMET_LEDGER_PRICES is set, the demo prices with that list. Key owners default to the shipped file."""
+    from pipelines.lib.simulator.catalog import prices_csv
+
+    if not os.environ.get("COMET_LEDGER_PRICES"):
+        path = settings.home / "demo" / "simulator-prices.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(prices_csv(first, days))
+        settings = _replace(settings, prices_path=path)
+    if not settings.key_owners_path.exists() and not os.environ.get("COMET_LEDGER_KEY_OWNERS"):
+        from pipelines.lib.config_tables import shipped_config
+
+        settings = _replace(settings, key_owners_path=shipped_config("key_owners.csv"))
+    print(f"prices: {settings.prices_path}; key owners: {settings.key_owners_path}", file=sys.stderr)
+    return settings
 
 
 def _use_simulator(server) -> None:
@@ -257,6 +317,29 @@ def print_request_log_summary(settings: Settings) -> None:
             "coalesce(sum(duplicates), 0) FROM inbox_files").fetchone()
     print(f"client request logs: {files} files, {read} lines read = {accepted} accepted + {rejected} rejected "
           f"+ {duplicates} duplicates")
+
+
+def print_reconciliation(settings: Settings, first: date, last: date) -> None:
+    from pipelines.lib.warehouse import connect_readonly
+
+    window = {"first": first, "last": last}
+    with connect_readonly(settings.warehouse_path) as con:
+        statuses = con.execute(
+            "SELECT status, count(*), sum(reported_cost_usd), sum(estimated_cost_usd) FROM recon_key_daily "
+            "WHERE usage_date BETWEEN $first AND $last GROUP BY ALL ORDER BY count(*) DESC, status", window).fetchall()
+        flagged = con.execute(
+            "SELECT usage_date, key_name, status, explanation FROM recon_key_daily "
+            "WHERE usage_date BETWEEN $first AND $last AND status NOT IN ('matched', 'within_tolerance') "
+            "ORDER BY usage_date, key_name", window).fetchall()
+        coverage = con.execute(
+            "SELECT 100 * sum(estimated_cost_usd) / nullif(sum(reported_cost_usd), 0) FROM recon_key_daily "
+            "WHERE usage_date BETWEEN $first AND $last", window).fetchone()[0]
+    print("reconciliation per key-day (status: key-days, reported USD, estimated USD)")
+    for status, key_days, reported, estimated in statuses:
+        print(f"  {status:<17} {key_days:>4}  {reported:>12.6f}  {estimated:>12.6f}")
+    print(f"  coverage: {coverage or 0:.2f} % of reported spend explained by priced, logged requests")
+    for day, key, status, explanation in flagged:
+        print(f"  {day} {key} {status}: {explanation}")
 
 
 def _backfill_with_progress(settings: Settings, first: date, last: date, *, restart: bool) -> tuple[int, int]:

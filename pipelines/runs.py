@@ -45,15 +45,16 @@ def ensure_dagster_home(home: Path) -> None:
         config.write_text("telemetry:\n  enabled: false\n")
 
 
-def run_range(settings: Settings, first: date, last: date, instance: dg.DagsterInstance | None = None) -> dg.ExecuteInProcessResult:
-    """Materialise every asset for the reporting days [first, last] in one run."""
+def run_range(settings: Settings, first: date, last: date, instance: dg.DagsterInstance | None = None,
+              job_name: str = JOB_NAME) -> dg.ExecuteInProcessResult:
+    """Materialise the job's assets (default: everything) for the reporting days [first, last] in one run."""
     from pipelines.definitions import build_definitions
 
     if last < first:
         raise ValueError(f"end {last} is before start {first}")
     if first < settings.start_date:
         raise ValueError(f"{first} is before COMET_LEDGER_START_DATE ({settings.start_date})")
-    job = build_definitions(settings).resolve_job_def(JOB_NAME)
+    job = build_definitions(settings).resolve_job_def(job_name)
     result = job.execute_in_process(
         run_config=QUIET,
         instance=instance or instance_for(settings),

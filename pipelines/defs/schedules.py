@@ -46,6 +46,12 @@ def build_jobs_and_schedules(partitions: dg.TimeWindowPartitionsDefinition, time
             "and append one point-in-time balance/key snapshot."
         ),
     )
+    rebuild_job = dg.define_asset_job(
+        "reconciliation_rebuild",
+        selection=dg.AssetSelection.groups("reconciliation"),
+        description="Re-read prices and key owners, and recompute requests, reconciliation and marts for a range "
+                    "of days from what the lake already holds (no API calls): what `comet-ledger reprice` runs.",
+    )
     hour = schedule_hour_utc(timezone)
 
     @dg.schedule(
@@ -65,4 +71,4 @@ def build_jobs_and_schedules(partitions: dg.TimeWindowPartitionsDefinition, time
         window = keys[-(REPULL_DAYS + 1):]
         return dg.RunRequest(run_key=f"daily-{window[-1]}", tags=partition_range_tags(window[0], window[-1]))
 
-    return [daily_job], [daily_ledger_schedule]
+    return [daily_job, rebuild_job], [daily_ledger_schedule]

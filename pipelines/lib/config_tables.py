@@ -411,3 +411,12 @@ def _check_header(file: str, header: list[str], columns: tuple[str, ...]) -> Non
     for name in columns:
         if name not in seen:
             raise ConfigFileError(file, 1, name, f"missing from the header (expected {','.join(columns)})")
+
+
+def shipped_config(name: str) -> Path:
+    """A default config file as shipped: `config/` in a checkout, `pipelines/_config/` in a wheel."""
+    here = Path(__file__).resolve()
+    for candidate in (here.parents[2] / "config" / name, here.parents[1] / "_config" / name):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"the shipped config/{name} is missing from this installation")

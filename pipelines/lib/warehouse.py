@@ -119,6 +119,23 @@ def publish(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
         fsync_dir(path.parent)
 
 
+@contextmanager
+def scratch(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-write connection to a throwaway copy of the warehouse (for dry runs); never published."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="comet-ledger-scratch-") as folder:
+        copy = Path(folder) / path.name
+        if path.exists():
+            shutil.copyfile(path, copy)
+        con = duckdb.connect(str(copy))
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            yield con
+        finally:
+            con.close()
+
+
 def connect_readonly(path: Path) -> duckdb.DuckDBPyConnection:
     """What an analyst does; used by the CLI to print results."""
     return duckdb.connect(str(path), read_only=True)

@@ -199,7 +199,8 @@ SELECT
              THEN 'the gateway ledger does not cover this day (COMETAPI_ACCESS_TOKEN not set, or not pulled): causes cannot be itemised' END,
         CASE WHEN abs(variance_usd) <= 0.000001 * greatest(reported_requests, 1)
              THEN printf('estimated $%.6f matches reported $%.6f', estimated_cost_usd, reported_cost_usd)
-             ELSE printf('reported $%.6f - estimated $%.6f = $%.6f', reported_cost_usd, estimated_cost_usd, variance_usd) END
+             ELSE printf('reported $%.6f - estimated $%.6f = %s$%.6f', reported_cost_usd, estimated_cost_usd,
+                         CASE WHEN variance_usd < 0 THEN '-' ELSE '' END, abs(variance_usd)) END
     ) AS explanation,
     CASE WHEN reported_cost_usd <> 0 THEN 100 * estimated_cost_usd / reported_cost_usd::DOUBLE END AS coverage_pct,
     unpriced_requests,

@@ -362,15 +362,12 @@ checked AS (
             AND coalesce(len(object_keys[4]) = list_unique(object_keys[4]), true)
             AND coalesce(len(object_keys[5]) = list_unique(object_keys[5]), true) AS no_duplicate_keys
     FROM keyed
-), final AS (
+),
+
+final AS (
     SELECT *
     FROM checked
-    WHERE counts_ok
-      -- a known usage must be consistent (total, cache subsets, reasoning subset), else Python rejects it
-      AND (usage_status <> 'known' OR ((t IS NULL OR t = p + c) AND cr + cw <= p AND r <= c))
-      -- duplicate keys in any object read (yyjson keeps the first copy, Python the last): checked last, on
-      -- the few survivors' keys; the usage text's nesting is limited above, so these are all its objects
-      AND no_duplicate_keys
+    WHERE no_duplicate_keys
       AND (usage_text IS NULL OR (len(usage_keys[1]) = list_unique(usage_keys[1])
                                   AND coalesce(len(usage_keys[2]) = list_unique(usage_keys[2]), true)
                                   AND coalesce(len(usage_keys[3]) = list_unique(usage_keys[3]), true)

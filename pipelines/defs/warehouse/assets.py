@@ -8,17 +8,11 @@ import dagster as dg
 from pipelines.defs.metadata import column_schema, preview
 from pipelines.defs.resources import LedgerHome
 from pipelines.defs.window import run_days
-from pipelines.lib import config_tables
-from pipelines.lib.recon_inputs import window_params
-from pipelines.lib.warehouse import model_path, publish, run_model
+from pipelines.lib.reconciliation import RECON_MODELS, load_config, rebuild_window
+from pipelines.lib.warehouse import model_path, publish
 
 GROUP = "reconciliation"
 WRITER_POOL = "duckdb_writer"
-RECON_MODELS = (
-    "stg_client_requests", "stg_gateway_rows", "stg_gateway_coverage",
-    "requests", "recon_key_daily", "cost_key_model_daily", "cost_model_daily",
-    "cost_category_monthly", "chargeback_monthly",
-)
 PUBLIC = {
     "requests": "Every request seen by your logs or CometAPI's ledger, priced with the version in force that day.",
     "recon_key_daily": "Reported vs billed vs estimated per key and day, with a status and the causes in words.",
@@ -49,17 +43,15 @@ def build_warehouse_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
         pool=WRITER_POOL,
     )
     def config_warehouse(context: dg.AssetExecutionContext, ledger: LedgerHome):
-        prices = config_tables.load_prices(ledger.prices_path)
-        owners = config_tables.load_key_owners(ledger.key_owners_path)
         with publish(ledger.warehouse_path) as con:
-            con.register("prices_input", prices)
-            con.register("key_owners_input", owners)
-            run_model(con, "prices", {})
-            run_model(con, "key_owners", {})
-            prices_meta = {"dagster/row_count": prices.num_rows, "path": ledger.prices_path,
-                           "models": len(set(prices.column("model").to_pylist())),
-                           "dagster/column_schema": column_schema(con, "prices")}
-            owners_meta = {"dagster/row_count": owners.num_rows, "path": ledger.key_owners_path,
+            prices, owners = load_config(con, ledger.prices_path, ledger.key_owners_path)
+            prices_meta = {"dagster/row_count": prices, "path": ledger.prices_path,
+                           "models": con.execute("SELECT count(DISTINCT model) FROM prices").fetchone()[0],
+                           "dagster/column_schema": column_schema(con, "prices"),
+                           "preview": preview(con, "SELECT model, billing_category, input_usd_per_mtok, "
+                                                   "output_usd_per_mtok, per_call_usd, gateway_ratio, effective_from, "
+                                                   "effective_to FROM prices ORDER BY model, effective_from")}
+            owners_meta = {"dagster/row_count": owners, "path": ledger.key_owners_path,
                            "dagster/column_schema": column_schema(con, "key_owners")}
         yield dg.MaterializeResult(asset_key=["warehouse", "prices"], metadata=prices_meta)
         yield dg.MaterializeResult(asset_key=["warehouse", "key_owners"], metadata=owners_meta)
@@ -91,11 +83,9 @@ def build_warehouse_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
     )
     def reconciliation_warehouse(context: dg.AssetExecutionContext, ledger: LedgerHome):
         start, end = run_days(context)
-        params = window_params(ledger.lake, start, end, ledger.tolerance_usd, ledger.tolerance_pct)
         window = {"start": start, "end": end}
         with publish(ledger.warehouse_path) as con:
-            for model in RECON_MODELS:
-                run_model(con, model, params)
+            rebuild_window(con, ledger.lake, start, end, ledger.tolerance_usd, ledger.tolerance_pct)
             checks = con.execute(
                 """
                 SELECT

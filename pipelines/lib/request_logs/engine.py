@@ -180,7 +180,7 @@ class FastReader:
             return LinesResult([], [])
         buf = b"\n".join(encoded) + b"\n"
         frame = _Frame(buf, first_line_no=1, final=True)
-        chunk = self._chunk(frame, fallback_key, "lines", keep_fast_mask=True)
+        chunk = self._chunk(frame, fallback_key, "lines", keep_fast_mask=True, with_newline=False)
         outcomes: list[RequestRecord | Reject | None] = [None] * len(encoded)
         for line_no, record in zip(chunk.line_no.to_pylist(), _records(chunk.records), strict=True):
             outcomes[line_no - 1] = record
@@ -190,7 +190,9 @@ class FastReader:
 
     # --- internals -----------------------------------------------------------------------------------
 
-    def _chunk(self, frame: _Frame, fallback_key: str | None, name: str, keep_fast_mask: bool = False) -> Chunk:
+    def _chunk(
+        self, frame: _Frame, fallback_key: str | None, name: str, keep_fast_mask: bool = False, with_newline: bool = True
+    ) -> Chunk:
         buf = frame.data
         data = np.frombuffer(buf, dtype=np.uint8)
         newlines = np.flatnonzero(data == 10)
@@ -228,7 +230,7 @@ class FastReader:
         slow_line_no: list[int] = []
         blank = 0
         for i in np.flatnonzero(~is_fast).tolist():
-            end = ends[i] + 1 if ends[i] < len(buf) else ends[i]  # the '\n' too, as reader passes it
+            end = ends[i] + 1 if with_newline and ends[i] < len(buf) else ends[i]  # reader passes the '\n' too
             result = _line_result(int(line_nos[i]), buf[starts[i] : end], fallback_key, self.tz, self.now)
             outcome = result.outcome
             if outcome is None:
