@@ -15,7 +15,27 @@ EXPECTED_ASSETS = {
     "warehouse/quota_daily", "warehouse/quota_restatements",
     "warehouse/balance_snapshots", "warehouse/key_snapshots",
     "lake/inbox_files", "lake/request_logs", "lake/gateway_logs", "warehouse/inbox_files", "warehouse/rejects",
+    "warehouse/prices", "warehouse/key_owners", "warehouse/requests", "warehouse/recon_key_daily",
+    "warehouse/cost_key_model_daily", "warehouse/cost_model_daily", "warehouse/cost_category_monthly",
+    "warehouse/chargeback_monthly",
 }
+
+
+def test_every_asset_has_a_description_group_kind_and_owner(tmp_path):
+    d = build_definitions(settings(tmp_path))
+    for key in d.resolve_all_asset_keys():
+        spec = d.resolve_assets_def(key).specs_by_key[key]
+        assert spec.description and spec.group_name and spec.kinds and spec.owners, key.to_user_string()
+
+
+def test_the_reconciliation_models_carry_the_sql_text_as_code_version(tmp_path):
+    from pipelines.defs.warehouse.assets import code_version
+    from pipelines.lib.reconciliation import RECON_MODELS
+
+    d = build_definitions(settings(tmp_path))
+    spec = d.resolve_assets_def(dg.AssetKey(["warehouse", "recon_key_daily"])).specs_by_key[
+        dg.AssetKey(["warehouse", "recon_key_daily"])]
+    assert spec.code_version == code_version(*RECON_MODELS)
 
 
 def settings(tmp_path, **env):

@@ -15,3 +15,6 @@ COMMENT ON TABLE balance_snapshots IS 'Account balance at the moment of each que
 COMMENT ON COLUMN balance_snapshots.balance_usd IS 'current remaining balance in USD (the service''s total_quota)';
 COMMENT ON COLUMN balance_snapshots.total_used_usd IS 'lifetime spend in USD (total_used_quota)';
 COMMENT ON COLUMN balance_snapshots.request_count IS 'lifetime request count over all keys';
+COMMENT ON COLUMN balance_snapshots.fetched_at IS 'UTC time of the call';
+COMMENT ON COLUMN balance_snapshots.username IS 'account user name';
+COMMENT ON COLUMN balance_snapshots.snapshot_id IS 'the call (shared with key_snapshots)';

@@ -28,6 +28,14 @@ COMMENT ON COLUMN cost_key_model_daily.estimated_cost_usd IS 'sum of priced esti
 COMMENT ON COLUMN cost_key_model_daily.billed_cost_usd IS 'ledger amounts for the model: calls, corrections, refunds';
 COMMENT ON COLUMN cost_key_model_daily.allocation_basis IS 'gateway_billed, estimated_cost, request_count or unattributed';
 COMMENT ON COLUMN cost_key_model_daily.allocated_cost_usd IS 'share of the key-day''s reported cost (largest remainder, micro-dollars)';
+COMMENT ON COLUMN cost_key_model_daily.usage_date IS 'reporting day in COMET_LEDGER_TIMEZONE';
+COMMENT ON COLUMN cost_key_model_daily.key_name IS 'key display name';
+COMMENT ON COLUMN cost_key_model_daily.model IS 'model as logged; (unattributed) when the key-day has nothing to spread over';
+COMMENT ON COLUMN cost_key_model_daily.billing_category IS 'token or per_call (NULL: unknown)';
+COMMENT ON COLUMN cost_key_model_daily.prompt_tokens IS 'all input tokens (cache included)';
+COMMENT ON COLUMN cost_key_model_daily.completion_tokens IS 'output tokens (reasoning included)';
+COMMENT ON COLUMN cost_key_model_daily.cached_tokens IS 'cache-read input tokens';
+COMMENT ON COLUMN cost_key_model_daily.reasoning_tokens IS 'reasoning tokens (client logs only)';
 
 BEGIN TRANSACTION;
 DELETE FROM cost_key_model_daily WHERE usage_date BETWEEN $start AND $end;

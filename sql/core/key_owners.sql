@@ -7,3 +7,7 @@ ORDER BY key_name, effective_from;
 COMMENT ON TABLE key_owners IS 'Key name -> team, project, cost centre, effective-dated (config/key_owners.csv)';
 COMMENT ON COLUMN key_owners.effective_from IS 'first reporting day of the assignment (inclusive)';
 COMMENT ON COLUMN key_owners.effective_to IS 'first reporting day after it (exclusive); NULL: current';
+COMMENT ON COLUMN key_owners.key_name IS 'key display name as CometAPI reports it';
+COMMENT ON COLUMN key_owners.team IS 'team charged for the key';
+COMMENT ON COLUMN key_owners.project IS 'project (optional)';
+COMMENT ON COLUMN key_owners.cost_center IS 'cost centre (optional)';

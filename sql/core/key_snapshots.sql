@@ -19,3 +19,6 @@ COMMENT ON TABLE key_snapshots IS 'Per-key quota at the moment of each query-ser
 COMMENT ON COLUMN key_snapshots.remain_quota_usd IS 'remaining quota in USD; NULL when unlimited';
 COMMENT ON COLUMN key_snapshots.used_quota_usd IS 'used quota in USD; NULL when unlimited';
 COMMENT ON COLUMN key_snapshots.is_unlimited IS 'true when the service reported an unlimited sentinel (-1 or 999999999)';
+COMMENT ON COLUMN key_snapshots.fetched_at IS 'UTC time of the call';
+COMMENT ON COLUMN key_snapshots.key_name IS 'key display name (keys[].name)';
+COMMENT ON COLUMN key_snapshots.snapshot_id IS 'the call (shared with balance_snapshots)';

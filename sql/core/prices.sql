@@ -20,3 +20,4 @@ COMMENT ON COLUMN prices.gateway_ratio IS 'multiplier CometAPI applies (e.g. 0.8
 COMMENT ON COLUMN prices.effective_from IS 'first reporting day the version is in force (inclusive)';
 COMMENT ON COLUMN prices.effective_to IS 'first reporting day it is no longer in force (exclusive); NULL: still in force';
 COMMENT ON COLUMN prices.source IS 'where the numbers come from';
+COMMENT ON COLUMN prices.model IS 'model name; requests match it exactly or after removing a snapshot suffix';

@@ -21,6 +21,11 @@ COMMENT ON COLUMN quota_restatements.new_cost_usd IS 'USD reported by the later 
 COMMENT ON COLUMN quota_restatements.delta_cost_usd IS 'new_cost_usd - previous_cost_usd';
 COMMENT ON COLUMN quota_restatements.previous_pulled_at IS 'UTC time of the earlier pull';
 COMMENT ON COLUMN quota_restatements.pulled_at IS 'UTC time of the pull that changed the figure';
+COMMENT ON COLUMN quota_restatements.usage_date IS 'the past reporting day whose figure changed';
+COMMENT ON COLUMN quota_restatements.key_name IS 'key display name';
+COMMENT ON COLUMN quota_restatements.previous_requests IS 'requests reported by the earlier pull';
+COMMENT ON COLUMN quota_restatements.new_requests IS 'requests reported by the later pull';
+COMMENT ON COLUMN quota_restatements.pull_id IS 'the pull that changed the figure';
 
 BEGIN TRANSACTION;
 DELETE FROM quota_restatements WHERE usage_date BETWEEN $start AND $end;

@@ -52,6 +52,9 @@ COMMENT ON COLUMN recon_key_daily.gateway_only_requests IS 'calls billed by Come
 COMMENT ON COLUMN recon_key_daily.gateway_only_usd IS 'what those calls were billed';
 COMMENT ON COLUMN recon_key_daily.client_only_requests IS 'requests in your logs that the ledger does not have';
 COMMENT ON COLUMN recon_key_daily.adjustments_usd IS 'late corrections and refunds in the ledger (not calls of their own)';
+COMMENT ON COLUMN recon_key_daily.usage_date IS 'reporting day in COMET_LEDGER_TIMEZONE';
+COMMENT ON COLUMN recon_key_daily.key_name IS 'key display name';
+COMMENT ON COLUMN recon_key_daily.team IS 'owner of the key that day (key_owners), else unassigned';
 
 BEGIN TRANSACTION;
 DELETE FROM recon_key_daily WHERE usage_date BETWEEN $start AND $end;

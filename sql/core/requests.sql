@@ -52,6 +52,9 @@ COMMENT ON COLUMN requests.price_version_id IS 'the prices row used';
 COMMENT ON COLUMN requests.pricing_status IS 'priced, unpriced (no price for the model on that day), unknown_usage (tokens unknown), missing_price (a token kind without a price)';
 COMMENT ON COLUMN requests.seen_in IS 'both, client (your logs only) or gateway (billed by CometAPI, not in your logs)';
 COMMENT ON COLUMN requests.source_ip IS 'caller IP (client log, else gateway ledger when it records IPs)';
+COMMENT ON COLUMN requests.key_name IS 'key display name (client log, else gateway ledger)';
+COMMENT ON COLUMN requests.completion_tokens IS 'output tokens, reasoning included';
+COMMENT ON COLUMN requests.total_tokens IS 'prompt_tokens + completion_tokens';
 
 BEGIN TRANSACTION;
 DELETE FROM requests WHERE usage_date BETWEEN $start AND $end;

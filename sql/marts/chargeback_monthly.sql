@@ -14,6 +14,10 @@ COMMENT ON TABLE chargeback_monthly IS 'Reported and estimated spend per month, 
 COMMENT ON COLUMN chargeback_monthly.requests IS 'requests CometAPI reported';
 COMMENT ON COLUMN chargeback_monthly.reported_cost_usd IS 'what CometAPI reported: the amount to charge back';
 COMMENT ON COLUMN chargeback_monthly.estimated_cost_usd IS 'what the team''s logs explain';
+COMMENT ON COLUMN chargeback_monthly.month IS 'first day of the month (reporting days)';
+COMMENT ON COLUMN chargeback_monthly.team IS 'owner of the key on each day (key_owners), else unassigned';
+COMMENT ON COLUMN chargeback_monthly.key_name IS 'key display name';
+COMMENT ON COLUMN chargeback_monthly.billed_cost_usd IS 'what CometAPI''s ledger billed (NULL where it does not cover the days)';
 
 BEGIN TRANSACTION;
 DELETE FROM chargeback_monthly WHERE month BETWEEN date_trunc('month', $start::DATE) AND date_trunc('month', $end::DATE);

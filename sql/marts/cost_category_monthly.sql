@@ -10,6 +10,10 @@ CREATE TABLE IF NOT EXISTS cost_category_monthly (
 );
 COMMENT ON TABLE cost_category_monthly IS 'Spend per month and billing category (token / per_call); allocated sums to what CometAPI reported';
 COMMENT ON COLUMN cost_category_monthly.month IS 'first day of the month (reporting days)';
+COMMENT ON COLUMN cost_category_monthly.billing_category IS 'token or per_call; NULL when unknown (unpriced and not in the ledger)';
+COMMENT ON COLUMN cost_category_monthly.requests IS 'requests seen by your logs or the ledger';
+COMMENT ON COLUMN cost_category_monthly.estimated_cost_usd IS 'sum of priced estimates';
+COMMENT ON COLUMN cost_category_monthly.allocated_cost_usd IS 'share of reported spend (sums to the reported total exactly)';
 
 BEGIN TRANSACTION;
 DELETE FROM cost_category_monthly WHERE month BETWEEN date_trunc('month', $start::DATE) AND date_trunc('month', $end::DATE);

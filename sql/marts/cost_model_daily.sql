@@ -16,6 +16,14 @@ CREATE TABLE IF NOT EXISTS cost_model_daily (
 COMMENT ON TABLE cost_model_daily IS 'Cost per model and reporting day: estimated from tokens and prices, and allocated from what CometAPI reported';
 COMMENT ON COLUMN cost_model_daily.estimated_cost_usd IS 'sum of priced estimates; NULL when no request of the model is priced';
 COMMENT ON COLUMN cost_model_daily.allocated_cost_usd IS 'share of reported spend (sums to the reported total exactly)';
+COMMENT ON COLUMN cost_model_daily.usage_date IS 'reporting day in COMET_LEDGER_TIMEZONE';
+COMMENT ON COLUMN cost_model_daily.model IS 'model as logged';
+COMMENT ON COLUMN cost_model_daily.billing_category IS 'token or per_call (NULL: unknown)';
+COMMENT ON COLUMN cost_model_daily.requests IS 'requests seen by your logs or the ledger';
+COMMENT ON COLUMN cost_model_daily.prompt_tokens IS 'all input tokens (cache included)';
+COMMENT ON COLUMN cost_model_daily.completion_tokens IS 'output tokens (reasoning included)';
+COMMENT ON COLUMN cost_model_daily.cached_tokens IS 'cache-read input tokens';
+COMMENT ON COLUMN cost_model_daily.reasoning_tokens IS 'reasoning tokens (client logs only)';
 
 BEGIN TRANSACTION;
 DELETE FROM cost_model_daily WHERE usage_date BETWEEN $start AND $end;

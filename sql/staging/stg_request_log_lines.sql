@@ -1,10 +1,10 @@
 -- stg_request_log_lines: the fast path of request-log normalisation (pipelines/lib/request_logs/engine.py).
 --
--- Input: `request_log_lines(line_no BIGINT, line VARCHAR)`, one row per non-empty inbox line (valid UTF-8,
--- without its '\n'), and `request_log_tz_hours(hour BIGINT, offset_s INTEGER)`: the reporting zone's UTC
+-- Input: `request_log_lines(line_no BIGINT, line VARCHAR, fallback_key VARCHAR)`: one row per inbox line (valid
+-- UTF-8, its '\n' included; line_no is any unique row id), with the file's key folder (NULL in the inbox root), and `request_log_tz_hours(hour BIGINT, offset_s INTEGER)`: the reporting zone's UTC
 -- offset for every UTC hour (epoch_s // 3600) in which that offset does not change, computed by Python's
 -- zoneinfo (so usage_date uses the same tz database as normalize.py, not ICU's).
--- Parameters: $fallback_key (VARCHAR, NULL for files in the inbox root), $max_ts_us (BIGINT: `now` + 1 day
+-- Parameters: $max_ts_us (BIGINT: `now` + 1 day
 -- in epoch microseconds), $ws (VARCHAR: every character for which Python's str.isspace() is true).
 --
 -- Output: one row per line whose outcome this statement can PROVE to equal normalize.parse_line's, with every
@@ -25,6 +25,7 @@ WITH parsed AS MATERIALIZED (
     SELECT
         line_no,
         line,
+        fallback_key,
         json_extract(line, [
             '$.request_id', '$.ts', '$.key_name', '$.model',                                           -- 1-4
             '$.endpoint', '$.status', '$.source_ip', '$.latency_ms',                                   -- 5-8
@@ -104,6 +105,7 @@ carried AS (
     SELECT
         line_no,
         line,
+        fallback_key,
         e,
         shape,
         -- the object whose id / model / created / usage belong to the request
@@ -131,6 +133,7 @@ fields AS (
     SELECT
         line_no,
         line,
+        fallback_key,
         shape,
         -- absent, null or blank strings are NULL (blank = Python's str.strip() leaves nothing)
         CASE WHEN ascii(CASE WHEN e[1][1] = '"' THEN CASE WHEN contains(e[1], '\') THEN json_extract_string(e[1], '$') ELSE e[1][2:-2] END END) BETWEEN 33 AND 126 OR trim(CASE WHEN e[1][1] = '"' THEN CASE WHEN contains(e[1], '\') THEN json_extract_string(e[1], '$') ELSE e[1][2:-2] END END, $ws) <> '' THEN CASE WHEN e[1][1] = '"' THEN CASE WHEN contains(e[1], '\') THEN json_extract_string(e[1], '$') ELSE e[1][2:-2] END END END AS env_request_id,
@@ -183,7 +186,7 @@ identified AS (
         response_id,
         usage_text,
         coalesce(env_request_id, response_id) AS request_id,
-        coalesce(env_key_name, nullif($fallback_key, '')) AS key_name,
+        coalesce(env_key_name, nullif(fallback_key, '')) AS key_name,
         coalesce(env_model, body_model) AS model,
         -- status: an integer 100..599; latency_ms: a non-negative integer (floats go to Python)
         CASE WHEN status_text IS NULL OR status_text = 'null' THEN NULL

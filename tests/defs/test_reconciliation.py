@@ -140,3 +140,14 @@ def test_incremental_windows_equal_a_full_rebuild(tmp_path, sim, traffic):
               "chargeback_monthly")
     a, b = warehouse_digest(whole), warehouse_digest(pieces)
     assert {t: a[t] for t in tables} == {t: b[t] for t in tables}
+
+
+def test_every_public_table_and_column_has_a_comment(reconciled):
+    tables = table_rows(reconciled, "SELECT table_name, comment FROM duckdb_tables() WHERE NOT internal ORDER BY 1")
+    assert {t for t, _ in tables} >= {"quota_daily", "quota_restatements", "balance_snapshots", "key_snapshots",
+                                      "prices", "key_owners", "requests", "recon_key_daily", "cost_model_daily",
+                                      "cost_category_monthly", "chargeback_monthly", "rejects", "inbox_files"}
+    assert [t for t, comment in tables if not comment] == []
+    bare = table_rows(reconciled, "SELECT table_name || '.' || column_name FROM duckdb_columns() "
+                                  "WHERE NOT internal AND comment IS NULL ORDER BY 1")
+    assert bare == []
