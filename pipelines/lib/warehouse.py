@@ -103,9 +103,8 @@ def publish(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
             stale.unlink(missing_ok=True)
         if path.exists():
             shutil.copyfile(path, build)
-        con = duckdb.connect(str(build))
+        con = _open(build)
         try:
-            con.execute("SET TimeZone = 'UTC'")
             yield con
             con.execute("CHECKPOINT")
         except BaseException:
@@ -128,12 +127,18 @@ def scratch(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
         copy = Path(folder) / path.name
         if path.exists():
             shutil.copyfile(path, copy)
-        con = duckdb.connect(str(copy))
+        con = _open(copy)
         try:
-            con.execute("SET TimeZone = 'UTC'")
             yield con
         finally:
             con.close()
+
+
+def _open(path: Path) -> duckdb.DuckDBPyConnection:
+    """A read-write connection whose session time zone is UTC (timestamps are stored as UTC)."""
+    con = duckdb.connect(str(path))
+    con.execute("SET TimeZone = 'UTC'")
+    return con
 
 
 def connect_readonly(path: Path) -> duckdb.DuckDBPyConnection:

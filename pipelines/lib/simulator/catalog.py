@@ -22,6 +22,8 @@ from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from decimal import Decimal
 
+from pipelines.lib.config_tables import PRICE_COLUMNS
+
 UNITS_PER_USD = 500_000
 GROUP = "default"
 GROUP_RATIO = Decimal("0.8")  # CometAPI's default 20 % discount
@@ -30,19 +32,8 @@ UNPRICED_MODEL = "glm-4.6"
 PRICE_CHANGE_MODEL = "gpt-4o-mini"
 PRICE_CHANGE_NEW_RATIO = Decimal("0.06")
 
-PRICE_CSV_COLUMNS = (
-    "model",
-    "billing_category",
-    "input_usd_per_mtok",
-    "output_usd_per_mtok",
-    "cache_read_usd_per_mtok",
-    "cache_write_usd_per_mtok",
-    "per_call_usd",
-    "gateway_ratio",
-    "effective_from",
-    "effective_to",
-    "source",
-)
+# The simulator's price list is a prices CSV in the project's own format.
+PRICE_CSV_COLUMNS = PRICE_COLUMNS
 
 # Integer scales that make every ratio product exact (asserted in ModelPrice.__post_init__).
 _TOKEN_SCALE = 10_000  # applied to the per-token weights (cache_ratio, completion_ratio, ...)
