@@ -75,6 +75,18 @@ def build_parser() -> argparse.ArgumentParser:
     reprice.add_argument("--json", action="store_true", help="print the changes as JSON")
     reprice.set_defaults(handler=cmd_reprice)
 
+    smoke = sub.add_parser("smoke-test", help="check the API before trusting it for a review; record the result",
+                           description="The seed article's smoke test: totals present, daily_quota for a range with "
+                           "activity, a malformed date refused, an empty range empty, and the query key's identity. "
+                           "Records the result in smoke_tests; exit status 1 when it fails.")
+    smoke.add_argument("--chat", action="store_true",
+                       help="also make one minimal chat completion (costs a fraction of a cent on the real service)")
+    smoke.add_argument("--reviewer", help="who ran it (stored with the result)")
+    smoke.add_argument("--known-active-range", type=_date_range, metavar="D1..D2",
+                       help="days that had spend, e.g. 2026-11-01..2026-11-07 (default: the last 7 days)")
+    smoke.add_argument("--json", action="store_true", help="print the result as JSON")
+    smoke.set_defaults(handler=cmd_smoke_test)
+
     simulate = sub.add_parser("simulate", help="serve the CometAPI simulator in the foreground",
                               description="Serve the embedded CometAPI simulator on 127.0.0.1 until interrupted.")
     simulate.add_argument("--port", type=int, default=8787, help="port on 127.0.0.1 (default 8787; 0 = any free port)")
@@ -151,6 +163,16 @@ def cmd_reprice(args: argparse.Namespace, settings: Settings) -> int:
     runs.run_range(settings, window[0], window[1], job_name="reconciliation_rebuild")
     print(f"re-priced {window[0]} .. {window[1]} in {settings.warehouse_path}", file=sys.stderr)
     return 0
+
+
+def cmd_smoke_test(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines.lib import smoke_test
+
+    result = smoke_test.run_from_settings(settings, reviewer=args.reviewer, chat=args.chat,
+                                          known_active_range=args.known_active_range)
+    smoke_test.record(settings.warehouse_path, result)
+    print(result.to_json() if args.json else result.summary())
+    return result.exit_code
 
 
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
@@ -387,6 +409,16 @@ def _date(raw: str) -> date:
         return date.fromisoformat(raw)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{raw!r} is not a date in YYYY-MM-DD form") from None
+
+
+def _date_range(raw: str) -> tuple[date, date]:
+    first, sep, last = raw.partition("..")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a range like 2026-11-01..2026-11-07")
+    start, end = _date(first), _date(last)
+    if end < start:
+        raise argparse.ArgumentTypeError(f"{raw!r} ends before it starts")
+    return start, end
 
 
 def _positive_int(raw: str) -> int:

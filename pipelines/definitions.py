@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 import dagster as dg
 
+from pipelines.defs.checks.smoke_test import build_smoke_test_assets
 from pipelines.defs.partitions import daily_partitions
 from pipelines.defs.quota.assets import build_quota_assets
 from pipelines.defs.request_logs.assets import build_request_log_assets
@@ -30,6 +31,7 @@ def build_definitions(settings: Settings, resources: Mapping[str, dg.Configurabl
             *build_quota_assets(partitions),
             *build_request_log_assets(partitions),
             *build_warehouse_assets(partitions),
+            *build_smoke_test_assets(settings.api_url),
         ],
         jobs=jobs,
         schedules=schedules,

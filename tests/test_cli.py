@@ -123,3 +123,25 @@ def test_simulate_serves_the_simulator_in_the_foreground(env):
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=20)
     assert proc.returncode == 0
+
+
+def test_smoke_test_passes_on_the_simulator_and_fails_when_it_accepts_bad_dates(env, capsys, monkeypatch):
+    import json
+
+    import duckdb
+
+    traffic = generate_traffic(seed=7, start=date(2026, 10, 1), days=5, requests_per_day=5)
+    with SimulatorServer(traffic) as sim:
+        for name, value in {"COMETAPI_QUERY_URL": sim.url, "COMETAPI_API_URL": sim.url,
+                            "COMETAPI_KEY": sim.api_key}.items():
+            monkeypatch.setenv(name, value)
+        assert main(["smoke-test", "--json", "--reviewer", "ana", "--known-active-range", "2026-10-01..2026-10-05"]) == 0
+        passed = json.loads(capsys.readouterr().out)
+        sim.faults.add("accept_malformed_dates")
+        assert main(["smoke-test", "--known-active-range", "2026-10-01..2026-10-05"]) == 1
+        out = capsys.readouterr().out
+    assert passed["error_path_returned_error"] is True and passed["reviewer"] == "ana"
+    assert "silently accepted the malformed date 2026/06/01" in out
+    with duckdb.connect(str(env / "home" / "warehouse.duckdb"), read_only=True) as con:
+        rows = con.execute("SELECT error_path_returned_error, passed FROM smoke_tests ORDER BY checked_at").fetchall()
+    assert rows == [(True, True), (False, False)]

@@ -40,7 +40,7 @@ def partition_range_tags(first: str, last: str) -> dict[str, str]:
 def build_jobs_and_schedules(partitions: dg.TimeWindowPartitionsDefinition, timezone: str):
     daily_job = dg.define_asset_job(
         "daily_ledger",
-        selection=dg.AssetSelection.all(),
+        selection=dg.AssetSelection.all() - dg.AssetSelection.groups("checks"),
         description=(
             "Materialise a range of reporting days end to end (query-service pulls, lake, warehouse) "
             "and append one point-in-time balance/key snapshot."
@@ -51,6 +51,11 @@ def build_jobs_and_schedules(partitions: dg.TimeWindowPartitionsDefinition, time
         selection=dg.AssetSelection.groups("reconciliation"),
         description="Re-read prices and key owners, and recompute requests, reconciliation and marts for a range "
                     "of days from what the lake already holds (no API calls): what `comet-ledger reprice` runs.",
+    )
+    smoke_job = dg.define_asset_job(
+        "smoke_test",
+        selection=dg.AssetSelection.groups("checks"),
+        description="Run the pre-review smoke test against the configured API and record it in smoke_tests.",
     )
     hour = schedule_hour_utc(timezone)
 
@@ -71,4 +76,4 @@ def build_jobs_and_schedules(partitions: dg.TimeWindowPartitionsDefinition, time
         window = keys[-(REPULL_DAYS + 1):]
         return dg.RunRequest(run_key=f"daily-{window[-1]}", tags=partition_range_tags(window[0], window[-1]))
 
-    return [daily_job, rebuild_job], [daily_ledger_schedule]
+    return [daily_job, rebuild_job, smoke_job], [daily_ledger_schedule]
