@@ -147,120 +147,163 @@ class FastReader:
 
     def iter_chunks(self, path: Path, *, inbox_root: Path, name: str | None = None) -> Iterator[Chunk]:
         """Normalise one inbox file chunk by chunk (memory bounded by `chunk_bytes` plus the longest line)."""
-        name = name if name is not None else _name(path, inbox_root)
-        fallback_key = fallback_key_for(path, inbox_root)
-        for frame in _frames(path, self.chunk_bytes):
-            if isinstance(frame, _Broken):
-                detail = f"gzip stream broken after line {frame.line_no} ({frame.error}); re-send the file"
-                reject = LocatedReject(name, frame.line_no + 1, "corrupt_gzip", detail[:300], "")
-                yield Chunk(_empty_records(), pa.array([], pa.int64()), [reject], read=1, blank=0, fallback=0)
-            else:
-                yield self._chunk(frame, fallback_key, name)
+        for _, chunk in self.iter_files([path], inbox_root=inbox_root, names=None if name is None else [name]):
+            yield chunk
+
+    def iter_files(
+        self, paths: Iterable[Path], *, inbox_root: Path, names: Iterable[str] | None = None
+    ) -> Iterator[tuple[str, Chunk]]:
+        """(file name, chunk) for each file in turn, in order; small files share one SQL run per ~chunk_bytes."""
+        pending: list[_Part] = []
+        size = 0
+        name_iter = iter(names) if names is not None else None
+        for path in paths:
+            name = next(name_iter) if name_iter is not None else _name(path, inbox_root)
+            fallback_key = fallback_key_for(path, inbox_root)
+            for frame in _frames(path, self.chunk_bytes):
+                if isinstance(frame, _Broken):
+                    yield from self._run_parts(pending)
+                    pending, size = [], 0
+                    detail = f"gzip stream broken after line {frame.line_no} ({frame.error}); re-send the file"
+                    reject = LocatedReject(name, frame.line_no + 1, "corrupt_gzip", detail[:300], "")
+                    yield name, Chunk(_empty_records(), pa.array([], pa.int64()), [reject], read=1, blank=0, fallback=0)
+                    continue
+                pending.append(_Part(name, fallback_key, frame))
+                size += len(frame.data)
+                if size >= self.chunk_bytes:
+                    yield from self._run_parts(pending)
+                    pending, size = [], 0
+        yield from self._run_parts(pending)
 
     def read_file(self, path: Path, *, inbox_root: Path, name: str | None = None) -> FileResult:
         name = name if name is not None else _name(path, inbox_root)
         chunks = list(self.iter_chunks(path, inbox_root=inbox_root, name=name))
         return _file_result(name, chunks)
 
+    def read_files(self, paths: Iterable[Path], *, inbox_root: Path, names: Iterable[str] | None = None) -> list[FileResult]:
+        by_file: dict[str, list[Chunk]] = {}
+        paths = list(paths)
+        names = list(names) if names is not None else [_name(p, inbox_root) for p in paths]
+        for name in names:
+            by_file[name] = []
+        for name, chunk in self.iter_files(paths, inbox_root=inbox_root, names=names):
+            by_file[name].append(chunk)
+        return [_file_result(name, chunks) for name, chunks in by_file.items()]
+
     def read_inbox(self, inbox_root: Path) -> FastInboxBatch:
         """`reader.read_inbox`: every inbox file, named by its inbox-relative POSIX path, deduped."""
-        return tally_tables(
-            self.read_file(path, inbox_root=inbox_root, name=path.relative_to(inbox_root).as_posix())
-            for path in inbox_files(inbox_root)
-        )
+        paths = inbox_files(inbox_root)
+        names = [path.relative_to(inbox_root).as_posix() for path in paths]
+        return tally_tables(self.read_files(paths, inbox_root=inbox_root, names=names))
 
     # --- lines ---------------------------------------------------------------------------------------
 
     def parse_lines(self, lines: Sequence[str | bytes], *, fallback_key: str | None) -> LinesResult:
-        """Each line (no '\\n' inside) as `reader` would see it; None for a blank line."""
+        """Each line (no '\\n' inside) as `parse_line` sees it; None for a blank line."""
         encoded = [line.encode("utf-8", "surrogatepass") if isinstance(line, str) else bytes(line) for line in lines]
         if any(b"\n" in line for line in encoded):
             raise ValueError("a line cannot contain '\\n'")
         if not encoded:
             return LinesResult([], [])
-        buf = b"\n".join(encoded) + b"\n"
-        frame = _Frame(buf, first_line_no=1, final=True)
-        chunk = self._chunk(frame, fallback_key, "lines", keep_fast_mask=True, with_newline=False)
+        frame = _Frame(b"\n".join(encoded) + b"\n", first_line_no=1, final=True)
+        ((_, chunk),) = self._run_parts([_Part("lines", fallback_key, frame)], with_newline=False)
         outcomes: list[RequestRecord | Reject | None] = [None] * len(encoded)
         for line_no, record in zip(chunk.line_no.to_pylist(), _records(chunk.records), strict=True):
             outcomes[line_no - 1] = record
         for reject in chunk.rejects:
             outcomes[reject.line_no - 1] = Reject(reject.reason, reject.detail)
-        return LinesResult(outcomes, list(self._last_fast_mask))
+        return LinesResult(outcomes, [bool(x) for x in self._last_fast_mask])
 
     # --- internals -----------------------------------------------------------------------------------
 
-    def _chunk(
-        self, frame: _Frame, fallback_key: str | None, name: str, keep_fast_mask: bool = False, with_newline: bool = True
+    def _run_parts(self, parts: list[_Part], with_newline: bool = True) -> list[tuple[str, Chunk]]:
+        """Normalise the frames of `parts` with one SQL run; one chunk per part, in order."""
+        if not parts:
+            return []
+        framed = [_split(part.frame.data) for part in parts]
+        counts = [len(starts) for starts, _ in framed]
+        bases = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        batches = []
+        for part, (starts, ends), base in zip(parts, framed, bases[:-1], strict=True):
+            lines = _line_array(part.frame.data, starts, ends)
+            keep = None
+            if not _valid_utf8(lines):  # rare: the lines that are not UTF-8 go to Python (it rejects them)
+                keep = np.ones(len(starts), dtype=bool)
+                for i in range(len(starts)):
+                    try:
+                        part.frame.data[starts[i] : ends[i]].decode("utf-8")
+                    except UnicodeDecodeError:
+                        keep[i] = False
+            count = len(starts)
+            batch = pa.record_batch(
+                [
+                    pa.array(np.arange(base, base + count, dtype=np.int64)),
+                    lines,
+                    pa.array([part.fallback_key] * count, pa.string()) if count else pa.array([], pa.string()),
+                ],
+                names=["line_no", "line", "fallback_key"],
+            )
+            if keep is not None:
+                batch = batch.filter(pa.array(keep))
+            for offset in range(0, batch.num_rows, BATCH_ROWS):
+                batches.append(batch.slice(offset, BATCH_ROWS))
+        schema = pa.schema([("line_no", pa.int64()), ("line", pa.large_string()), ("fallback_key", pa.string())])
+        fast = self._run_sql(pa.Table.from_batches(batches, schema=schema))
+        rows = fast.column("line_no").to_numpy()
+        is_fast = np.zeros(int(bases[-1]), dtype=bool)
+        is_fast[rows] = True
+        self._last_fast_mask = is_fast
+        records_all = _as_records(fast)
+        cuts = np.searchsorted(rows, bases)
+        out = []
+        for k, (part, (starts, ends)) in enumerate(zip(parts, framed, strict=True)):
+            lo, hi = int(cuts[k]), int(cuts[k + 1])
+            first = part.frame.first_line_no
+            records = records_all.slice(lo, hi - lo)
+            record_line_no = pa.array(rows[lo:hi] - bases[k] + first, pa.int64())
+            out.append((part.name, self._fallback(part, starts, ends, is_fast[bases[k] : bases[k + 1]],
+                                                  records, record_line_no, with_newline)))  # fmt: skip
+        return out
+
+    def _fallback(
+        self,
+        part: _Part,
+        starts: np.ndarray,
+        ends: np.ndarray,
+        is_fast: np.ndarray,
+        records: pa.Table,
+        record_line_no: pa.Int64Array,
+        with_newline: bool,
     ) -> Chunk:
-        buf = frame.data
-        data = np.frombuffer(buf, dtype=np.uint8)
-        newlines = np.flatnonzero(data == 10)
-        starts = np.empty(len(newlines) + 1, dtype=np.int64)
-        starts[0] = 0
-        starts[1:] = newlines + 1
-        ends = np.empty(len(newlines) + 1, dtype=np.int64)  # exclusive, without the '\n'
-        ends[: len(newlines)] = newlines
-        ends[-1] = len(buf)
-        if starts[-1] == len(buf):  # the chunk ends with '\n': no partial line after it
-            starts, ends = starts[:-1], ends[:-1]
-        count = len(starts)
-        line_nos = np.arange(frame.first_line_no, frame.first_line_no + count, dtype=np.int64)
-        lines = _line_array(buf, starts, ends)
-        sql_rows = np.ones(count, dtype=bool)
-        if not _valid_utf8(lines):
-            for i in range(count):  # rare: find the lines that are not UTF-8; Python rejects them
-                try:
-                    buf[starts[i] : ends[i]].decode("utf-8")
-                except UnicodeDecodeError:
-                    sql_rows[i] = False
-        table = pa.table({"line_no": pa.array(line_nos), "line": lines})
-        if not sql_rows.all():
-            table = table.filter(pa.array(sql_rows))
-        fast = self._run_sql(table, fallback_key)
-        fast_line_no = fast.column("line_no").to_numpy()
-        is_fast = np.zeros(count, dtype=bool)
-        is_fast[fast_line_no - frame.first_line_no] = True
-        if keep_fast_mask:
-            self._last_fast_mask = is_fast
-        records = _as_records(fast)
-        record_line_no = fast.column("line_no").combine_chunks() if fast.num_rows else pa.array([], pa.int64())
+        """Every line the SQL did not decide, through reader's own per-line code; merged in line order."""
+        buf, first = part.frame.data, part.frame.first_line_no
         rejects: list[LocatedReject] = []
         slow_records: list[RequestRecord] = []
         slow_line_no: list[int] = []
         blank = 0
         for i in np.flatnonzero(~is_fast).tolist():
             end = ends[i] + 1 if with_newline and ends[i] < len(buf) else ends[i]  # reader passes the '\n' too
-            result = _line_result(int(line_nos[i]), buf[starts[i] : end], fallback_key, self.tz, self.now)
+            result = _line_result(first + i, buf[starts[i] : end], part.fallback_key, self.tz, self.now)
             outcome = result.outcome
             if outcome is None:
                 blank += 1
             elif isinstance(outcome, Reject):
-                rejects.append(LocatedReject(name, result.line_no, outcome.reason, outcome.detail, result.raw))
+                rejects.append(LocatedReject(part.name, result.line_no, outcome.reason, outcome.detail, result.raw))
             else:
                 slow_records.append(outcome)
                 slow_line_no.append(result.line_no)
         if slow_records:
             records = pa.concat_tables([records, records_to_table(slow_records)])
             record_line_no = pa.concat_arrays([record_line_no, pa.array(slow_line_no, pa.int64())])
-            order = np.argsort(record_line_no.to_numpy(), kind="stable")
-            records = records.take(order)
-            record_line_no = record_line_no.take(pa.array(order))
-        return Chunk(
-            records=records,
-            line_no=record_line_no,
-            rejects=rejects,
-            read=count - blank,
-            blank=blank,
-            fallback=int(count - is_fast.sum()),
-        )
+            order = pa.array(np.argsort(record_line_no.to_numpy(), kind="stable"))
+            records, record_line_no = records.take(order), record_line_no.take(order)
+        count = len(starts)
+        return Chunk(records, record_line_no, rejects, read=count - blank, blank=blank, fallback=int((~is_fast).sum()))
 
-    def _run_sql(self, table: pa.Table, fallback_key: str | None) -> pa.Table:
-        batches = table.to_batches(max_chunksize=BATCH_ROWS)
-        source = pa.Table.from_batches(batches, schema=table.schema)
+    def _run_sql(self, source: pa.Table) -> pa.Table:
         self._con.register("request_log_lines", source)
         try:
-            params = {"fallback_key": fallback_key, "max_ts_us": self._max_ts_us, "ws": _WHITESPACE}
+            params = {"max_ts_us": self._max_ts_us, "ws": _WHITESPACE}
             return self._con.sql(self._sql, params=params).to_arrow_table()
         finally:
             self._con.unregister("request_log_lines")
@@ -349,6 +392,13 @@ class _Frame:
 
 
 @dataclass(frozen=True)
+class _Part:
+    name: str
+    fallback_key: str | None
+    frame: _Frame
+
+
+@dataclass(frozen=True)
 class _Broken:
     line_no: int  # lines yielded before the break
     error: BaseException
@@ -395,6 +445,20 @@ def _frames(path: Path, chunk_bytes: int) -> Iterator[_Frame | _Broken]:
             frame = data[:cut] if carry else data
             yield _Frame(frame, line_no, final=False)
             line_no += frame.count(b"\n")
+
+
+def _split(buf: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends) of the lines of `buf`; ends exclude the '\\n'; a last line may lack one."""
+    newlines = np.flatnonzero(np.frombuffer(buf, dtype=np.uint8) == 10)
+    starts = np.empty(len(newlines) + 1, dtype=np.int64)
+    starts[0] = 0
+    starts[1:] = newlines + 1
+    ends = np.empty(len(newlines) + 1, dtype=np.int64)
+    ends[: len(newlines)] = newlines
+    ends[-1] = len(buf)
+    if starts[-1] == len(buf):  # `buf` ends with '\\n': no partial line after it
+        return starts[:-1], ends[:-1]
+    return starts, ends
 
 
 def _line_array(buf: bytes, starts: np.ndarray, ends: np.ndarray) -> pa.LargeStringArray:
