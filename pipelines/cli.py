@@ -217,6 +217,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     written = write_inbox(traffic, settings.inbox)
     print(f"client request logs in {settings.inbox}: {written['files']} files, {written['lines']} lines", file=sys.stderr)
     with SimulatorServer(traffic) as server:
+        if _restatement_already_pulled(settings, traffic):
+            server.mark_restated()  # a re-run continues the same simulated world
         _use_simulator(server)
         settings = _replace(settings, query_url=server.url, api_url=server.url, api_key=server.api_key,
                             access_token=server.access_token)
@@ -255,6 +257,14 @@ def _demo_config(settings: Settings, first: date, days: int) -> Settings:
         settings = _replace(settings, key_owners_path=shipped_config("key_owners.csv"))
     print(f"prices: {settings.prices_path}; key owners: {settings.key_owners_path}", file=sys.stderr)
     return settings
+
+
+def _restatement_already_pulled(settings: Settings, traffic) -> bool:
+    """Whether an earlier demo run in this data home already pulled the planted restatement day."""
+    from pipelines.lib import lake
+
+    day = traffic.planted["restatement"]["date"]
+    return bool(lake.files(settings.lake, "quota_daily", "usage_date", [day]))
 
 
 def _use_simulator(server) -> None:

@@ -17,7 +17,7 @@ EXPECTED_ASSETS = {
     "lake/inbox_files", "lake/request_logs", "lake/gateway_logs", "warehouse/inbox_files", "warehouse/rejects",
     "warehouse/prices", "warehouse/key_owners", "warehouse/requests", "warehouse/recon_key_daily",
     "warehouse/cost_key_model_daily", "warehouse/cost_model_daily", "warehouse/cost_category_monthly",
-    "warehouse/chargeback_monthly", "warehouse/smoke_tests",
+    "warehouse/chargeback_monthly", "warehouse/smoke_tests", "warehouse/anomalies",
 }
 
 

@@ -8,6 +8,8 @@ import dagster as dg
 from pipelines.defs.metadata import column_schema, preview
 from pipelines.defs.resources import LedgerHome
 from pipelines.defs.window import run_days
+from pipelines.defs.resources import utc_now
+from pipelines.lib import anomalies
 from pipelines.lib.reconciliation import RECON_MODELS, load_config, rebuild_window
 from pipelines.lib.warehouse import model_path, publish
 
@@ -143,4 +145,46 @@ def build_warehouse_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
                                   passed=flagged == 0, severity=dg.AssetCheckSeverity.WARN,
                                   metadata={"flagged_key_days": flagged})
 
-    return [config_warehouse, reconciliation_warehouse]
+    @dg.asset(
+        key=["warehouse", "anomalies"],
+        deps=[["warehouse", name] for name in ("quota_daily", "quota_restatements", "recon_key_daily", "requests",
+                                               "balance_snapshots")],
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name=GROUP,
+        kinds={"duckdb"},
+        owners=["team:platform"],
+        pool=WRITER_POOL,
+        code_version=code_version(anomalies.MODEL),
+        description=(
+            "Signs of a leaked key or a billing surprise, each with what to do next: spend spikes against the key's "
+            "trailing median, new source IPs, gateway-billed requests missing from your logs, balance jumps and "
+            "top-ups, runway, restatements and unpriced models."
+        ),
+        check_specs=[dg.AssetCheckSpec(f"no_{kind}", asset=["warehouse", "anomalies"],
+                                       description=f"no {kind.replace('_', ' ')} finding in the window (warning)")
+                     for kind in anomalies.KINDS if kind not in ("runway", "top_up")],
+    )
+    def anomalies_warehouse(context: dg.AssetExecutionContext, ledger: LedgerHome):
+        start, end = run_days(context)
+        window = {"start": start, "end": end}
+        with publish(ledger.warehouse_path) as con:
+            rebuilt = anomalies.detect(con, start, end, utc_now(), timezone=ledger.timezone)
+            found = anomalies.counts(con, start, end)
+            meta = {
+                "window": f"{start} .. {end}",
+                "findings_rebuilt": rebuilt,
+                "dagster/column_schema": column_schema(con, "anomalies"),
+                "findings": preview(con, "SELECT usage_date, key_name, kind, severity, detail FROM anomalies "
+                                         "WHERE usage_date BETWEEN $start AND $end OR usage_date IS NULL "
+                                         "ORDER BY severity = 'critical' DESC, usage_date, kind LIMIT 30", window),
+            }
+        yield dg.MaterializeResult(metadata=meta)
+        for kind in anomalies.KINDS:
+            if kind in ("runway", "top_up"):
+                continue
+            n = sum(count for (k, _), count in found.items() if k == kind)
+            yield dg.AssetCheckResult(check_name=f"no_{kind}", passed=n == 0, severity=dg.AssetCheckSeverity.WARN,
+                                      metadata={"findings": n})
+
+    return [config_warehouse, reconciliation_warehouse, anomalies_warehouse]

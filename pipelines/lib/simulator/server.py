@@ -245,9 +245,12 @@ class SimulatorServer:
         with self._state_lock:
             self._restated = False
 
-    def _mark_restated(self) -> None:
+    def mark_restated(self) -> None:
+        """Start with the late correction visible (a world whose restatement was already pulled)."""
         with self._state_lock:
             self._restated = True
+
+    _mark_restated = mark_restated
 
     def truth(self) -> dict[tuple[date, str], tuple[Decimal, int]]:
         """What daily_quota reports right now, per (reporting day, key)."""
