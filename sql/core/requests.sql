@@ -15,6 +15,7 @@ CREATE TABLE IF NOT EXISTS requests (
     key_name VARCHAR,
     team VARCHAR NOT NULL,
     model VARCHAR,
+    logged_model VARCHAR,
     priced_model VARCHAR,
     billing_category VARCHAR,
     usage_status VARCHAR,
@@ -37,7 +38,8 @@ COMMENT ON COLUMN requests.request_id IS 'CometAPI request id (X-Cometapi-Reques
 COMMENT ON COLUMN requests.ts IS 'request time, UTC (client log, else gateway ledger)';
 COMMENT ON COLUMN requests.usage_date IS 'reporting day in COMET_LEDGER_TIMEZONE';
 COMMENT ON COLUMN requests.team IS 'owner of the key on that day (key_owners), else unassigned';
-COMMENT ON COLUMN requests.model IS 'model as logged (may carry a snapshot suffix)';
+COMMENT ON COLUMN requests.model IS 'model as CometAPI billed it (gateway ledger), else as logged';
+COMMENT ON COLUMN requests.logged_model IS 'model as your logs name it (may carry a snapshot suffix); NULL when not logged';
 COMMENT ON COLUMN requests.priced_model IS 'the prices.model it was priced as (NULL: unpriced)';
 COMMENT ON COLUMN requests.billing_category IS 'token or per_call: from the price table, else from the gateway ledger, else NULL';
 COMMENT ON COLUMN requests.usage_status IS 'client side: known, unknown (interrupted stream, error reply) or per_call; NULL when not logged';
@@ -68,7 +70,8 @@ joined AS (
         coalesce(c.ts, g.created_at) AS ts,
         coalesce(c.usage_date, g.usage_date) AS usage_date,
         coalesce(c.key_name, g.key_name) AS key_name,
-        coalesce(c.model, g.model) AS model,
+        coalesce(g.model, c.model) AS model,
+        c.model AS logged_model,
         CASE WHEN c.request_id IS NOT NULL AND g.request_id IS NOT NULL THEN 'both'
              WHEN c.request_id IS NOT NULL THEN 'client' ELSE 'gateway' END AS seen_in,
         c.usage_status,
@@ -135,6 +138,7 @@ SELECT
     c.key_name,
     coalesce(o.team, 'unassigned') AS team,
     c.model,
+    c.logged_model,
     c.priced_model,
     coalesce(c.price_category, c.gateway_category) AS billing_category,
     c.usage_status,

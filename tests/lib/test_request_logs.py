@@ -836,3 +836,13 @@ def test_read_inbox_end_to_end_with_a_resent_file(tmp_path: Path) -> None:
     }
     totals = [sum(getattr(s, f) for s in batch.stats.values()) for f in ("read", "accepted", "rejected", "duplicates")]
     assert totals[0] == sum(totals[1:])
+
+
+@pytest.mark.parametrize("ts", ["0001-01-01T00:00:00+00:00", "0001-01-01T00:30:00+01:00", "1999-12-31T23:59:59Z"])
+@pytest.mark.parametrize("zone", ["America/Los_Angeles", "Asia/Shanghai"])
+def test_implausibly_old_timestamps_are_rejected_not_raised(ts, zone):
+    line = json.dumps({"request_id": "r1", "ts": ts, "key_name": "k", "model": "gpt-4o",
+                       "response": {"object": "chat.completion", "usage": {"prompt_tokens": 1, "completion_tokens": 1,
+                                                                            "total_tokens": 2}}})
+    outcome = parse_line(line, fallback_key=None, tz=ZoneInfo(zone), now=datetime(2026, 11, 1, tzinfo=timezone.utc))
+    assert isinstance(outcome, Reject) and outcome.reason == "bad_timestamp"

@@ -111,6 +111,7 @@ TASK_PATH_SEGMENTS: Final = frozenset(
     {"mj", "suno", "kling", "runway", "runwayml", "luma", "pika", "videos", "images"}
 )
 FUTURE_TOLERANCE: Final = timedelta(days=1)
+EARLIEST_TIMESTAMP: Final = datetime(2000, 1, 1, tzinfo=timezone.utc)  # older is a broken clock, not a request
 MAX_TOKENS: Final = 2**53  # exclusive; JSON integers beyond this lose precision in many producers
 
 
@@ -431,6 +432,8 @@ def _timestamp(envelope: dict[str, Any], carried: dict[str, Any], now: datetime)
             detail = "no ts in the envelope and no created/created_at in the body"
             raise _Rejected("missing_timestamp", detail)
         ts = _to_utc(carried[source], f"response {source}")
+    if ts < EARLIEST_TIMESTAMP:
+        raise _Rejected("bad_timestamp", f"{ts.isoformat()} is before {EARLIEST_TIMESTAMP.date()}: not a plausible request time")
     if ts > now + FUTURE_TOLERANCE:
         detail = f"{ts.isoformat()} is more than a day after {now.isoformat()}"
         raise _Rejected("future_timestamp", detail)
@@ -453,7 +456,10 @@ def _to_utc(value: Any, name: str) -> datetime:
         raise _Rejected("bad_timestamp", f"{name} {_short(value)} is not ISO-8601") from None
     if parsed.tzinfo is None:
         raise _Rejected("bad_timestamp", f"{name} {_short(value)} has no UTC offset")
-    return parsed.astimezone(timezone.utc)
+    try:
+        return parsed.astimezone(timezone.utc)
+    except OverflowError:
+        raise _Rejected("bad_timestamp", f"{name} {_short(value)} is out of range") from None
 
 
 # --- usage -------------------------------------------------------------------------------------

@@ -1,0 +1,220 @@
+"""Request-log ingestion benchmark (issue 3): our ingestion against the baselines, on the same files.
+
+    .venv/bin/python bench/ingest.py --lines 1000000 [--runs 3] [--python-lines 100000]
+
+Generates a mixed-shape inbox with the simulator (`generate_traffic` + `write_inbox`; not timed; cached under
+bench/out/, git-ignored), then runs each engine `--runs` times in a fresh subprocess and reports the median
+rows/s and the peak RSS (the child's own VmHWM):
+
+- ours:    the pipeline's staging step (request_log_lake.stage_file per file: parse, normalise, write
+           records and rejects), on a smaller inbox (`--python-lines`) since it is the slow one
+- duckdb:  bare read_json (explicit envelope schema, response JSON) -> COPY TO Parquet
+- pyarrow: pyarrow.json.read_json (explicit envelope schema; the mixed response bodies cannot be typed, so
+           they are dropped: less work than the others) -> write_table, per file
+- pandas:  naive read_json(lines=True) -> to_parquet, per file, the response dicts re-serialised with
+           json.dumps (mixed shapes cannot become one Parquet struct) (only at <= 1M lines)
+
+The machine is shared: expect noise; the median of the runs is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"
+NOW = datetime(2026, 4, 1, tzinfo=timezone.utc)
+TZ = "Asia/Shanghai"
+DAYS = 10
+LINES_PER_REQUEST = 0.955  # the simulator logs ~95% of its requests to the inbox
+ENVELOPE = {
+    "request_id": "VARCHAR", "ts": "VARCHAR", "key_name": "VARCHAR", "model": "VARCHAR", "endpoint": "VARCHAR",
+    "status": "INTEGER", "source_ip": "VARCHAR", "latency_ms": "BIGINT", "response": "JSON",
+}  # fmt: skip
+
+
+def inbox_for(lines: int) -> Path:
+    """The cached simulator inbox of about `lines` lines."""
+    sys.path.insert(0, str(ROOT))
+    from pipelines.lib.simulator.inbox import write_inbox
+    from pipelines.lib.simulator.traffic import generate_traffic
+
+    inbox = OUT / f"inbox-{lines}"
+    marker = inbox / ".complete.json"
+    if marker.exists():
+        return inbox
+    per_day = math.ceil(lines / DAYS / LINES_PER_REQUEST)
+    started = time.perf_counter()
+    counts = write_inbox(generate_traffic(seed=7, start=date(2026, 1, 1), days=DAYS, requests_per_day=per_day), inbox)
+    marker.write_text(json.dumps({"lines": counts["lines"], "files": counts["files"], "by_shape": counts["by_shape"]}))
+    print(f"generated {counts['lines']} lines in {counts['files']} files ({time.perf_counter() - started:.0f} s)")
+    return inbox
+
+
+def files_of(inbox: Path) -> list[Path]:
+    return sorted(p for p in inbox.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+# --- one measured run (in a child process) ---------------------------------------------------------------
+
+
+def run_engine(engine: str, inbox: Path, out: Path) -> int:
+    """Read + normalise/convert + write Parquet; returns the rows read (lines)."""
+    files = files_of(inbox)
+    if engine == "ours":
+        # What the pipeline's staging step does: parse every line, write the staged records per file.
+        from datetime import UTC, datetime
+
+        from pipelines.lib import request_log_lake
+
+        lake = out.with_suffix("")
+        rows = 0
+        for path in files:
+            relative = path.relative_to(inbox).as_posix()
+            fid = request_log_lake.file_id(relative, request_log_lake.file_fingerprint(path))
+            staged = request_log_lake.stage_file(lake, inbox, path, relative, fid, _zone(), datetime.now(UTC))
+            rows += staged.lines_read
+        return rows
+    if engine == "duckdb":
+        import duckdb
+
+        con = duckdb.connect()
+        columns = "{" + ", ".join(f"{k}: '{v}'" for k, v in ENVELOPE.items()) + "}"
+        sql = f"""COPY (SELECT * FROM read_json($files, format = 'newline_delimited', columns = {columns}))
+                  TO '{out}' (FORMAT parquet)"""
+        return con.execute(sql, {"files": [str(p) for p in files]}).fetchone()[0]
+    if engine == "pyarrow":
+        import pyarrow as pa
+        import pyarrow.json as pj
+        import pyarrow.parquet as pq
+
+        types = {"VARCHAR": pa.string(), "INTEGER": pa.int32(), "BIGINT": pa.int64()}
+        schema = pa.schema([(k, types[v]) for k, v in ENVELOPE.items() if v != "JSON"])
+        # "infer" cannot type the mixed response bodies (code: number vs string): the envelope only
+        options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+        rows = 0
+        for i, path in enumerate(files):
+            table = pj.read_json(path, parse_options=options)
+            pq.write_table(table, out.with_name(f"{out.stem}-{i}.parquet"))
+            rows += table.num_rows
+        return rows
+    if engine == "pandas":
+        import pandas as pd
+
+        rows = 0
+        for i, path in enumerate(files):
+            frame = pd.read_json(path, lines=True)
+            frame["response"] = frame["response"].map(json.dumps)  # mixed dict shapes cannot become one struct
+            frame.to_parquet(out.with_name(f"{out.stem}-{i}.parquet"))
+            rows += len(frame)
+        return rows
+    raise ValueError(engine)
+
+
+def _zone():
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(TZ)
+
+
+def child(engine: str, inbox: Path, out: Path) -> None:
+    sys.path.insert(0, str(ROOT))
+    started = time.perf_counter()
+    try:
+        rows = run_engine(engine, inbox, out)
+        error = None
+    except Exception as exc:  # a baseline that cannot read these files is reported, not fatal
+        rows, error = 0, f"{type(exc).__name__}: {str(exc)[:120]}"
+    seconds = time.perf_counter() - started
+    peak = _peak_rss()
+    print(json.dumps({"rows": rows, "seconds": seconds, "peak_rss": peak, "error": error}))
+
+
+def _peak_rss() -> int:
+    """This process's peak RSS (VmHWM; ru_maxrss would carry the forking parent's high-water mark over exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def measure(engine: str, inbox: Path, runs: int) -> dict:
+    results = []
+    for run in range(runs):
+        out = OUT / "parquet" / f"{engine}-{run}.parquet"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        for old in out.parent.glob(f"{engine}-{run}*.parquet"):
+            old.unlink()
+        proc = subprocess.run(
+            [sys.executable, __file__, "--child", engine, "--inbox", str(inbox), "--out", str(out)],
+            capture_output=True, text=True, check=True, cwd=ROOT,
+        )  # fmt: skip
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        results.append(result)
+        if result["error"]:
+            break
+        print(f"  {engine} run {run + 1}: {result['rows']} rows in {result['seconds']:.2f} s", flush=True)
+    ok = [r for r in results if not r["error"]]
+    if not ok:
+        return {"engine": engine, "error": results[-1]["error"]}
+    rates = [r["rows"] / r["seconds"] for r in ok]
+    return {
+        "engine": engine,
+        "rows": ok[0]["rows"],
+        "seconds": statistics.median(r["seconds"] for r in ok),
+        "rows_per_s": statistics.median(rates),
+        "peak_rss": max(r["peak_rss"] for r in ok),
+        "runs": len(ok),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--python-lines", type=int, default=100_000)
+    parser.add_argument("--engines", default="ours,duckdb,pyarrow,pandas")
+    parser.add_argument("--child")
+    parser.add_argument("--inbox", type=Path)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.inbox, args.out)
+        return
+    inbox = inbox_for(args.lines)
+    meta = json.loads((inbox / ".complete.json").read_text())
+    print(f"inbox: {meta['lines']} lines, {meta['files']} files, shapes {meta['by_shape']}; cpus {os.cpu_count()}")
+    rows = []
+    for engine in args.engines.split(","):
+        if engine == "pandas" and args.lines > 1_000_000:
+            continue
+        source = inbox_for(min(args.python_lines, args.lines)) if engine == "ours" else inbox
+        rows.append(measure(engine, source, args.runs))
+    fast = next((r for r in rows if r["engine"] == "ours" and "error" not in r), None)
+    print()
+    print("| engine | lines | median s | rows/s | peak RSS MiB | ours / this |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['engine']} | - | - | - | - | failed: {r['error']} |")
+            continue
+        ratio = f"{fast['rows_per_s'] / r['rows_per_s']:.2f}x" if fast else "-"
+        print(f"| {r['engine']} | {r['rows']:,} | {r['seconds']:.2f} | {r['rows_per_s']:,.0f} | "
+              f"{r['peak_rss'] / 2**20:,.0f} | {ratio} |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
