@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines import runs
 
-    settings.require_api_key()
+    _check_before_running(settings)
     day = args.date or yesterday(settings)
     first = max(settings.start_date, day - timedelta(days=args.repull))
     print(f"materialising {first} .. {day} (re-pulling {(day - first).days} earlier day(s))", file=sys.stderr)
@@ -125,7 +125,7 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.end < args.start:
         raise ValueError(f"--end {args.end} is before --start {args.start}")
-    settings.require_api_key()
+    _check_before_running(settings)
     ran, skipped = _backfill_with_progress(settings, args.start, args.end, restart=args.restart)
     if skipped:
         print(f"resumed: {skipped} chunk(s) were already done, {ran} run now", file=sys.stderr)
@@ -257,6 +257,15 @@ def _demo_config(settings: Settings, first: date, days: int) -> Settings:
         settings = _replace(settings, key_owners_path=shipped_config("key_owners.csv"))
     print(f"prices: {settings.prices_path}; key owners: {settings.key_owners_path}", file=sys.stderr)
     return settings
+
+
+def _check_before_running(settings: Settings) -> None:
+    """Fail fast, before any API call, on what would stop a run halfway."""
+    from pipelines.lib.config_tables import load_key_owners, load_prices
+
+    settings.require_api_key()
+    load_prices(settings.prices_path)
+    load_key_owners(settings.key_owners_path)
 
 
 def _restatement_already_pulled(settings: Settings, traffic) -> bool:

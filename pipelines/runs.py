@@ -74,6 +74,10 @@ def first_failure(result: dg.ExecuteInProcessResult, secrets: list[str]) -> str:
             while error.cause is not None and error.cls_name == "DagsterExecutionStepExecutionError":
                 error = error.cause
             message = error.message.strip().splitlines()[0] if error.message.strip() else error.cls_name
+            # Dagster prefixes the exception's class ("pkg.module.SomeError: ..."): the reason is what follows.
+            head, sep, rest = message.partition(": ")
+            if sep and head.split(".")[-1] == error.cls_name:
+                message = rest
             return redact(f"{event.step_key}: {message}", secrets)
     return "the run failed before any step ran (see the Dagster UI for the run's events)"
 

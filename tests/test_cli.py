@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,8 @@ from pipelines.cli import main
 from pipelines.lib.simulator.server import SimulatorServer
 from pipelines.lib.simulator.traffic import generate_traffic
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 @pytest.fixture
 def env(tmp_path, monkeypatch):
@@ -20,7 +23,17 @@ def env(tmp_path, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("COMET_LEDGER_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    for name, file in (("COMET_LEDGER_PRICES", "prices.csv"), ("COMET_LEDGER_KEY_OWNERS", "key_owners.csv")):
+        monkeypatch.setenv(name, str(REPO / "config" / file))
     return tmp_path
+
+
+def test_a_missing_price_file_fails_before_any_call(env, capsys, monkeypatch):
+    monkeypatch.setenv("COMETAPI_KEY", "sk-whatever-123456")
+    monkeypatch.setenv("COMET_LEDGER_PRICES", str(env / "nowhere.csv"))
+    assert main(["run"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("comet-ledger: error: COMET_LEDGER_PRICES points at") and "nowhere.csv" in line
 
 
 def test_demo_prints_the_per_key_table_matching_the_simulator_and_reruns_safely(env, capsys):
