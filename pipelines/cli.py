@@ -67,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--restart", action="store_true", help="ignore an interrupted backfill's progress")
     backfill.set_defaults(handler=cmd_backfill)
 
+    review = sub.add_parser("review", help="write the budget-review evidence pack for a month",
+                            description="Write $COMET_LEDGER_HOME/reports/review-YYYY-MM/ from the warehouse: the "
+                            "query-service export, a sample of raw responses, reconciliation.md/.html with charts, "
+                            "and manifest.json. Re-running replaces the pack.")
+    review.add_argument("--month", type=_month, required=True, help="the month, YYYY-MM")
+    review.add_argument("--json", action="store_true", help="print the pack's manifest figures as JSON")
+    review.set_defaults(handler=cmd_review)
+
     reprice = sub.add_parser("reprice", help="recompute history after prices.csv or key_owners.csv changed",
                              description="Recompute every reporting day in the warehouse with the current price and "
                              "owner files. --dry-run shows the change in estimated cost per month and model and "
@@ -130,6 +138,27 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     if skipped:
         print(f"resumed: {skipped} chunk(s) were already done, {ran} run now", file=sys.stderr)
     print_quota_table(settings, args.start, args.end)
+    return 0
+
+
+def cmd_review(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+    from datetime import UTC
+
+    from pipelines.lib.review_pack import build_pack
+
+    result = build_pack(settings.warehouse_path, settings.lake, settings.inbox, args.month, settings.reports,
+                        timezone=settings.timezone, built_at=datetime.now(UTC))
+    if args.json:
+        print(json.dumps({"path": str(result.path), "files": result.files, "totals": result.totals,
+                          "coverage": result.coverage}, indent=2, sort_keys=True, default=str))
+    else:
+        print(f"review pack for {args.month}: {result.path}")
+        print(f"  {result.coverage}")
+        print(f"  {result.flagged_key_days} flagged key-day(s); "
+              + ("anomaly detection has not run" if result.anomalies is None else f"{result.anomalies} anomaly finding(s)"))
+        for name in sorted(result.files):
+            print(f"  {name}")
     return 0
 
 
@@ -234,6 +263,13 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     print_restatements(settings, first, last)
     print_request_log_summary(settings)
     print_reconciliation(settings, first, last)
+    from datetime import UTC
+
+    from pipelines.lib.review_pack import build_pack
+
+    pack = build_pack(settings.warehouse_path, settings.lake, settings.inbox, f"{last:%Y-%m}", settings.reports,
+                      timezone=settings.timezone, built_at=datetime.now(UTC))
+    print(f"review pack: {pack.path} ({pack.coverage})")
     expected = (sum((v[0] for v in truth.values()), Decimal(0)), sum(v[1] for v in truth.values()), len(truth))
     if totals != expected:
         raise RuntimeError(f"warehouse totals {totals} differ from the simulator's {expected}")
@@ -428,6 +464,16 @@ def _date(raw: str) -> date:
         return date.fromisoformat(raw)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{raw!r} is not a date in YYYY-MM-DD form") from None
+
+
+def _month(raw: str) -> str:
+    try:
+        if len(raw) != 7:
+            raise ValueError
+        date.fromisoformat(raw + "-01")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a month in YYYY-MM form") from None
+    return raw
 
 
 def _date_range(raw: str) -> tuple[date, date]:

@@ -8,7 +8,8 @@ from collections.abc import Mapping
 import dagster as dg
 
 from pipelines.defs.checks.smoke_test import build_smoke_test_assets
-from pipelines.defs.partitions import daily_partitions
+from pipelines.defs.partitions import daily_partitions, monthly_partitions
+from pipelines.defs.reports.assets import build_report_assets
 from pipelines.defs.quota.assets import build_quota_assets
 from pipelines.defs.request_logs.assets import build_request_log_assets
 from pipelines.defs.resources import GatewayLedger, LedgerHome, QueryService
@@ -25,13 +26,15 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)
 def build_definitions(settings: Settings, resources: Mapping[str, dg.ConfigurableResource] | None = None) -> dg.Definitions:
     """Everything Dagster needs, from validated settings (`resources` replace the defaults, for tests)."""
     partitions = daily_partitions(settings)
-    jobs, schedules = build_jobs_and_schedules(partitions, settings.timezone)
+    months = monthly_partitions(settings)
+    jobs, schedules = build_jobs_and_schedules(partitions, months, settings.timezone)
     return dg.Definitions(
         assets=[
             *build_quota_assets(partitions),
             *build_request_log_assets(partitions),
             *build_warehouse_assets(partitions),
             *build_smoke_test_assets(settings.api_url),
+            *build_report_assets(months),
         ],
         jobs=jobs,
         schedules=schedules,

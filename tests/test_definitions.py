@@ -17,8 +17,17 @@ EXPECTED_ASSETS = {
     "lake/inbox_files", "lake/request_logs", "lake/gateway_logs", "warehouse/inbox_files", "warehouse/rejects",
     "warehouse/prices", "warehouse/key_owners", "warehouse/requests", "warehouse/recon_key_daily",
     "warehouse/cost_key_model_daily", "warehouse/cost_model_daily", "warehouse/cost_category_monthly",
-    "warehouse/chargeback_monthly", "warehouse/smoke_tests", "warehouse/anomalies",
+    "warehouse/chargeback_monthly", "warehouse/smoke_tests", "warehouse/anomalies", "reports/review_pack",
 }
+
+
+def test_the_monthly_review_schedule_asks_for_last_month(tmp_path):
+    d = build_definitions(settings(tmp_path, COMET_LEDGER_START_DATE="2026-01-01"))
+    schedule = d.resolve_schedule_def("monthly_review_schedule")
+    when = datetime(2026, 3, 2, 6, 45, tzinfo=ZoneInfo("UTC"))
+    with dg.build_schedule_context(scheduled_execution_time=when, repository_def=d.get_repository_def()) as c:
+        [request] = schedule.evaluate_tick(c).run_requests
+    assert request.partition_key == "2026-02-01"
 
 
 def test_every_asset_has_a_description_group_kind_and_owner(tmp_path):

@@ -13,3 +13,12 @@ def daily_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
         start_date=settings.start_date.isoformat(),
         timezone=settings.timezone,
     )
+
+
+def monthly_partitions(settings: Settings) -> dg.MonthlyPartitionsDefinition:
+    """One partition per calendar month of reporting days, the current (incomplete) month included."""
+    return dg.MonthlyPartitionsDefinition(
+        start_date=settings.start_date.replace(day=1).isoformat(),
+        timezone=settings.timezone,
+        end_offset=1,
+    )

@@ -37,10 +37,11 @@ def partition_range_tags(first: str, last: str) -> dict[str, str]:
     return {PARTITION_RANGE_START_TAG: first, PARTITION_RANGE_END_TAG: last}
 
 
-def build_jobs_and_schedules(partitions: dg.TimeWindowPartitionsDefinition, timezone: str):
+def build_jobs_and_schedules(partitions: dg.TimeWindowPartitionsDefinition,
+                             months: dg.TimeWindowPartitionsDefinition, timezone: str):
     daily_job = dg.define_asset_job(
         "daily_ledger",
-        selection=dg.AssetSelection.all() - dg.AssetSelection.groups("checks"),
+        selection=dg.AssetSelection.all() - dg.AssetSelection.groups("checks", "reports"),
         description=(
             "Materialise a range of reporting days end to end (query-service pulls, lake, warehouse) "
             "and append one point-in-time balance/key snapshot."
@@ -76,4 +77,23 @@ def build_jobs_and_schedules(partitions: dg.TimeWindowPartitionsDefinition, time
         window = keys[-(REPULL_DAYS + 1):]
         return dg.RunRequest(run_key=f"daily-{window[-1]}", tags=partition_range_tags(window[0], window[-1]))
 
-    return [daily_job, rebuild_job, smoke_job], [daily_ledger_schedule]
+    review_job = dg.define_asset_job(
+        "monthly_review",
+        selection=dg.AssetSelection.groups("reports"),
+        description="Write the budget-review evidence pack for a month (reports/review-YYYY-MM/).",
+    )
+
+    @dg.schedule(
+        name="monthly_review_schedule",
+        cron_schedule=f"45 {hour} 2 * *",
+        execution_timezone="UTC",
+        job=review_job,
+        description="On the 2nd of each month, after the daily run has pulled the month's last day: last month's pack.",
+    )
+    def monthly_review_schedule(context: dg.ScheduleEvaluationContext):
+        keys = months.get_partition_keys(current_time=context.scheduled_execution_time)
+        if len(keys) < 2:
+            return dg.SkipReason("no complete month yet")
+        return dg.RunRequest(run_key=f"review-{keys[-2]}", partition_key=keys[-2])
+
+    return [daily_job, rebuild_job, smoke_job, review_job], [daily_ledger_schedule, monthly_review_schedule]

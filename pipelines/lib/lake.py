@@ -91,3 +91,10 @@ def empty_file(lake: Path, dataset: str, schema: pa.Schema) -> str:
     if not path.exists() or pq.read_schema(path) != schema:
         write_table_atomic(schema.empty_table(), path)
     return str(path)
+
+
+def partition_values(lake: Path, dataset: str, column: str) -> list[str]:
+    """The values of a dataset's partitions that hold at least one file, sorted."""
+    root = lake / dataset
+    prefix = f"{column}="
+    return sorted(p.name[len(prefix):] for p in root.glob(f"{prefix}*") if any(p.glob("*.parquet")))

@@ -13,9 +13,12 @@ import duckdb
 
 from pipelines.lib import config_tables, gateway_lake, lake, request_log_lake
 from pipelines.lib.quota_lake import window_days
-from pipelines.lib.warehouse import run_model
+from pipelines.lib.warehouse import record_models, reset_models, run_model, stale_models
 
 CONFIG_MODELS = ("prices", "key_owners")
+# The tables the window rebuild maintains (each downstream of the one before).
+RECON_TABLES = ("requests", "recon_key_daily", "cost_key_model_daily", "cost_model_daily", "cost_category_monthly",
+                "chargeback_monthly")
 RECON_MODELS = (
     "stg_client_requests", "stg_gateway_rows", "stg_gateway_coverage",
     "requests", "recon_key_daily", "cost_key_model_daily", "cost_model_daily",
@@ -54,9 +57,27 @@ def load_config(con: duckdb.DuckDBPyConnection, prices_path: Path | str, key_own
     return prices.num_rows, owners.num_rows
 
 
+def history(lake_root: Path) -> tuple[date, date] | None:
+    """First and last reporting day any lake dataset holds."""
+    days = [d for dataset in ("quota_daily", "request_logs", "gateway_logs")
+            for d in lake.partition_values(lake_root, dataset, "usage_date")]
+    return (date.fromisoformat(min(days)), date.fromisoformat(max(days))) if days else None
+
+
 def rebuild_window(con: duckdb.DuckDBPyConnection, lake_root: Path, start: date, end: date,
-                   tolerance_usd: float, tolerance_pct: float) -> None:
-    """Delete and rebuild every reconciliation model for [start, end]."""
+                   tolerance_usd: float, tolerance_pct: float) -> tuple[date, date]:
+    """Delete and rebuild every reconciliation model for [start, end]; returns the window rebuilt.
+
+    When the SQL of a model changed since its table was built, every reconciliation table is
+    dropped and the whole history in the lake is rebuilt, so no row made by older SQL survives.
+    """
+    if stale_models(con, RECON_TABLES):
+        reset_models(con, RECON_TABLES)
+        span = history(lake_root)
+        if span:
+            start, end = min(start, span[0]), max(end, span[1])
     params = window_params(lake_root, start, end, tolerance_usd, tolerance_pct)
     for model in RECON_MODELS:
         run_model(con, model, params)
+    record_models(con, RECON_TABLES)
+    return start, end

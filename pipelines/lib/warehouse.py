@@ -15,6 +15,7 @@ any step leaves the published file as it was (a stale `.build` is discarded by t
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import re
 import shutil
@@ -71,6 +72,44 @@ def run_model(con: duckdb.DuckDBPyConnection, name: str, params: Mapping[str, An
             raise KeyError(f"model {name} needs parameters {sorted(missing)}")
         con.execute(statement, {k: params[k] for k in wanted} if wanted else None)
     return ModelRun(name, len(statements), time.perf_counter() - started)
+
+
+def model_sha(name: str) -> str:
+    return hashlib.sha256(model_path(name).read_bytes()).hexdigest()
+
+
+def stale_models(con: duckdb.DuckDBPyConnection, names: tuple[str, ...]) -> list[str]:
+    """Models whose table was built by a different version of their SQL than the one installed.
+
+    Window-incremental tables only replace the days a run covers, so rows built by older SQL would
+    otherwise sit beside new ones (and a changed column list would break the insert). The caller
+    drops them with `reset_models` and rebuilds the whole history.
+    """
+    con.execute("CREATE TABLE IF NOT EXISTS model_versions (model VARCHAR PRIMARY KEY, sql_sha256 VARCHAR NOT NULL, "
+                "built_at TIMESTAMPTZ NOT NULL)")
+    con.execute("COMMENT ON TABLE model_versions IS 'Which version of each SQL model built its table (internal)'")
+    con.execute("COMMENT ON COLUMN model_versions.model IS 'model name (sql/<layer>/<model>.sql)'")
+    con.execute("COMMENT ON COLUMN model_versions.sql_sha256 IS 'SHA-256 of the SQL text that built the table'")
+    con.execute("COMMENT ON COLUMN model_versions.built_at IS 'when that version first built it'")
+    recorded = dict(con.execute("SELECT model, sql_sha256 FROM model_versions").fetchall())
+    tables = {t for (t,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE NOT temporary").fetchall()}
+    return [n for n in names if n in tables and recorded.get(n) != model_sha(n)]
+
+
+def reset_models(con: duckdb.DuckDBPyConnection, names: tuple[str, ...]) -> None:
+    for name in names:
+        model_path(name)  # only a model's own table can be dropped
+        con.execute(f'DROP TABLE IF EXISTS "{name}"')
+
+
+def record_models(con: duckdb.DuckDBPyConnection, names: tuple[str, ...]) -> None:
+    for name in names:
+        con.execute(
+            "INSERT INTO model_versions VALUES ($m, $s, now()) ON CONFLICT (model) DO UPDATE SET "
+            "sql_sha256 = excluded.sql_sha256, built_at = excluded.built_at "
+            "WHERE model_versions.sql_sha256 <> excluded.sql_sha256",
+            {"m": name, "s": model_sha(name)},
+        )
 
 
 @contextmanager

@@ -1,6 +1,7 @@
 """Quota-service data: daily spend per key (lake + warehouse) and point-in-time snapshots."""
 
 
+from datetime import date
 from decimal import Decimal
 
 import dagster as dg
@@ -8,10 +9,11 @@ import dagster as dg
 from pipelines.defs.metadata import column_schema, markdown_table, preview
 from pipelines.defs.resources import LedgerHome, QueryService, utc_now
 from pipelines.defs.window import run_days
-from pipelines.lib import quota_lake
-from pipelines.lib.warehouse import publish, run_model
+from pipelines.lib import lake, quota_lake
+from pipelines.lib.warehouse import publish, record_models, reset_models, run_model, stale_models
 
 GROUP = "quota"
+QUOTA_TABLES = ("quota_daily", "quota_restatements")  # window-incremental tables
 WRITER_POOL = "duckdb_writer"
 
 
@@ -109,11 +111,18 @@ def build_quota_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
     )
     def quota_daily_warehouse(context: dg.AssetExecutionContext, ledger: LedgerHome):
         start, end = run_days(context)
-        params = quota_lake.model_params(ledger.lake, start, end)
-        window = {"start": start, "end": end}
         with publish(ledger.warehouse_path) as con:
-            for model in ("stg_quota_pulls", "stg_quota_daily", "quota_daily", "quota_restatements"):
+            if stale_models(con, QUOTA_TABLES):  # built by older SQL: rebuild the whole history
+                reset_models(con, QUOTA_TABLES)
+                days = lake.partition_values(ledger.lake, "quota_daily", "usage_date")
+                if days:
+                    start, end = min(start, date.fromisoformat(days[0])), max(end, date.fromisoformat(days[-1]))
+                context.log.info(f"quota models changed: rebuilt {start} .. {end}")
+            window = {"start": start, "end": end}
+            params = quota_lake.model_params(ledger.lake, start, end)
+            for model in ("stg_quota_pulls", "stg_quota_daily", *QUOTA_TABLES):
                 run_model(con, model, params)
+            record_models(con, QUOTA_TABLES)
             rows, cost, requests = con.execute(
                 "SELECT count(*), coalesce(sum(reported_cost_usd), 0), coalesce(sum(reported_requests), 0) "
                 "FROM quota_daily WHERE usage_date BETWEEN $start AND $end", window).fetchone()

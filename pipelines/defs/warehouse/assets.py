@@ -9,9 +9,9 @@ from pipelines.defs.metadata import column_schema, preview
 from pipelines.defs.resources import LedgerHome
 from pipelines.defs.window import run_days
 from pipelines.defs.resources import utc_now
-from pipelines.lib import anomalies
+from pipelines.lib import anomalies, reconciliation
 from pipelines.lib.reconciliation import RECON_MODELS, load_config, rebuild_window
-from pipelines.lib.warehouse import model_path, publish
+from pipelines.lib.warehouse import model_path, publish, record_models, reset_models, stale_models
 
 GROUP = "reconciliation"
 WRITER_POOL = "duckdb_writer"
@@ -85,9 +85,9 @@ def build_warehouse_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
     )
     def reconciliation_warehouse(context: dg.AssetExecutionContext, ledger: LedgerHome):
         start, end = run_days(context)
-        window = {"start": start, "end": end}
         with publish(ledger.warehouse_path) as con:
-            rebuild_window(con, ledger.lake, start, end, ledger.tolerance_usd, ledger.tolerance_pct)
+            start, end = rebuild_window(con, ledger.lake, start, end, ledger.tolerance_usd, ledger.tolerance_pct)
+            window = {"start": start, "end": end}
             checks = con.execute(
                 """
                 SELECT
@@ -167,9 +167,13 @@ def build_warehouse_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
     )
     def anomalies_warehouse(context: dg.AssetExecutionContext, ledger: LedgerHome):
         start, end = run_days(context)
-        window = {"start": start, "end": end}
         with publish(ledger.warehouse_path) as con:
+            if stale_models(con, (anomalies.MODEL,)):  # built by older SQL: rebuild the whole history
+                reset_models(con, (anomalies.MODEL,))
+                start, end = reconciliation.history(ledger.lake) or (start, end)
+            window = {"start": start, "end": end}
             rebuilt = anomalies.detect(con, start, end, utc_now(), timezone=ledger.timezone)
+            record_models(con, (anomalies.MODEL,))
             found = anomalies.counts(con, start, end)
             meta = {
                 "window": f"{start} .. {end}",

@@ -1,0 +1,68 @@
+"""The month a pack covers: its reporting days, and the instants where it starts and ends."""
+
+from __future__ import annotations
+
+import calendar
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+
+
+@dataclass(frozen=True)
+class Period:
+    month: str  # YYYY-MM
+    first_day: date
+    last_day: date
+    timezone: str
+
+    @property
+    def days(self) -> list[date]:
+        return [self.first_day + timedelta(days=i) for i in range(self.days_in_month)]
+
+    @property
+    def days_in_month(self) -> int:
+        return (self.last_day - self.first_day).days + 1
+
+    @property
+    def starts_at(self) -> datetime:
+        """First instant of the month's first reporting day, in UTC."""
+        return _midnight_utc(self.first_day, self.timezone)
+
+    @property
+    def ends_at(self) -> datetime:
+        """First instant after the month's last reporting day, in UTC."""
+        return _midnight_utc(self.last_day + timedelta(days=1), self.timezone)
+
+
+def parse_month(month: str, timezone: str) -> Period:
+    """`YYYY-MM` → Period; a clear ValueError for anything else."""
+    match = _MONTH.match(month or "")
+    if not match or not 1 <= int(match.group(2)) <= 12:
+        raise ValueError(f"month {month!r} is not a month in YYYY-MM form (e.g. 2026-10)")
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"time zone {timezone!r} is not an IANA time zone (e.g. UTC, Asia/Shanghai)") from None
+    year, number = int(match.group(1)), int(match.group(2))
+    last = calendar.monthrange(year, number)[1]
+    return Period(month, date(year, number, 1), date(year, number, last), timezone)
+
+
+def day_ranges(days: Iterable[date]) -> str:
+    """`2026-10-01..2026-10-12, 2026-10-15`: consecutive days folded into ranges."""
+    ordered = sorted(set(days))
+    spans: list[tuple[date, date]] = []
+    for day in ordered:
+        if spans and day == spans[-1][1] + timedelta(days=1):
+            spans[-1] = (spans[-1][0], day)
+        else:
+            spans.append((day, day))
+    return ", ".join(a.isoformat() if a == b else f"{a.isoformat()}..{b.isoformat()}" for a, b in spans)
+
+
+def _midnight_utc(day: date, timezone: str) -> datetime:
+    return datetime.combine(day, time(0), tzinfo=ZoneInfo(timezone)).astimezone(UTC)
