@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(BIN)/comet-ledger demo
 
 test: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2
 
 dev: $(STAMP)
 	$(BIN)/comet-ledger dev
