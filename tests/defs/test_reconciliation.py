@@ -169,3 +169,19 @@ def test_tables_built_by_older_sql_are_rebuilt_over_the_whole_history(tmp_path, 
     after = warehouse_digest(settings)
     tables = ("requests", "recon_key_daily", "cost_key_model_daily", "cost_model_daily", "chargeback_monthly")
     assert {t: after[t] for t in tables} == {t: before[t] for t in tables}
+
+
+def test_the_monthly_review_asset_writes_the_pack(reconciled):
+    import dagster as dg
+
+    from pipelines.definitions import build_definitions
+
+    job = build_definitions(reconciled).resolve_job_def("monthly_review")
+    result = job.execute_in_process(partition_key="2026-10-01", instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    pack = reconciled.home / "reports" / "review-2026-10"
+    names = {p.name for p in pack.iterdir()}
+    assert {"manifest.json", "reconciliation.md", "reconciliation.html", "quota_daily_2026-10.csv",
+            "quota_daily_2026-10.parquet", "sample_responses.jsonl"} <= names
+    [event] = result.get_asset_materialization_events()
+    assert event.materialization.metadata["path"].value == str(pack)
