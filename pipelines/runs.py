@@ -18,6 +18,7 @@ import dagster as dg
 from pipelines.defs.schedules import partition_range_tags
 from pipelines.lib.redact import redact
 from pipelines.lib.settings import Settings
+from pipelines.lib.warehouse import writer_lock
 
 JOB_NAME = "daily_ledger"
 # The run's events go to the Dagster instance (the UI); the terminal gets one line per failure.
@@ -33,8 +34,14 @@ def instance_for(settings: Settings) -> dg.DagsterInstance:
     if not home:
         home = str(settings.home / "dagster")
         os.environ["DAGSTER_HOME"] = home
-    ensure_dagster_home(Path(home))
-    return dg.DagsterInstance.get()
+    # Dagster's SQLite storages create their tables on first use with no guard against another
+    # process doing the same at that moment: two `comet-ledger run` started at once on a new
+    # DAGSTER_HOME failed with "table snapshots already exists" (or alembic_version, or runs).
+    # Opening the instance under an exclusive lock serialises that one-time setup across processes;
+    # the runs themselves still proceed in parallel.
+    with writer_lock(Path(home) / "instance", timeout_s=300.0):
+        ensure_dagster_home(Path(home))
+        return dg.DagsterInstance.get()
 
 
 def ensure_dagster_home(home: Path) -> None:
