@@ -366,7 +366,10 @@ def _read_rows(path: str | os.PathLike[str], variable: str, columns: tuple[str, 
     try:
         text = p.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ConfigFileError(file, None, None, f"not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV") from None
+        # Name the line too, as every other error of this module does: a byte offset alone left the
+        # user searching a spreadsheet export for the one accented character (the header is line 1).
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise ConfigFileError(file, line, None, f"not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV") from None
     return _parse(file, text, columns)
 
 

@@ -101,9 +101,13 @@ def collect(
             else:
                 parsed.append(outcome)
     for path in export_files:
+        # rejects.file is inbox-relative (sql/core/rejects.sql), and exports live in <inbox>/gateway/
+        # (export_files): "gateway/<name>". The absolute path was stored before, so the same bad row
+        # read from two data homes (or a moved one) was two different rejects.
+        name = f"{path.parent.name}/{path.name}"
         for outcome in parse_export_csv(path, tz=tz):
             if isinstance(outcome, GatewayReject):
-                window.rejects.append(("gateway_csv", str(path), outcome))
+                window.rejects.append(("gateway_csv", name, outcome))
             elif first <= outcome.usage_date <= last:
                 window.sources.add("csv_export")
                 parsed.append(outcome)

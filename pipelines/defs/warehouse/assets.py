@@ -172,7 +172,12 @@ def build_warehouse_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
                 reset_models(con, (anomalies.MODEL,))
                 start, end = reconciliation.history(ledger.lake) or (start, end)
             window = {"start": start, "end": end}
-            rebuilt = anomalies.detect(con, start, end, utc_now(), timezone=ledger.timezone)
+            # A key-day finding judges its day against the days before it (baseline, IPs seen before),
+            # so days published after later ones (partitions backfilled in parallel or out of order)
+            # change the later days' findings too: re-judge every day up to the last one held. Judging
+            # only the run's own days kept e.g. a spurious new_source_ip on a later day for good.
+            judged_to = max(end, (reconciliation.history(ledger.lake) or (start, end))[1])
+            rebuilt = anomalies.detect(con, start, judged_to, utc_now(), timezone=ledger.timezone)
             record_models(con, (anomalies.MODEL,))
             found = anomalies.counts(con, start, end)
             meta = {
