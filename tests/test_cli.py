@@ -37,12 +37,12 @@ def test_a_missing_price_file_fails_before_any_call(env, capsys, monkeypatch):
 
 
 def test_demo_prints_the_per_key_table_matching_the_simulator_and_reruns_safely(env, capsys):
-    assert main(["demo", "--days", "12"]) == 0
+    assert main(["demo", "--days", "8"]) == 0
     out = capsys.readouterr().out
     assert "key_name" in out and "team-a-prod" in out
     assert "matches the simulator exactly" in out
     total_line = next(line for line in out.splitlines() if line.startswith("total"))
-    assert main(["demo", "--days", "12"]) == 0
+    assert main(["demo", "--days", "8"]) == 0
     again = capsys.readouterr().out
     assert next(line for line in again.splitlines() if line.startswith("total")) == total_line
 
@@ -86,12 +86,15 @@ def test_a_failed_run_is_one_line_without_the_key(env, capsys, monkeypatch):
 
 
 def test_an_interrupted_backfill_resumes_and_a_finished_one_repulls(tmp_path, monkeypatch):
-    traffic = generate_traffic(seed=5, start=date(2026, 8, 1), days=45, requests_per_day=8)
+    traffic = generate_traffic(seed=5, start=date(2026, 8, 1), days=8, requests_per_day=4)
     with SimulatorServer(traffic) as sim:
-        settings = make_settings(tmp_path / "home", sim, COMET_LEDGER_START_DATE="2026-01-01")
+        # chunks of 5 query days keep 4: the 8 days are two chunks, one query call each
+        settings = make_settings(tmp_path / "home", sim, COMET_LEDGER_START_DATE="2026-01-01",
+                                 COMET_LEDGER_CHUNK_DAYS="5", COMET_LEDGER_PRICES=str(REPO / "config" / "prices.csv"),
+                                 COMET_LEDGER_KEY_OWNERS=str(REPO / "config" / "key_owners.csv"))
         monkeypatch.setenv("COMETAPI_KEY", sim.api_key)
         monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
-        first, last = date(2026, 8, 1), date(2026, 9, 14)
+        first, last = date(2026, 8, 1), date(2026, 8, 8)
 
         def stop_after_first(chunk, index, count):
             if index == 1:
@@ -107,7 +110,7 @@ def test_an_interrupted_backfill_resumes_and_a_finished_one_repulls(tmp_path, mo
         truth = sim.truth()  # the restatement became visible after the first pull of its day
         rows = table_rows(settings, "SELECT usage_date, key_name, reported_cost_usd, reported_requests FROM quota_daily")
         assert {(d, k): (c, n) for d, k, c, n in rows} == {k: v for k, v in truth.items() if first <= k[0] <= last}
-        assert last - first == timedelta(days=44)
+        assert last - first == timedelta(days=7)
 
 
 def test_simulate_serves_the_simulator_in_the_foreground(env):
