@@ -48,16 +48,7 @@ GATEWAY_PULLS = pa.schema(
         ("rejects", pa.int64()),
     ]
 )
-REJECTS = pa.schema(
-    [
-        ("source", pa.string()),
-        ("file", pa.string()),
-        ("line", pa.int64()),
-        ("reason", pa.string()),
-        ("detail", pa.string()),
-        ("raw", pa.string()),
-    ]
-)
+REJECTS = lake.REJECTS
 SCHEMAS = {"gateway_logs": GATEWAY_SCHEMA, "gateway_pulls": GATEWAY_PULLS, "gateway_rejects": REJECTS}
 
 

@@ -21,6 +21,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
+# What an unusable input line or row looks like in the lake, whatever its source.
+REJECTS = pa.schema(
+    [
+        ("source", pa.string()),
+        ("file", pa.string()),
+        ("line", pa.int64()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("raw", pa.string()),
+    ]
+)
+
+
 def partition_dir(lake: Path, dataset: str, column: str, value: object) -> Path:
     return lake / dataset / f"{column}={value}"
 

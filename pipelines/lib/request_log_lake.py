@@ -39,17 +39,7 @@ FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(9999, 12, 31)  # "every day", for w
 
 STAGED_RECORDS = RECORD_SCHEMA.append(pa.field("file_id", pa.string())).append(
     pa.field("file", pa.string())).append(pa.field("line_no", pa.int64()))
-STAGED_REJECTS = pa.schema(
-    [
-        ("file_id", pa.string()),
-        ("source", pa.string()),
-        ("file", pa.string()),
-        ("line", pa.int64()),
-        ("reason", pa.string()),
-        ("detail", pa.string()),
-        ("raw", pa.string()),
-    ]
-)
+STAGED_REJECTS = pa.schema([pa.field("file_id", pa.string()), *lake.REJECTS])
 MANIFEST = pa.schema(
     [
         ("file_id", pa.string()),
