@@ -13,6 +13,7 @@ from pipelines.lib.simulator.server import SimulatorServer
 CANARY_KEY = "sk-LEAKCANARY-7f3a9c2e5b1d4068"
 CANARY_PART = "LEAKCANARY"
 LAST = SIM_START + timedelta(days=SIM_DAYS - 1)
+FIRST = LAST - timedelta(days=3)  # every failure path is the same for 4 days as for 30
 
 FAILURES = [
     ("bad_key", None),
@@ -54,7 +55,7 @@ def test_no_failure_path_leaks_the_key(tmp_path, traffic, capfd, caplog, failure
         else:
             sim.faults.add(failure, times=None, **opts)
         with dg.instance_for_test(temp_dir=dagster_home(tmp_path)) as instance:
-            result = materialize_days(settings, SIM_START, LAST, raise_on_error=False, instance=instance,
+            result = materialize_days(settings, FIRST, LAST, raise_on_error=False, instance=instance,
                                       timeout_s=1.0, max_attempts=2)
             assert not result.success
             errors = [str(e.event_specific_data.error) for e in result.all_events
@@ -74,7 +75,7 @@ def test_happy_path_leaks_nothing_either(tmp_path, traffic, capfd, caplog):
     with SimulatorServer(traffic, api_key=CANARY_KEY) as sim:
         settings = make_settings(tmp_path / "home", sim, COMETAPI_KEY=CANARY_KEY)
         with dg.instance_for_test(temp_dir=dagster_home(tmp_path)) as instance:
-            assert materialize_days(settings, SIM_START, LAST, instance=instance).success
+            assert materialize_days(settings, FIRST, LAST, instance=instance).success
     out, err = capfd.readouterr()
     assert CANARY_PART not in out + err
     assert not [r for r in caplog.records if CANARY_PART in r.getMessage()]
@@ -95,7 +96,7 @@ def test_no_ledger_failure_leaks_the_access_token(tmp_path, traffic, capfd, capl
         if failure != "bad_token":
             sim.faults.add(failure, times=None, paths=["/api/log/self"], **opts)
         with dg.instance_for_test(temp_dir=dagster_home(tmp_path)) as instance:
-            result = materialize_days(settings, SIM_START, LAST, raise_on_error=False, instance=instance,
+            result = materialize_days(settings, FIRST, LAST, raise_on_error=False, instance=instance,
                                       timeout_s=1.0, max_attempts=2)
             failed = [e for e in result.all_events if e.is_step_failure]
             assert [e.step_key for e in failed] == ["lake__gateway_logs"]
