@@ -81,20 +81,28 @@ def is_staged(lake_root: Path, fid: str) -> bool:
     return (lake.partition_dir(lake_root, "inbox_manifest", "file_id", fid) / "manifest.parquet").exists()
 
 
-def pending_files(lake_root: Path, inbox: Path) -> list[tuple[Path, str, str]]:
-    """(path, inbox-relative name, file_id) of every inbox file version not staged yet."""
-    pending = []
-    for path in inbox_files(inbox):
-        relative = path.relative_to(inbox).as_posix()
-        fid = file_id(relative, file_fingerprint(path))
-        if not is_staged(lake_root, fid):
-            pending.append((path, relative, fid))
-    return pending
+@dataclass(frozen=True)
+class InboxFile:
+    """One version of one inbox file: where it is, its inbox-relative name, its content hash."""
+
+    path: Path
+    relative: str
+    content_sha256: str
+
+    @property
+    def file_id(self) -> str:
+        return file_id(self.relative, self.content_sha256)
 
 
-def stage_file(lake_root: Path, inbox: Path, path: Path, relative: str, fid: str,
-               tz: ZoneInfo, now: datetime) -> StagedFile:
+def pending_files(lake_root: Path, inbox: Path) -> list[InboxFile]:
+    """Every inbox file version not staged yet (each file is hashed once, here)."""
+    found = (InboxFile(p, p.relative_to(inbox).as_posix(), file_fingerprint(p)) for p in inbox_files(inbox))
+    return [f for f in found if not is_staged(lake_root, f.file_id)]
+
+
+def stage_file(lake_root: Path, inbox: Path, item: InboxFile, tz: ZoneInfo, now: datetime) -> StagedFile:
     """Parse one file version into the staging datasets (records, rejects, then the manifest)."""
+    path, relative, fid = item.path, item.relative, item.file_id
     records_path = lake.partition_dir(lake_root, "inbox_records", "file_id", fid) / "records.parquet"
     rejects: list[dict] = []
     reasons: dict[str, int] = {}
@@ -128,7 +136,7 @@ def stage_file(lake_root: Path, inbox: Path, path: Path, relative: str, fid: str
     manifest = {
         "file_id": fid,
         "file": relative,
-        "content_sha256": file_fingerprint(path),
+        "content_sha256": item.content_sha256,
         "size_bytes": path.stat().st_size,
         "staged_at": now,
         "lines_read": counts["read"],

@@ -33,9 +33,9 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
         pending = request_log_lake.pending_files(ledger.lake, ledger.inbox_path)
         now = utc_now()
         staged = []
-        for index, (path, relative, fid) in enumerate(pending, start=1):
-            staged.append(request_log_lake.stage_file(ledger.lake, ledger.inbox_path, path, relative, fid, ledger.tz, now))
-            context.log.info(f"staged {index}/{len(pending)}: {relative} ({staged[-1].lines_read} lines)")
+        for index, item in enumerate(pending, start=1):
+            staged.append(request_log_lake.stage_file(ledger.lake, ledger.inbox_path, item, ledger.tz, now))
+            context.log.info(f"staged {index}/{len(pending)}: {item.relative} ({staged[-1].lines_read} lines)")
         reasons = Counter()
         for s in staged:
             reasons.update(s.reject_reasons)
@@ -47,7 +47,7 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
                 "lines_accepted_before_dedupe": sum(s.records for s in staged),
                 "lines_rejected": sum(s.rejected for s in staged),
                 "rejects_by_reason": dg.MetadataValue.json(dict(sorted(reasons.items()))),
-                "bytes": sum(p.stat().st_size for p, _, _ in pending),
+                "bytes": sum(item.path.stat().st_size for item in pending),
                 "seconds": round(time.perf_counter() - started, 3),
                 "preview": dg.MetadataValue.md(markdown_table(
                     ["file", "lines_read", "accepted", "rejected"],
