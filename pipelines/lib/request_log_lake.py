@@ -19,6 +19,10 @@
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
+import os
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -26,15 +30,17 @@ from zoneinfo import ZoneInfo
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines.lib import lake
 from pipelines.lib.quota_lake import UTC_TS, window_days
-from pipelines.lib.request_logs.normalize import RECORD_SCHEMA, Reject
-from pipelines.lib.request_logs.reader import file_fingerprint, inbox_files, read_file
+from pipelines.lib.request_logs.normalize import RECORD_SCHEMA
+from pipelines.lib.request_logs.reader import file_fingerprint, inbox_files, raw_text, read_file_batches
 from pipelines.lib.warehouse import run_model
 
-BATCH_ROWS = 50_000
+MAX_WORKERS = 2  # processes staging files at once (each holds at most one batch of records)
+PARALLEL_MIN_BYTES = 64 * 2**20  # smaller inboxes are staged in this process: starting workers costs ~1 s
 FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(9999, 12, 31)  # "every day", for whole-inbox accounting
 
 STAGED_RECORDS = RECORD_SCHEMA.append(pa.field("file_id", pa.string())).append(
@@ -110,27 +116,22 @@ def stage_file(lake_root: Path, inbox: Path, item: InboxFile, tz: ZoneInfo, now:
     days: set[date] = set()
 
     def batches():
-        batch: list[dict] = []
-        for result in read_file(path, inbox_root=inbox, tz=tz, now=now):
-            outcome = result.outcome
-            if outcome is None:
-                counts["blank"] += 1
-                continue
-            counts["read"] += 1
-            if isinstance(outcome, Reject):
-                reasons[outcome.reason] = reasons.get(outcome.reason, 0) + 1
-                rejects.append({"file_id": fid, "source": "client_log", "file": relative, "line": result.line_no,
-                                "reason": outcome.reason, "detail": outcome.detail, "raw": result.raw})
-                continue
-            counts["records"] += 1
-            days.add(outcome.usage_date)
-            batch.append(outcome.to_row() | {"file_id": fid, "file": relative, "line_no": result.line_no})
-            if len(batch) >= BATCH_ROWS:
-                yield pa.RecordBatch.from_pylist(batch, schema=STAGED_RECORDS)
-                batch = []
-        yield pa.RecordBatch.from_pylist(batch, schema=STAGED_RECORDS)
+        for batch in read_file_batches(path, inbox_root=inbox, tz=tz, now=now):
+            counts["blank"] += batch.blank
+            counts["read"] += batch.records.num_rows + len(batch.rejects)
+            counts["records"] += batch.records.num_rows
+            for line_no, reject, line in batch.rejects:
+                reasons[reject.reason] = reasons.get(reject.reason, 0) + 1
+                rejects.append({"file_id": fid, "source": "client_log", "file": relative, "line": line_no,
+                                "reason": reject.reason, "detail": reject.detail, "raw": raw_text(line)})
+            if batch.records.num_rows:
+                days.update(pc.unique(batch.records["usage_date"]).to_pylist())
+            rows = batch.records.num_rows
+            yield (batch.records.append_column("file_id", pa.array([fid] * rows, pa.string()))
+                   .append_column("file", pa.array([relative] * rows, pa.string()))
+                   .select(STAGED_RECORDS.names).cast(STAGED_RECORDS).to_batches())
 
-    lake.write_batches_atomic(batches(), STAGED_RECORDS, records_path)
+    lake.write_batches_atomic((b for table in batches() for b in table), STAGED_RECORDS, records_path)
     lake.write_partition_file(lake_root, "inbox_rejects", "file_id", fid, "rejects",
                               pa.Table.from_pylist(rejects, schema=STAGED_REJECTS))
     manifest = {
@@ -151,6 +152,28 @@ def stage_file(lake_root: Path, inbox: Path, item: InboxFile, tz: ZoneInfo, now:
                               pa.Table.from_pylist([manifest], schema=MANIFEST))
     return StagedFile(relative, fid, counts["read"], counts["records"], len(rejects), reasons,
                       manifest["first_usage_date"], manifest["last_usage_date"])
+
+
+def stage_files(lake_root: Path, inbox: Path, items: list[InboxFile], tz: ZoneInfo, now: datetime, *,
+                workers: int | None = None) -> Iterator[StagedFile]:
+    """`stage_file` for each item, in worker processes when there is enough work to share (yields as they finish).
+
+    Each file is staged whole by one process, and its manifest is still written last, so a crash
+    leaves every file either staged or not. Below `PARALLEL_MIN_BYTES` one process is faster.
+    """
+    workers = workers if workers is not None else min(os.cpu_count() or 1, MAX_WORKERS)
+    size = sum(item.path.stat().st_size for item in items)
+    if workers <= 1 or len(items) <= 1 or size < PARALLEL_MIN_BYTES:
+        for item in items:
+            yield stage_file(lake_root, inbox, item, tz, now)
+        return
+    context = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads (Dagster's)
+    with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=context) as pool:
+        # Largest files first, so that one big file does not start last and run alone.
+        ordered = sorted(items, key=lambda item: item.path.stat().st_size, reverse=True)
+        futures = [pool.submit(stage_file, lake_root, inbox, item, tz, now) for item in ordered]
+        for future in as_completed(futures):
+            yield future.result()
 
 
 def staging_params(lake_root: Path) -> dict:

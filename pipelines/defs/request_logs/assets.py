@@ -33,9 +33,10 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
         pending = request_log_lake.pending_files(ledger.lake, ledger.inbox_path)
         now = utc_now()
         staged = []
-        for index, item in enumerate(pending, start=1):
-            staged.append(request_log_lake.stage_file(ledger.lake, ledger.inbox_path, item, ledger.tz, now))
-            context.log.info(f"staged {index}/{len(pending)}: {item.relative} ({staged[-1].lines_read} lines)")
+        for index, done in enumerate(request_log_lake.stage_files(ledger.lake, ledger.inbox_path, pending,
+                                                                 ledger.tz, now), start=1):
+            staged.append(done)
+            context.log.info(f"staged {index}/{len(pending)}: {done.file} ({done.lines_read} lines)")
         reasons = Counter()
         for s in staged:
             reasons.update(s.reject_reasons)

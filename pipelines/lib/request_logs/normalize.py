@@ -381,11 +381,15 @@ def _keys(body: dict[str, Any]) -> str:
     return ", ".join(names) + (", ..." if len(body) > 6 else "") if names else "none"
 
 
+def endpoint_is_task(endpoint: str) -> bool:
+    """Whether the endpoint's path has a task segment (`/mj/submit/imagine`, `/v1/images/generations`)."""
+    path = endpoint.split("?", 1)[0].split("://", 1)[-1]
+    return bool(TASK_PATH_SEGMENTS & set(path.lower().split("/")))
+
+
 def _is_task(body: dict[str, Any], endpoint: str | None) -> bool:
-    if endpoint is not None:
-        path = endpoint.split("?", 1)[0].split("://", 1)[-1]
-        if TASK_PATH_SEGMENTS & set(path.lower().split("/")):
-            return True
+    if endpoint is not None and endpoint_is_task(endpoint):
+        return True
     data = body.get("data")
     if "task_id" in body or (isinstance(data, dict) and "task_id" in data):
         return True
