@@ -3,13 +3,15 @@
 - `gateway_logs/usage_date=D/ledger.parquet`: every ledger row of reporting day D (all types:
   consume, refund, error, corrections), deduplicated. Replaced whole each time day D is pulled:
   the ledger is the gateway's current word on the day (late corrections included).
-- `gateway_pulls/pulled_date=P/<pull_id>.parquet`: one row per pull: the days it covered and where
-  the rows came from (`api`, `csv_export`). Written last; a day is "covered by the gateway ledger"
-  only when a pull record says so, so an empty day and an unpulled day are told apart.
+- `gateway_pulls/pulled_date=P/<pull_id>.parquet`: one row per pull: the days it covered, where
+  the rows came from (`api`, `csv_export`), and how the API was read (`api_method`: `export`,
+  `paging`, `export+paging` or `none`; `api_calls`). Written last; a day is "covered by the gateway
+  ledger" only when a pull record says so, so an empty day and an unpulled day are told apart.
 - `gateway_rejects/pull_id=<id>/rejects.parquet`: rows that could not be used, with the reason.
 
-The console's CSV exports dropped into `<inbox>/gateway/*.csv` are read alongside the API pages;
-a row present in both counts once (see `gateway_ledger.dedupe`).
+The console's CSV exports dropped into `<inbox>/gateway/*.csv` are read alongside what the API gave
+(`GatewayClient.pull_log`: its CSV export, else its pages; rows from either are source `api`); a row
+present in both counts once (see `gateway_ledger.dedupe`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from zoneinfo import ZoneInfo
 import pyarrow as pa
 
 from pipelines.lib import lake
+from pipelines.lib.cometapi.gateway import LogPull
 from pipelines.lib.gateway_ledger import (
     GATEWAY_SCHEMA,
     GatewayRecord,
@@ -46,6 +49,8 @@ GATEWAY_PULLS = pa.schema(
         ("sources", pa.string()),
         ("rows", pa.int64()),
         ("rejects", pa.int64()),
+        ("api_method", pa.string()),
+        ("api_calls", pa.int64()),
     ]
 )
 REJECTS = lake.REJECTS
@@ -62,7 +67,10 @@ class GatewayWindow:
     rejects: list[tuple[str, str | None, GatewayReject]] = field(default_factory=list)  # (source, file, reject)
     duplicates: int = 0
     sources: set[str] = field(default_factory=set)
-    pages: int = 0
+    pages: int = 0  # lists of API items read: pages, or one per exported chunk
+    api_method: str = "none"  # LogPull.method: export, paging, export+paging, none
+    api_calls: int = 0
+    fallbacks: list[str] = field(default_factory=list)  # why the API was paged instead of exported
 
 
 def day_bounds(first: date, last: date, tz: ZoneInfo) -> tuple[int, int]:
@@ -78,9 +86,13 @@ def collect(
     tz: ZoneInfo,
     pages: Iterable[list[dict]] = (),
     export_files: Iterable[Path] = (),
+    pull: LogPull | None = None,
 ) -> GatewayWindow:
-    """Normalise API pages and CSV exports into one deduplicated window of ledger rows."""
+    """Normalise API items (`pull`, or bare `pages`) and inbox CSV exports into one deduplicated window."""
     window = GatewayWindow(first, last)
+    if pull is not None:
+        pages = pull.pages
+        window.api_method, window.api_calls, window.fallbacks = pull.method, pull.calls, list(pull.fallbacks)
     parsed: list[GatewayRecord] = []
     for page in pages:
         window.pages += 1
@@ -133,6 +145,8 @@ def land(lake_root: Path, window: GatewayWindow, pulled_at: datetime) -> str:
         "sources": ",".join(sorted(window.sources)) or "none",
         "rows": len(window.records),
         "rejects": len(window.rejects),
+        "api_method": window.api_method,
+        "api_calls": window.api_calls,
     }
     lake.write_partition_file(lake_root, "gateway_pulls", "pulled_date", record["pulled_date"], pull_id,
                               pa.Table.from_pylist([record], schema=GATEWAY_PULLS))
@@ -152,6 +166,9 @@ def summary(window: GatewayWindow) -> dict:
         "rejects_by_reason": dict(Counter(r.reason for _, _, r in window.rejects)),
         "pages": window.pages,
         "sources": sorted(window.sources),
+        "api_method": window.api_method,
+        "api_calls": window.api_calls,
+        "fallbacks": list(window.fallbacks),
     }
 
 

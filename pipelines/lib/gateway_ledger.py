@@ -45,18 +45,23 @@ quota is negative, OR whose `other` carries a truthy marker key (`CORRECTION_OTH
 "adjustment", 补差, 调整). A positive correction therefore needs a marker to be told apart from a
 normal call; refunds are type 6 and never corrections.
 
+The console's CSV export (a file in the inbox, `parse_export_csv`, or fetched from
+`/api/log/self/export`, `export_items`) has the item fields as columns and goes through `parse_item`
+row by row: an exported row becomes the same item, and so the same record, as the row paged.
+
 `dedupe()` and `summarise()` are documented where they are defined.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
@@ -551,6 +556,7 @@ _CSV_TYPE_NAMES: Final = {
 _TRUE = frozenset({"true", "1", "yes", "y", "t", "是"})
 _FALSE = frozenset({"false", "0", "no", "n", "f", "否"})
 _INT = re.compile(r"[+-]?\d+")
+_CSV_INT_FIELDS: Final = ("id", "quota", "prompt_tokens", "completion_tokens", "use_time")
 
 
 def parse_export_csv(path_or_text: str | Path, *, tz: ZoneInfo | str) -> list[GatewayRecord | GatewayReject]:
@@ -588,6 +594,109 @@ def parse_export_csv(path_or_text: str | Path, *, tz: ZoneInfo | str) -> list[Ga
         parsed = parse_item(item, tz=zone, source="csv_export")
         out.append(replace(parsed, raw=raw, line=line) if isinstance(parsed, GatewayReject) else parsed)
     return out
+
+
+class ExportError(ValueError):
+    """A CSV export fetched from the API that cannot be trusted whole (one line, no secret).
+
+    `lasting` when the format itself is not understood (asking again will not help), not when
+    this one answer is cut short or out of its window.
+    """
+
+    def __init__(self, message: str, *, lasting: bool = False) -> None:
+        super().__init__(message)
+        self.lasting = lasting
+
+
+def export_items(
+    source: str | Iterable[str], *, start_ts: int, end_ts: int, name: str = "the export"
+) -> list[dict[str, Any]]:
+    """The rows of a CSV export fetched for [start_ts, end_ts] (unix seconds), as `/api/log/self` items.
+
+    `source` is the CSV text or its lines as they arrive (`csv_lines`). The same format as
+    `parse_export_csv`, all or nothing: a file a person dropped into the inbox keeps what can be read,
+    but an export the pipeline fetched instead of paging must be whole, so anything doubtful raises
+    `ExportError` and the caller pages instead:
+    - the header must be recognised (`lasting`);
+    - the text ends with a line break (a body cut short ends mid-row), and every row has as many
+      cells as the header, with its quotes closed;
+    - every cell converts as in `parse_export_csv` (e.g. a USD amount that is a whole number of
+      quota units);
+    - `created_at` is unix seconds or a time with an explicit UTC offset (a console's naive local time
+      is in an unknown zone), inside [start_ts, end_ts].
+    A row that converts but is not a usable ledger row (no request_id, say) is returned: `parse_item`
+    rejects it exactly as it would the same item from a page.
+    """
+    lines = _LastLine(io.StringIO(source) if isinstance(source, str) else source)
+    reader = csv.reader(lines, strict=True)
+    try:
+        header = next(reader, None) or []
+        try:
+            mapping, usd_column = _csv_mapping(name, header)
+        except ValueError as exc:
+            raise ExportError(str(exc), lasting=True) from None
+        width, pairs = len(header), tuple(mapping.items())
+        items: list[dict[str, Any]] = []
+        for row in reader:
+            if len(row) != width:
+                if not any(cell.strip() for cell in row):
+                    continue
+                raise ExportError(f"{name} line {reader.line_num} has {len(row)} cells, the header {width}")
+            item = {field: row[i].strip() or None for field, i in pairs}
+            try:
+                _convert_csv_item(item, row[usd_column].strip() if usd_column is not None else "", naive_time=False)
+            except _Rejected as rejected:
+                raise ExportError(f"{name} line {reader.line_num}: {rejected.detail}") from None
+            created = item.get("created_at")
+            if not _is_int(created) or not start_ts <= created <= end_ts:
+                raise ExportError(
+                    f"{name} line {reader.line_num}: created_at {row[mapping['created_at']]!r} is not a unix time "
+                    f"inside the window {start_ts}..{end_ts}"
+                )
+            items.append(item)
+    except csv.Error as exc:
+        lines.check_whole(name)
+        raise ExportError(f"{name} is not well-formed CSV at line {reader.line_num}: {exc}") from None
+    except ExportError:
+        lines.check_whole(name)
+        raise
+    lines.check_whole(name)
+    return items
+
+
+def csv_lines(chunks: Iterable[bytes]) -> Iterator[str]:
+    """UTF-8 bytes as they arrive (a leading BOM dropped) -> text lines, each with its line break."""
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    pending = ""
+    try:
+        for chunk in chunks:
+            *lines, pending = (pending + decoder.decode(chunk)).split("\n")
+            for line in lines:
+                yield line + "\n"
+        pending += decoder.decode(b"", final=True)
+    except UnicodeDecodeError as exc:
+        raise ExportError(f"the export is not UTF-8 text ({exc.reason})") from None
+    if pending:
+        yield pending
+
+
+class _LastLine:
+    """Iterates lines and remembers the last one: only the last line of a file can lack a line break."""
+
+    def __init__(self, lines: Iterable[str]) -> None:
+        self._lines = iter(lines)
+        self.last = "\n"
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        self.last = next(self._lines)
+        return self.last
+
+    def check_whole(self, name: str) -> None:
+        if not self.last.endswith(("\n", "\r")):
+            raise ExportError(f"{name} does not end with a line break: it was cut short")
 
 
 def _read_csv_source(path_or_text: str | Path) -> tuple[str, str]:
@@ -640,14 +749,24 @@ def _csv_mapping(name: str, header: list[str]) -> tuple[dict[str, int], int | No
 def _csv_item(cells: dict[str, str], usd: str) -> dict[str, Any]:
     """The CSV cells as an `/api/log/self` item; values that do not convert stay strings."""
     item: dict[str, Any] = {field: value or None for field, value in cells.items()}
-    for field in ("id", "quota", "prompt_tokens", "completion_tokens", "use_time"):
-        if item.get(field) is not None and _INT.fullmatch(item[field]):
-            item[field] = int(item[field])
+    _convert_csv_item(item, usd)
+    return item
+
+
+def _convert_csv_item(item: dict[str, Any], usd: str, *, naive_time: bool = True) -> None:
+    """Convert an item's CSV strings (empty ones already None) in place.
+
+    `naive_time=False`: a `created_at` without a UTC offset is refused (`_Rejected`), not read as UTC.
+    """
+    for field in _CSV_INT_FIELDS:
+        value = item.get(field)
+        if value is not None and _INT.fullmatch(value):
+            item[field] = int(value)
     if item.get("type") is not None:
         code = item["type"].lower()
         item["type"] = int(code) if _INT.fullmatch(code) else _CSV_TYPE_NAMES.get(code, item["type"])
     if item.get("created_at") is not None:
-        item["created_at"] = _csv_time(item["created_at"])
+        item["created_at"] = _csv_time(item["created_at"], naive_time)
     if item.get("is_stream") is not None:
         flag = item["is_stream"].lower()
         item["is_stream"] = True if flag in _TRUE else False if flag in _FALSE else item["is_stream"]
@@ -656,10 +775,9 @@ def _csv_item(cells: dict[str, str], usd: str) -> dict[str, Any]:
         if item.get("quota") is not None and item["quota"] != units:
             raise _Rejected("bad_quota", f"quota {item['quota']} disagrees with the USD amount {usd}")
         item["quota"] = units
-    return item
 
 
-def _csv_time(value: str) -> int | str:
+def _csv_time(value: str, naive_time: bool = True) -> int | str:
     if _INT.fullmatch(value):
         return int(value)
     try:
@@ -667,6 +785,8 @@ def _csv_time(value: str) -> int | str:
     except ValueError:
         return value  # parse_item rejects it as bad_field_type
     if moment.tzinfo is None:
+        if not naive_time:
+            raise _Rejected("bad_created_at", f"created_at {value!r} has no UTC offset: its time zone is unknown")
         moment = moment.replace(tzinfo=UTC)  # the console's local time is unknown: assume UTC
     return int(moment.timestamp())
 

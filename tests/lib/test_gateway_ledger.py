@@ -21,10 +21,12 @@ from pipelines.lib.cometapi.http import RetryPolicy
 from pipelines.lib.gateway_ledger import (
     GATEWAY_REJECT_REASONS,
     GATEWAY_SCHEMA,
+    ExportError,
     GatewayRecord,
     GatewayReject,
     KeyDayTotal,
     dedupe,
+    export_items,
     parse_export_csv,
     parse_item,
     records_to_table,
@@ -420,6 +422,50 @@ def test_unknown_csv_header_raises_one_line_naming_the_file(tmp_path):
     assert str(path) in message and "request_id" in message and "created_at" in message
     with pytest.raises(ValueError, match="two columns for token_name"):
         parse_export_csv("token,key_name,request_id,created_at,type,quota\n", tz=UTC_ZONE)
+
+
+# --- a CSV export fetched from the API: all or nothing ----------------------------------------------
+
+WINDOW = {"start_ts": 1774396800, "end_ts": 1774483199}  # 2026-03-25 UTC, inclusive
+
+
+def test_export_items_are_the_items_the_pages_would_have_given(example_items):
+    text = _csv(example_items)
+    exported = export_items(text, **WINDOW)
+    assert [record(i) for i in exported] == [record(i) for i in example_items]  # same records, source api
+    assert exported[0]["created_at"] == 1774412483 and exported[0]["is_stream"] is False
+    assert export_items("\ufeff" + _csv(example_items, list(reversed(ITEM_FIELDS))), **WINDOW) == exported
+    offset = _csv([item(created_at="2026-03-25T12:00:00+08:00")])  # an explicit offset is fine
+    assert export_items(offset, **WINDOW)[0]["created_at"] == 1774411200
+    assert export_items(_csv([]), **WINDOW) == []
+
+
+def test_an_exported_row_that_is_a_bad_item_is_rejected_as_the_paged_one_would_be():
+    (exported,) = export_items(_csv([item(request_id=None)]), **WINDOW)
+    outcome = parse_item(exported, tz=UTC_ZONE)
+    assert isinstance(outcome, GatewayReject) and outcome.reason == "missing_request_id"
+
+
+@pytest.mark.parametrize(
+    ("text", "words", "lasting"),
+    [
+        ("when,who,what\n1,2,3\n", "not a recognised CometAPI gateway log export", True),
+        (_csv([item()])[:-9], "cut short", False),
+        (_csv([item()]).rstrip("\r\n") + ",extra\r\n", "has 16 cells, the header 15", False),
+        (_csv([item()]).rstrip("\r\n") + ',"unclosed\r\n', "not well-formed CSV", False),
+        (_csv([item()]) + '1,"2"x\r\n', "not well-formed CSV", False),
+        (_csv([item(created_at=1774483200)]), "inside the window", False),
+        (_csv([item(created_at="2026-03-25 12:00:00")]), "no UTC offset", False),
+        (_csv([item(created_at="yesterday")]), "not a unix time", False),
+        (_csv([{**item(), "cost_usd": "0.5"}], ITEM_FIELDS + ["cost_usd"]), "disagrees", False),
+    ],
+    ids=["header", "cut", "extra-cell", "unclosed-quote", "bad-csv", "outside", "naive-time", "bad-time", "usd"],
+)
+def test_a_doubtful_export_is_refused_whole(text, words, lasting):
+    with pytest.raises(ExportError) as caught:
+        export_items(text, **WINDOW, name="the export of day X")
+    assert words in str(caught.value) and caught.value.lasting is lasting
+    assert "\n" not in str(caught.value)
 
 
 # --- against the simulator -------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import io
 import json
 import time
 from collections import Counter, defaultdict
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -18,7 +19,8 @@ import pytest
 from pipelines.lib.simulator.catalog import CATALOG, PRICE_CSV_COLUMNS, UNITS_PER_USD, price_versions, prices_csv
 from pipelines.lib.simulator.faults import FaultPlan
 from pipelines.lib.simulator.inbox import EXTENSIONS, write_inbox
-from pipelines.lib.simulator.server import SimulatorServer
+from pipelines.lib.gateway_ledger import parse_export_csv, parse_item
+from pipelines.lib.simulator.server import EXPORT_COLUMNS, EXPORT_PATH, MAX_PAGE_SIZE, SimulatorServer
 from pipelines.lib.simulator.traffic import USAGE_SHAPES, generate_traffic
 
 START = date(2026, 10, 1)
@@ -481,6 +483,100 @@ def test_log_other_is_a_json_string_with_the_ratios(server, client):
                 seen["anthropic"] += 1
             seen["token"] += 1
     assert seen["per_call"] and seen["anthropic"] and seen["token"]
+
+
+def test_log_self_page_size_is_capped_at_100(server, client):
+    headers = {"Authorization": f"Bearer {server.access_token}"}
+    big = client.get("/api/log/self", headers=headers, params={"page_size": 10_000}).json()["data"]
+    assert big["page_size"] == MAX_PAGE_SIZE == 100 and len(big["items"]) == 100 < big["total"]
+    default = client.get("/api/log/self", headers=headers).json()["data"]
+    assert default["page_size"] == 20 and len(default["items"]) == 20
+
+
+# --- /api/log/self/export ---------------------------------------------------------------------------------
+def export(client, server, headers=None, **params):
+    return client.get(EXPORT_PATH, params=params,
+                      headers=headers or {"Authorization": f"Bearer {server.access_token}"})
+
+
+def test_export_is_the_paged_ledger_as_the_console_csv(traffic, server, client):
+    items, _ = log_pages(client, server)
+    r = export(client, server)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    assert r.headers["transfer-encoding"] == "chunked" and "attachment" in r.headers["content-disposition"]
+    rows = list(csv.reader(io.StringIO(r.text)))
+    assert tuple(rows[0]) == EXPORT_COLUMNS
+    assert len(rows) - 1 == len(items) > 1000  # several streamed chunks
+    expected = [[("true" if v else "false") if isinstance(v, bool) else str(v) for v in (i[c] for c in EXPORT_COLUMNS)]
+                for i in items]
+    assert rows[1:] == expected  # same rows, same order (newest first), same values
+    # the inbox reader reads it as it is, to the same records as the pages
+    from_csv = parse_export_csv(r.text, tz="UTC")
+    assert [replace(rec, source="api") for rec in from_csv] == [parse_item(i, tz="UTC") for i in items]
+
+
+def test_export_filters_and_auth_are_the_paged_ones(traffic, server, client):
+    day = START + timedelta(days=4)
+    first = int(datetime.combine(day, datetime.min.time(), UTC).timestamp())
+    params = {"type": 2, "token_name": "team-a-prod", "start_timestamp": first, "end_timestamp": first + 86399}
+    paged = client.get("/api/log/self", headers={"Authorization": server.access_token},
+                       params=params | {"page_size": 100}).json()["data"]["items"]
+    raw = export(client, server, headers={"Authorization": server.access_token}, **params)  # raw token
+    rows = list(csv.DictReader(io.StringIO(raw.text)))
+    assert [row["request_id"] for row in rows] == [i["request_id"] for i in paged] and len(rows) > 5
+    assert {row["type"] for row in rows} == {"2"} and {row["token_name"] for row in rows} == {"team-a-prod"}
+    assert export(client, server, **params | {"model_name": "no-such-model"}).text.strip() == ",".join(EXPORT_COLUMNS)
+    bad = export(client, server, headers={"Authorization": "Bearer nope"})
+    assert bad.status_code == 200 and bad.json() == {"success": False, "message": "无权进行此操作，access token 无效"}
+
+
+@pytest.mark.parametrize(("style", "status", "content_type"), [
+    ("404", 404, "text/html"), ("405", 405, "application/json"), ("html_200", 200, "text/html"),
+    ("success_false", 200, "application/json")])
+def test_export_unavailable_fault(server, client, style, status, content_type):
+    server.faults.add("export_unavailable", style=style)
+    for _ in range(2):  # a mode: until cleared
+        r = export(client, server)
+        assert r.status_code == status and r.headers["content-type"].startswith(content_type)
+        assert not r.headers["content-type"].startswith("text/csv")
+    if style == "success_false":
+        assert r.json()["success"] is False
+    headers = {"Authorization": f"Bearer {server.access_token}"}
+    assert client.get("/api/log/self", headers=headers).json()["success"] is True  # paging is unaffected
+    server.faults.clear()
+    assert export(client, server).headers["content-type"].startswith("text/csv")
+    with pytest.raises(ValueError, match="style"):
+        server.faults.add("export_unavailable", style="teapot")
+
+
+def test_faults_apply_to_the_export(server, client):
+    day = START + timedelta(days=2)
+    first = int(datetime.combine(day, datetime.min.time(), UTC).timestamp())
+    window = {"start_timestamp": first, "end_timestamp": first + 86399}
+    whole = export(client, server, **window).text
+
+    server.faults.add("truncated_json", paths=["/api/log/self"])  # a prefix of both ledger endpoints
+    cut = export(client, server, **window)
+    assert cut.status_code == 200 and whole.startswith(cut.text) and len(cut.text) == len(whole.encode()) // 2
+    assert not cut.text.endswith("\n")
+
+    server.faults.add("renamed_field", from_="request_id", to="req")
+    header = export(client, server, **window).text.splitlines()[0].split(",")
+    assert "req" in header and "request_id" not in header
+    server.faults.add("missing_field", field="quota")
+    rows = list(csv.reader(io.StringIO(export(client, server, **window).text)))
+    assert "quota" not in rows[0] and {len(row) for row in rows} == {len(EXPORT_COLUMNS) - 1}
+
+    server.faults.add("status", codes=[503], paths=[EXPORT_PATH])
+    assert export(client, server, **window).status_code == 503
+    server.faults.add("error_body_200", paths=[EXPORT_PATH])
+    assert export(client, server, **window).json()["success"] is False
+    server.faults.add("maintenance", paths=[EXPORT_PATH])
+    assert export(client, server, **window).status_code == 503
+    assert [c.fault for c in server.calls if c.path == EXPORT_PATH] == [
+        None, "truncated_json", "renamed_field", "missing_field", "status", "error_body_200", "maintenance"]
+    server.faults.clear()
+    assert export(client, server, **window).text == whole
 
 
 # --- restatement -----------------------------------------------------------------------------------------

@@ -95,9 +95,9 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
         kinds={"parquet"},
         owners=["team:platform"],
         description=(
-            "CometAPI's own per-request ledger (/api/log/self, paged; plus console CSV exports in "
-            "<inbox>/gateway/): billed USD per row (quota / 500000), refunds and task corrections as their own "
-            "rows. Pulled only when COMETAPI_ACCESS_TOKEN is set."
+            "CometAPI's own per-request ledger (/api/log/self: its CSV export, else paged; plus console CSV "
+            "exports in <inbox>/gateway/): billed USD per row (quota / 500000), refunds and task corrections as "
+            "their own rows. Pulled only when COMETAPI_ACCESS_TOKEN is set."
         ),
     )
     def gateway_logs_lake(context: dg.AssetExecutionContext, ledger: LedgerHome, gateway: GatewayLedger):
@@ -108,12 +108,13 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
             return dg.MaterializeResult(metadata={"window": f"{start} .. {end}", "skipped": True,
                                                   "reason": "COMETAPI_ACCESS_TOKEN not set; no CSV export"})
         first_ts, last_ts = gateway_lake.day_bounds(start, end, ledger.tz)
+        pulled = None
         if gateway.configured:
             with gateway.client() as client:
-                pages = list(client.iter_log_pages(first_ts, last_ts))  # all pages before any write
-        else:
-            pages = []
-        window = gateway_lake.collect(start, end, ledger.tz, pages, exports)
+                pulled = client.pull_log(first_ts, last_ts)  # the export, else pages; all before any write
+            for reason in pulled.fallbacks:
+                context.log.warning(reason)
+        window = gateway_lake.collect(start, end, ledger.tz, export_files=exports, pull=pulled)
         pull_id = gateway_lake.land(ledger.lake, window, utc_now())
         figures = gateway_lake.summary(window)
         return dg.MaterializeResult(
@@ -129,6 +130,8 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
                 "rejects_by_reason": dg.MetadataValue.json(figures["rejects_by_reason"]),
                 "pages": figures["pages"],
                 "sources": ", ".join(figures["sources"]),
+                "api_method": figures["api_method"],
+                "api_calls": figures["api_calls"],
             }
         )
 

@@ -4,6 +4,11 @@ Only transport and envelopes live here; what a ledger item means is parsed elsew
 `/api/log/self` wants the console's access token (`Authorization: Bearer <token>`; some
 deployments want the raw token). Upstream new-api also checks a `New-Api-User: <user id>` header
 against the token's owner: pass `user_id` where the deployment demands it.
+
+A window of the ledger is fetched by `pull_log`: the bulk CSV export (`/api/log/self/export`, one
+call per day) where the gateway serves one and it checks out, else pages of at most 100 items
+(`iter_log_pages`); the items are the same either way. At 100 000 requests a day, paging a year
+takes about 365 000 calls; the export, 730 (docs/benchmarks.md, "Gateway ledger: export vs paging").
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -21,15 +28,43 @@ from pipelines.lib.cometapi.http import (
     RetryPolicy,
     make_client,
     request_json,
+    send_raw,
 )
+from pipelines.lib.gateway_ledger import ExportError, csv_lines, export_items
 from pipelines.lib.redact import mask, redact
 
 SERVICE = "CometAPI gateway"
 LOG_PATH = "/api/log/self"
+EXPORT_PATH = "/api/log/self/export"
 MODELS_PATH = "/api/models"
 TOKEN_USAGE_PATH = "/api/usage/token"
 MAX_PAGE_SIZE = 100
+# One export call per day: as fast as one call per window (docs/benchmarks.md), while a day's CSV
+# (~40 MB at 100 000 requests) bounds how long one answer takes (a proxy may time out a long one)
+# and what a failed or cut-short export costs to fetch again or to page instead.
+EXPORT_CHUNK_DAYS = 1
 logger = logging.getLogger("comet_ledger.http")
+
+
+@dataclass
+class LogPull:
+    """The ledger items of one window and how they came: exported per chunk, or paged."""
+
+    pages: list[list[dict]] = field(default_factory=list)  # one list per exported chunk or API page
+    exported_chunks: int = 0
+    paged_spans: int = 0
+    calls: int = 0  # HTTP calls made (exports, total checks, pages), retries not counted
+    fallbacks: list[str] = field(default_factory=list)  # why paging was used, one line each (redacted)
+
+    @property
+    def method(self) -> str:
+        """`export`, `paging`, `export+paging` (some chunks fell back), or `none` (empty window)."""
+        used = [name for name, n in (("export", self.exported_chunks), ("paging", self.paged_spans)) if n]
+        return "+".join(used) or "none"
+
+    @property
+    def items(self) -> int:
+        return sum(len(page) for page in self.pages)
 
 
 class GatewayClient:
@@ -54,9 +89,103 @@ class GatewayClient:
         self._policy = policy
         self._sleep = sleep
         self._client = make_client(base_url, timeout, transport)
+        self.export_available: bool | None = None  # False once the export answered that it is not there
+        self.calls = 0  # calls to the ledger endpoints so far
 
     def __repr__(self) -> str:
         return f"GatewayClient({self.base_url!r}, access_token={mask(self._token)!r})"
+
+    def pull_log(self, start_ts: int, end_ts: int, *, export: bool = True,
+                 chunk_days: int = EXPORT_CHUNK_DAYS) -> LogPull:
+        """Every ledger item of [start_ts, end_ts] (unix seconds): exported where possible, else paged.
+
+        The window is cut into chunks of `chunk_days` x 86 400 s. A chunk is one export call plus a
+        one-item page whose `total` must equal the export's row count (a silently capped export is
+        caught); the CSV must pass `export_items` (header, whole rows, every `created_at` inside the
+        chunk). An export that is not there (404, 405, an HTML page, `success: false`, a header not
+        understood) is not asked again: the rest of the window is paged. One cut short, out of its
+        window, short of `total`, or still failing after the retries is paged for that chunk only.
+        Each fallback logs one line why. Either way the items are the same; a failing total check or
+        page raises `CometAPIError` as paging does.
+        """
+        _check_window(start_ts, end_ts)
+        if isinstance(chunk_days, bool) or not isinstance(chunk_days, int) or chunk_days < 1:
+            raise ValueError(f"chunk_days must be a whole number of days >= 1, got {chunk_days!r}")
+        pull = LogPull()
+        calls_before = self.calls
+        chunk_start = start_ts
+        while chunk_start <= end_ts:
+            chunk_end = min(chunk_start + chunk_days * 86_400 - 1, end_ts)
+            items = self._exported(chunk_start, chunk_end, pull) if self._exporting(export) else None
+            if items is not None:
+                pull.exported_chunks += 1
+                pull.pages += [items] if items else []
+            else:
+                if not self._exporting(export):
+                    chunk_end = end_ts  # no export to come back to: page the rest in one go
+                pull.pages.extend(self.iter_log_pages(chunk_start, chunk_end))
+                pull.paged_spans += 1
+            chunk_start = chunk_end + 1
+        pull.calls = self.calls - calls_before
+        return pull
+
+    def _exporting(self, export: bool) -> bool:
+        return export and self.export_available is not False
+
+    def _exported(self, start_ts: int, end_ts: int, pull: LogPull) -> list[dict] | None:
+        """The chunk's items from the export, or None (after logging why) when it must be paged."""
+        span = _span(start_ts, end_ts)
+        try:
+            items = self._export(start_ts, end_ts, f"the export of {span}")
+        except CometAPIError as exc:
+            lasting = not exc.retriable
+            return self._fall_back(pull, f"{exc} ({span})", lasting)
+        except ExportError as exc:
+            return self._fall_back(pull, f"{SERVICE} GET {EXPORT_PATH}: {exc}", exc.lasting)
+        total = self._log_total(start_ts, end_ts)
+        if total is not None and total != len(items):
+            return self._fall_back(
+                pull, f"{SERVICE} GET {EXPORT_PATH}: the export of {span} has {len(items)} rows, "
+                      f"{LOG_PATH} says total {total}", lasting=False)
+        self.export_available = True
+        return items
+
+    def _fall_back(self, pull: LogPull, reason: str, lasting: bool) -> None:
+        if lasting:
+            self.export_available = False
+        line = redact(f"{reason}; paging {'the rest of the window' if lasting else 'this chunk'} instead",
+                      (self._token,))
+        logger.warning("%s", line)
+        pull.fallbacks.append(line)
+        return None
+
+    def _export(self, start_ts: int, end_ts: int, name: str) -> list[dict]:
+        """The export's rows as items, parsed while they download (`ExportError` if it does not check out)."""
+
+        def parse(chunks: Iterator[bytes]) -> list[dict]:
+            return export_items(csv_lines(chunks), start_ts=start_ts, end_ts=end_ts, name=name)
+
+        self.calls += 1
+        return send_raw(
+            self._client,
+            "GET",
+            EXPORT_PATH,
+            params={"start_timestamp": start_ts, "end_timestamp": end_ts},
+            headers=self._headers() | {"Accept": "text/csv, */*;q=0.5"},
+            secrets=(self._token,),
+            policy=self._policy,
+            sleep=self._sleep,
+            service=SERVICE,
+            auth_hint="COMETAPI_ACCESS_TOKEN",
+            url_hint="COMETAPI_API_URL",
+            consume=parse,
+        ).value
+
+    def _log_total(self, start_ts: int, end_ts: int) -> int | None:
+        """`total` of `/api/log/self` for the window, from a one-item page."""
+        params = {"p": 1, "page_size": 1, "start_timestamp": start_ts, "end_timestamp": end_ts}
+        _, total, _ = _log_page(self._get_data(LOG_PATH, params), 1)
+        return total
 
     def iter_log_pages(
         self,
@@ -70,11 +199,9 @@ class GatewayClient:
         Stops at an empty page, at a short page, or once `total` items have arrived.
         `page_size` is capped at 100; each page is validated (items must be objects).
         """
-        for name, value in (("start_ts", start_ts), ("end_ts", end_ts), ("page_size", page_size)):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"{name} must be an int, got {type(value).__name__}")
-        if end_ts < start_ts:
-            raise ValueError(f"end_ts {end_ts} is before start_ts {start_ts}")
+        _check_window(start_ts, end_ts)
+        if isinstance(page_size, bool) or not isinstance(page_size, int):
+            raise ValueError(f"page_size must be an int, got {type(page_size).__name__}")
         if page_size < 1:
             raise ValueError(f"page_size must be at least 1, got {page_size}")
         return self._pages(start_ts, end_ts, min(page_size, MAX_PAGE_SIZE), log_type)
@@ -132,16 +259,20 @@ class GatewayClient:
                 raise self._error(f"data[{i}] is not an object", path=MODELS_PATH)
         return models
 
-    def _get_data(self, path: str, params: dict[str, Any]) -> Any:
+    def _headers(self) -> dict[str, str]:
         headers = {"Authorization": f"Bearer {self._token}" if self._bearer else self._token}
         if self._user_id is not None:
             headers["New-Api-User"] = str(self._user_id)
+        return headers
+
+    def _get_data(self, path: str, params: dict[str, Any]) -> Any:
+        self.calls += 1
         body = request_json(
             self._client,
             "GET",
             path,
             params=params,
-            headers=headers,
+            headers=self._headers(),
             secrets=(self._token,),
             policy=self._policy,
             sleep=self._sleep,
@@ -171,6 +302,19 @@ class GatewayClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _check_window(start_ts: int, end_ts: int) -> None:
+    for name, value in (("start_ts", start_ts), ("end_ts", end_ts)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name} must be an int, got {type(value).__name__}")
+    if end_ts < start_ts:
+        raise ValueError(f"end_ts {end_ts} is before start_ts {start_ts}")
+
+
+def _span(start_ts: int, end_ts: int) -> str:
+    first, last = datetime.fromtimestamp(start_ts, UTC), datetime.fromtimestamp(end_ts, UTC)
+    return f"{first:%Y-%m-%d %H:%M:%S}..{last:%Y-%m-%d %H:%M:%S} UTC"
 
 
 def _log_page(data: Any, page: int) -> tuple[list[dict], int | None, int | None]:

@@ -5,6 +5,7 @@ CometAPI's guide: retry 429/500/502/503/504/524 with `min(30, 2**attempt) + rand
 `error.code` is `invalid_request`. Redirects are not followed: a wrong path may answer with a 301
 or an HTML page. The query service takes its key in the URL, so no httpx exception text or full URL
 ever reaches an error message or a log line: every message here is built from parts and redacted.
+`send_raw` is the same discipline for an answer that is a file (the gateway ledger's CSV export).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -134,6 +135,16 @@ class JsonReply:
 
 
 @dataclass(frozen=True)
+class RawReply:
+    """A successful answer that is a file: what `consume` made of its bytes (by default the bytes)."""
+
+    value: Any = field(repr=False)
+    status: int
+    content_type: str
+    received_at: datetime
+
+
+@dataclass(frozen=True)
 class _Failure:
     kind: str
     reason: str  # already one line; redacted when the error is built
@@ -194,6 +205,58 @@ def send_json(
     `auth_hint` / `url_hint` name the setting to check when the answer says the credential or the
     URL is wrong (e.g. "COMETAPI_KEY", "COMETAPI_QUERY_URL"). `parse_float=Decimal` keeps money exact.
     """
+    return _send(client, method, path, lambda request: _attempt(client, request, parse_float), params=params,
+                 headers=headers, json=json, secrets=secrets, policy=policy, sleep=sleep, service=service,
+                 auth_hint=auth_hint, url_hint=url_hint)
+
+
+def send_raw(
+    client: httpx.Client,
+    method: str,
+    path: str,
+    *,
+    params: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+    secrets: Iterable[str] = (),
+    policy: RetryPolicy | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    service: str = "CometAPI",
+    auth_hint: str | None = None,
+    url_hint: str | None = None,
+    consume: Callable[[Iterator[bytes]], Any] = b"".join,
+) -> RawReply:
+    """`send_json` for an answer that is a file (a CSV export), with the same retries and redaction.
+
+    A 2xx body that is neither JSON nor HTML nor empty is the answer: its bytes are streamed into
+    `consume` as they arrive (so a large file is parsed while it downloads), and `RawReply.value` is
+    what `consume` returns. A connection lost mid-body is a transport failure and the file is asked
+    for again from the start; whatever `consume` raises propagates untouched. A 2xx JSON body is a
+    failure (an error envelope such as `{"success": false}` is `error_body`, anything else
+    `unexpected_body`), and so is a 2xx HTML page (a console that serves its web app for an
+    unknown path): neither is worth retrying.
+    """
+    return _send(client, method, path, lambda request: _attempt_file(client, request, consume), params=params,
+                 headers=headers, json=None, secrets=secrets, policy=policy, sleep=sleep, service=service,
+                 auth_hint=auth_hint, url_hint=url_hint)
+
+
+def _send(
+    client: httpx.Client,
+    method: str,
+    path: str,
+    attempt_once: Callable[[httpx.Request], JsonReply | RawReply | _Failure],
+    *,
+    params: Mapping[str, Any] | None,
+    headers: Mapping[str, str] | None,
+    json: Any,
+    secrets: Iterable[str],
+    policy: RetryPolicy | None,
+    sleep: Callable[[float], None],
+    service: str,
+    auth_hint: str | None,
+    url_hint: str | None,
+) -> Any:
+    """The retry loop shared by `send_json` and `send_raw`: `attempt_once` sends and judges one try."""
     policy = policy or RetryPolicy()
     secrets = tuple(s for s in secrets if s)
     protect_secrets(*secrets)
@@ -204,8 +267,8 @@ def send_json(
     failure: _Failure | None = None
     attempt = 0
     for attempt in range(1, policy.max_attempts + 1):
-        outcome = _attempt(client, request, parse_float)
-        if isinstance(outcome, JsonReply):
+        outcome = attempt_once(request)
+        if not isinstance(outcome, _Failure):
             return outcome
         failure = outcome
         if not failure.retriable or attempt == policy.max_attempts:
@@ -263,9 +326,41 @@ def _attempt(
     except httpx.HTTPError as exc:
         # Never keep the exception: its text and its request carry the full URL.
         return _transport_failure(exc, client.timeout)
+    return _judge(response, parse_float)
+
+
+def _attempt_file(
+    client: httpx.Client, request: httpx.Request, consume: Callable[[Iterator[bytes]], Any]
+) -> RawReply | _Failure:
+    """One try of `send_raw`: a 2xx file is streamed into `consume`; anything else is read and judged."""
+    try:
+        response = client.send(request, stream=True)
+    except httpx.HTTPError as exc:
+        return _transport_failure(exc, client.timeout)
+    status = response.status_code
+    content_type = _content_type(response)
+    try:
+        if 200 <= status < 300 and content_type and "html" not in content_type and "json" not in content_type:
+            return RawReply(consume(response.iter_bytes()), status, content_type, datetime.now(UTC))
+        response.read()
+    except httpx.HTTPError as exc:  # cut off mid-body: the whole file is asked for again
+        return _transport_failure(exc, client.timeout)
+    finally:
+        response.close()
+    if 200 <= status < 300:
+        return _unlabelled_file(status, content_type, response.content, consume)
+    return _judge(response, None)
+
+
+def _content_type(response: httpx.Response) -> str:
+    return response.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def _judge(response: httpx.Response, parse_float: Callable[[str], Any] | None) -> JsonReply | _Failure:
+    """A read response as a JSON reply, or what went wrong."""
     received_at = datetime.now(UTC)
     status = response.status_code
-    content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type = _content_type(response)
     body = response.content
 
     if 300 <= status < 400:
@@ -306,6 +401,37 @@ def _attempt(
 
 
 _EMPTY = object()
+
+
+def _unlabelled_file(
+    status: int, content_type: str, body: bytes, consume: Callable[[Iterator[bytes]], Any]
+) -> RawReply | _Failure:
+    """A 2xx answer labelled HTML, JSON or nothing where a file is expected: the file, or why it is not one."""
+    shown_type = content_type or "no content-type"
+    if not body.strip():
+        return _Failure(kind="unexpected_body", reason=f"HTTP {status} with an empty body ({shown_type})",
+                        retriable=False, status=status)
+    head = body[:512].lstrip().lower()
+    if "html" in content_type or head.startswith((b"<!doctype", b"<html", b"<head", b"<body")):
+        return _Failure(kind="unexpected_body",
+                        reason=f"HTTP {status} answered an HTML page, not a file ({_body_summary(body) or shown_type})",
+                        retriable=False, status=status, hint="url")
+    if "json" in content_type or head[:1] in (b"{", b"["):
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError):
+            data = _EMPTY
+        if data is not _EMPTY:
+            envelope = _error_envelope(data)
+            if envelope is not None:
+                code, message = envelope
+                return _Failure(kind="error_body",
+                                reason=f"HTTP {status} with an error body: {_code_message(code, message)}",
+                                retriable=False, status=status, code=code,
+                                hint="auth" if _looks_like_auth(code, message) else "")
+            return _Failure(kind="unexpected_body", reason=f"HTTP {status} answered JSON, not a file",
+                            retriable=False, status=status)
+    return RawReply(consume(iter((body,))), status, content_type, datetime.now(UTC))
 
 _TRANSPORT_REASONS: tuple[tuple[type[Exception], str, bool], ...] = (
     (httpx.ConnectTimeout, "connect timeout (no connection within {connect}s)", True),

@@ -3,8 +3,8 @@
 `FaultPlan.add(kind, times=..., paths=None, **opts)` queues a fault; the server asks the plan once
 per request. `paths` is a list of path prefixes (None: every path). `times` counts the requests the
 fault applies to; None keeps it until `clear()`. When `times` is not given it is 1, except for
-`status` (one request per listed code) and the two *modes*, `accept_malformed_dates` and
-`maintenance`, which stay active until `clear()`.
+`status` (one request per listed code) and the *modes* (`accept_malformed_dates`, `maintenance`,
+`export_unavailable`), which stay active until `clear()`.
 
 Kinds and options:
 
@@ -21,6 +21,12 @@ Kinds and options:
 | maintenance | mode: every request gets 503 `text/html` "scheduled maintenance" | |
 | renamed_field | rename a field wherever it occurs in the JSON body | from_, to |
 | missing_field | drop a field wherever it occurs in the JSON body | field |
+| export_unavailable | mode: `/api/log/self/export` answers like a gateway without it: an nginx 404 page, a JSON 405, the console's web app (HTTP 200 HTML) or `success: false` | style ("404", "405", "html_200", "success_false") |
+
+On `/api/log/self/export` (a CSV, streamed) the body faults act on the CSV: `truncated_json` cuts it in
+half (a complete HTTP answer whose last row is cut), `renamed_field` renames a header column,
+`missing_field` drops a column. Path prefixes match the export too: `paths=["/api/log/self"]` covers
+both ledger endpoints.
 """
 
 from __future__ import annotations
@@ -40,8 +46,10 @@ KINDS = (
     "maintenance",
     "renamed_field",
     "missing_field",
+    "export_unavailable",
 )
-MODES = ("accept_malformed_dates", "maintenance")
+MODES = ("accept_malformed_dates", "maintenance", "export_unavailable")
+EXPORT_UNAVAILABLE_STYLES = ("404", "405", "html_200", "success_false")
 DEFAULT_STATUS_CODES = (500, 502, 503, 504, 524)
 
 _DEFAULT = object()
@@ -91,6 +99,10 @@ class FaultPlan:
             raise ValueError("fault 'renamed_field' needs from_= and to=")
         if kind == "missing_field" and "field" not in opts:
             raise ValueError("fault 'missing_field' needs field=")
+        if kind == "export_unavailable":
+            opts["style"] = str(opts.get("style", "404"))
+            if opts["style"] not in EXPORT_UNAVAILABLE_STYLES:
+                raise ValueError(f"fault 'export_unavailable' style is one of {', '.join(EXPORT_UNAVAILABLE_STYLES)}")
         if times is _DEFAULT:
             times = None if kind in MODES else len(opts["codes"]) if kind == "status" else 1
         if times is not None and times < 1:

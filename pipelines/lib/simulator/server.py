@@ -10,10 +10,19 @@
   `service_tz`. Bad key: 401. Malformed date, end before start, or a range over `max_range_days`:
   400 with `error.code = "invalid_request"`. The account's `keys[]` also lists the quota-0 query key.
 - `GET /api/log/self`: the gateway ledger, newest first, `Authorization: Bearer <access token>` or the
-  raw token. A bad token is HTTP 200 with `success: false`. `id` is a running id modulo 1024; `ip` is
+  raw token. A bad token is HTTP 200 with `success: false`. `p` from 1; `page_size` defaults to 20 and
+  is capped at `MAX_PAGE_SIZE` (100) rows, the cap echoed in `data.page_size`. Filters: `type` (0 or
+  absent: all), `start_timestamp` / `end_timestamp` (unix seconds, inclusive), `token_name`,
+  `model_name`, `group`. `id` is a running id modulo 1024; `ip` is
   empty for task rows and for about one token row in 13. For Claude rows `prompt_tokens` is Anthropic's
   `input_tokens` (cache excluded) and `other.usage_semantic = "anthropic"` says so; cache reads and
   writes are in `other.cache_tokens` / `other.cache_creation_tokens`.
+- `GET /api/log/self/export`: the same rows for the same filters (no paging), same auth, as one CSV
+  (`text/csv`, streamed in chunks): a header of the item fields (`EXPORT_COLUMNS`), then one row per
+  item, newest first, cells as in the items (`created_at` unix seconds, `is_stream` true/false, `other`
+  the JSON string, empty for none): the console-export format `gateway_ledger.parse_export_csv` reads.
+  Fault `export_unavailable` makes it answer like a gateway without it (404 page, 405, 200 HTML app
+  page, or 200 `success: false`).
 - `GET /api/models`: the catalogue at the current price version. Documented fields are
   `pricing.input` / `pricing.output` (USD per 1M tokens) and `pricing.per_request` /
   `pricing.per_second`; this simulator states them before the group ratio and adds `group_ratio`,
@@ -31,15 +40,18 @@ count); from then on `/user/quota` and `/api/log/self` include it.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import ipaddress
 import json
+import operator
 import socket
 import struct
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -56,6 +68,13 @@ DEFAULT_ACCESS_TOKEN = "sim-access-token-0000"
 QUERY_KEY_NAME = "ledger-query"
 UNLIMITED_REMAIN = 999999999
 HOME_URL = "https://www.cometapi.com/"
+LOG_PATH = "/api/log/self"
+EXPORT_PATH = "/api/log/self/export"
+MAX_PAGE_SIZE = 100  # rows per /api/log/self page, whatever page_size asks for
+DEFAULT_PAGE_SIZE = 20
+EXPORT_COLUMNS = ("id", "created_at", "type", "content", "token_name", "model_name", "quota", "prompt_tokens",
+                  "completion_tokens", "use_time", "is_stream", "group", "ip", "request_id", "other")
+_EXPORT_BATCH_ROWS = 2000  # rows per streamed chunk
 BAD_TOKEN_MESSAGE = "无权进行此操作，access token 无效"
 _STATUS_CODES = {
     400: "invalid_request",
@@ -90,6 +109,7 @@ class _Reply:
     headers: dict[str, str] = field(default_factory=dict)
     payload: object = None  # the JSON value of `body`, for faults that alter it
     on_sent: Callable[[], None] | None = None
+    stream: Iterator[bytes] | None = None  # sent chunked instead of `body`
 
 
 def _json_reply(status: int, payload, **kwargs) -> _Reply:
@@ -318,7 +338,8 @@ class SimulatorServer:
     def _route(self, handler: _Handler, method: str, path: str, params: dict, body: bytes) -> _Reply:
         routes = {
             "/user/quota": ("GET", self._user_quota),
-            "/api/log/self": ("GET", self._log_self),
+            LOG_PATH: ("GET", self._log_self),
+            EXPORT_PATH: ("GET", self._log_export),
             "/api/models": ("GET", self._models),
             "/api/usage/token": ("GET", self._usage_token),
             "/v1/chat/completions": ("POST", self._chat),
@@ -398,15 +419,13 @@ class SimulatorServer:
         return out
 
     # --- /api/log/self ------------------------------------------------------------------------
-    def _log_self(self, handler: _Handler, params: dict, body: bytes) -> _Reply:
+    def _access_token_ok(self, handler: _Handler) -> bool:
         auth = (handler.headers.get("Authorization") or "").strip()
         token = auth[7:].strip() if auth.lower().startswith("bearer ") else auth
-        if token != self.access_token:
-            return _json_reply(200, {"success": False, "message": BAD_TOKEN_MESSAGE})
-        page = max(1, _int(params.get("p"), 1))
-        page_size = _int(params.get("page_size"), 20)
-        page_size = 20 if page_size <= 0 else min(page_size, 100)
-        filters = (
+        return token == self.access_token
+
+    def _log_filters(self, params: dict) -> tuple:
+        return (
             self.restated,
             _int(params.get("type"), 0),
             _int(params.get("start_timestamp"), 0) or None,
@@ -415,11 +434,29 @@ class SimulatorServer:
             params.get("model_name") or None,
             params.get("group") or None,
         )
-        rows = self._log_rows(filters)
+
+    def _log_self(self, handler: _Handler, params: dict, body: bytes) -> _Reply:
+        if not self._access_token_ok(handler):
+            return _json_reply(200, {"success": False, "message": BAD_TOKEN_MESSAGE})
+        page = max(1, _int(params.get("p"), 1))
+        page_size = _int(params.get("page_size"), DEFAULT_PAGE_SIZE)
+        page_size = DEFAULT_PAGE_SIZE if page_size <= 0 else min(page_size, MAX_PAGE_SIZE)
+        rows = self._log_rows(self._log_filters(params))
         window = rows[(page - 1) * page_size : page * page_size]
         items = [_log_item(running_id, row) for running_id, row in window]
         data = {"page": page, "page_size": page_size, "total": len(rows), "items": items}
         return _json_reply(200, {"success": True, "message": "", "data": data})
+
+    def _log_export(self, handler: _Handler, params: dict, body: bytes) -> _Reply:
+        unavailable = self.faults.mode("export_unavailable", EXPORT_PATH)
+        if unavailable is not None:
+            return _export_unavailable(unavailable.opts.get("style", "404"))
+        if not self._access_token_ok(handler):
+            return _json_reply(200, {"success": False, "message": BAD_TOKEN_MESSAGE})
+        rows = self._log_rows(self._log_filters(params))
+        name = f"log-{params.get('start_timestamp') or 'all'}-{params.get('end_timestamp') or 'all'}.csv"
+        headers = {"Content-Disposition": f'attachment; filename="{name}"'}
+        return _Reply(200, b"", "text/csv; charset=utf-8", headers=headers, stream=_export_chunks(rows))
 
     def _log_rows(self, filters: tuple) -> list[tuple[int, SimRequest]]:
         """(running id, row) matching the filters, newest first; cached per filter set."""
@@ -582,6 +619,34 @@ def _content(row: SimRequest) -> str:
     )
 
 
+def _export_chunks(rows: list[tuple[int, SimRequest]]) -> Iterator[bytes]:
+    """The CSV export of `rows`, a batch of rows per chunk (None is an empty cell, a bool true/false)."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(EXPORT_COLUMNS)
+    cells = operator.itemgetter(*EXPORT_COLUMNS)
+    for first in range(0, len(rows), _EXPORT_BATCH_ROWS):
+        batch = [_log_item(running_id, row) for running_id, row in rows[first : first + _EXPORT_BATCH_ROWS]]
+        for item in batch:
+            item["is_stream"] = "true" if item["is_stream"] else "false"
+        writer.writerows(map(cells, batch))
+        yield out.getvalue().encode("utf-8")
+        out.seek(0)
+        out.truncate()
+    yield out.getvalue().encode("utf-8")
+
+
+def _export_unavailable(style: str) -> _Reply:
+    """What a gateway without the export answers (fault `export_unavailable`)."""
+    if style == "405":
+        return _error(405, f"GET is not allowed on {EXPORT_PATH}", headers={"Allow": "POST"})
+    if style == "success_false":
+        return _json_reply(200, {"success": False, "message": "日志导出功能未开启"})
+    if style == "html_200":  # the console's web app, served for any path it does not know
+        return _html_reply(200, _CONSOLE_APP_HTML)
+    return _html_reply(404, _NOT_FOUND_HTML)
+
+
 # --- wire helpers -----------------------------------------------------------------------------
 def _send(handler: _Handler, method: str, reply: _Reply) -> None:
     try:
@@ -589,10 +654,20 @@ def _send(handler: _Handler, method: str, reply: _Reply) -> None:
         for name, value in reply.headers.items():
             handler.send_header(name, value)
         handler.send_header("Content-Type", reply.content_type)
-        handler.send_header("Content-Length", str(len(reply.body)))
-        handler.end_headers()
-        if method != "HEAD":
-            handler.wfile.write(reply.body)
+        if reply.stream is not None:
+            handler.send_header("Transfer-Encoding", "chunked")
+            handler.end_headers()
+            for chunk in reply.stream:
+                if chunk:
+                    handler.wfile.write(b"%x\r\n" % len(chunk))
+                    handler.wfile.write(chunk)
+                    handler.wfile.write(b"\r\n")
+            handler.wfile.write(b"0\r\n\r\n")
+        else:
+            handler.send_header("Content-Length", str(len(reply.body)))
+            handler.end_headers()
+            if method != "HEAD":
+                handler.wfile.write(reply.body)
         handler.wfile.flush()
     except (BrokenPipeError, ConnectionResetError):
         handler.close_connection = True
@@ -609,6 +684,8 @@ def _abort(handler: _Handler) -> None:
 
 
 def _transform(reply: _Reply, injected: Injected) -> _Reply:
+    if reply.stream is not None:
+        return _transform_csv(reply, injected)
     if reply.payload is None:
         return reply
     if injected.kind == "truncated_json":
@@ -619,6 +696,26 @@ def _transform(reply: _Reply, injected: Injected) -> _Reply:
         payload = _drop(reply.payload, injected.opts["field"])
     still_daily = isinstance(payload, dict) and "daily_quota" in payload  # the restatement needs it served
     return _json_reply(reply.status, payload, headers=reply.headers, on_sent=reply.on_sent if still_daily else None)
+
+
+def _transform_csv(reply: _Reply, injected: Injected) -> _Reply:
+    """The body faults on a CSV export: cut in half (the HTTP answer complete), a column renamed or dropped."""
+    body = b"".join(reply.stream or ())
+    if injected.kind == "truncated_json":
+        body = body[: len(body) // 2]
+    else:
+        rows = list(csv.reader(io.StringIO(body.decode("utf-8"))))
+        header = rows[0] if rows else []
+        if injected.kind == "renamed_field":
+            old, new = injected.opts["from_"], injected.opts["to"]
+            rows[0] = [new if column == old else column for column in header]
+        else:
+            keep = [i for i, column in enumerate(header) if column != injected.opts["field"]]
+            rows = [[row[i] for i in keep if i < len(row)] for row in rows]
+        out = io.StringIO()
+        csv.writer(out).writerows(rows)
+        body = out.getvalue().encode("utf-8")
+    return _Reply(reply.status, body, reply.content_type, reply.headers)
 
 
 def _rename(value, old: str, new: str):
@@ -665,6 +762,14 @@ def _redirect_html(location: str) -> str:
     )
 
 
+_NOT_FOUND_HTML = (
+    "<html>\r\n<head><title>404 Not Found</title></head>\r\n<body>\r\n"
+    "<center><h1>404 Not Found</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+)
+_CONSOLE_APP_HTML = (
+    "<!doctype html><html lang=\"zh\"><head><meta charset=\"utf-8\"><title>CometAPI</title>"
+    "<script type=\"module\" src=\"/assets/index.js\"></script></head><body><div id=\"root\"></div></body></html>"
+)
 _MAINTENANCE_HTML = (
     "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>CometAPI - scheduled maintenance</title></head>"
     "<body><h1>Scheduled maintenance</h1><p>CometAPI is undergoing scheduled maintenance (01:00-05:00). "

@@ -1,0 +1,336 @@
+"""The gateway ledger by bulk CSV export, paging as the fallback: the same rows either way, one line
+why when it falls back, and the access token nowhere."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import traceback
+from datetime import date, timedelta
+
+import httpx
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import SIM_START
+from pipelines.lib import gateway_lake
+from pipelines.lib.cometapi.gateway import EXPORT_PATH, LOG_PATH, GatewayClient, LogPull
+from pipelines.lib.cometapi.http import CometAPIError, RetryPolicy
+from pipelines.lib.gateway_ledger import summarise
+from pipelines.lib.simulator.server import SimulatorServer
+
+UTC = gateway_lake.ZoneInfo("UTC")
+# Ten days holding every planted reality of the 30-day simulation: the refund (day 18), the unknown
+# usage (20), the negative correction (22), the leak (24) and the late positive correction (27).
+FIRST, LAST = SIM_START + timedelta(days=18), SIM_START + timedelta(days=27)
+DAYS = (LAST - FIRST).days + 1
+FIELDS = ["id", "created_at", "type", "content", "token_name", "model_name", "quota", "prompt_tokens",
+          "completion_tokens", "use_time", "is_stream", "group", "ip", "request_id", "other"]
+
+
+def gateway(url: str, token: str, transport: httpx.BaseTransport | None = None, attempts: int = 3) -> GatewayClient:
+    return GatewayClient(url, token, policy=RetryPolicy(max_attempts=attempts, base_delay=0), sleep=lambda _: None,
+                         transport=transport)
+
+
+def pull(sim: SimulatorServer, **options) -> tuple[LogPull, gateway_lake.GatewayWindow]:
+    start_ts, end_ts = gateway_lake.day_bounds(FIRST, LAST, UTC)
+    with gateway(sim.url, sim.access_token) as client:
+        pulled = client.pull_log(start_ts, end_ts, **options)
+    return pulled, gateway_lake.collect(FIRST, LAST, UTC, pull=pulled)
+
+
+def export_calls(sim: SimulatorServer) -> int:
+    return sum(1 for c in sim.calls if c.path == EXPORT_PATH)
+
+
+@pytest.fixture
+def paged(sim) -> gateway_lake.GatewayWindow:
+    """The window as paging alone gives it (the late correction already visible)."""
+    sim.mark_restated()
+    pulled, window = pull(sim, export=False)
+    assert pulled.method == "paging" and export_calls(sim) == 0
+    assert pulled.calls == math.ceil(pulled.items / 100) + (pulled.items % 100 == 0)
+    sim.calls.clear()
+    return window
+
+
+# --- the same rows either way ----------------------------------------------------------------------
+
+
+def test_export_lands_exactly_the_rows_paging_lands(sim, paged, tmp_path):
+    pulled, window = pull(sim)
+    assert (pulled.method, pulled.exported_chunks, pulled.fallbacks) == ("export", DAYS, [])
+    assert pulled.calls == 2 * DAYS  # per day: the export and the one-item page that checks its total
+    assert export_calls(sim) == DAYS and not any(c.params.get("page_size") == "100" for c in sim.calls)
+    assert window.records == paged.records and window.rejects == paged.rejects == []
+    assert window.duplicates == paged.duplicates == 0
+
+    records = window.records
+    planted = sim.traffic.planted
+    assert any(r.log_type == 6 and r.billed_usd < 0 for r in records)  # the refund
+    assert any(r.is_correction and r.billed_usd < 0 for r in records)  # the negative correction
+    assert planted["restatement"]["request_id"] in {r.request_id for r in records if r.is_correction}
+    assert sum(1 for r in records if r.log_type == 5) > 3 and all(r.billed_usd == 0 for r in records if r.log_type == 5)
+    truth = {k: v for k, v in sim.truth().items() if FIRST <= k[0] <= LAST}
+    assert summarise(records) == truth
+
+    # and in the lake: the same Parquet rows, whatever the path
+    for name, window_ in (("export", window), ("paging", paged)):
+        gateway_lake.land(tmp_path / name, window_, gateway_lake.datetime(2026, 11, 1, tzinfo=UTC))
+    for day in (FIRST + timedelta(days=i) for i in range(DAYS)):
+        part = f"gateway_logs/usage_date={day}/ledger.parquet"
+        assert pq.read_table(tmp_path / "export" / part) == pq.read_table(tmp_path / "paging" / part)
+    pulls = [row for f in (tmp_path / "export" / "gateway_pulls").rglob("*.parquet")
+             for row in pq.read_table(f).to_pylist()]
+    assert [(p["api_method"], p["api_calls"], p["sources"]) for p in pulls] == [("export", 2 * DAYS, "api")]
+
+
+@pytest.mark.parametrize("chunk_days", [3, DAYS])
+def test_longer_export_chunks_give_the_same_rows(sim, paged, chunk_days):
+    pulled, window = pull(sim, chunk_days=chunk_days)
+    assert pulled.method == "export" and export_calls(sim) == math.ceil(DAYS / chunk_days)
+    assert window.records == paged.records
+
+
+def test_chunk_days_is_checked_before_any_call(sim):
+    with gateway(sim.url, sim.access_token) as client, pytest.raises(ValueError, match="chunk_days"):
+        client.pull_log(1, 2, chunk_days=0)
+    assert sim.calls == []
+
+
+# --- falling back ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("style", ["404", "405", "html_200", "success_false"])
+def test_an_unavailable_export_is_asked_once_then_the_window_is_paged(sim, paged, caplog, style):
+    sim.faults.add("export_unavailable", style=style)
+    caplog.set_level(logging.WARNING, logger="comet_ledger.http")
+    pulled, window = pull(sim)
+    assert (pulled.method, pulled.exported_chunks, pulled.paged_spans) == ("paging", 0, 1)
+    assert export_calls(sim) == 1
+    assert window.records == paged.records
+    warnings = [r.getMessage() for r in caplog.records if r.name == "comet_ledger.http"]
+    assert len(warnings) == 1 and warnings == pulled.fallbacks
+    assert EXPORT_PATH in warnings[0] and warnings[0].endswith("paging the rest of the window instead")
+
+
+def test_a_cut_short_export_is_paged_for_that_day_only(sim, paged):
+    sim.faults.add("truncated_json", times=1, paths=[EXPORT_PATH])
+    pulled, window = pull(sim)
+    assert (pulled.method, pulled.exported_chunks, pulled.paged_spans) == ("export+paging", DAYS - 1, 1)
+    assert export_calls(sim) == DAYS
+    assert len(pulled.fallbacks) == 1 and "paging this chunk instead" in pulled.fallbacks[0]
+    assert window.records == paged.records
+
+
+def test_an_export_whose_header_is_not_understood_is_not_asked_again(sim, paged):
+    sim.faults.add("renamed_field", times=None, paths=[EXPORT_PATH], from_="request_id", to="req")
+    pulled, window = pull(sim)
+    assert pulled.method == "paging" and export_calls(sim) == 1
+    assert "missing request_id" in pulled.fallbacks[0]
+    assert window.records == paged.records
+
+
+def test_transient_export_failures_are_retried_like_pages(sim, paged):
+    sim.faults.add("status", codes=[503], paths=[EXPORT_PATH])
+    sim.faults.add("reset", times=1, paths=[EXPORT_PATH])  # two failures; gateway(...) makes 3 attempts
+    pulled, window = pull(sim)
+    assert (pulled.method, pulled.fallbacks) == ("export", [])
+    assert export_calls(sim) == DAYS + 2 and window.records == paged.records
+
+
+def test_an_export_that_keeps_failing_is_paged_for_that_day_and_tried_again_the_next(sim, paged):
+    sim.faults.add("status", codes=[503] * 3, paths=[EXPORT_PATH])  # gateway(...) makes 3 attempts
+    pulled, window = pull(sim)
+    assert (pulled.method, pulled.exported_chunks, pulled.paged_spans) == ("export+paging", DAYS - 1, 1)
+    assert "gave up after 3 attempts" in pulled.fallbacks[0]
+    assert window.records == paged.records
+
+
+def row(created_at: int, request_id: str) -> dict:
+    return {"id": 1, "created_at": created_at, "type": 2, "content": "", "token_name": "k", "model_name": "m",
+            "quota": 10, "prompt_tokens": 1, "completion_tokens": 1, "use_time": 1, "is_stream": False,
+            "group": "default", "ip": "", "request_id": request_id, "other": ""}
+
+
+def csv_body(rows: list[dict], header: list[str] = FIELDS) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(header)
+    writer.writerows([["false" if r[f] is False else r[f] for f in FIELDS] for r in rows])
+    return out.getvalue().encode()
+
+
+class Gateway:
+    """A scripted gateway on MockTransport: `export(request)` answers the export, pages come from `items`."""
+
+    def __init__(self, export, items: list[dict], total: int | None = None, page=None):
+        self.export, self.items, self.total, self.page = export, items, total, page
+        self.paths: list[str] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.paths.append(request.url.path)
+        if request.url.path == EXPORT_PATH:
+            return self.export(request)
+        if self.page is not None:
+            return self.page(request)
+        p, size = int(request.url.params["p"]), int(request.url.params["page_size"])
+        data = {"page": p, "page_size": size, "total": len(self.items) if self.total is None else self.total,
+                "items": self.items[(p - 1) * size: p * size]}
+        return httpx.Response(200, json={"success": True, "message": "", "data": data})
+
+
+START_TS, END_TS = 1_790_000_000, 1_790_000_000 + 86_399
+ROWS = [row(START_TS + 10, "r1"), row(START_TS + 20, "r2")]
+
+
+def pull_mock(server: Gateway, token: str = "tok") -> LogPull:
+    with gateway("https://api.example.test", token, httpx.MockTransport(server)) as client:
+        return client.pull_log(START_TS, END_TS)
+
+
+def csv_reply(body: bytes) -> httpx.Response:
+    return httpx.Response(200, content=body, headers={"content-type": "text/csv"})
+
+
+def test_an_export_short_of_the_ledger_total_is_paged():
+    server = Gateway(lambda r: csv_reply(csv_body(ROWS[:1])), ROWS)  # capped silently at one row
+    pulled = pull_mock(server)
+    assert pulled.method == "paging" and [i["request_id"] for p in pulled.pages for i in p] == ["r1", "r2"]
+    assert "has 1 rows" in pulled.fallbacks[0] and "total 2" in pulled.fallbacks[0]
+    assert server.paths == [EXPORT_PATH, LOG_PATH, LOG_PATH]  # export, its total check, then the page
+
+
+def test_an_export_ignoring_its_window_is_paged():
+    server = Gateway(lambda r: csv_reply(csv_body([*ROWS, row(END_TS + 1, "r3")])), ROWS)
+    pulled = pull_mock(server)
+    assert pulled.method == "paging" and "inside the window" in pulled.fallbacks[0]
+
+
+def test_a_broken_total_check_fails_like_a_broken_page():
+    server = Gateway(lambda r: csv_reply(csv_body(ROWS)), ROWS,
+                     page=lambda r: httpx.Response(200, json={"success": True, "data": {"total": 2}}))
+    with pytest.raises(CometAPIError, match="data has no items"):
+        pull_mock(server)
+
+
+def test_an_export_that_checks_out_is_used():
+    server = Gateway(lambda r: csv_reply(b"\xef\xbb\xbf" + csv_body(ROWS)), ROWS)
+    pulled = pull_mock(server)
+    assert (pulled.method, pulled.calls, pulled.items) == ("export", 2, 2)
+    assert pulled.pages == [[{**ROWS[0], "content": None, "ip": None, "other": None},
+                             {**ROWS[1], "content": None, "ip": None, "other": None}]]
+
+
+class BreaksMidBody(httpx.SyncByteStream):
+    """A body that stops after its first chunk, as when the connection drops mid-download."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def __iter__(self):
+        yield self.body[: len(self.body) // 2]
+        raise httpx.ReadError("connection reset by peer")
+
+
+def test_an_export_cut_off_mid_download_is_fetched_again_whole():
+    body = csv_body(ROWS)
+    answers = iter([httpx.Response(200, headers={"content-type": "text/csv"}, stream=BreaksMidBody(body)),
+                    csv_reply(body)])
+    server = Gateway(lambda r: next(answers), ROWS)
+    pulled = pull_mock(server)
+    assert (pulled.method, pulled.items, pulled.fallbacks) == ("export", 2, [])
+    assert server.paths == [EXPORT_PATH, EXPORT_PATH, LOG_PATH]
+
+
+def test_an_unlabelled_export_is_read_and_a_json_one_is_not():
+    server = Gateway(lambda r: httpx.Response(200, content=csv_body(ROWS)), ROWS)  # no content-type at all
+    assert pull_mock(server).method == "export"
+    server = Gateway(lambda r: httpx.Response(200, json={"success": True, "data": []}), ROWS)
+    pulled = pull_mock(server)
+    assert pulled.method == "paging" and "answered JSON, not a file" in pulled.fallbacks[0]
+
+
+# --- the access token nowhere ------------------------------------------------------------------------
+
+CANARY = "tok-EXPORTCANARY-5e1f00d9a7"
+CANARY_PART = "EXPORTCANARY"
+
+
+def _echo(kind: str):
+    """An export failure whose answer carries the token back."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        token = request.headers["Authorization"].removeprefix("Bearer ")
+        if kind == "html_404":
+            page = f"<html><head><title>404 {token}</title></head><body>no {token}</body></html>"
+            return httpx.Response(404, text=page, headers={"content-type": "text/html"})
+        if kind == "success_false":
+            return httpx.Response(200, json={"success": False, "message": f"{token} may not export"})
+        if kind == "unknown_header":
+            return csv_reply(f"when,{token}\n1,2\n".encode())
+        if kind == "bad_cell":
+            bad = dict(ROWS[0], created_at=f"{token}")
+            return csv_reply(csv_body([bad]))
+        if kind == "status_503":
+            return httpx.Response(503, json={"error": {"message": f"busy, {token}", "code": token}})
+        if kind == "cut":
+            return csv_reply(csv_body(ROWS)[:-20])
+        raise AssertionError(kind)
+
+    return answer
+
+
+def _denied(request: httpx.Request) -> httpx.Response:
+    token = request.headers["Authorization"].removeprefix("Bearer ")
+    return httpx.Response(401, json={"success": False, "message": f"access token {token} is invalid"})
+
+
+def _assert_nowhere(*texts: str) -> None:
+    for text in texts:
+        assert CANARY_PART not in text
+
+
+@pytest.mark.parametrize("paging_ok", [True, False], ids=["then-paged", "then-paging-fails"])
+@pytest.mark.parametrize("kind", ["html_404", "success_false", "unknown_header", "bad_cell", "status_503", "cut"])
+def test_no_export_failure_leaks_the_access_token(tmp_path, caplog, capfd, kind, paging_ok):
+    caplog.set_level(logging.DEBUG)
+    server = Gateway(_echo(kind), ROWS, page=None if paging_ok else _denied)
+    texts = []
+    try:
+        pulled = pull_mock(server, token=CANARY)
+    except CometAPIError as exc:
+        assert not paging_ok
+        texts += [str(exc), repr(exc), "".join(traceback.format_exception(exc)), str(exc.code), exc.url]
+    else:
+        assert paging_ok and pulled.method == "paging" and pulled.items == 2
+        texts += pulled.fallbacks
+        window = gateway_lake.collect(date(2026, 9, 21), date(2026, 9, 22), UTC, pull=pulled)
+        gateway_lake.land(tmp_path / "lake", window, gateway_lake.datetime(2026, 11, 1, tzinfo=UTC))
+        assert texts and any(EXPORT_PATH in t for t in texts)
+    out, err = capfd.readouterr()
+    texts += [out, err, caplog.text, *(r.getMessage() for r in caplog.records),
+              repr(gateway("https://api.example.test", CANARY))]
+    _assert_nowhere(*texts)
+    assert [p for p in tmp_path.rglob("*") if p.is_file() and CANARY_PART.encode() in p.read_bytes()] == []
+    assert any(p.is_file() for p in tmp_path.rglob("*")) is paging_ok
+
+
+@pytest.mark.parametrize("fault, opts", [("export_unavailable", {}), ("truncated_json", {"paths": [EXPORT_PATH]}),
+                                         ("maintenance", {"paths": [EXPORT_PATH]})])
+def test_simulator_export_failures_leak_nothing_into_logs_or_the_lake(traffic, tmp_path, caplog, capfd, fault, opts):
+    caplog.set_level(logging.DEBUG)
+    with SimulatorServer(traffic, access_token=CANARY) as sim:
+        sim.faults.add(fault, times=None, **opts)
+        pulled, window = pull(sim)
+        gateway_lake.land(tmp_path / "lake", window, gateway_lake.datetime(2026, 11, 1, tzinfo=UTC))
+        with gateway(sim.url, CANARY + "-wrong") as client, pytest.raises(CometAPIError) as caught:
+            client.pull_log(*gateway_lake.day_bounds(FIRST, FIRST, UTC))
+    assert pulled.method in ("paging", "export+paging") and pulled.fallbacks and window.records
+    assert "check COMETAPI_ACCESS_TOKEN" in str(caught.value)
+    out, err = capfd.readouterr()
+    _assert_nowhere(*pulled.fallbacks, str(caught.value), out, err, caplog.text)
+    assert [p for p in tmp_path.rglob("*") if p.is_file() and CANARY_PART.encode() in p.read_bytes()] == []
