@@ -36,6 +36,8 @@ from pipelines.lib.request_logs.normalize import Reject, RequestRecord, parse_li
 
 INBOX_SUFFIXES: Final = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
 RAW_LIMIT: Final = 2_000  # characters of a rejected line kept for the rejects table
+READ_BLOCK: Final = 4 * 2**20  # bytes read at a time from a plain file
+GZIP_PIECE: Final = 64 * 2**10  # decompressed bytes read at a time from a gzip stream
 BATCH_LINES: Final = 50_000  # lines normalised at a time by read_file_batches (memory stays bounded)
 
 
@@ -123,25 +125,44 @@ def file_fingerprint(path: Path) -> str:
 
 
 def numbered_lines(path: Path) -> Iterator[tuple[int, bytes | Reject]]:
-    """(line number, the line's bytes) for every line; a broken gzip stream ends with a `corrupt_gzip` reject."""
+    """(line number, the line's bytes without its newline) for every line; a broken gzip stream ends
+    with a `corrupt_gzip` reject numbered after the last whole line read.
+
+    The file is read in blocks and split at b"\n" (a line may span any number of blocks). A gzip
+    stream is read one decompressed piece at a time (`read1`), so damage loses at most that piece.
+    """
     compressed = path.name.lower().endswith(".gz")
-    opener = gzip.open if compressed else open
-    with opener(path, "rb") as handle:
-        lines = iter(handle)
+    with (gzip.open(path, "rb") if compressed else open(path, "rb")) as handle:
+        read = handle.read1 if compressed else handle.read
+        size = GZIP_PIECE if compressed else READ_BLOCK
         line_no = 0
+        pending: list[bytes] = []  # the start of a line not finished yet
         while True:
             try:
-                line = next(lines)
-            except StopIteration:
-                return
+                block = read(size)
             except (OSError, EOFError, zlib.error) as exc:
                 if not compressed:
                     raise
                 detail = f"gzip stream broken after line {line_no} ({exc}); re-send the file"
                 yield line_no + 1, Reject("corrupt_gzip", detail[:300])
                 return
-            line_no += 1
-            yield line_no, line
+            if not block:
+                if pending:
+                    yield line_no + 1, b"".join(pending)
+                return
+            lines = block.split(b"\n")
+            if len(lines) == 1:
+                pending.append(block)
+                continue
+            if pending:
+                pending.append(lines[0])
+                lines[0] = b"".join(pending)
+                pending = []
+            if lines[-1]:
+                pending.append(lines[-1])
+            for line in lines[:-1]:
+                line_no += 1
+                yield line_no, line
 
 
 def read_file(path: Path, *, inbox_root: Path, tz: ZoneInfo, now: datetime) -> Iterator[LineResult]:
