@@ -8,7 +8,8 @@ against the token's owner: pass `user_id` where the deployment demands it.
 A window of the ledger is fetched by `pull_log`: the bulk CSV export (`/api/log/self/export`, one
 call per day) where the gateway serves one and it checks out, else pages of at most 100 items
 (`iter_log_pages`); the items are the same either way. At 100 000 requests a day, paging a year
-takes about 365 000 calls; the export, 730 (docs/benchmarks.md, "Gateway ledger: export vs paging").
+takes about 377 000 calls; the export 730, and half the time even on loopback (docs/benchmarks.md,
+"Gateway ledger: export vs paging").
 """
 
 from __future__ import annotations

@@ -1,0 +1,218 @@
+"""Gateway ledger benchmark (issue 7): the bulk CSV export against paging at <= 100 rows a call.
+
+    .venv/bin/python bench/gateway.py --per-day 100000 --days 3 [--runs 3] [--chunk-days 1,3]
+
+Serves `--days` days of simulated gateway traffic at `--per-day` requests a day from the embedded
+simulator, in a process of its own (so the client's CPU and memory are its own), then pulls the whole
+window `--runs` times per method, each run in a fresh client subprocess, and reports the median:
+
+- paging:          `GatewayClient.pull_log(export=False)`: `/api/log/self`, page_size 100, p = 1, 2, ...
+- export (N d):    `GatewayClient.pull_log(chunk_days=N)`: one `/api/log/self/export` call per N days, plus
+                   the one-item page that checks its row count against `total`
+
+Timed: the pull, from the first call to the last item in memory as `/api/log/self` items (what
+`gateway_lake.collect` consumes; parsing into records afterwards is the same work either way). Not
+timed: generating the traffic, and one warm-up call per window so the simulator's own row lists are
+built before the clock starts. Every run's items are reduced to a digest of the dedup keys; the runs
+must agree, or the benchmark fails. Client CPU is the child's own process time (the simulator's work
+is not in it); peak RSS is the child's own VmHWM.
+
+Loopback has no network latency; the year columns add an assumed round trip per call (`--rtt-ms`,
+default 100 ms) to show what the number of calls costs against a real gateway. That figure is
+computed, not measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+START = date(2026, 1, 1)
+SEED = 7
+YEAR_DAYS = 365
+
+
+def window(days: int) -> tuple[int, int]:
+    first = int(datetime.combine(START, datetime.min.time(), UTC).timestamp())
+    return first, first + days * 86_400 - 1
+
+
+# --- the simulator, in its own process ------------------------------------------------------------------
+
+
+def serve(per_day: int, days: int) -> None:
+    sys.path.insert(0, str(ROOT))
+    import threading
+
+    from pipelines.lib.simulator.server import SimulatorServer
+    from pipelines.lib.simulator.traffic import generate_traffic
+
+    traffic = generate_traffic(seed=SEED, start=START, days=days, requests_per_day=per_day)
+    started = time.perf_counter()
+    rows = sum(len(traffic.requests_for_day(START + timedelta(days=i))) for i in range(days))
+    with SimulatorServer(traffic) as server:
+        print(json.dumps({"url": server.url, "token": server.access_token, "rows": rows,
+                          "generated_s": round(time.perf_counter() - started, 1)}), flush=True)
+        threading.Event().wait()
+
+
+def start_simulator(per_day: int, days: int) -> tuple[subprocess.Popen, dict]:
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", "--per-day", str(per_day), "--days", str(days)],
+                            stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    line = proc.stdout.readline() if proc.stdout else ""
+    if not line:
+        proc.kill()
+        raise SystemExit("the simulator did not start")
+    return proc, json.loads(line)
+
+
+def warm_up(sim: dict, days: int, chunks: list[int]) -> None:
+    """One one-item page per window a run will ask for, so the simulator's row lists exist."""
+    import httpx
+
+    start_ts, end_ts = window(days)
+    spans = {(start_ts, end_ts)}
+    for chunk in chunks:
+        for a in range(start_ts, end_ts + 1, chunk * 86_400):
+            spans.add((a, min(a + chunk * 86_400 - 1, end_ts)))
+    with httpx.Client(base_url=sim["url"], timeout=600) as client:
+        for a, b in sorted(spans):
+            client.get("/api/log/self", params={"p": 1, "page_size": 1, "start_timestamp": a, "end_timestamp": b},
+                       headers={"Authorization": f"Bearer {sim['token']}"}).raise_for_status()
+
+
+# --- one measured run (in a child process) ----------------------------------------------------------------
+
+
+def child(url: str, token: str, days: int, method: str, chunk_days: int) -> None:
+    sys.path.insert(0, str(ROOT))
+    import httpx
+
+    from pipelines.lib.cometapi.gateway import GatewayClient
+    from pipelines.lib.cometapi.http import RetryPolicy
+
+    start_ts, end_ts = window(days)
+    client = GatewayClient(url, token, policy=RetryPolicy(max_attempts=1), timeout=httpx.Timeout(600.0))
+    started, cpu_started = time.perf_counter(), time.process_time()
+    with client:
+        pulled = client.pull_log(start_ts, end_ts, export=method == "export", chunk_days=chunk_days)
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    keys = sorted((i["request_id"], i["type"], i["created_at"], i["quota"]) for page in pulled.pages for i in page)
+    digest = hashlib.sha256(json.dumps(keys).encode()).hexdigest()[:16]
+    print(json.dumps({"method": pulled.method, "calls": pulled.calls, "rows": pulled.items, "seconds": seconds,
+                      "cpu": cpu, "peak_rss": _peak_rss(), "digest": digest, "fallbacks": pulled.fallbacks}))
+
+
+def _peak_rss() -> int:
+    """This process's peak RSS (VmHWM; ru_maxrss would carry the forking parent's high-water mark over exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def measure(sim: dict, days: int, method: str, chunk_days: int, runs: int) -> dict:
+    results = []
+    for run in range(runs):
+        proc = subprocess.run(
+            [sys.executable, __file__, "--child", method, "--url", sim["url"], "--token", sim["token"],
+             "--days", str(days), "--chunk", str(chunk_days)],
+            capture_output=True, text=True, check=True, cwd=ROOT,
+        )  # fmt: skip
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        if result["fallbacks"]:
+            raise SystemExit(f"{method} fell back to paging: {result['fallbacks']}")
+        results.append(result)
+        print(f"  {label(method, chunk_days)} run {run + 1}: {result['calls']} calls, {result['rows']} rows "
+              f"in {result['seconds']:.2f} s", flush=True)
+    return {
+        "label": label(method, chunk_days),
+        "calls": results[0]["calls"],
+        "rows": results[0]["rows"],
+        "seconds": statistics.median(r["seconds"] for r in results),
+        "cpu": statistics.median(r["cpu"] for r in results),
+        "peak_rss": max(r["peak_rss"] for r in results),
+        "digests": {r["digest"] for r in results},
+    }
+
+
+def label(method: str, chunk_days: int) -> str:
+    return "paging (100 rows/call)" if method == "paging" else f"export ({chunk_days}-day chunks)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--per-day", type=int, default=100_000)
+    parser.add_argument("--days", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--chunk-days", default="1,3", help="export chunk lengths to measure, comma-separated")
+    parser.add_argument("--rtt-ms", type=float, default=100.0, help="assumed round trip per call for the year figure")
+    parser.add_argument("--serve", action="store_true")
+    parser.add_argument("--child")
+    parser.add_argument("--url")
+    parser.add_argument("--token")
+    parser.add_argument("--chunk", type=int, default=1)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.per_day, args.days)
+        return
+    if args.child:
+        child(args.url, args.token, args.days, args.child, args.chunk)
+        return
+
+    chunks = [int(c) for c in args.chunk_days.split(",")]
+    proc, sim = start_simulator(args.per_day, args.days)
+    try:
+        print(f"simulator: {sim['rows']:,} ledger rows over {args.days} days at {args.per_day:,} requests/day "
+              f"(generated in {sim['generated_s']} s, not timed); cpus {os.cpu_count()}", flush=True)
+        warm_up(sim, args.days, chunks)
+        rows = [measure(sim, args.days, "paging", 1, args.runs)]
+        rows += [measure(sim, args.days, "export", c, args.runs) for c in chunks]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    digests = set().union(*(r["digests"] for r in rows))
+    if len(digests) != 1:
+        raise SystemExit(f"the methods disagree on the rows: {digests}")
+
+    scale = YEAR_DAYS / args.days
+    rtt = args.rtt_ms / 1000
+    print()
+    print(f"Measured over {args.days} days ({rows[0]['rows']:,} rows, the same rows every run: digest "
+          f"{digests.pop()}); the year columns are these x {YEAR_DAYS}/{args.days}, the last one plus "
+          f"{args.rtt_ms:g} ms per call (assumed, not measured).")
+    print()
+    print(f"| method | calls | median s | client CPU s | rows/s | peak RSS MiB | calls / year | "
+          f"loopback time / year | + {args.rtt_ms:g} ms/call / year |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        year_calls = r["calls"] * scale
+        year_s = r["seconds"] * scale
+        print(f"| {r['label']} | {r['calls']:,} | {r['seconds']:.2f} | {r['cpu']:.2f} | "
+              f"{r['rows'] / r['seconds']:,.0f} | {r['peak_rss'] / 2**20:,.0f} | {year_calls:,.0f} | "
+              f"{_duration(year_s)} | {_duration(year_s + year_calls * rtt)} |")  # fmt: skip
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+if __name__ == "__main__":
+    main()
