@@ -37,50 +37,77 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2 if isinstance(exc, (ConfigError, ValueError)) else 1
 
 
+EXAMPLES = """\
+examples:
+  comet-ledger demo --days 7
+      the whole pipeline against the embedded simulator, in $COMET_LEDGER_HOME (default ./data)
+  COMETAPI_KEY=sk-... comet-ledger backfill --start 2026-01-01 --end 2026-01-31
+      the query service's figures for January, with a progress bar; re-run to resume
+  comet-ledger run --json | jq .reported_usd
+      yesterday (re-pulling the 3 days before), its figures as one JSON object on stdout
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Prove what your CometAPI traffic cost: pull the gateway's figures, land them as Parquet, "
-        "reconcile them in DuckDB. Configuration comes from the environment (and .env); see README.md.",
+        description="Prove what your CometAPI traffic cost: pull the gateway's figures, land them as Parquet,\n"
+        "reconcile them in DuckDB. Configuration comes from the environment (and .env); see README.md.\n"
+        "`comet-ledger COMMAND --help` describes a command and its options.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
 
     demo = sub.add_parser("demo", help="run the whole pipeline against the embedded simulator and print the result",
                           description="Start the CometAPI simulator on a free loopback port, backfill the last N "
-                          "days into COMET_LEDGER_HOME, re-pull the latest days, and print reported spend per key.")
-    demo.add_argument("--days", type=_positive_int, default=30, help="days of history to backfill (default 30)")
-    demo.add_argument("--seed", type=int, default=7, help="simulator traffic seed (default 7)")
+                          "days into COMET_LEDGER_HOME, re-pull the latest days, and print reported spend per key, "
+                          "the restatements, the reconciliation, and whether the totals equal the simulator's.")
+    demo.add_argument("--days", type=_positive_int, default=30, help="days of history to backfill (default: 30)")
+    demo.add_argument("--seed", type=int, default=7, help="simulator traffic seed (default: 7)")
+    demo.add_argument("--json", action="store_true", help=JSON_HELP)
     demo.set_defaults(handler=cmd_demo)
 
     run = sub.add_parser("run", help="materialise one reporting day end to end (default: yesterday)",
                          description="Materialise one reporting day, re-pulling the days before it like the daily "
-                         "schedule does so that late restatements are caught.")
-    run.add_argument("--date", type=_date, help="reporting day YYYY-MM-DD (default: yesterday in COMET_LEDGER_TIMEZONE)")
-    run.add_argument("--repull", type=_non_negative_int, default=3, help="days before --date to pull again (default 3)")
+                         "schedule does so that late restatements are caught, and print reported spend per key.")
+    run.add_argument("--date", type=_date, metavar="YYYY-MM-DD",
+                     help="reporting day (default: yesterday in COMET_LEDGER_TIMEZONE)")
+    run.add_argument("--repull", type=_non_negative_int, default=3, metavar="N",
+                     help="days before --date to pull again (default: 3)")
+    run.add_argument("--json", action="store_true", help=JSON_HELP)
     run.set_defaults(handler=cmd_run)
 
     backfill = sub.add_parser("backfill", help="materialise a date range (inclusive), with progress; resumable",
                               description="Materialise every reporting day from --start to --end, one query call per "
-                              "chunk. An interrupted backfill resumes where it stopped; a finished one re-pulls.")
-    backfill.add_argument("--start", type=_date, required=True, help="first reporting day YYYY-MM-DD")
-    backfill.add_argument("--end", type=_date, required=True, help="last reporting day YYYY-MM-DD (inclusive)")
-    backfill.add_argument("--restart", action="store_true", help="ignore an interrupted backfill's progress")
+                              "chunk of COMET_LEDGER_CHUNK_DAYS, with a progress bar on stderr. An interrupted "
+                              "backfill resumes where it stopped; a finished one re-pulls.")
+    backfill.add_argument("--start", type=_date, required=True, metavar="YYYY-MM-DD",
+                          help="first reporting day (required)")
+    backfill.add_argument("--end", type=_date, required=True, metavar="YYYY-MM-DD",
+                          help="last reporting day, inclusive (required)")
+    backfill.add_argument("--restart", action="store_true",
+                          help="ignore an interrupted backfill's progress and start over (default: resume)")
+    backfill.add_argument("--json", action="store_true", help=JSON_HELP)
     backfill.set_defaults(handler=cmd_backfill)
 
     review = sub.add_parser("review", help="write the budget-review evidence pack for a month",
                             description="Write $COMET_LEDGER_HOME/reports/review-YYYY-MM/ from the warehouse: the "
                             "query-service export, a sample of raw responses, reconciliation.md/.html with charts, "
                             "and manifest.json. Re-running replaces the pack.")
-    review.add_argument("--month", type=_month, required=True, help="the month, YYYY-MM")
-    review.add_argument("--json", action="store_true", help="print the pack's manifest figures as JSON")
+    review.add_argument("--month", type=_month, required=True, metavar="YYYY-MM", help="the month (required)")
+    review.add_argument("--json", action="store_true",
+                        help="print the pack's manifest figures as JSON instead of text (default: text)")
     review.set_defaults(handler=cmd_review)
 
     reprice = sub.add_parser("reprice", help="recompute history after prices.csv or key_owners.csv changed",
                              description="Recompute every reporting day in the warehouse with the current price and "
                              "owner files. --dry-run shows the change in estimated cost per month and model and "
                              "writes nothing.")
-    reprice.add_argument("--dry-run", action="store_true", help="show the changes only; write nothing")
-    reprice.add_argument("--json", action="store_true", help="print the changes as JSON")
+    reprice.add_argument("--dry-run", action="store_true",
+                         help="show the changes only; write nothing (default: show, then recompute)")
+    reprice.add_argument("--json", action="store_true",
+                         help="print the changes as JSON instead of text (default: text)")
     reprice.set_defaults(handler=cmd_reprice)
 
     smoke = sub.add_parser("smoke-test", help="check the API before trusting it for a review; record the result",
@@ -88,30 +115,39 @@ def build_parser() -> argparse.ArgumentParser:
                            "activity, a malformed date refused, an empty range empty, and the query key's identity. "
                            "Records the result in smoke_tests; exit status 1 when it fails.")
     smoke.add_argument("--chat", action="store_true",
-                       help="also make one minimal chat completion (costs a fraction of a cent on the real service)")
-    smoke.add_argument("--reviewer", help="who ran it (stored with the result)")
+                       help="also make one minimal chat completion; costs a fraction of a cent on the real service "
+                       "(default: off)")
+    smoke.add_argument("--reviewer", metavar="NAME", help="who ran it, stored with the result (default: none)")
     smoke.add_argument("--known-active-range", type=_date_range, metavar="D1..D2",
                        help="days that had spend, e.g. 2026-11-01..2026-11-07 (default: the last 7 days)")
-    smoke.add_argument("--json", action="store_true", help="print the result as JSON")
+    smoke.add_argument("--json", action="store_true", help="print the result as JSON instead of text (default: text)")
     smoke.set_defaults(handler=cmd_smoke_test)
 
     simulate = sub.add_parser("simulate", help="serve the CometAPI simulator in the foreground",
-                              description="Serve the embedded CometAPI simulator on 127.0.0.1 until interrupted.")
-    simulate.add_argument("--port", type=int, default=8787, help="port on 127.0.0.1 (default 8787; 0 = any free port)")
-    simulate.add_argument("--seed", type=int, default=7, help="traffic seed (default 7)")
-    simulate.add_argument("--days", type=_positive_int, default=30, help="days of traffic ending yesterday (default 30)")
-    simulate.add_argument("--inbox", help="also write the matching client request logs into this folder")
+                              description="Serve the embedded CometAPI simulator on 127.0.0.1 until interrupted, and "
+                              "print the variables that point comet-ledger at it.")
+    simulate.add_argument("--port", type=int, default=8787, help="port on 127.0.0.1; 0 = any free port (default: 8787)")
+    simulate.add_argument("--seed", type=int, default=7, help="traffic seed (default: 7)")
+    simulate.add_argument("--days", type=_positive_int, default=30,
+                          help="days of traffic ending yesterday (default: 30)")
+    simulate.add_argument("--inbox", metavar="FOLDER",
+                          help="also write the matching client request logs into this folder (default: none)")
     simulate.add_argument("--fault", action="append", default=[], metavar="KIND",
-                          help="switch on a fault for every request (e.g. maintenance, accept_malformed_dates); repeatable")
+                          help="switch on a fault for every request, e.g. maintenance or accept_malformed_dates; "
+                          "repeatable (default: none)")
     simulate.set_defaults(handler=cmd_simulate)
     dev = sub.add_parser("dev", help="start the Dagster UI on the same data (against the simulator unless configured)",
                          description="Run `dagster dev -w workspace.yaml`. Without COMETAPI_KEY in the environment, "
                          "the embedded simulator is started and the UI's runs talk to it.")
     dev.add_argument("--simulator", action=argparse.BooleanOptionalAction, default=None,
                      help="force the simulator on or off (default: on when COMETAPI_KEY is unset)")
-    dev.add_argument("--port", type=int, default=3000, help="UI port (default 3000)")
+    dev.add_argument("--port", type=int, default=3000, help="UI port (default: 3000)")
     dev.set_defaults(handler=cmd_dev)
     return parser
+
+
+JSON_HELP = ("print the figures as one JSON object on stdout instead of tables (default: tables); "
+             "progress and notes stay on stderr")
 
 
 # --- commands -----------------------------------------------------------------------------------
@@ -123,8 +159,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     day = args.date or yesterday(settings)
     first = max(settings.start_date, day - timedelta(days=args.repull))
     print(f"materialising {first} .. {day} (re-pulling {(day - first).days} earlier day(s))", file=sys.stderr)
-    runs.run_range(settings, first, day)
-    print_quota_table(settings, first, day)
+    result = runs.run_range(settings, first, day)
+    if args.json:
+        print_json({"command": "run", **window_summary(settings, first, day), "run_ids": [result.run_id]})
+    else:
+        print_quota_table(settings, first, day)
     return 0
 
 
@@ -134,10 +173,15 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     if args.end < args.start:
         raise ValueError(f"--end {args.end} is before --start {args.start}")
     _check_before_running(settings)
-    ran, skipped = _backfill_with_progress(settings, args.start, args.end, restart=args.restart)
+    run_ids: list[str] = []
+    ran, skipped = _backfill_with_progress(settings, args.start, args.end, restart=args.restart, run_ids=run_ids)
     if skipped:
         print(f"resumed: {skipped} chunk(s) were already done, {ran} run now", file=sys.stderr)
-    print_quota_table(settings, args.start, args.end)
+    if args.json:
+        print_json({"command": "backfill", **window_summary(settings, args.start, args.end),
+                    "chunks_run": ran, "chunks_skipped": skipped, "run_ids": run_ids})
+    else:
+        print_quota_table(settings, args.start, args.end)
     return 0
 
 
@@ -252,25 +296,36 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         settings = _replace(settings, query_url=server.url, api_url=server.url, api_key=server.api_key,
                             access_token=server.access_token)
         print(f"simulator on {server.url}; data home {settings.home}", file=sys.stderr)
-        _backfill_with_progress(settings, first, last, restart=True)
+        run_ids: list[str] = []
+        _backfill_with_progress(settings, first, last, restart=True, run_ids=run_ids)
         from pipelines import runs
 
         repull_first = max(first, last - timedelta(days=3))
         print(f"daily run for {last} (re-pulls {repull_first} .. {last})", file=sys.stderr)
-        runs.run_range(settings, repull_first, last)
+        run_ids.append(runs.run_range(settings, repull_first, last).run_id)
         truth = {k: v for k, v in server.truth().items() if first <= k[0] <= last}
-    totals = print_quota_table(settings, first, last)
-    print_restatements(settings, first, last)
-    print_request_log_summary(settings)
-    print_reconciliation(settings, first, last)
     from datetime import UTC
 
     from pipelines.lib.review_pack import build_pack
 
     pack = build_pack(settings.warehouse_path, settings.lake, settings.inbox, f"{last:%Y-%m}", settings.reports,
                       timezone=settings.timezone, built_at=datetime.now(UTC))
-    print(f"review pack: {pack.path} ({pack.coverage})")
+    quota = quota_rows(settings, first, last)
+    totals = (sum((r[2] for r in quota), Decimal(0)), sum(r[3] for r in quota), sum(r[1] for r in quota))
     expected = (sum((v[0] for v in truth.values()), Decimal(0)), sum(v[1] for v in truth.values()), len(truth))
+    if args.json:
+        if totals != expected:
+            raise RuntimeError(f"warehouse totals {totals} differ from the simulator's {expected}")
+        print_json({"command": "demo", **window_summary(settings, first, last),
+                    "request_logs": request_log_figures(settings),
+                    "review_pack": {"path": str(pack.path), "coverage": pack.coverage},
+                    "matches_simulator": True, "run_ids": run_ids})
+        return 0
+    print_quota_table(settings, first, last)
+    print_restatements(settings, first, last)
+    print_request_log_summary(settings)
+    print_reconciliation(settings, first, last)
+    print(f"review pack: {pack.path} ({pack.coverage})")
     if totals != expected:
         raise RuntimeError(f"warehouse totals {totals} differ from the simulator's {expected}")
     print(f"matches the simulator exactly: {expected[2]} key-days, {expected[0]} USD, {expected[1]} requests")
@@ -346,20 +401,91 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
 
 
 # --- output -------------------------------------------------------------------------------------
+# Each figure is read once (`*_rows`, `*_figures`) and either printed as a table or put in the JSON
+# summary, so `--json` carries what the tables show. Money in JSON is a string with 6 decimals.
 
-def print_quota_table(settings: Settings, first: date, last: date) -> tuple[Decimal, int, int]:
-    """Per-key reported spend and requests for [first, last]; returns (USD, requests, key-days)."""
+def _read(settings: Settings, sql: str, params: dict | None = None) -> list[tuple]:
     from pipelines.lib.warehouse import connect_readonly
 
     with connect_readonly(settings.warehouse_path) as con:
-        rows = con.execute(
-            """
-            SELECT key_name, count(*) AS days, sum(reported_cost_usd) AS cost, sum(reported_requests) AS requests
-            FROM quota_daily WHERE usage_date BETWEEN $first AND $last
-            GROUP BY key_name ORDER BY key_name
-            """,
-            {"first": first, "last": last},
-        ).fetchall()
+        return con.execute(sql, params or {}).fetchall()
+
+
+def quota_rows(settings: Settings, first: date, last: date) -> list[tuple[str, int, Decimal, int]]:
+    """(key_name, days, reported USD, requests) per key for [first, last]."""
+    return _read(settings, """
+        SELECT key_name, count(*) AS days, sum(reported_cost_usd) AS cost, sum(reported_requests) AS requests
+        FROM quota_daily WHERE usage_date BETWEEN $first AND $last
+        GROUP BY key_name ORDER BY key_name
+        """, {"first": first, "last": last})
+
+
+def restatement_rows(settings: Settings, first: date, last: date) -> list[tuple]:
+    """(usage_date, key_name, previous USD, new USD, pulled_at) of the window's days, latest first."""
+    return _read(settings, "SELECT usage_date, key_name, previous_cost_usd, new_cost_usd, pulled_at "
+                           "FROM quota_restatements WHERE usage_date BETWEEN $first AND $last "
+                           "ORDER BY pulled_at DESC, usage_date, key_name", {"first": first, "last": last})
+
+
+def reconciliation_figures(settings: Settings, first: date, last: date) -> dict:
+    """Key-days per status (with reported and estimated USD), the flagged key-days, the coverage."""
+    window = {"first": first, "last": last}
+    statuses = _read(settings, "SELECT status, count(*), sum(reported_cost_usd), sum(estimated_cost_usd) "
+                               "FROM recon_key_daily WHERE usage_date BETWEEN $first AND $last "
+                               "GROUP BY ALL ORDER BY count(*) DESC, status", window)
+    flagged = _read(settings, "SELECT usage_date, key_name, status, explanation FROM recon_key_daily "
+                              "WHERE usage_date BETWEEN $first AND $last AND status NOT IN ('matched', "
+                              "'within_tolerance') ORDER BY usage_date, key_name", window)
+    [(coverage,)] = _read(settings, "SELECT 100 * sum(estimated_cost_usd) / nullif(sum(reported_cost_usd), 0) "
+                                    "FROM recon_key_daily WHERE usage_date BETWEEN $first AND $last", window)
+    return {"statuses": statuses, "flagged": flagged, "coverage_pct": coverage or 0}
+
+
+def request_log_figures(settings: Settings) -> dict[str, int]:
+    [row] = _read(settings, "SELECT count(*), coalesce(sum(lines_read), 0), coalesce(sum(accepted), 0), "
+                            "coalesce(sum(rejected), 0), coalesce(sum(duplicates), 0) FROM inbox_files")
+    return dict(zip(("files", "lines_read", "accepted", "rejected", "duplicates"), map(int, row)))
+
+
+def window_summary(settings: Settings, first: date, last: date) -> dict:
+    """The figures of [first, last] that the tables show, JSON-ready."""
+    keys = quota_rows(settings, first, last)
+    recon = reconciliation_figures(settings, first, last)
+    return {
+        "first_day": first.isoformat(),
+        "last_day": last.isoformat(),
+        "timezone": settings.timezone,
+        "days": (last - first).days + 1,
+        "key_days": sum(r[1] for r in keys),
+        "reported_usd": _usd(sum((r[2] for r in keys), Decimal(0))),
+        "requests": int(sum(r[3] for r in keys)),
+        "keys": [{"key_name": key, "days": days, "reported_usd": _usd(cost), "requests": int(requests)}
+                 for key, days, cost, requests in keys],
+        "reconciliation": {
+            "statuses": {status: key_days for status, key_days, _, _ in recon["statuses"]},
+            "coverage_pct": f"{recon['coverage_pct']:.2f}",
+            "flagged": [{"usage_date": day.isoformat(), "key_name": key, "status": status, "explanation": text}
+                        for day, key, status, text in recon["flagged"]],
+        },
+        "restatements": [{"usage_date": day.isoformat(), "key_name": key, "previous_usd": _usd(before),
+                          "new_usd": _usd(after), "pulled_at": pulled_at.isoformat()}
+                         for day, key, before, after, pulled_at in restatement_rows(settings, first, last)],
+    }
+
+
+def print_json(summary: dict) -> None:
+    import json
+
+    print(json.dumps(summary, indent=2))
+
+
+def _usd(amount: Decimal | float | None) -> str | None:
+    return None if amount is None else f"{amount:.6f}"
+
+
+def print_quota_table(settings: Settings, first: date, last: date) -> tuple[Decimal, int, int]:
+    """Per-key reported spend and requests for [first, last]; returns (USD, requests, key-days)."""
+    rows = quota_rows(settings, first, last)
     cost = sum((r[2] for r in rows), Decimal(0))
     requests = sum(r[3] for r in rows)
     key_days = sum(r[1] for r in rows)
@@ -373,53 +499,28 @@ def print_quota_table(settings: Settings, first: date, last: date) -> tuple[Deci
 
 
 def print_restatements(settings: Settings, first: date, last: date) -> None:
-    from pipelines.lib.warehouse import connect_readonly
-
-    with connect_readonly(settings.warehouse_path) as con:
-        rows = con.execute(
-            "SELECT usage_date, key_name, previous_cost_usd, new_cost_usd FROM quota_restatements "
-            "WHERE usage_date BETWEEN $first AND $last ORDER BY pulled_at DESC LIMIT 5",
-            {"first": first, "last": last},
-        ).fetchall()
-    for day, key, before, after in rows:
+    for day, key, before, after, _ in restatement_rows(settings, first, last)[:5]:
         print(f"restated: {day} {key}: {before} -> {after} USD")
 
 
 def print_request_log_summary(settings: Settings) -> None:
-    from pipelines.lib.warehouse import connect_readonly
-
-    with connect_readonly(settings.warehouse_path) as con:
-        files, read, accepted, rejected, duplicates = con.execute(
-            "SELECT count(*), coalesce(sum(lines_read), 0), coalesce(sum(accepted), 0), coalesce(sum(rejected), 0), "
-            "coalesce(sum(duplicates), 0) FROM inbox_files").fetchone()
-    print(f"client request logs: {files} files, {read} lines read = {accepted} accepted + {rejected} rejected "
-          f"+ {duplicates} duplicates")
+    f = request_log_figures(settings)
+    print(f"client request logs: {f['files']} files, {f['lines_read']} lines read = {f['accepted']} accepted + "
+          f"{f['rejected']} rejected + {f['duplicates']} duplicates")
 
 
 def print_reconciliation(settings: Settings, first: date, last: date) -> None:
-    from pipelines.lib.warehouse import connect_readonly
-
-    window = {"first": first, "last": last}
-    with connect_readonly(settings.warehouse_path) as con:
-        statuses = con.execute(
-            "SELECT status, count(*), sum(reported_cost_usd), sum(estimated_cost_usd) FROM recon_key_daily "
-            "WHERE usage_date BETWEEN $first AND $last GROUP BY ALL ORDER BY count(*) DESC, status", window).fetchall()
-        flagged = con.execute(
-            "SELECT usage_date, key_name, status, explanation FROM recon_key_daily "
-            "WHERE usage_date BETWEEN $first AND $last AND status NOT IN ('matched', 'within_tolerance') "
-            "ORDER BY usage_date, key_name", window).fetchall()
-        coverage = con.execute(
-            "SELECT 100 * sum(estimated_cost_usd) / nullif(sum(reported_cost_usd), 0) FROM recon_key_daily "
-            "WHERE usage_date BETWEEN $first AND $last", window).fetchone()[0]
+    recon = reconciliation_figures(settings, first, last)
     print("reconciliation per key-day (status: key-days, reported USD, estimated USD)")
-    for status, key_days, reported, estimated in statuses:
+    for status, key_days, reported, estimated in recon["statuses"]:
         print(f"  {status:<17} {key_days:>4}  {reported:>12.6f}  {estimated:>12.6f}")
-    print(f"  coverage: {coverage or 0:.2f} % of reported spend explained by priced, logged requests")
-    for day, key, status, explanation in flagged:
+    print(f"  coverage: {recon['coverage_pct']:.2f} % of reported spend explained by priced, logged requests")
+    for day, key, status, explanation in recon["flagged"]:
         print(f"  {day} {key} {status}: {explanation}")
 
 
-def _backfill_with_progress(settings: Settings, first: date, last: date, *, restart: bool) -> tuple[int, int]:
+def _backfill_with_progress(settings: Settings, first: date, last: date, *, restart: bool,
+                            run_ids: list[str] | None = None) -> tuple[int, int]:
     from tqdm import tqdm
 
     from pipelines import runs
@@ -430,7 +531,7 @@ def _backfill_with_progress(settings: Settings, first: date, last: date, *, rest
             bar.set_postfix_str(chunk.label)
             bar.update((chunk.last - chunk.first).days + 1)
 
-        return runs.backfill(settings, first, last, restart=restart, on_progress=advance)
+        return runs.backfill(settings, first, last, restart=restart, on_progress=advance, run_ids=run_ids)
 
 
 # --- helpers ------------------------------------------------------------------------------------

@@ -7,13 +7,14 @@ from collections.abc import Mapping
 
 import dagster as dg
 
+from pipelines.defs.checks.freshness import build_freshness_checks
 from pipelines.defs.checks.smoke_test import build_smoke_test_assets
 from pipelines.defs.partitions import daily_partitions, monthly_partitions
 from pipelines.defs.reports.assets import build_report_assets
 from pipelines.defs.quota.assets import build_quota_assets
 from pipelines.defs.request_logs.assets import build_request_log_assets
 from pipelines.defs.resources import GatewayLedger, LedgerHome, QueryService
-from pipelines.defs.schedules import build_jobs_and_schedules
+from pipelines.defs.schedules import build_jobs_and_schedules, freshness_hour_utc
 from pipelines.defs.warehouse.assets import build_warehouse_assets
 from pipelines.defs.sensors import build_inbox_sensor
 from pipelines.lib.settings import Settings, load_settings
@@ -27,7 +28,9 @@ def build_definitions(settings: Settings, resources: Mapping[str, dg.Configurabl
     """Everything Dagster needs, from validated settings (`resources` replace the defaults, for tests)."""
     partitions = daily_partitions(settings)
     months = monthly_partitions(settings)
-    jobs, schedules = build_jobs_and_schedules(partitions, months, settings.timezone)
+    freshness_checks, freshness_sensor = build_freshness_checks(
+        freshness_hour_utc(settings.timezone, settings.freshness_hour_utc))
+    jobs, schedules = build_jobs_and_schedules(partitions, months, settings.timezone, freshness_checks)
     return dg.Definitions(
         assets=[
             *build_quota_assets(partitions),
@@ -36,9 +39,10 @@ def build_definitions(settings: Settings, resources: Mapping[str, dg.Configurabl
             *build_smoke_test_assets(settings.api_url),
             *build_report_assets(months),
         ],
+        asset_checks=freshness_checks,
         jobs=jobs,
         schedules=schedules,
-        sensors=[build_inbox_sensor(settings, partitions)],
+        sensors=[build_inbox_sensor(settings, partitions), freshness_sensor],
         resources={**default_resources(settings), **(resources or {})},
     )
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from pipelines.defs.pools import WRITER_POOL, WRITER_POOL_LIMIT
 from pipelines.defs.schedules import partition_range_tags
 from pipelines.lib.redact import redact
 from pipelines.lib.settings import Settings
@@ -23,6 +24,23 @@ from pipelines.lib.warehouse import writer_lock
 JOB_NAME = "daily_ledger"
 # The run's events go to the Dagster instance (the UI); the terminal gets one line per failure.
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+# What DAGSTER_HOME/dagster.yaml says when this module writes it. Dagster declares a pool's limit in
+# the instance, and a dagster.yaml can only give the default for every pool: `duckdb_writer` is the
+# only pool, so the default is its limit. `granularity: run`: the run queue (`make dev`'s daemon)
+# starts one run holding the pool at a time; an in-process run (`comet-ledger`) claims no slot, its
+# writes wait on the warehouse file lock instead (pipelines/lib/warehouse.py), which the operating
+# system releases when a process dies. Dagster keeps a slot claimed by a killed step until someone
+# frees it, and its in-process executor spins while it waits for one.
+INSTANCE_CONFIG = (
+    "telemetry:\n"
+    "  enabled: false\n"
+    "concurrency:\n"
+    "  pools:\n"
+    "    granularity: run\n"
+    f"    default_limit: {WRITER_POOL_LIMIT}  # {WRITER_POOL}, the only pool\n"
+)
+# What earlier versions wrote; such a file is brought up to date, any other one is left alone.
+LEGACY_INSTANCE_CONFIG = "telemetry:\n  enabled: false\n"
 
 
 class RunFailed(RuntimeError):
@@ -45,11 +63,20 @@ def instance_for(settings: Settings) -> dg.DagsterInstance:
 
 
 def ensure_dagster_home(home: Path) -> None:
-    """Create DAGSTER_HOME with a minimal dagster.yaml (no telemetry) unless one exists."""
+    """Create DAGSTER_HOME with a minimal dagster.yaml (no telemetry; the writer pool's limit) unless
+    one exists. A dagster.yaml of your own is left as it is: its pools are yours to set."""
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists() or not config.read_text().strip():
-        config.write_text("telemetry:\n  enabled: false\n")
+    current = config.read_text() if config.exists() else ""
+    if not current.strip() or current == LEGACY_INSTANCE_CONFIG:
+        tmp = config.with_name(f".{config.name}.{os.getpid()}.tmp")
+        tmp.write_text(INSTANCE_CONFIG)
+        os.replace(tmp, config)
+
+
+def writer_pool_limit(instance: dg.DagsterInstance) -> int | None:
+    """The limit the instance applies to the warehouse writer pool (None: unlimited)."""
+    return instance.event_log_storage.get_concurrency_info(WRITER_POOL).limit
 
 
 def run_range(settings: Settings, first: date, last: date, instance: dg.DagsterInstance | None = None,
@@ -115,12 +142,14 @@ def backfill(
     *,
     restart: bool = False,
     on_progress: Callable[[Chunk, int, int], None] | None = None,
+    run_ids: list[str] | None = None,
 ) -> tuple[int, int]:
     """Materialise [first, last] one run per chunk (one query-service call each).
 
     Progress is recorded after each chunk in `$COMET_LEDGER_HOME/state/`; an interrupted backfill
     started again with the same range resumes after the last finished chunk. A finished backfill
-    forgets its state, so running it again re-pulls everything. Returns (chunks run, chunks skipped).
+    forgets its state, so running it again re-pulls everything. Returns (chunks run, chunks skipped);
+    the Dagster run id of each chunk run now is appended to `run_ids` when given.
     """
     plan = chunks(first, last, max(1, settings.chunk_days - 1))
     state_path = settings.home / "state" / f"backfill-{first}-{last}.json"
@@ -131,7 +160,9 @@ def backfill(
     ran = 0
     for index, chunk in enumerate(plan, start=1):
         if chunk.label not in done:
-            run_range(settings, chunk.first, chunk.last, instance)
+            result = run_range(settings, chunk.first, chunk.last, instance)
+            if run_ids is not None:
+                run_ids.append(result.run_id)
             done.add(chunk.label)
             _write_state(state_path, sorted(done))
             ran += 1

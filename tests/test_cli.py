@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import re
 from datetime import date, timedelta
+from decimal import Decimal
 from pathlib import Path
 
+import dagster as dg
+import duckdb
 import pytest
 
 from conftest import make_settings, table_rows
 from pipelines import runs
-from pipelines.cli import main
+from pipelines.cli import build_parser, main
 from pipelines.lib.simulator.server import SimulatorServer
 from pipelines.lib.simulator.traffic import generate_traffic
 
@@ -42,9 +49,91 @@ def test_demo_prints_the_per_key_table_matching_the_simulator_and_reruns_safely(
     assert "key_name" in out and "team-a-prod" in out
     assert "matches the simulator exactly" in out
     total_line = next(line for line in out.splitlines() if line.startswith("total"))
-    assert main(["demo", "--days", "8"]) == 0
-    again = capsys.readouterr().out
-    assert next(line for line in again.splitlines() if line.startswith("total")) == total_line
+    # The re-run reports as JSON: the same totals as the table, and the warehouse's figures.
+    assert main(["demo", "--days", "8", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert total_line.split() == ["total", str(again["key_days"]), again["reported_usd"], str(again["requests"])]
+    assert again["command"] == "demo" and again["days"] == 8 and again["matches_simulator"] is True
+    assert_figures_match_the_warehouse(again, env / "home")
+    assert again["restatements"]  # the planted restatement, caught by the first run's re-pull
+    assert again["request_logs"]["lines_read"] == sum(again["request_logs"][k]
+                                                      for k in ("accepted", "rejected", "duplicates"))
+    assert len(again["run_ids"]) == 2  # one backfill chunk, the daily run
+
+
+def assert_figures_match_the_warehouse(summary: dict, home: Path) -> None:
+    """The JSON figures of `run`, `backfill` and `demo` against what the warehouse holds for their days."""
+    window = {"first": date.fromisoformat(summary["first_day"]), "last": date.fromisoformat(summary["last_day"])}
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        [(key_days, usd, requests)] = con.execute(
+            "SELECT count(*), sum(reported_cost_usd), sum(reported_requests) FROM quota_daily "
+            "WHERE usage_date BETWEEN $first AND $last", window).fetchall()
+        statuses = dict(con.execute("SELECT status, count(*) FROM recon_key_daily "
+                                    "WHERE usage_date BETWEEN $first AND $last GROUP BY ALL", window).fetchall())
+        restated = con.execute("SELECT usage_date, key_name, previous_cost_usd, new_cost_usd FROM quota_restatements "
+                               "WHERE usage_date BETWEEN $first AND $last ORDER BY ALL", window).fetchall()
+    assert summary["days"] == (window["last"] - window["first"]).days + 1
+    assert (summary["key_days"], summary["reported_usd"], summary["requests"]) == (key_days, f"{usd:.6f}", requests)
+    assert re.fullmatch(r"\d+\.\d{6}", summary["reported_usd"])
+    assert sum(k["days"] for k in summary["keys"]) == key_days
+    assert summary["reconciliation"]["statuses"] == statuses
+    assert sorted((date.fromisoformat(r["usage_date"]), r["key_name"], Decimal(r["previous_usd"]),
+                   Decimal(r["new_usd"])) for r in summary["restatements"]) == restated
+    instance = dg.DagsterInstance.from_config(os.environ["DAGSTER_HOME"])
+    try:
+        assert summary["run_ids"] and all(instance.get_run_by_id(run_id).is_success for run_id in summary["run_ids"])
+    finally:
+        instance.dispose()
+
+
+def test_backfill_and_run_report_their_figures_as_one_json_object(env, capsys, monkeypatch):
+    traffic = generate_traffic(seed=7, start=date(2026, 10, 1), days=4, requests_per_day=5)
+    with SimulatorServer(traffic) as sim:
+        for name, value in {"COMETAPI_QUERY_URL": sim.url, "COMETAPI_API_URL": sim.url,
+                            "COMETAPI_KEY": sim.api_key}.items():
+            monkeypatch.setenv(name, value)
+        assert main(["backfill", "--start", "2026-10-01", "--end", "2026-10-04", "--json"]) == 0
+        backfilled = capsys.readouterr()
+        assert main(["run", "--date", "2026-10-04", "--repull", "1", "--json"]) == 0
+        ran = capsys.readouterr()
+    for output, command, first in ((backfilled, "backfill", "2026-10-01"), (ran, "run", "2026-10-03")):
+        summary = json.loads(output.out)  # the whole of stdout is one JSON object
+        assert summary["command"] == command and summary["first_day"] == first
+        assert summary["last_day"] == "2026-10-04"
+        assert_figures_match_the_warehouse(summary, env / "home")
+        assert "key_name" not in output.err  # no table anywhere
+    assert len(json.loads(backfilled.out)["run_ids"]) == 1  # four days: one chunk
+    assert json.loads(backfilled.out)["chunks_run"] == 1
+
+
+def test_a_json_run_that_fails_prints_one_line_on_stderr_and_nothing_on_stdout(env, capsys):
+    assert main(["run", "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    [line] = captured.err.strip().splitlines()
+    assert line.startswith("comet-ledger: error: COMETAPI_KEY is not set")
+
+
+def test_every_command_and_option_explains_itself(capsys):
+    parser = build_parser()
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    top = capsys.readouterr().out
+    assert "examples:" in top and top.count("comet-ledger ") >= 3
+    [commands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert set(commands.choices) == {"demo", "run", "backfill", "review", "reprice", "smoke-test", "simulate", "dev"}
+    for name, command in commands.choices.items():
+        with pytest.raises(SystemExit) as exit_:
+            main([name, "--help"])
+        assert exit_.value.code == 0, name
+        assert command.description and f"usage: comet-ledger {name}" in capsys.readouterr().out
+        for option in command._actions:
+            if isinstance(option, argparse._HelpAction):
+                continue
+            label = f"{name} {'/'.join(option.option_strings)}"
+            assert option.help and option.help != argparse.SUPPRESS, label
+            assert "(required)" in option.help if option.required else "default" in option.help, label
 
 
 def test_bad_setting_is_one_line_naming_the_variable(env, capsys, monkeypatch):
@@ -161,3 +250,26 @@ def test_smoke_test_passes_on_the_simulator_and_fails_when_it_accepts_bad_dates(
     with duckdb.connect(str(env / "home" / "warehouse.duckdb"), read_only=True) as con:
         rows = con.execute("SELECT error_path_returned_error, passed FROM smoke_tests ORDER BY checked_at").fetchall()
     assert rows == [(True, True), (False, False)]
+
+
+def test_the_instance_the_command_line_creates_limits_the_writer_pool_to_one(env, tmp_path):
+    from pipelines.defs.pools import WRITER_POOL
+    from pipelines.lib.settings import load_settings
+
+    settings = load_settings(env={"COMET_LEDGER_HOME": str(tmp_path / "home")})
+    instance = runs.instance_for(settings)
+    try:
+        assert runs.writer_pool_limit(instance) == 1
+        assert instance.event_log_storage.get_concurrency_info(WRITER_POOL).limit == 1
+        assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+    finally:
+        instance.dispose()
+    config = Path(os.environ["DAGSTER_HOME"]) / "dagster.yaml"
+    assert config.read_text() == runs.INSTANCE_CONFIG
+    # A home written by an earlier version gets the limit; a dagster.yaml of your own is yours.
+    config.write_text(runs.LEGACY_INSTANCE_CONFIG)
+    runs.ensure_dagster_home(config.parent)
+    assert config.read_text() == runs.INSTANCE_CONFIG
+    config.write_text("telemetry:\n  enabled: true\n")
+    runs.ensure_dagster_home(config.parent)
+    assert config.read_text() == "telemetry:\n  enabled: true\n"

@@ -19,6 +19,16 @@ EXPECTED_ASSETS = {
     "warehouse/cost_key_model_daily", "warehouse/cost_model_daily", "warehouse/cost_category_monthly",
     "warehouse/chargeback_monthly", "warehouse/smoke_tests", "warehouse/anomalies", "reports/review_pack",
 }
+EXPECTED_CHECKS = {
+    "warehouse/quota_daily:one_row_per_key_day", "warehouse/inbox_files:every_line_accounted_for",
+    "warehouse/requests:unique_request_ids", "warehouse/requests:token_invariants", "warehouse/requests:unpriced_share",
+    "warehouse/cost_key_model_daily:allocation_sums", "warehouse/recon_key_daily:variance_within_tolerance",
+    *(f"warehouse/anomalies:no_{kind}" for kind in ("spend_spike", "new_source_ip", "unlogged_gateway_requests",
+                                                     "restatement", "unpriced_model", "balance_jump")),
+    "warehouse/quota_daily:freshness_check", "warehouse/recon_key_daily:freshness_check",
+}
+EXPECTED_SENSORS = {"inbox_sensor", "freshness_sensor"}
+EXPECTED_SCHEDULES = {"daily_ledger_schedule", "monthly_review_schedule"}
 
 
 def test_the_monthly_review_schedule_asks_for_last_month(tmp_path):
@@ -60,6 +70,20 @@ def test_the_module_entry_point_loads(tmp_path, monkeypatch):
     loaded = defs()
     dg.Definitions.validate_loadable(loaded)
     assert asset_keys(loaded) == EXPECTED_ASSETS
+    graph = loaded.resolve_asset_graph()
+    assert {k.to_user_string() for k in graph.asset_check_keys} == EXPECTED_CHECKS
+    repository = loaded.get_repository_def()
+    assert {s.name for s in repository.sensor_defs} == EXPECTED_SENSORS
+    assert {s.name for s in repository.schedule_defs} == EXPECTED_SCHEDULES
+
+
+def test_the_freshness_checks_run_from_their_sensor_not_from_the_jobs(tmp_path):
+    d = build_definitions(settings(tmp_path))
+    sensor = d.resolve_sensor_def("freshness_sensor")
+    assert sensor.asset_selection is not None and sensor.minimum_interval_seconds == 300
+    for job_name in ("daily_ledger", "reconciliation_rebuild"):
+        nodes = {node.name for node in d.resolve_job_def(job_name).nodes}
+        assert not any(name.startswith("freshness_check") for name in nodes), job_name
 
 
 def test_partitions_start_date_and_time_zone_come_from_settings(tmp_path):
@@ -103,10 +127,15 @@ def test_schedule_hour_is_clear_of_both_maintenance_windows(tz):
 
 
 def test_warehouse_writers_share_one_pool(tmp_path):
+    from pipelines.defs.pools import WRITER_POOL
+
+    assert WRITER_POOL == "duckdb_writer"
     d = build_definitions(settings(tmp_path))
-    for key in ("warehouse/quota_daily", "warehouse/balance_snapshots"):
-        assets_def = d.resolve_assets_def(dg.AssetKey.from_user_string(key))
-        assert {node.pool for node in [assets_def.node_def]} == {"duckdb_writer"}
+    for key in d.resolve_all_asset_keys():
+        assets_def = d.resolve_assets_def(key)
+        writes_warehouse = "duckdb" in assets_def.specs_by_key[key].kinds
+        # a DuckDB asset writes the warehouse and queues for the pool; nothing else holds it
+        assert assets_def.node_def.pool == (WRITER_POOL if writes_warehouse else None), key.to_user_string()
 
 
 def test_secrets_only_through_envvar(tmp_path, monkeypatch):

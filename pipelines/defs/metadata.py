@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pyarrow as pa
 
 
 def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[object]], limit: int = 20) -> str:
@@ -27,3 +29,32 @@ def column_schema(con: duckdb.DuckDBPyConnection, table: str) -> dg.TableSchema:
         {"t": table},
     ).fetchall()
     return dg.TableSchema(columns=[dg.TableColumn(name, dtype, description=comment) for name, dtype, comment in rows])
+
+
+def lake_metadata(files: Sequence[str | Path], schema: pa.Schema, columns: Sequence[str] | None = None,
+                  limit: int = 10) -> dict[str, object]:
+    """Row count, column schema and a preview (first `limit` rows, `columns` or all) of the Parquet
+    files one materialisation wrote, read from the files themselves. `schema`, the dataset's own,
+    stands in when it wrote none."""
+    files = [str(f) for f in files]
+    with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
+        if files:
+            described = con.execute("DESCRIBE SELECT * FROM read_parquet($files, hive_partitioning = false, "
+                                    "union_by_name = true)", {"files": files}).fetchall()
+            [(rows,)] = con.execute("SELECT count(*) FROM read_parquet($files, hive_partitioning = false, "
+                                    "union_by_name = true)", {"files": files}).fetchall()
+            sample = con.execute("SELECT * FROM read_parquet($files, hive_partitioning = false, union_by_name = true) "
+                                 "LIMIT $limit", {"files": files, "limit": limit})
+        else:
+            con.register("no_files", schema.empty_table())
+            described = con.execute("DESCRIBE SELECT * FROM no_files").fetchall()
+            rows, sample = 0, con.execute("SELECT * FROM no_files")
+        names = [d[0] for d in sample.description]
+        data = sample.fetchall()
+    keep = [names.index(c) for c in columns] if columns else list(range(len(names)))
+    return {
+        "dagster/row_count": rows,
+        "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(name, dtype) for name, dtype, *_ in described]),
+        "preview": dg.MetadataValue.md(markdown_table([names[i] for i in keep], [[r[i] for i in keep] for r in data])),
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -13,6 +14,9 @@ MAINTENANCE_HOURS_UTC = frozenset(range(1, 5)) | frozenset(range(17, 21))
 SAFETY_MARGIN_H = 1
 SETTLE_H = 2
 REPULL_DAYS = 3  # days before yesterday pulled again, so restatements are caught
+# Yesterday's partition is overdue this many hours after the daily schedule fires (unless
+# COMET_LEDGER_FRESHNESS_HOUR_UTC says otherwise): the run, with its retries, is done by then.
+FRESHNESS_AFTER_SCHEDULE_H = 2
 
 PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
 PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
@@ -33,15 +37,27 @@ def schedule_hour_utc(timezone: str, on: datetime | None = None) -> int:
     raise AssertionError("no hour clear of the maintenance windows")
 
 
+def freshness_hour_utc(timezone: str, configured: int | None = None) -> int:
+    """The UTC hour by which yesterday's partition must exist: the configured one, else two hours
+    after the daily schedule's (wrapped past midnight)."""
+    if configured is not None:
+        return configured
+    return (schedule_hour_utc(timezone) + FRESHNESS_AFTER_SCHEDULE_H) % 24
+
+
 def partition_range_tags(first: str, last: str) -> dict[str, str]:
     return {PARTITION_RANGE_START_TAG: first, PARTITION_RANGE_END_TAG: last}
 
 
 def build_jobs_and_schedules(partitions: dg.TimeWindowPartitionsDefinition,
-                             months: dg.TimeWindowPartitionsDefinition, timezone: str):
+                             months: dg.TimeWindowPartitionsDefinition, timezone: str,
+                             sensor_checks: Sequence[dg.AssetChecksDefinition] = ()):
+    """The jobs and schedules. `sensor_checks` (the freshness checks) are left out of every job: they
+    judge the clock, not a run's days, and their sensor evaluates them."""
+    not_sensor_checks = dg.AssetSelection.all() - dg.AssetSelection.checks(*sensor_checks)
     daily_job = dg.define_asset_job(
         "daily_ledger",
-        selection=dg.AssetSelection.all() - dg.AssetSelection.groups("checks", "reports"),
+        selection=not_sensor_checks - dg.AssetSelection.groups("checks", "reports"),
         description=(
             "Materialise a range of reporting days end to end (query-service pulls, lake, warehouse) "
             "and append one point-in-time balance/key snapshot."
@@ -49,7 +65,7 @@ def build_jobs_and_schedules(partitions: dg.TimeWindowPartitionsDefinition,
     )
     rebuild_job = dg.define_asset_job(
         "reconciliation_rebuild",
-        selection=dg.AssetSelection.groups("reconciliation"),
+        selection=dg.AssetSelection.groups("reconciliation") - dg.AssetSelection.checks(*sensor_checks),
         description="Re-read prices and key owners, and recompute requests, reconciliation and marts for a range "
                     "of days from what the lake already holds (no API calls): what `comet-ledger reprice` runs.",
     )

@@ -38,6 +38,9 @@ class Settings:
     chunk_days: int
     tolerance_usd: float = 0.01
     tolerance_pct: float = 1.0
+    # UTC hour by which yesterday's partition must exist; None: two hours after the daily schedule
+    # (`pipelines/defs/schedules.py` knows that hour, see `freshness_hour_utc` there).
+    freshness_hour_utc: int | None = None
     api_key: str | None = field(default=None, repr=False)
     access_token: str | None = field(default=None, repr=False)
 
@@ -108,6 +111,8 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv_path: Path | None
 
     tolerance_usd = _non_negative_number("COMET_LEDGER_TOLERANCE_USD", get("COMET_LEDGER_TOLERANCE_USD", "0.01"))
     tolerance_pct = _non_negative_number("COMET_LEDGER_TOLERANCE_PCT", get("COMET_LEDGER_TOLERANCE_PCT", "1"))
+    freshness_raw = get("COMET_LEDGER_FRESHNESS_HOUR_UTC")
+    freshness_hour = None if freshness_raw is None else _hour("COMET_LEDGER_FRESHNESS_HOUR_UTC", freshness_raw)
 
     return Settings(
         home=home,
@@ -121,6 +126,7 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv_path: Path | None
         chunk_days=int(chunk_raw),
         tolerance_usd=tolerance_usd,
         tolerance_pct=tolerance_pct,
+        freshness_hour_utc=freshness_hour,
         api_key=get("COMETAPI_KEY"),
         access_token=get("COMETAPI_ACCESS_TOKEN"),
     )
@@ -134,6 +140,12 @@ def _non_negative_number(name: str, raw: str) -> float:
     if not value >= 0 or value == float("inf"):
         raise ConfigError(f"{name}={raw!r} must be a number >= 0")
     return value
+
+
+def _hour(name: str, raw: str) -> int:
+    if not (raw.isascii() and raw.isdigit() and int(raw) <= 23):
+        raise ConfigError(f"{name}={raw!r} must be a whole hour from 0 to 23 (UTC)")
+    return int(raw)
 
 
 def _path(raw: str) -> Path:

@@ -18,6 +18,7 @@ def test_defaults_follow_the_contract(tmp_path: Path, monkeypatch):
     assert s.prices_path == tmp_path / "config" / "prices.csv"
     assert s.key_owners_path == tmp_path / "config" / "key_owners.csv"
     assert s.chunk_days == 31
+    assert s.freshness_hour_utc is None  # two hours after the daily schedule (tests/defs/test_freshness.py)
     assert s.api_key is None and s.access_token is None
 
 
@@ -38,6 +39,10 @@ def test_inbox_follows_home(tmp_path: Path):
         ("COMETAPI_QUERY_URL", "query.cometapi.com"),
         ("COMETAPI_API_URL", "ftp://api.cometapi.com"),
         ("COMETAPI_QUERY_URL", "https://query.cometapi.com/user/quota?key=sk-secret"),
+        ("COMET_LEDGER_FRESHNESS_HOUR_UTC", "24"),
+        ("COMET_LEDGER_FRESHNESS_HOUR_UTC", "-1"),
+        ("COMET_LEDGER_FRESHNESS_HOUR_UTC", "8.5"),
+        ("COMET_LEDGER_FRESHNESS_HOUR_UTC", "8am"),
     ],
 )
 def test_bad_value_fails_fast_naming_the_variable(name, value):
@@ -45,6 +50,11 @@ def test_bad_value_fails_fast_naming_the_variable(name, value):
         load_settings(env={name: value})
     message = str(err.value)
     assert message.startswith(f"{name}=") and "\n" not in message
+
+
+@pytest.mark.parametrize("raw, hour", [("0", 0), ("9", 9), (" 23 ", 23), ("", None)])
+def test_freshness_hour_is_a_utc_hour(raw, hour):
+    assert load_settings(env={"COMET_LEDGER_FRESHNESS_HOUR_UTC": raw}).freshness_hour_utc == hour
 
 
 def test_missing_key_is_one_line_naming_the_variable():

@@ -2,8 +2,11 @@
 
 import dagster as dg
 
+from pipelines.defs.metadata import column_schema, preview
+from pipelines.defs.pools import WRITER_POOL
 from pipelines.defs.resources import LedgerHome, QueryService
 from pipelines.lib import smoke_test
+from pipelines.lib.warehouse import connect_readonly
 
 
 class SmokeTestConfig(dg.Config):
@@ -17,7 +20,7 @@ def build_smoke_test_assets(api_url: str) -> list[dg.AssetsDefinition]:
         group_name="checks",
         kinds={"duckdb"},
         owners=["team:finance"],
-        pool="duckdb_writer",
+        pool=WRITER_POOL,
         description=(
             "The pre-review smoke test: totals present, a known-active range returns daily_quota, a malformed "
             "date is refused, an empty range is empty, and the query key's own identity. Appends one row; the "
@@ -37,7 +40,15 @@ def build_smoke_test_assets(api_url: str) -> list[dg.AssetsDefinition]:
         if not result.passed:
             raise dg.Failure(description="smoke test failed: " + "; ".join(result.failures),
                              metadata={"failures": "\n".join(result.failures)})
-        return dg.MaterializeResult(metadata={"passed": True, "result": dg.MetadataValue.json(result.to_dict()),
+        with connect_readonly(ledger.warehouse_path) as con:
+            table = {
+                "dagster/row_count": con.execute("SELECT count(*) FROM smoke_tests").fetchone()[0],
+                "dagster/column_schema": column_schema(con, "smoke_tests"),
+                "preview": preview(con, "SELECT checked_at, smoke_test_date, query_key_name, query_date_range, "
+                                        "passed, reviewer FROM smoke_tests ORDER BY checked_at DESC LIMIT 10"),
+            }
+        return dg.MaterializeResult(metadata={**table, "passed": True,
+                                              "result": dg.MetadataValue.json(result.to_dict()),
                                               "warnings": "\n".join(result.warnings) or "none"})
 
     return [smoke_tests]

@@ -3,10 +3,12 @@
 
 from datetime import date
 from decimal import Decimal
+from pathlib import Path
 
 import dagster as dg
 
-from pipelines.defs.metadata import column_schema, markdown_table, preview
+from pipelines.defs.metadata import column_schema, lake_metadata, markdown_table, preview
+from pipelines.defs.pools import WRITER_POOL
 from pipelines.defs.resources import LedgerHome, QueryService, utc_now
 from pipelines.defs.window import run_days
 from pipelines.lib import lake, quota_lake
@@ -14,7 +16,6 @@ from pipelines.lib.warehouse import publish, record_models, reset_models, run_mo
 
 GROUP = "quota"
 QUOTA_TABLES = ("quota_daily", "quota_restatements")  # window-incremental tables
-WRITER_POOL = "duckdb_writer"
 
 
 def build_quota_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
@@ -45,11 +46,14 @@ def build_quota_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
                 row[0] += e.cost_usd
                 row[1] += e.requests
         context.log.info(f"{len(pulls)} query call(s) for {start}..{end}: {sum(p.rows for p in landed)} key-day rows")
+        pull_ids = {p.pull_id for p in landed}
+        written = [f for f in lake.files(ledger.lake, "quota_daily", "usage_date", quota_lake.window_days(start, end))
+                   if Path(f).stem in pull_ids]
         return dg.MaterializeResult(
             metadata={
+                **lake_metadata(written, quota_lake.QUOTA_DAILY),
                 "window": f"{start} .. {end}",
                 "query_calls": len(pulls),
-                "dagster/row_count": sum(p.rows for p in landed),
                 "days_with_usage": sum(p.days_with_usage for p in landed),
                 "reported_cost_usd": float(sum(p.cost_usd for p in landed)),
                 "reported_requests": sum(p.requests for p in landed),
@@ -78,15 +82,23 @@ def build_quota_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         fetched_at = utc_now()
         snapshot_id = quota_lake.land_snapshot(ledger.lake, response, fetched_at)
         context.log.info(f"snapshot {snapshot_id}: balance {response.balance_usd} USD, {len(response.keys)} keys")
+
+        def written(dataset: str) -> list[Path]:
+            folder = lake.partition_dir(ledger.lake, dataset, "fetched_date", fetched_at.date())
+            return [folder / f"{snapshot_id}.parquet"]
+
         yield dg.MaterializeResult(
             asset_key=["lake", "balance_snapshots"],
-            metadata={"snapshot_id": snapshot_id, "fetched_at": fetched_at.isoformat(), "dagster/row_count": 1,
+            metadata={**lake_metadata(written("balance_snapshots"), quota_lake.BALANCE_SNAPSHOTS,
+                                      ["fetched_at", "username", "balance_usd", "total_used_usd", "request_count"]),
+                      "snapshot_id": snapshot_id, "fetched_at": fetched_at.isoformat(),
                       "balance_usd": float(response.balance_usd)},
         )
         yield dg.MaterializeResult(
             asset_key=["lake", "key_snapshots"],
-            metadata={"snapshot_id": snapshot_id, "dagster/row_count": len(response.keys),
-                      "unlimited_keys": sum(k.is_unlimited for k in response.keys)},
+            metadata={**lake_metadata(written("key_snapshots"), quota_lake.KEY_SNAPSHOTS,
+                                      ["key_name", "remain_quota_usd", "used_quota_usd", "is_unlimited"], limit=20),
+                      "snapshot_id": snapshot_id, "unlimited_keys": sum(k.is_unlimited for k in response.keys)},
         )
 
     @dg.multi_asset(
@@ -181,6 +193,8 @@ def build_quota_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
             key_meta = {
                 "dagster/row_count": con.execute("SELECT count(*) FROM key_snapshots").fetchone()[0],
                 "dagster/column_schema": column_schema(con, "key_snapshots"),
+                "preview": preview(con, "SELECT fetched_at, key_name, remain_quota_usd, used_quota_usd, is_unlimited "
+                                   "FROM key_snapshots ORDER BY fetched_at DESC, key_name LIMIT 20"),
             }
         yield dg.MaterializeResult(asset_key=["warehouse", "balance_snapshots"], metadata=balance_meta)
         yield dg.MaterializeResult(asset_key=["warehouse", "key_snapshots"], metadata=key_meta)

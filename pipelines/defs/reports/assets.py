@@ -5,8 +5,10 @@ from pathlib import Path
 
 import dagster as dg
 
+from pipelines.defs.metadata import lake_metadata
 from pipelines.defs.resources import LedgerHome
 from pipelines.lib.review_pack import build_pack
+from pipelines.lib.review_pack.build import EXPORT_SCHEMA
 
 GROUP = "reports"
 
@@ -30,7 +32,9 @@ def build_report_assets(months: dg.MonthlyPartitionsDefinition) -> list[dg.Asset
         result = build_pack(ledger.warehouse_path, ledger.lake, ledger.inbox_path, month,
                             Path(ledger.home) / "reports",
                             timezone=ledger.timezone, built_at=datetime.now(UTC))
+        export = result.path / f"quota_daily_{month}.parquet"  # the month's query-service export
         return dg.MaterializeResult(metadata={
+            **lake_metadata([export] if export.exists() else [], EXPORT_SCHEMA),
             "path": str(result.path),
             "files": dg.MetadataValue.json(result.files),
             "coverage": result.coverage,

@@ -6,14 +6,19 @@ from collections import Counter
 import dagster as dg
 import duckdb
 
-from pipelines.defs.metadata import markdown_table
+from pipelines.defs.metadata import column_schema, lake_metadata, markdown_table, preview
+from pipelines.defs.pools import WRITER_POOL
 from pipelines.defs.resources import GatewayLedger, LedgerHome, utc_now
 from pipelines.defs.window import run_days
 from pipelines.lib import gateway_lake, lake, request_log_lake
+from pipelines.lib.quota_lake import window_days
 from pipelines.lib.warehouse import publish, run_model
 
 GROUP = "request_logs"
-WRITER_POOL = "duckdb_writer"
+REQUEST_LOG_PREVIEW = ["usage_date", "ts", "key_name", "model", "prompt_tokens", "completion_tokens", "usage_status",
+                       "file", "line_no"]
+GATEWAY_PREVIEW = ["usage_date", "created_at", "key_name", "model", "log_type_name", "billed_usd", "prompt_tokens",
+                   "completion_tokens", "request_id"]
 
 
 def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
@@ -40,8 +45,13 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
         reasons = Counter()
         for s in staged:
             reasons.update(s.reject_reasons)
+        manifests = [lake.partition_dir(ledger.lake, "inbox_manifest", "file_id", s.file_id) / "manifest.parquet"
+                     for s in staged]
         return dg.MaterializeResult(
             metadata={
+                # One row per file version staged by this run: its manifest (the records and rejects
+                # it split into are counted in lines_*).
+                **lake_metadata(manifests, request_log_lake.MANIFEST),
                 "files_staged": len(staged),
                 "files_in_inbox": len(request_log_lake.inbox_files(ledger.inbox_path)),
                 "lines_read": sum(s.lines_read for s in staged),
@@ -79,8 +89,8 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
                 {"f": files}).fetchall() if sum(written.values()) else []
         return dg.MaterializeResult(
             metadata={
+                **lake_metadata(files, request_log_lake.REQUEST_LOGS, REQUEST_LOG_PREVIEW),
                 "window": f"{start} .. {end}",
-                "dagster/row_count": sum(written.values()),
                 "days_with_requests": sum(1 for n in written.values() if n),
                 "shapes": dg.MetadataValue.md(markdown_table(["usage_shape", "usage_status", "requests"], shapes)),
                 "unknown_usage": sum(n for _, status, n in shapes if status == "unknown"),
@@ -105,8 +115,10 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
         exports = gateway_lake.export_files(ledger.inbox_path)
         if not gateway.configured and not exports:
             context.log.info("COMETAPI_ACCESS_TOKEN is not set and no CSV export is in the inbox: ledger skipped")
-            return dg.MaterializeResult(metadata={"window": f"{start} .. {end}", "skipped": True,
-                                                  "reason": "COMETAPI_ACCESS_TOKEN not set; no CSV export"})
+            return dg.MaterializeResult(metadata={
+                **lake_metadata([], gateway_lake.SCHEMAS["gateway_logs"], GATEWAY_PREVIEW),
+                "window": f"{start} .. {end}", "skipped": True,
+                "reason": "COMETAPI_ACCESS_TOKEN not set; no CSV export"})
         first_ts, last_ts = gateway_lake.day_bounds(start, end, ledger.tz)
         pulled = None
         if gateway.configured:
@@ -117,11 +129,13 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
         window = gateway_lake.collect(start, end, ledger.tz, export_files=exports, pull=pulled)
         pull_id = gateway_lake.land(ledger.lake, window, utc_now())
         figures = gateway_lake.summary(window)
+        written = [lake.partition_dir(ledger.lake, "gateway_logs", "usage_date", day) / "ledger.parquet"
+                   for day in window_days(start, end)]
         return dg.MaterializeResult(
             metadata={
+                **lake_metadata(written, gateway_lake.SCHEMAS["gateway_logs"], GATEWAY_PREVIEW),
                 "window": f"{start} .. {end}",
                 "pull_id": pull_id,
-                "dagster/row_count": figures["rows"],
                 "billed_usd": float(figures["billed_usd"]),
                 "requests": figures["requests"],
                 "rows_by_type": dg.MetadataValue.json(figures["rows_by_type"]),
@@ -166,14 +180,24 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
                 "FROM inbox_files").fetchone()
             by_reason = con.execute(
                 "SELECT source, reason, count(*) FROM rejects GROUP BY ALL ORDER BY ALL").fetchall()
+            files_meta = {
+                "dagster/column_schema": column_schema(con, "inbox_files"),
+                "preview": preview(con, "SELECT file, lines_read, accepted, rejected, duplicates, balanced "
+                                   "FROM inbox_files ORDER BY file LIMIT 20"),
+            }
+            rejects_meta = {
+                "dagster/column_schema": column_schema(con, "rejects"),
+                "preview": preview(con, "SELECT source, file, line, reason FROM rejects "
+                                   "ORDER BY source, file, line LIMIT 20"),
+            }
             if unbalanced:
                 raise dg.Failure(f"{unbalanced} inbox file(s) do not balance read = accepted + rejected + "
                                  "duplicates; nothing was published")
         yield dg.MaterializeResult(asset_key=["warehouse", "inbox_files"], metadata={
-            "dagster/row_count": files, "lines_read": int(read), "accepted": int(accepted),
+            **files_meta, "dagster/row_count": files, "lines_read": int(read), "accepted": int(accepted),
             "rejected": int(rejected), "duplicates": int(duplicates)})
         yield dg.MaterializeResult(asset_key=["warehouse", "rejects"], metadata={
-            "dagster/row_count": sum(n for _, _, n in by_reason),
+            **rejects_meta, "dagster/row_count": sum(n for _, _, n in by_reason),
             "by_reason": dg.MetadataValue.md(markdown_table(["source", "reason", "rows"], by_reason))})
         yield dg.AssetCheckResult(check_name="every_line_accounted_for", asset_key=["warehouse", "inbox_files"],
                                   passed=unbalanced == 0, metadata={"unbalanced_files": unbalanced})

@@ -6,6 +6,7 @@ import hashlib
 import dagster as dg
 
 from pipelines.defs.metadata import column_schema, preview
+from pipelines.defs.pools import WRITER_POOL
 from pipelines.defs.resources import LedgerHome
 from pipelines.defs.window import run_days
 from pipelines.defs.resources import utc_now
@@ -14,7 +15,6 @@ from pipelines.lib.reconciliation import RECON_MODELS, load_config, rebuild_wind
 from pipelines.lib.warehouse import model_path, publish, record_models, reset_models, stale_models
 
 GROUP = "reconciliation"
-WRITER_POOL = "duckdb_writer"
 PUBLIC = {
     "requests": "Every request seen by your logs or CometAPI's ledger, priced with the version in force that day.",
     "recon_key_daily": "Reported vs billed vs estimated per key and day, with a status and the causes in words.",
@@ -22,6 +22,28 @@ PUBLIC = {
     "cost_model_daily": "Cost per model and day: estimated and allocated.",
     "cost_category_monthly": "Token-billed vs per-call spend per month.",
     "chargeback_monthly": "Spend per month, team and key, for chargebacks.",
+}
+
+# What each table's materialisation shows in the UI: a few rows of the run's window (all months for
+# the monthly marts, as their row counts).
+PREVIEWS = {
+    "requests": "SELECT usage_date, ts, key_name, model, prompt_tokens, completion_tokens, "
+                "round(estimated_cost_usd, 6) AS estimated_cost_usd, billed_cost_usd, pricing_status, seen_in "
+                "FROM requests WHERE usage_date BETWEEN $start AND $end ORDER BY ts, request_id LIMIT 10",
+    "recon_key_daily": "SELECT usage_date, key_name, status, reported_cost_usd, round(estimated_cost_usd, 6) AS "
+                       "estimated_cost_usd, billed_cost_usd FROM recon_key_daily "
+                       "WHERE usage_date BETWEEN $start AND $end ORDER BY usage_date, key_name LIMIT 20",
+    "cost_key_model_daily": "SELECT usage_date, key_name, model, allocation_basis, allocated_cost_usd "
+                            "FROM cost_key_model_daily WHERE usage_date BETWEEN $start AND $end "
+                            "ORDER BY usage_date, key_name, model LIMIT 20",
+    "cost_model_daily": "SELECT usage_date, model, billing_category, requests, allocated_cost_usd, "
+                        "round(estimated_cost_usd, 6) AS estimated_cost_usd FROM cost_model_daily "
+                        "WHERE usage_date BETWEEN $start AND $end ORDER BY usage_date, model LIMIT 20",
+    "cost_category_monthly": "SELECT month, billing_category, requests, allocated_cost_usd, "
+                             "round(estimated_cost_usd, 6) AS estimated_cost_usd FROM cost_category_monthly "
+                             "ORDER BY month, billing_category LIMIT 20",
+    "chargeback_monthly": "SELECT month, team, key_name, requests, reported_cost_usd FROM chargeback_monthly "
+                          "ORDER BY month, team, key_name LIMIT 20",
 }
 
 
@@ -54,7 +76,9 @@ def build_warehouse_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
                                                    "output_usd_per_mtok, per_call_usd, gateway_ratio, effective_from, "
                                                    "effective_to FROM prices ORDER BY model, effective_from")}
             owners_meta = {"dagster/row_count": owners, "path": ledger.key_owners_path,
-                           "dagster/column_schema": column_schema(con, "key_owners")}
+                           "dagster/column_schema": column_schema(con, "key_owners"),
+                           "preview": preview(con, "SELECT key_name, team, project, cost_center, effective_from, "
+                                                   "effective_to FROM key_owners ORDER BY key_name, effective_from")}
         yield dg.MaterializeResult(asset_key=["warehouse", "prices"], metadata=prices_meta)
         yield dg.MaterializeResult(asset_key=["warehouse", "key_owners"], metadata=owners_meta)
 
@@ -115,6 +139,7 @@ def build_warehouse_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
                                                            if name not in ("cost_category_monthly", "chargeback_monthly") else ""),
                         window if name not in ("cost_category_monthly", "chargeback_monthly") else {}).fetchone()[0],
                     "dagster/column_schema": column_schema(con, name),
+                    "preview": preview(con, PREVIEWS[name], window if "$start" in PREVIEWS[name] else None),
                 }
                 for name in PUBLIC
             }
@@ -183,10 +208,13 @@ def build_warehouse_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
             meta = {
                 "window": f"{start} .. {end}",
                 "findings_rebuilt": rebuilt,
+                # the window's findings, and those of no particular day (balance, runway)
+                "dagster/row_count": con.execute("SELECT count(*) FROM anomalies WHERE usage_date BETWEEN $start "
+                                                 "AND $end OR usage_date IS NULL", window).fetchone()[0],
                 "dagster/column_schema": column_schema(con, "anomalies"),
-                "findings": preview(con, "SELECT usage_date, key_name, kind, severity, detail FROM anomalies "
-                                         "WHERE usage_date BETWEEN $start AND $end OR usage_date IS NULL "
-                                         "ORDER BY severity = 'critical' DESC, usage_date, kind LIMIT 30", window),
+                "preview": preview(con, "SELECT usage_date, key_name, kind, severity, detail FROM anomalies "
+                                        "WHERE usage_date BETWEEN $start AND $end OR usage_date IS NULL "
+                                        "ORDER BY severity = 'critical' DESC, usage_date, kind LIMIT 30", window),
             }
         yield dg.MaterializeResult(metadata=meta)
         for kind in anomalies.KINDS:
