@@ -112,10 +112,12 @@ def test_the_parser_check_catches_a_wrong_flag():
         parser.parse_args(argv)
 
 
-def test_the_schedules_and_sensor_the_doc_starts_exist(tmp_path):
+def test_the_schedules_and_sensors_the_doc_starts_exist(tmp_path):
     d = definitions(tmp_path)
     started = re.findall(r"dagster (schedule|sensor) start (\S+)", doc_text())
-    assert {name for _, name in started} == {"daily_ledger_schedule", "monthly_review_schedule", "inbox_sensor"}
+    assert {name for _, name in started} == {"daily_ledger_schedule", "monthly_review_schedule", "inbox_sensor",
+                                             "freshness_sensor"}
+    assert {s.name for s in d.sensors} == {name for kind, name in started if kind == "sensor"}
     for kind, name in started:
         (d.resolve_schedule_def if kind == "schedule" else d.resolve_sensor_def)(name)
 
@@ -207,7 +209,7 @@ def test_the_pool_in_the_config_is_the_pool_the_assets_declare(tmp_path):
     pool. A second pool (say, for API calls) would silently get 1 too: revisit deploy/dagster.yaml."""
     assert declared_pools(tmp_path) == {"duckdb_writer"}
     raw = yaml.safe_load(INSTANCE_YAML.read_text())
-    assert raw["concurrency"]["pools"] == {"default_limit": 1}
+    assert raw["concurrency"]["pools"] == {"granularity": "run", "default_limit": 1}  # as runs.instance_for writes
     assert "duckdb_writer" in INSTANCE_YAML.read_text()
     assert set(re.findall(r"dagster instance concurrency (?:set|get) (\S+)", doc_text())) == {"duckdb_writer"}
 
