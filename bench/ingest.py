@@ -119,6 +119,61 @@ def run_engine(engine: str, inbox: Path, out: Path) -> int:
     raise ValueError(engine)
 
 
+def profile(inbox: Path, every: int) -> None:
+    """CPU time per line of each step of ours, in one process, on every `every`-th file (best of 3),
+    beside the CPU time per line of the DuckDB COPY (all its threads): where the time goes."""
+    from datetime import UTC, timedelta
+
+    import pyarrow.parquet as pq
+
+    from pipelines.lib.request_logs import fast
+    from pipelines.lib.request_logs.reader import numbered_lines
+
+    files = files_of(inbox)[::every]
+    numbered = [pair for path in files for pair in numbered_lines(path)]
+    lines = [line for _, line in numbered]
+    latest = fast._us(datetime.now(UTC) + timedelta(days=1))
+    envelopes = [fast._decode_envelope(line) for line in lines]
+    rows = [(*fast._fast_row(e, "k", latest, {}), n) for e, (n, _) in zip(envelopes, numbered)]
+    table = fast._table(rows, _zone())
+    steps = {
+        "read lines (incl. gunzip)": lambda: [list(numbered_lines(path)) for path in files],
+        "msgspec typed decode": lambda: [fast._decode_envelope(line) for line in lines],
+        "rules (common shapes)": lambda: [fast._fast_row(e, "k", latest, {}) for e in envelopes],
+        "rows -> Arrow columns": lambda: fast._table(rows, _zone()),
+        "Parquet write (zstd)": lambda: pq.write_table(table, OUT / "parquet" / "profile.parquet", compression="zstd"),
+    }
+    print(f"profile: {len(lines):,} lines from {len(files)} files, one process")
+    print("| step | CPU us / line |\n|---|---:|")
+    total = 0.0
+    for name, step in steps.items():
+        best = min(_cpu(step) for _ in range(3)) / len(lines) * 1e6
+        total += best
+        print(f"| {name} | {best:.2f} |")
+    print(f"| **sum** | **{total:.2f}** |")
+    import duckdb
+
+    con = duckdb.connect()
+    columns = "{" + ", ".join(f"{k}: '{v}'" for k, v in ENVELOPE.items()) + "}"
+    sql = f"""COPY (SELECT * FROM read_json($files, format = 'newline_delimited', columns = {columns}))
+              TO '{OUT / "parquet" / "profile-duckdb.parquet"}' (FORMAT parquet)"""
+    best = min(_cpu(lambda: con.execute(sql, {"files": [str(p) for p in files]})) for _ in range(3))
+    print(f"| DuckDB COPY, all threads | {best / len(lines) * 1e6:.2f} |")
+
+
+def _cpu(step) -> float:
+    import gc
+
+    gc.collect()
+    gc.disable()  # as in the pipeline (fast.normalise_lines)
+    try:
+        started = time.process_time()
+        step()
+        return time.process_time() - started
+    finally:
+        gc.enable()
+
+
 def _zone():
     from zoneinfo import ZoneInfo
 
@@ -192,6 +247,8 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--engines", default="ours,duckdb,pyarrow,pandas")
+    parser.add_argument("--profile", type=int, metavar="EVERY", help="instead: CPU per line of each step of "
+                        "ours on every EVERY-th file, beside the DuckDB COPY's")
     parser.add_argument("--child")
     parser.add_argument("--inbox", type=Path)
     parser.add_argument("--out", type=Path)
@@ -200,6 +257,10 @@ def main() -> None:
         child(args.child, args.inbox, args.out)
         return
     inbox = inbox_for(args.lines)
+    if args.profile:
+        sys.path.insert(0, str(ROOT))
+        profile(inbox, args.profile)
+        return
     meta = json.loads((inbox / ".complete.json").read_text())
     print(f"inbox: {meta['lines']} lines, {meta['files']} files, shapes {meta['by_shape']}; cpus {os.cpu_count()}")
     rows = []
