@@ -80,9 +80,11 @@ def tree_digest(root: Path) -> dict[str, str]:
 
 
 def warehouse_digest(settings: Settings) -> dict[str, str]:
-    """Content hash of every warehouse table (order-independent), for "exactly as before" assertions."""
+    """Content hash of every warehouse table and view (order-independent; `requests` is a view over its
+    day files), for "exactly as before" assertions."""
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
-        tables = [t for (t,) in con.execute("SELECT table_name FROM duckdb_tables() ORDER BY 1").fetchall()]
+        tables = [t for (t,) in con.execute("SELECT table_name FROM duckdb_tables() UNION ALL SELECT view_name "
+                                            "FROM duckdb_views() WHERE NOT internal ORDER BY 1").fetchall()]
         return {t: hashlib.sha256(repr(con.execute(f'SELECT * FROM "{t}" ORDER BY ALL').fetchall()).encode()).hexdigest()
                 for t in tables}
 

@@ -3,6 +3,10 @@
 The methods (baseline, thresholds, balance ledger, runway) are documented in the SQL header; this
 module holds their defaults and runs the model, so the Dagster asset can call `detect` inside
 `publish()` and read `counts` for its warning checks.
+
+A rebuild reads the requests of its own days only: the history a finding is judged against (the
+spend baseline, the IPs seen before) comes from the small per-day tables (quota_daily, key_ip_daily),
+so a day's detection costs the same after a month or after years of history.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from datetime import date, datetime
 
 import duckdb
 
-from pipelines.lib.warehouse import run_model
+from pipelines.lib.warehouse import relation_exists, run_model
 
 MODEL = "anomalies"
 KINDS = (
@@ -20,7 +24,7 @@ KINDS = (
     "top_up", "balance_jump", "runway",
 )
 SEVERITIES = ("info", "warning", "critical")
-INPUT_TABLES = ("quota_daily", "quota_restatements", "recon_key_daily", "requests", "balance_snapshots")
+INPUT_TABLES = ("quota_daily", "quota_restatements", "recon_key_daily", "requests", "key_ip_daily", "balance_snapshots")
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,7 @@ def detect(con: duckdb.DuckDBPyConnection, start: date, end: date, detected_at: 
         raise ValueError(f"anomaly window ends ({end}) before it starts ({start})")
     if detected_at.tzinfo is None:
         raise ValueError("detected_at must be timezone-aware (e.g. datetime.now(UTC))")
-    missing = [t for t in INPUT_TABLES if not _table_exists(con, t)]
+    missing = [t for t in INPUT_TABLES if not relation_exists(con, t)]
     if missing:
         raise LookupError(f"anomaly detection needs the warehouse tables {', '.join(missing)}: "
                           "materialise the quota and reconciliation assets first")
@@ -80,8 +84,3 @@ def counts(con: duckdb.DuckDBPyConnection, start: date, end: date) -> dict[tuple
         "SELECT kind, severity, count(*) FROM anomalies WHERE usage_date BETWEEN $start AND $end "
         "GROUP BY ALL ORDER BY ALL", {"start": start, "end": end}).fetchall()
     return {(kind, severity): n for kind, severity, n in rows}
-
-
-def _table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    return con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = $name AND NOT temporary",
-                       {"name": name}).fetchone()[0] > 0

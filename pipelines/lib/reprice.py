@@ -1,7 +1,8 @@
 """What a price-table change does to history, before anything is written.
 
 Recomputes every reporting day already in the warehouse with the price and owner files as they are
-now, on a throwaway copy, and compares estimated cost per month and model with what the warehouse
+now, on a throwaway copy (`warehouse.scratch`: the day files of `requests` it rewrites go to a
+temporary folder too), and compares estimated cost per month and model with what the warehouse
 holds. `comet-ledger reprice --dry-run` prints it; without `--dry-run` the same rebuild is
 materialised for real through Dagster.
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 import duckdb
 
 from pipelines.lib.reconciliation import load_config, rebuild_window
-from pipelines.lib.warehouse import scratch
+from pipelines.lib.warehouse import relation_exists, scratch
 
 _ESTIMATES = """
     SELECT date_trunc('month', usage_date)::DATE AS month, coalesce(model, '(none)') AS model,
@@ -40,11 +41,11 @@ class PriceDelta:
 
 def history(con: duckdb.DuckDBPyConnection) -> tuple[date, date] | None:
     """First and last reporting day the warehouse holds requests or reported figures for."""
-    tables = {t for (t,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-    if not {"requests", "quota_daily"} <= tables:
+    if not (relation_exists(con, "requests") and relation_exists(con, "quota_daily")):
         return None
-    first, last = con.execute(
-        "SELECT min(d), max(d) FROM (SELECT usage_date AS d FROM requests UNION ALL SELECT usage_date FROM quota_daily)"
+    first, last = con.execute(  # the days of requests from the list of its day files, not from every row
+        "SELECT min(d), max(d) FROM (SELECT usage_date AS d FROM warehouse_files WHERE relation = 'requests' "
+        "UNION ALL SELECT usage_date FROM quota_daily)"
     ).fetchone()
     return (first, last) if first else None
 

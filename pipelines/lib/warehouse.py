@@ -1,4 +1,4 @@
-"""The DuckDB warehouse: one writer at a time, published by atomic swap.
+"""The DuckDB warehouse: one writer at a time, published by atomic swap; `requests` in per-day files.
 
 Analysts open `warehouse.duckdb` read-only, and DuckDB will not let a writer open a file that
 another process holds. So the pipeline never writes the published file in place:
@@ -10,6 +10,33 @@ another process holds. So the pipeline never writes the published file in place:
 
 A reader that opened the old file keeps a consistent view of it until it reconnects; a crash at
 any step leaves the published file as it was (a stale `.build` is discarded by the next writer).
+
+Step 2 costs the size of the file, and a daily run publishes six times (one per warehouse asset).
+With every request in the file (100k a day: 36.5M rows, 1.3 GiB after a year) each publish cost
+2-3 s of copying and fsync, growing with the history (docs/benchmarks.md). So the one table that
+grows with every request is kept out of the file ("day files", `replace_days`):
+
+- each reporting day of `requests` is one Parquet file,
+  `<home>/warehouse_files/requests/usage_date=D/<sha256 of its bytes>.parquet`, written atomically
+  (temporary file, fsync, rename) while the copy is built, before the swap;
+- `warehouse_files` (a small table in the DuckDB file) lists the current file of each day, and
+  `requests` is a view over exactly those files (absolute paths, hive-partitioned by usage_date, so
+  a query for some days opens only their files). Analysts still `SELECT * FROM requests`;
+- so the swap publishes the new list and the new view at once: a reader sees the old day files or
+  the new ones, never a mix, and a crash before the swap leaves only unlisted files behind;
+- a file is named by its content, so it is never overwritten with different bytes: a session that
+  opened the old view keeps reading what was published to it. A file no longer listed is deleted
+  by the next build that writes day files once it has been unlisted for `RETIRED_FILES_KEPT_S` (a
+  day); an analyst session older than that must reconnect to read `requests`. Files a crashed
+  build left behind are unlisted from the start and go the same way;
+- every writer checks that the listed files are there: when the home was moved it points the view
+  at the new place; when files are gone (deleted, or only warehouse.duckdb was copied) it unlists
+  their days and marks `requests` as built by unknown SQL, so the next reconciliation build
+  rebuilds the whole history from the lake (`stale_models`).
+
+Every other table is small (per key and day, per model and day, per month) and stays in the file.
+`scratch` (dry runs) writes its day files into its own temporary folder and reads the published
+ones it did not rewrite: a name is the content, so the same name in either folder is the same file.
 """
 
 from __future__ import annotations
@@ -20,13 +47,17 @@ import os
 import re
 import shutil
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipelines.lib.lake import fsync_dir
 
@@ -92,14 +123,31 @@ def stale_models(con: duckdb.DuckDBPyConnection, names: tuple[str, ...]) -> list
     con.execute("COMMENT ON COLUMN model_versions.sql_sha256 IS 'SHA-256 of the SQL text that built the table'")
     con.execute("COMMENT ON COLUMN model_versions.built_at IS 'when that version first built it'")
     recorded = dict(con.execute("SELECT model, sql_sha256 FROM model_versions").fetchall())
-    tables = {t for (t,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE NOT temporary").fetchall()}
-    return [n for n in names if n in tables and recorded.get(n) != model_sha(n)]
+    return [n for n in names if relation_exists(con, n) and recorded.get(n) != model_sha(n)]
 
 
 def reset_models(con: duckdb.DuckDBPyConnection, names: tuple[str, ...]) -> None:
     for name in names:
         model_path(name)  # only a model's own table can be dropped
-        con.execute(f'DROP TABLE IF EXISTS "{name}"')
+        if _is_view(con, name):  # a table kept in day files: unlist every day (the files retire)
+            _retire(con, _listed(con, name, date.min, date.max))
+            con.execute("DELETE FROM warehouse_files WHERE relation = $r", {"r": name})
+            con.execute(f'DROP VIEW "{name}"')
+        else:
+            con.execute(f'DROP TABLE IF EXISTS "{name}"')
+
+
+def relation_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """A persistent table or view of that name (`requests` is a view over its day files)."""
+    return con.execute(
+        "SELECT count(*) FROM (SELECT table_name AS n FROM duckdb_tables() WHERE NOT temporary "
+        "UNION ALL SELECT view_name FROM duckdb_views() WHERE NOT temporary AND NOT internal) WHERE n = $n",
+        {"n": name}).fetchall()[0][0] > 0
+
+
+def _is_view(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    return con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = $n AND NOT temporary",
+                       {"n": name}).fetchall()[0][0] > 0
 
 
 def record_models(con: duckdb.DuckDBPyConnection, names: tuple[str, ...]) -> None:
@@ -144,6 +192,7 @@ def publish(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
             shutil.copyfile(path, build)
         con = _open(build)
         try:
+            _attach_files(con, [files_root(path)])
             yield con
             con.execute("CHECKPOINT")
         except BaseException:
@@ -159,7 +208,9 @@ def publish(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
 
 @contextmanager
 def scratch(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-write connection to a throwaway copy of the warehouse (for dry runs); never published."""
+    """A read-write connection to a throwaway copy of the warehouse (for dry runs); never published.
+
+    Day files it writes go to its own temporary folder; the published ones are only read."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="comet-ledger-scratch-") as folder:
@@ -168,9 +219,218 @@ def scratch(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
             shutil.copyfile(path, copy)
         con = _open(copy)
         try:
+            _attach_files(con, [files_root(copy), files_root(path)])
             yield con
         finally:
             con.close()
+
+
+# --- day files ------------------------------------------------------------------------------------
+
+RETIRED_FILES_KEPT_S = 24 * 3600  # how long a file stays after it was last listed (open analyst sessions)
+_ROOTS_VARIABLE = "warehouse_files_roots"  # session variable: [folder written to, *folders read from]
+
+
+def files_root(path: Path) -> Path:
+    """Where the day files of the warehouse at `path` live: `<home>/warehouse_files`."""
+    return path.with_name(f"{path.stem}_files")
+
+
+def _attach_files(con: duckdb.DuckDBPyConnection, roots: list[Path]) -> None:
+    """Tell this connection where day files are written and found, and point the views there."""
+    con.execute(f"SET VARIABLE {_ROOTS_VARIABLE} = $roots", {"roots": [str(r) for r in roots]})
+    _ensure_registry(con)
+    lost = [(r, d) for r, d, f in con.execute("SELECT relation, usage_date, file FROM warehouse_files").fetchall()
+            if _resolve(roots, f) is None]
+    if lost:
+        # Files gone (deleted, or only warehouse.duckdb was copied here): unlist those days and mark
+        # the table as built by unknown SQL, so its next build rebuilds the whole history from the lake.
+        con.executemany("DELETE FROM warehouse_files WHERE relation = ? AND usage_date = ?", lost)
+        if relation_exists(con, "model_versions"):
+            con.executemany("DELETE FROM model_versions WHERE model = ?", sorted({(r,) for r, _ in lost}))
+    for (relation,) in con.execute("SELECT DISTINCT relation FROM warehouse_files ORDER BY 1").fetchall():
+        if lost or not _view_reads_from(con, relation, roots[-1]):  # e.g. the home was moved
+            _create_view(con, relation)
+
+
+def _view_reads_from(con: duckdb.DuckDBPyConnection, relation: str, root: Path) -> bool:
+    """Whether the view `relation` names its files under `root` (its files are checked by the caller)."""
+    found = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = $n AND NOT temporary",
+                        {"n": relation}).fetchall()
+    return bool(found) and _quoted(f"{root}/")[:-1] in found[0][0]
+
+
+def _quoted(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _roots(con: duckdb.DuckDBPyConnection) -> list[Path]:
+    [(roots,)] = con.execute(f"SELECT getvariable('{_ROOTS_VARIABLE}')").fetchall()
+    if not roots:
+        raise RuntimeError("day files need a connection from warehouse.publish() or warehouse.scratch()")
+    return [Path(r) for r in roots]
+
+
+def _ensure_registry(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("""CREATE TABLE IF NOT EXISTS warehouse_files (
+        relation VARCHAR NOT NULL, usage_date DATE NOT NULL, file VARCHAR NOT NULL, rows BIGINT NOT NULL,
+        first_key VARCHAR, last_key VARCHAR, PRIMARY KEY (relation, usage_date))""")
+    con.execute("COMMENT ON TABLE warehouse_files IS 'Which Parquet file holds each reporting day of a table "
+                "kept outside the DuckDB file, such as requests (internal)'")
+    for column, text in {
+        "relation": "the view the file belongs to (requests)",
+        "usage_date": "reporting day the file holds",
+        "file": "path under <COMET_LEDGER_HOME>/warehouse_files, named by the SHA-256 of its bytes",
+        "rows": "rows in the file",
+        "first_key": "smallest key in the file (requests: request_id), to find the days a key can be on",
+        "last_key": "largest key in the file",
+    }.items():
+        con.execute(f"COMMENT ON COLUMN warehouse_files.{column} IS '{text}'")
+
+
+def replace_days(con: duckdb.DuckDBPyConnection, relation: str, source: str, start: date, end: date, *,
+                 order_by: str, key: str) -> dict[date, int]:
+    """Replace the days [start, end] of `relation` with the rows of the table `source`; returns rows per day.
+
+    One file per day that has rows (a day without rows has no file); then the view `relation` is
+    recreated over the current files, with the comments of the model `<relation>_view`.
+    """
+    for name in (relation, source, key):
+        if not _MODEL_NAME.match(name):
+            raise ValueError(f"not a name: {name!r}")
+    _ensure_registry(con)
+    root = _roots(con)[0]
+    collect_garbage(con, root)  # the writer that adds files removes the long-unlisted ones
+    before = _listed(con, relation, start, end)
+    written: dict[date, int] = {}
+    rows = []
+    for day in _days(start, end):
+        table = con.sql(f'SELECT * FROM "{source}" WHERE usage_date = $day ORDER BY {order_by}',
+                        params={"day": day}).to_arrow_table()
+        if not table.num_rows:
+            continue
+        first, last = _min_max(table[key])
+        name = _write_content_named(table, root / relation / f"usage_date={day.isoformat()}")
+        rows.append((relation, day, f"{relation}/usage_date={day.isoformat()}/{name}", table.num_rows, first, last))
+        written[day] = table.num_rows
+    con.execute("DELETE FROM warehouse_files WHERE relation = $r AND usage_date BETWEEN $s AND $e",
+                {"r": relation, "s": start, "e": end})
+    if rows:
+        con.executemany("INSERT INTO warehouse_files VALUES (?, ?, ?, ?, ?, ?)", rows)
+    _retire(con, [f for f in before if f not in {r[2] for r in rows}])
+    _create_view(con, relation, source)
+    return written
+
+
+def day_files(con: duckdb.DuckDBPyConnection, relation: str, *, key_from: str | None = None,
+              key_to: str | None = None, outside: tuple[date, date] | None = None) -> list[str]:
+    """The current files of `relation` (absolute paths): only those whose keys can fall in
+    [key_from, key_to], and only days outside `outside`, when given."""
+    rows = con.execute(
+        "SELECT file FROM warehouse_files WHERE relation = $r "
+        "AND ($from IS NULL OR last_key >= $from) AND ($to IS NULL OR first_key <= $to) "
+        "AND ($s IS NULL OR usage_date NOT BETWEEN $s AND $e) ORDER BY usage_date",
+        {"r": relation, "from": key_from, "to": key_to, "s": outside[0] if outside else None,
+         "e": outside[1] if outside else None}).fetchall()
+    roots = _roots(con)
+    return [str(_resolve(roots, f)) for (f,) in rows]  # (every listed file exists: `_attach_files`)
+
+
+def _create_view(con: duckdb.DuckDBPyConnection, relation: str, source: str | None = None) -> None:
+    roots = _roots(con)
+    files = [_resolve(roots, f) for f in _listed(con, relation, date.min, date.max)]
+    if files:
+        # DuckDB cannot bind a parameter inside CREATE VIEW: the list is written into it, quoted.
+        listed = ", ".join(_quoted(str(f)) for f in files)
+        query = (f"SELECT * FROM read_parquet([{listed}], hive_partitioning = true, "
+                 "hive_types = {'usage_date': DATE})")
+    elif source is not None:  # no rows at all: an empty view with the source's columns
+        columns = con.execute("SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = $t "
+                              "ORDER BY column_index", {"t": source}).fetchall()
+        query = "SELECT " + ", ".join(f'CAST(NULL AS {t}) AS "{c}"' for c, t in columns) + " WHERE false"
+    else:
+        return
+    con.execute(f'CREATE OR REPLACE VIEW "{relation}" AS {query}')
+    run_model(con, f"{relation}_view", {})  # the view's comments
+
+
+def _listed(con: duckdb.DuckDBPyConnection, relation: str, start: date, end: date) -> list[str]:
+    return [f for (f,) in con.execute(
+        "SELECT file FROM warehouse_files WHERE relation = $r AND usage_date BETWEEN $s AND $e ORDER BY usage_date",
+        {"r": relation, "s": start, "e": end}).fetchall()]
+
+
+def _resolve(roots: list[Path], file: str) -> Path | None:
+    """The first folder holding a listed file (a name is its content: any copy is the same file)."""
+    for root in roots:
+        if (root / file).is_file():
+            return root / file
+    return None
+
+
+def _retire(con: duckdb.DuckDBPyConnection, files: list[str]) -> None:
+    """Mark unlisted files as last listed now: `collect_garbage` keeps them RETIRED_FILES_KEPT_S longer."""
+    root = _roots(con)[0]
+    for file in files:
+        try:
+            os.utime(root / file)
+        except FileNotFoundError:
+            pass
+
+
+def collect_garbage(con: duckdb.DuckDBPyConnection, root: Path, kept_s: float = RETIRED_FILES_KEPT_S) -> list[Path]:
+    """Delete the files under `root` that the warehouse open on `con` does not list and that were not
+    listed (or written) for `kept_s` seconds. Run by `replace_days`, under the writer lock: a file
+    this build unlists or writes has just been touched, so only what no writer listed for a day goes."""
+    if not root.is_dir():
+        return []
+    listed = {root / f for (f,) in con.execute("SELECT file FROM warehouse_files").fetchall()}
+    cutoff = time.time() - kept_s
+    removed = []
+    for path in root.rglob("*"):
+        if path.is_file() and path not in listed and path.stat().st_mtime < cutoff:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _write_content_named(table: pa.Table, folder: Path) -> str:
+    """Write `table` as `<folder>/<sha256 of the bytes>.parquet` atomically; returns the file name.
+    The same rows always give the same bytes (and name): an existing file of that name is that file."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    data = sink.getvalue()
+    name = hashlib.sha256(data).hexdigest()[:32] + ".parquet"
+    final = folder / name
+    if final.is_file():
+        os.utime(final)  # written now, as far as garbage collection is concerned
+        return name
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{name}.{uuid.uuid4().hex}.tmp"
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(folder)
+    return name
+
+
+def _min_max(column: pa.ChunkedArray) -> tuple[str | None, str | None]:
+    import pyarrow.compute as pc
+
+    found = pc.min_max(column)
+    return found["min"].as_py(), found["max"].as_py()
+
+
+def _days(start: date, end: date) -> list[date]:
+    from datetime import timedelta
+
+    return [start + timedelta(days=i) for i in range((end - start).days + 1)]
 
 
 def _open(path: Path) -> duckdb.DuckDBPyConnection:

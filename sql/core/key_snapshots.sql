@@ -1,7 +1,7 @@
 -- key_snapshots: each key's remaining and used quota at the moment of each call.
 -- Unlimited keys (-1 or 999999999 sentinels) have is_unlimited = true and NULL amounts.
--- Grain: call × key. Inputs: lake/key_snapshots, lake/balance_snapshots (a snapshot counts once its
--- balance row, written last, exists). Full rebuild.
+-- Grain: call × key. Inputs: lake/key_snapshots, balance_snapshots (built from lake/balance_snapshots
+-- just before: a snapshot counts once its balance row, written last, exists). Full rebuild.
 CREATE OR REPLACE TABLE key_snapshots AS
 SELECT
     k.fetched_at::TIMESTAMPTZ AS fetched_at,
@@ -11,9 +11,7 @@ SELECT
     k.is_unlimited,
     k.snapshot_id
 FROM read_parquet($key_snapshot_files, hive_partitioning = false, union_by_name = true) AS k
-WHERE k.snapshot_id IN (
-    SELECT snapshot_id FROM read_parquet($balance_snapshot_files, hive_partitioning = false, union_by_name = true)
-)
+WHERE k.snapshot_id IN (SELECT snapshot_id FROM balance_snapshots)
 ORDER BY k.fetched_at, k.snapshot_id, k.key_name;
 COMMENT ON TABLE key_snapshots IS 'Per-key quota at the moment of each query-service call (point-in-time)';
 COMMENT ON COLUMN key_snapshots.remain_quota_usd IS 'remaining quota in USD; NULL when unlimited';

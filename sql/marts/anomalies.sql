@@ -2,7 +2,7 @@
 -- evidence (request ids, IPs, snapshots) and what to do next in plain words.
 -- Grain: one finding (finding_id = md5 of kind | usage_date | key_name | evidence, so a rebuild of
 -- the same data gives the same ids). Inputs: quota_daily, quota_restatements, recon_key_daily,
--- requests, balance_snapshots.
+-- requests (the window's days only), key_ip_daily (every day up to $end), balance_snapshots.
 -- Parameters: $start, $end: the reporting days rebuilt; $detected_at: the build's time (stamped on
 -- every row rebuilt); $timezone: COMET_LEDGER_TIMEZONE (a snapshot's reporting day);
 -- $baseline_days, $min_history_days, $spike_ratio, $spike_mads, $spike_min_usd (spend_spike);
@@ -12,7 +12,8 @@
 --
 -- Rebuild: the key-day kinds (spend_spike, new_source_ip, unlogged_gateway_requests, restatement,
 -- unpriced_model) are deleted and re-inserted for usage_date in [$start, $end]; their history (the
--- baseline, the IPs seen before) is read from every earlier day in the warehouse. The balance-ledger
+-- baseline, the IPs seen before) is read from every earlier day in the warehouse, from the small
+-- tables (quota_daily, key_ip_daily): only the window's own requests are read, whatever the history. The balance-ledger
 -- kinds (top_up, balance_jump, runway) belong to no reporting-day partition (balance_snapshots is
 -- itself rebuilt whole, point-in-time), so they are rebuilt whole on every run. One transaction.
 --
@@ -136,15 +137,10 @@ spend_spike AS (
 ),
 -- new_source_ip ----------------------------------------------------------------------------------
 ip_days AS (
-    SELECT
-        key_name, source_ip, usage_date,
-        count(*) AS requests,
-        count(*) FILTER (WHERE seen_in = 'gateway') AS unlogged,
-        sum(coalesce(billed_cost_usd::DOUBLE, estimated_cost_usd)) AS usd,
-        list(request_id ORDER BY ts, request_id) AS ids
-    FROM requests
-    WHERE key_name IS NOT NULL AND source_ip IS NOT NULL AND usage_date <= $end
-    GROUP BY ALL
+    -- every (key, IP) day up to the window's end, from the small per-day summary of requests
+    SELECT key_name, source_ip, usage_date, requests, unlogged_requests AS unlogged, cost_usd AS usd
+    FROM key_ip_daily
+    WHERE usage_date <= $end
 ),
 ip_history AS (
     SELECT
@@ -161,6 +157,14 @@ new_ips AS (
     FROM ip_history AS n
     WHERE n.usage_date = n.ip_first_day AND n.usage_date > n.key_first_day
       AND n.usage_date BETWEEN $start AND $end
+),
+new_ip_requests AS (
+    -- the request ids behind each new address (requests of the window's days only)
+    SELECT r.key_name, r.source_ip, r.usage_date, list(r.request_id ORDER BY r.ts, r.request_id) AS ids
+    FROM requests AS r
+    SEMI JOIN new_ips AS n ON n.key_name = r.key_name AND n.source_ip = r.source_ip AND n.usage_date = r.usage_date
+    WHERE r.usage_date BETWEEN $start AND $end
+    GROUP BY ALL
 ),
 new_source_ip AS (
     SELECT
@@ -183,6 +187,7 @@ new_source_ip AS (
              ELSE 'Confirm the address belongs to your infrastructure (a new server, office or CI runner); if it does '
                   || 'not, disable and rotate the key in the CometAPI console.' END AS action
     FROM new_ips
+    JOIN new_ip_requests USING (key_name, source_ip, usage_date)
 ),
 -- unlogged_gateway_requests ----------------------------------------------------------------------
 unlogged_ids AS (

@@ -178,10 +178,11 @@ def day(n: int) -> date:
 
 def fresh_warehouse(con: duckdb.DuckDBPyConnection) -> None:
     """The input tables with their real schemas, empty."""
-    for model in ("quota_daily", "quota_restatements", "recon_key_daily", "requests"):
+    for model in ("quota_daily", "quota_restatements", "recon_key_daily", "requests", "key_ip_daily"):
         for statement in con.extract_statements(model_path(model).read_text()):
             if statement.type == duckdb.StatementType.CREATE:
                 con.execute(statement)
+    con.execute("CREATE TABLE requests AS FROM requests_window")  # (in a warehouse: a view over its day files)
     con.execute("CREATE TABLE balance_snapshots (fetched_at TIMESTAMPTZ, username VARCHAR, balance_usd DECIMAL(18, 6), "
                 "total_used_usd DECIMAL(18, 6), request_count BIGINT, snapshot_id VARCHAR)")
 

@@ -19,7 +19,8 @@ Production code reads none of these variables; only this harness does:
   one at `DAGSTER_HOME`.
 
 A wrapper only counts calls that write the lake (`<home>/lake`) or the warehouse
-(`<home>/warehouse.duckdb`); Dagster's own files are left alone.
+(`<home>/warehouse.duckdb` and its day files under `<home>/warehouse_files`); Dagster's own files are
+left alone.
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ POINTS = {
                              "file not called yet",
     "warehouse.after_swap": "right after os.replace of .build over the published warehouse (before the "
                             "directory fsync and before the run's next step)",
+    "warehouse.after_day_file": "right after os.replace of one day file of `requests` into "
+                                "<home>/warehouse_files (before its directory fsync, the next day's file, the "
+                                "view over them and the swap that lists them)",
 }
 
 
@@ -62,6 +66,7 @@ class Harness:
     def __init__(self) -> None:
         self.lake: Path | None = None
         self.warehouse: Path | None = None
+        self.day_files: Path | None = None
         self.target: tuple[str, int] | None = None
         self.counts: Counter[str] = Counter()
         self.swaps = 0
@@ -69,6 +74,7 @@ class Harness:
     def configure(self, home: Path, target: tuple[str, int] | None) -> None:
         self.lake = (home / "lake").resolve()
         self.warehouse = (home / "warehouse.duckdb").resolve()
+        self.day_files = (home / "warehouse_files").resolve()
         self.target = target
         self.counts = Counter()
         self.swaps = 0
@@ -90,6 +96,14 @@ class Harness:
         try:
             return Path(os.fspath(path)).resolve().is_relative_to(self.lake)
         except TypeError:  # a file object, not a path
+            return False
+
+    def in_day_files(self, path) -> bool:
+        if self.day_files is None:
+            return False
+        try:
+            return Path(os.fspath(path)).resolve().is_relative_to(self.day_files)
+        except TypeError:
             return False
 
     def is_warehouse(self, path) -> bool:
@@ -140,6 +154,11 @@ class Harness:
                 real_replace(src, dst, *args, **kwargs)
                 if harness.reached("lake.after_replace"):
                     harness.die("lake.after_replace")
+                return None
+            if harness.in_day_files(dst):
+                real_replace(src, dst, *args, **kwargs)
+                if harness.reached("warehouse.after_day_file"):
+                    harness.die("warehouse.after_day_file")
                 return None
             if harness.is_warehouse(dst):
                 if harness.reached("warehouse.before_swap"):

@@ -200,8 +200,10 @@ def _mask_balance_finding(row: dict, kept: list[str]) -> tuple:
 
 
 def public_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Every table and view (`requests` is a view over its day files, listed in `warehouse_files`)."""
     return [t for (t,) in con.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE NOT internal AND NOT temporary ORDER BY 1").fetchall()]
+        "SELECT table_name FROM duckdb_tables() WHERE NOT internal AND NOT temporary UNION ALL "
+        "SELECT view_name FROM duckdb_views() WHERE NOT internal AND NOT temporary ORDER BY 1").fetchall()]
 
 
 def contents(warehouse: Path, *, one_home: bool = False) -> dict[str, list[tuple]]:

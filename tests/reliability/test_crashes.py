@@ -2,8 +2,9 @@
 
 Setup (once per module): a small simulated world (8 reporting days, 10 requests a day) served by the
 simulator in this process, client logs in the inbox, and a home where days 1-6 have been run (the
-state before the killed run). Then the run under test: days 5-8 (day 8 with the three days before it
-re-pulled, as the daily schedule does; the inbox has two new days of client logs). An uninterrupted
+state before the killed run; day 6's client logs had not arrived yet). Then the run under test: days
+5-8 (day 8 with the three days before it re-pulled, as the daily schedule does; the inbox has three
+new days of client logs, so day 6's requests change, as well as new ones added). An uninterrupted
 copy of that run, the reference, says which points it reaches how often and what it publishes.
 
 Each case copies the day-6 home, runs days 5-8 in a child process that SIGKILLs itself at the k-th
@@ -12,6 +13,8 @@ arrival at one kill point (`crash_harness.POINTS`; k seeded random), and checks:
 1. the previous state is intact:
    - the lake: every visible `*.parquet` opens and reads to its last row; everything else is a
      hidden `.*.tmp`; every file of the day-6 lake is still there;
+   - the day files of `requests` (`<home>/warehouse_files`): the same, and every file the day-6
+     warehouse lists is still there;
    - the warehouse: no swap done yet -> the published file is byte-identical to the day-6 one;
      n swaps done -> every table equals the n-th state the reference published (time-dependent
      values aside); never a mix. Per table: equal to the day-6 table, or to the reference's final one;
@@ -25,8 +28,8 @@ ids and date-times (`TEXT_MASKS`). Point-in-time snapshots (`SNAPSHOT_TABLES`) a
 a killed run that got as far as taking a snapshot legitimately leaves one more observation of the
 same balance. Comparisons with the day-6 state are exact (every column).
 
-`make test` runs a reduced form (`REDUCED_POINTS`: 4 of the 20 kills, lake and warehouse); the full
-seeded 20 kills: `.venv/bin/pytest -m slow tests/reliability/test_crashes.py`.
+`make test` runs a reduced form (`REDUCED_POINTS`: 5 of the 20 kills, lake, warehouse and day files);
+the full seeded 20 kills: `.venv/bin/pytest -m slow tests/reliability/test_crashes.py`.
 """
 
 from __future__ import annotations
@@ -67,7 +70,8 @@ CHILD_TIMEOUT_S = 300
 
 SEED = 20260006  # issue 6
 FULL_KILLS = 20
-REDUCED_POINTS = ("lake.mid_write", "lake.after_replace", "warehouse.mid_model", "warehouse.after_swap")
+REDUCED_POINTS = ("lake.mid_write", "lake.after_replace", "warehouse.mid_model", "warehouse.after_day_file",
+                  "warehouse.after_swap")
 
 TIME_COLUMNS = frozenset({
     "pulled_at", "previous_pulled_at", "pull_id",  # quota_daily, quota_restatements
@@ -101,8 +105,10 @@ def kill_plan() -> list[tuple[str, float, str]]:
 
 
 FULL = kill_plan()
-# `make test`: 4 of the 20 (the first in-memory-instance kill at each of REDUCED_POINTS), for time.
-REDUCED = [next(kill for kill in FULL if kill[0] == point and kill[2] == "ephemeral") for point in REDUCED_POINTS]
+# `make test`: 5 of the 20 (at each of REDUCED_POINTS the first in-memory-instance kill, else its first
+# kill), for time.
+REDUCED = [min((kill for kill in FULL if kill[0] == point), key=lambda kill: kill[2] != "ephemeral")
+           for point in REDUCED_POINTS]
 
 
 def _case_id(form: str, point: str, fraction: float, instance: str) -> str:
@@ -132,8 +138,9 @@ def table_digests(warehouse: Path, *, normalized: bool) -> dict[str, str]:
     (see the module docstring); otherwise every column, like `conftest.warehouse_digest`."""
     digests = {}
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        tables = [t for (t,) in con.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE NOT internal AND NOT temporary ORDER BY 1").fetchall()]
+        tables = [t for (t,) in con.execute(  # tables and views (`requests` is a view over its day files)
+            "SELECT table_name FROM duckdb_tables() WHERE NOT internal AND NOT temporary UNION ALL "
+            "SELECT view_name FROM duckdb_views() WHERE NOT internal AND NOT temporary ORDER BY 1").fetchall()]
         for table in tables:
             columns = [c for (c,) in con.execute(
                 "SELECT column_name FROM duckdb_columns() WHERE table_name = $t ORDER BY column_index",
@@ -184,6 +191,11 @@ def snapshot_invariant(warehouse: Path) -> list[tuple]:
     with duckdb.connect(str(warehouse), read_only=True) as con:
         return con.execute("SELECT DISTINCT snapshot_id FROM key_snapshots "
                            "WHERE snapshot_id NOT IN (SELECT snapshot_id FROM balance_snapshots)").fetchall()
+
+
+def requests_of(warehouse: Path, day: date) -> list[tuple]:
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        return con.execute("SELECT * FROM requests WHERE usage_date = $d ORDER BY ALL", {"d": day}).fetchall()
 
 
 def differing(got: dict[str, str], want: dict[str, str]) -> list[str]:
@@ -239,6 +251,7 @@ class World:
     base_warehouse_sha: str = ""
     base_exact: dict[str, str] = field(default_factory=dict)
     base_lake: set[str] = field(default_factory=set)
+    base_day_files: set[str] = field(default_factory=set)  # the day files the day-6 warehouse lists
     counts: dict[str, int] = field(default_factory=dict)
     published: dict[int, dict[str, str]] = field(default_factory=dict)  # swap n -> normalized digests
     final: dict[str, str] = field(default_factory=dict)  # the reference's end state, normalized
@@ -276,16 +289,20 @@ def world(tmp_path_factory):
         with SimulatorServer(traffic) as sim:
             w = World(root, sim, prices, server)
             w.base = root / "base" / "home"
-            write_inbox(traffic, w.base / "inbox", _days(*BASE_DAYS))
+            write_inbox(traffic, w.base / "inbox", _days(BASE_DAYS[0], BASE_DAYS[1] - timedelta(days=1)))
             code, log = w.run(w.base, BASE_DAYS, "run", **{INSTANCE_ENV: "ephemeral"})
             assert code == 0, log
             # The base run pulled the planted restatement's day: from now on every pull sees the late
             # correction, so the simulated world no longer changes between runs.
             assert sim.restated
-            write_inbox(traffic, w.base / "inbox", _days(RUN_DAYS[1] - timedelta(days=1), RUN_DAYS[1]))
+            # day 6's client logs arrive late: the run under test replaces day 6's requests file
+            write_inbox(traffic, w.base / "inbox", _days(BASE_DAYS[1], RUN_DAYS[1]))
             w.base_warehouse_sha = file_sha(w.base / "warehouse.duckdb")
             w.base_exact = table_digests(w.base / "warehouse.duckdb", normalized=False)
             w.base_lake = visible_lake_files(w.base / "lake")
+            with duckdb.connect(str(w.base / "warehouse.duckdb"), read_only=True) as con:
+                w.base_day_files = {f for (f,) in con.execute("SELECT file FROM warehouse_files").fetchall()}
+            assert w.base_day_files
 
             reference = root / "reference" / "home"
             shutil.copytree(w.base, reference)
@@ -305,6 +322,9 @@ def world(tmp_path_factory):
             base_normalized = table_digests(w.base / "warehouse.duckdb", normalized=True)
             assert {"quota_daily", "requests", "recon_key_daily", "inbox_files", "anomalies"} <= set(
                 differing(base_normalized, w.final))
+            # day 6's late client logs: the run replaces a day of requests the state before already lists
+            day6 = [requests_of(home / "warehouse.duckdb", BASE_DAYS[1]) for home in (w.base, reference)]
+            assert day6[0] and day6[0] != day6[1]
             yield w
     finally:
         server.close()
@@ -327,6 +347,7 @@ def test_a_run_killed_at_any_point_leaves_the_previous_state_and_a_rerun_converg
 
     # 1. the previous state is intact: no partial file visible, the warehouse a state a run publishes
     assert lake_problems(home / "lake", world.base_lake) == []
+    assert lake_problems(home / "warehouse_files", world.base_day_files) == []
     assert not warehouse.with_name(warehouse.name + ".wal").exists()
     if swaps == 0:
         assert file_sha(warehouse) == world.base_warehouse_sha, "killed before its first swap, yet the warehouse changed"
@@ -344,6 +365,7 @@ def test_a_run_killed_at_any_point_leaves_the_previous_state_and_a_rerun_converg
     code, log = world.run(home, RUN_DAYS, "rerun", **{INSTANCE_ENV: instance})
     assert code == 0, f"the re-run after a kill at {point}:{k} failed:\n{log[-3000:]}"
     assert lake_problems(home / "lake", world.base_lake) == []
+    assert lake_problems(home / "warehouse_files", world.base_day_files) == []
     assert not warehouse.with_name(warehouse.name + ".build").exists()
     assert differing(table_digests(warehouse, normalized=True), world.final) == []
     assert snapshot_invariant(warehouse) == []

@@ -48,7 +48,8 @@ from support import FIRST, LAST, SNAPSHOT_TABLES, digests, make_world, query, ro
 RUNS = 3
 PUBLIC_TABLES = {"quota_daily", "quota_restatements", "balance_snapshots", "key_snapshots", "prices", "key_owners",
                  "requests", "recon_key_daily", "cost_key_model_daily", "cost_model_daily", "cost_category_monthly",
-                 "chargeback_monthly", "inbox_files", "rejects", "anomalies", "model_versions"}
+                 "chargeback_monthly", "inbox_files", "rejects", "anomalies", "model_versions", "key_ip_daily",
+                 "warehouse_files"}
 REPLACED_DATASETS = ("request_logs", "gateway_logs", "inbox_records", "inbox_rejects", "inbox_manifest")
 APPENDED_DATASETS = ("quota_pulls", "gateway_pulls", "balance_snapshots", "key_snapshots")
 CSV_HEADER = ["id", "created_at", "type", "content", "token_name", "model_name", "quota", "prompt_tokens",

@@ -47,7 +47,8 @@ def test_every_public_table_and_column_is_in_the_dictionary(sim_month):
     text = DICTIONARY.read_text()
     titles = re.findall(r"^## `([^`]+)`$", text, flags=re.M)
     tables = [t for (t,) in table_rows(sim_month.settings, "SELECT table_name FROM duckdb_tables() "
-                                                           "WHERE NOT internal ORDER BY 1")]
+                                                           "WHERE NOT internal UNION ALL SELECT view_name "
+                                                           "FROM duckdb_views() WHERE NOT internal ORDER BY 1")]
     assert titles == tables
     for table, column, data_type in table_rows(sim_month.settings, """
             SELECT table_name, column_name, data_type FROM duckdb_columns() WHERE NOT internal"""):

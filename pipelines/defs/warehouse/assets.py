@@ -112,25 +112,9 @@ def build_warehouse_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
         with publish(ledger.warehouse_path) as con:
             start, end = rebuild_window(con, ledger.lake, start, end, ledger.tolerance_usd, ledger.tolerance_pct)
             window = {"start": start, "end": end}
-            checks = con.execute(
-                """
-                SELECT
-                    (SELECT count(*) - count(DISTINCT request_id) FROM requests),
-                    (SELECT count(*) FROM requests WHERE usage_date BETWEEN $start AND $end AND (
-                        least(prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens, reasoning_tokens) < 0
-                        OR cached_tokens + cache_write_tokens > prompt_tokens OR reasoning_tokens > completion_tokens
-                        OR total_tokens <> prompt_tokens + completion_tokens)),
-                    (SELECT count(*) FILTER (WHERE pricing_status = 'unpriced') / greatest(count(*), 1)
-                       FROM requests WHERE usage_date BETWEEN $start AND $end AND seen_in <> 'gateway'),
-                    (SELECT count(*) FROM (
-                        SELECT q.usage_date, q.key_name FROM quota_daily q
-                        LEFT JOIN cost_key_model_daily a USING (usage_date, key_name)
-                        WHERE q.usage_date BETWEEN $start AND $end
-                        GROUP BY ALL HAVING coalesce(sum(a.allocated_cost_usd), 0) <> any_value(q.reported_cost_usd))),
-                    (SELECT count(*) FROM recon_key_daily WHERE usage_date BETWEEN $start AND $end
-                        AND status NOT IN ('matched', 'within_tolerance'))
-                """, window).fetchone()
-            duplicates, broken_tokens, unpriced_share, unbalanced, flagged = checks
+            checks = reconciliation.window_checks(con, start, end)
+            duplicates, broken_tokens = checks.duplicate_request_ids, checks.broken_tokens
+            unpriced_share, unbalanced, flagged = checks.unpriced_share, checks.unbalanced_key_days, checks.flagged_key_days
             metadata = {
                 name: {
                     "window": f"{start} .. {end}",

@@ -239,7 +239,8 @@ def read_month(warehouse_path: Path, lake_root: Path, period: Period) -> MonthFi
         raise PackError(f"no warehouse at {warehouse_path}: run `comet-ledger backfill` (or `demo`) first")
     with duckdb.connect(str(warehouse_path), read_only=True) as con:
         con.execute("SET TimeZone = 'UTC'")
-        tables = {name for (name,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        tables = {name for (name,) in con.execute(  # `requests` is a view over its day files
+            "SELECT table_name FROM duckdb_tables() UNION ALL SELECT view_name FROM duckdb_views()").fetchall()}
         missing = [t for t in REQUIRED_TABLES if t not in tables]
         if missing:
             raise PackError(f"the warehouse at {warehouse_path} has no table {', '.join(missing)}: "

@@ -1,0 +1,28 @@
+-- requests (the view analysts query): the descriptions of the view and its columns. The view is
+-- created by pipelines/lib/warehouse.py (`replace_days`) over the current Parquet file of every
+-- reporting day, and this file is run right after; the rows come from requests.sql.
+COMMENT ON VIEW requests IS 'Every request seen by your logs or by CometAPI''s ledger, with its estimated and billed cost';
+COMMENT ON COLUMN requests.request_id IS 'CometAPI request id (X-Cometapi-Request-Id); joins client logs and the gateway ledger';
+COMMENT ON COLUMN requests.ts IS 'request time, UTC (client log, else gateway ledger)';
+COMMENT ON COLUMN requests.usage_date IS 'reporting day in COMET_LEDGER_TIMEZONE';
+COMMENT ON COLUMN requests.team IS 'owner of the key on that day (key_owners), else unassigned';
+COMMENT ON COLUMN requests.model IS 'model as CometAPI billed it (gateway ledger), else as logged';
+COMMENT ON COLUMN requests.logged_model IS 'model as your logs name it (may carry a snapshot suffix); NULL when not logged';
+COMMENT ON COLUMN requests.priced_model IS 'the prices.model it was priced as (NULL: unpriced)';
+COMMENT ON COLUMN requests.billing_category IS 'token or per_call: from the price table, else from the gateway ledger, else NULL';
+COMMENT ON COLUMN requests.usage_status IS 'client side: known, unknown (interrupted stream, error reply) or per_call; NULL when not logged';
+COMMENT ON COLUMN requests.prompt_tokens IS 'all input tokens, cache reads and writes included (OpenAI semantics)';
+COMMENT ON COLUMN requests.cached_tokens IS 'cache-read input tokens (a subset of prompt_tokens)';
+COMMENT ON COLUMN requests.cache_write_tokens IS 'cache-write input tokens (a subset of prompt_tokens)';
+COMMENT ON COLUMN requests.reasoning_tokens IS 'reasoning tokens (a subset of completion_tokens)';
+COMMENT ON COLUMN requests.estimate_basis IS 'client_tokens, gateway_tokens or per_call: what the estimate was computed from';
+COMMENT ON COLUMN requests.estimated_cost_usd IS 'tokens x price version x gateway_ratio, or per_call_usd x gateway_ratio; NULL with pricing_status when it cannot be known';
+COMMENT ON COLUMN requests.billed_cost_usd IS 'what CometAPI''s ledger billed for the call (quota / 500000); NULL when the ledger does not have it';
+COMMENT ON COLUMN requests.price_version_id IS 'the prices row used';
+COMMENT ON COLUMN requests.pricing_status IS 'priced, unpriced (no price for the model on that day), unknown_usage (tokens unknown), missing_price (a token kind without a price)';
+COMMENT ON COLUMN requests.seen_in IS 'both, client (your logs only) or gateway (billed by CometAPI, not in your logs)';
+COMMENT ON COLUMN requests.source_ip IS 'caller IP (client log, else gateway ledger when it records IPs)';
+COMMENT ON COLUMN requests.key_name IS 'key display name (client log, else gateway ledger)';
+COMMENT ON COLUMN requests.completion_tokens IS 'output tokens, reasoning included';
+COMMENT ON COLUMN requests.total_tokens IS 'prompt_tokens + completion_tokens';
+
