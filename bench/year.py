@@ -160,7 +160,7 @@ def main() -> None:
     for path, count in sorted(served["calls"].items()):
         print(f"| {path} | {count:,} |")
     print("\n| on disk | MiB |\n|---|---:|")
-    for name in ("lake", "warehouse.duckdb", "dagster"):
+    for name in ("lake", "warehouse.duckdb", "warehouse_files", "dagster"):
         print(f"| {name} | {size_of(home / name) / 2**20:,.1f} |")
 
 
