@@ -32,7 +32,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Final
 from zoneinfo import ZoneInfo
 
@@ -188,7 +188,7 @@ def _normalise(lines: Sequence[tuple[int, bytes]], fallback_key: str | None, tz:
             try:
                 row = _fast_row(_decode_envelope(line), fallback_key, latest_us, endpoints)
             except (msgspec.DecodeError, _Declined):
-                row = None
+                pass
         if row is not None:
             rows.append((*row, line_no))
             fast += 1
@@ -216,7 +216,7 @@ def _us(moment: datetime) -> int:
     return (moment - EPOCH) // _ONE_US
 
 
-_ONE_US: Final = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=timezone.utc) - EPOCH
+_ONE_US: Final = timedelta(microseconds=1)
 
 
 # Columns of a row before `_table` adds usage_date: RECORD_SCHEMA without usage_date, then line_no.
@@ -224,9 +224,7 @@ _ROW_COLUMNS: Final = tuple(n for n in RECORD_SCHEMA.names if n != "usage_date")
 
 
 def _record_row(r: RequestRecord) -> tuple:
-    return (r.request_id, _us(r.ts), r.key_name, r.model, r.endpoint, r.status, r.source_ip, r.latency_ms,
-            r.usage_shape, r.usage_status, r.prompt_tokens, r.completion_tokens, r.total_tokens, r.cached_tokens,
-            r.cache_write_tokens, r.reasoning_tokens, r.uncached_prompt_tokens, r.response_id, r.raw_usage_json)
+    return tuple(_us(r.ts) if name == "ts" else getattr(r, name) for name in _ROW_COLUMNS)
 
 
 def _table(rows: list[tuple], tz: ZoneInfo) -> pa.Table:
