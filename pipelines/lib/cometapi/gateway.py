@@ -173,13 +173,8 @@ class GatewayClient:
             EXPORT_PATH,
             params={"start_timestamp": start_ts, "end_timestamp": end_ts},
             headers=self._headers() | {"Accept": "text/csv, */*;q=0.5"},
-            secrets=(self._token,),
-            policy=self._policy,
-            sleep=self._sleep,
-            service=SERVICE,
-            auth_hint="COMETAPI_ACCESS_TOKEN",
-            url_hint="COMETAPI_API_URL",
             consume=parse,
+            **self._send_options(),
         ).value
 
     def _log_total(self, start_ts: int, end_ts: int) -> int | None:
@@ -266,6 +261,11 @@ class GatewayClient:
             headers["New-Api-User"] = str(self._user_id)
         return headers
 
+    def _send_options(self) -> dict[str, Any]:
+        """What every call to the ledger passes to the HTTP layer: retries, redaction, error hints."""
+        return {"secrets": (self._token,), "policy": self._policy, "sleep": self._sleep, "service": SERVICE,
+                "auth_hint": "COMETAPI_ACCESS_TOKEN", "url_hint": "COMETAPI_API_URL"}
+
     def _get_data(self, path: str, params: dict[str, Any]) -> Any:
         self.calls += 1
         body = request_json(
@@ -274,12 +274,7 @@ class GatewayClient:
             path,
             params=params,
             headers=self._headers(),
-            secrets=(self._token,),
-            policy=self._policy,
-            sleep=self._sleep,
-            service=SERVICE,
-            auth_hint="COMETAPI_ACCESS_TOKEN",
-            url_hint="COMETAPI_API_URL",
+            **self._send_options(),
         )
         if not isinstance(body, dict) or "data" not in body:
             raise self._error("the body is not an envelope {\"success\": true, \"data\": ...}", path=path)
