@@ -169,6 +169,15 @@ def test_processes_opening_a_new_dagster_home_at_once_all_get_an_instance(tmp_pa
     assert len(outcomes) == rounds * processes
 
 
+def assert_as_one_run_left_it(warehouse, sim, first: date, last: date, expected: dict) -> None:
+    """The warehouse holds what one run alone leaves (`expected`), with every invariant intact."""
+    found = invariants(warehouse, sim.truth(), first, last)
+    assert found == {"quota_daily_equals_simulator": True, "requests": len(expected["requests"]),
+                     "duplicated_request_ids": 0, "duplicated_recon_key_days": 0,
+                     "recon_covers_reported_key_days": True}
+    assert differing(contents(warehouse), expected) == {}
+
+
 # --- 2. two `comet-ledger run` processes at once ---------------------------------------------------
 
 def test_two_cli_runs_started_at_once_both_succeed_and_lose_or_duplicate_nothing(tmp_path, sim, traffic,
@@ -190,11 +199,7 @@ def test_two_cli_runs_started_at_once_both_succeed_and_lose_or_duplicate_nothing
     overlapping_runs(world.dagster_home, expected=2)
 
     warehouse = world.settings.warehouse_path
-    found = invariants(warehouse, sim.truth(), first, last)
-    assert found == {"quota_daily_equals_simulator": True, "requests": len(expected["requests"]),
-                     "duplicated_request_ids": 0, "duplicated_recon_key_days": 0,
-                     "recon_covers_reported_key_days": True}
-    assert differing(contents(warehouse), expected) == {}
+    assert_as_one_run_left_it(warehouse, sim, first, last, expected)
     counts = row_counts(warehouse)
     assert counts["balance_snapshots"] == 2  # one snapshot per run, neither lost
     assert counts["key_snapshots"] == 2 * len(query(warehouse, "SELECT DISTINCT key_name FROM key_snapshots"))
@@ -234,11 +239,7 @@ def check_parallel_backfill(tmp_path, sim, traffic, days: list[date], selection:
     print(f"{len(days)} partition runs in parallel: {time.monotonic() - started:.1f} s")
 
     warehouse = world.settings.warehouse_path
-    found = invariants(warehouse, sim.truth(), first, last)
-    assert found == {"quota_daily_equals_simulator": True, "requests": len(expected["requests"]),
-                     "duplicated_request_ids": 0, "duplicated_recon_key_days": 0,
-                     "recon_covers_reported_key_days": True}
-    assert differing(contents(warehouse), expected) == {}
+    assert_as_one_run_left_it(warehouse, sim, first, last, expected)
     snapshots = len(days) if selection == DAILY_SELECTION else 1
     assert row_counts(warehouse)["balance_snapshots"] == snapshots  # one per run that took one, none lost
 
