@@ -176,23 +176,22 @@ def _lag(delta) -> str:
     return f"{days_} d {hours} h {rest // 60} min"
 
 
+def _spend_table(rows, name: tuple[str, str], others: tuple[str, str]) -> Table:
+    """Reported, estimated and billed spend per key or per team: (heading, column) for the row's name
+    and for what it groups (a key's teams, a team's keys)."""
+    return Table(
+        (name[0], others[0], "reported requests", "reported (USD)", "estimated (USD)", "billed (USD)"),
+        tuple((r[name[1]], r[others[1]], count(r["reported_requests"]), usd(r["reported_cost_usd"]),
+               usd(r["estimated_cost_usd"]), usd(r["billed_cost_usd"])) for r in rows),
+        total=("total", "", count(_sum(rows, "reported_requests")), usd(_sum(rows, "reported_cost_usd")),
+               usd(_sum(rows, "estimated_cost_usd")), usd(_sum(rows, "billed_cost_usd"))),
+        numeric=frozenset({2, 3, 4, 5}))
+
+
 def _spend(f: MonthFigures, files: PackFiles) -> Section:
     t = f.totals
-    money = frozenset({2, 3, 4, 5})
-    by_key = Table(
-        ("key", "team(s)", "reported requests", "reported (USD)", "estimated (USD)", "billed (USD)"),
-        tuple((r["key_name"], r["teams"], count(r["reported_requests"]), usd(r["reported_cost_usd"]),
-               usd(r["estimated_cost_usd"]), usd(r["billed_cost_usd"])) for r in f.by_key),
-        total=("total", "", count(_sum(f.by_key, "reported_requests")), usd(_sum(f.by_key, "reported_cost_usd")),
-               usd(_sum(f.by_key, "estimated_cost_usd")), usd(_sum(f.by_key, "billed_cost_usd"))),
-        numeric=money)
-    by_team = Table(
-        ("team", "keys", "reported requests", "reported (USD)", "estimated (USD)", "billed (USD)"),
-        tuple((r["team"], r["keys"], count(r["reported_requests"]), usd(r["reported_cost_usd"]),
-               usd(r["estimated_cost_usd"]), usd(r["billed_cost_usd"])) for r in f.by_team),
-        total=("total", "", count(_sum(f.by_team, "reported_requests")), usd(_sum(f.by_team, "reported_cost_usd")),
-               usd(_sum(f.by_team, "estimated_cost_usd")), usd(_sum(f.by_team, "billed_cost_usd"))),
-        numeric=money)
+    by_key = _spend_table(f.by_key, ("key", "key_name"), ("team(s)", "teams"))
+    by_team = _spend_table(f.by_team, ("team", "team"), ("keys", "keys"))
     by_model = Table(
         ("model", "category", "requests", "prompt tokens", "completion tokens", "cached tokens", "reasoning tokens",
          "estimated (USD)", "allocated (USD)"),
