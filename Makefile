@@ -1,4 +1,4 @@
-# The README's commands. Each target bootstraps .venv when it is missing or pyproject.toml changed.
+# The README's commands. Each target bootstraps .venv when it is missing, or when pyproject.toml or the compiled scanner changed.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -8,7 +8,7 @@ export DAGSTER_HOME ?= $(COMET_LEDGER_HOME)/dagster
 
 .PHONY: demo test dev bench clean-data
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml hatch_build.py pipelines/lib/request_logs/_scan.c
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "comet-ledger needs Python 3.11 or newer; set PYTHON=python3.11")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip

@@ -1,7 +1,8 @@
-"""The batch normaliser (`request_logs.fast`) against the reference rules (`parse_line`), line by line.
+"""The batch normalisers (`request_logs.fast`) against the reference rules (`parse_line`), line by line.
 
-The fast path may decline a line (parse_line then decides), but for every line the outcome must be
-parse_line's: the same record, or the same reject. Checked on every line the request-log tests use,
+Both ways in are checked: `normalise_lines` (the typed decoder, then parse_line) and
+`normalise_block` (the compiled scanner first). A fast tier may decline a line (the next one then
+decides), but for every line the outcome must be parse_line's: the same record, or the same reject. Checked on every line the request-log tests use,
 the bad-input catalogue, generated lines of every shape with random field types, and the
 simulator's traffic; plus that the fast path really takes the common lines.
 """
@@ -21,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipelines.lib.request_logs import Reject, parse_line, read_file
-from pipelines.lib.request_logs.fast import normalise_lines
+from pipelines.lib.request_logs.fast import NormalisedLines, normalise_block, normalise_lines
 from pipelines.lib.request_logs.reader import read_file_batches
 from pipelines.lib.simulator.inbox import write_inbox
 from pipelines.lib.simulator.traffic import generate_traffic
@@ -54,9 +55,25 @@ def normalised_usage(row: dict) -> dict:
 
 
 def assert_same_as_reference(lines: list[bytes], *, key: str | None = "team-a", tz: ZoneInfo = ZONES[0]) -> int:
-    """Normalise `lines` both ways and compare every outcome; returns how many the fast path took."""
+    """Normalise `lines` both ways and compare every outcome; returns how many the typed decoder took.
+
+    The block form skips lines holding b"\\n" (a block is split there)."""
     numbered = list(enumerate(lines, start=1))
     batch = normalise_lines(numbered, fallback_key=key, tz=tz, now=NOW)
+    assert_outcomes(batch, numbered, key, tz)
+    assert_same_as_reference_in_a_block([line for line in lines if b"\n" not in line], key=key, tz=tz)
+    return batch.fast
+
+
+def assert_same_as_reference_in_a_block(lines: list[bytes], *, key: str | None, tz: ZoneInfo) -> int:
+    """`normalise_block` on the lines joined into one block; returns how many the compiled scanner took."""
+    block = b"".join(line + b"\n" for line in lines)
+    normalised = normalise_block(block, 1, fallback_key=key, tz=tz, now=NOW)
+    assert_outcomes(normalised, list(enumerate(lines, start=1)), key, tz)
+    return normalised.compiled
+
+
+def assert_outcomes(batch: NormalisedLines, numbered: list[tuple[int, bytes]], key: str | None, tz: ZoneInfo) -> None:
     records = iter(batch.records.to_pylist())
     rejects = iter(batch.rejects)
     blank = 0
@@ -72,7 +89,6 @@ def assert_same_as_reference(lines: list[bytes], *, key: str | None = "team-a", 
             assert normalised_usage(next(records)) == reference_row(expected, line_no), line[:300]
     assert next(records, None) is None and next(rejects, None) is None
     assert batch.blank == blank
-    return batch.fast
 
 
 def encoded(text: str | bytes) -> bytes:
@@ -134,7 +150,8 @@ def test_file_batches_give_what_read_file_gives(tmp_path: Path) -> None:
     path = inbox / "team-a" / "log.jsonl.gz"
     path.write_bytes(gzip.compress(text.encode())[:-12])  # truncated: the stream breaks near the end
     expected = list(read_file(path, inbox_root=inbox, tz=ZONES[0], now=NOW))
-    batches = list(read_file_batches(path, inbox_root=inbox, tz=ZONES[0], now=NOW, batch_lines=4))
+    batches = list(read_file_batches(path, inbox_root=inbox, tz=ZONES[0], now=NOW, block_bytes=100))
+    assert len(batches) > 3
     records = [r for b in batches for r in b.records.to_pylist()]
     rejects = [(n, r) for b in batches for n, r, _ in b.rejects]
     assert [normalised_usage(r) for r in records] == [

@@ -1,4 +1,4 @@
-"""Normalise many inbox lines at once: a typed decoder for the common forms, `parse_line` for the rest.
+"""Normalise many inbox lines at once: compiled and typed decoders for the common forms, `parse_line` for the rest.
 
 `normalize.parse_line` is the definition of every rule. Applied line by line it costs ~15 us a line
 (most of it `json.loads` building every object of the body, the chat text included), too slow for
@@ -18,9 +18,16 @@ common path:
    or fails to decode) goes through `parse_line` itself. Every reject therefore comes from
    `parse_line`, with its reason and detail.
 
+`normalise_block` puts a third tier in front, for whole blocks of lines as the reader gives them:
+the compiled scanner `_scan.c` (built by `pip install`, see hatch_build.py) parses each line with a
+strict JSON parser that records only the fields the rules read, applies the same rules, and writes
+Arrow columns directly; the lines it declines (its header lists why it may) go through
+`normalise_lines`. Without the compiled module every line takes that way: the same outcomes, slower.
+
 So the fast path may decline anything, but must never accept differently: for every line it accepts,
 the record equals `parse_line`'s. `tests/lib/test_request_logs_fast.py` checks that on every line of
-the request-log tests, on generated lines of every shape, and on the simulator's traffic.
+the request-log tests, on generated lines of every shape, and on the simulator's traffic
+(tests/lib/test_request_logs_native.py does the same for the compiled scanner).
 
 Differences from `parse_line` by design (the same JSON value, another spelling): `raw_usage_json` is
 the usage object as logged with whitespace removed, where `parse_line` re-serialises what it decoded
@@ -39,8 +46,13 @@ from zoneinfo import ZoneInfo
 import msgspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 from msgspec import UNSET, Raw, Struct, UnsetType
 
+try:
+    from pipelines.lib.request_logs import _scan
+except ImportError:  # a checkout that was not installed: the Python tiers take every line
+    _scan = None
 from pipelines.lib.request_logs.normalize import (
     EARLIEST_TIMESTAMP,
     FUTURE_TOLERANCE,
@@ -157,7 +169,8 @@ class NormalisedLines:
     records: pa.Table  # NUMBERED_SCHEMA, in line order
     rejects: list[tuple[int, Reject, bytes]]  # (line_no, reject, the line)
     blank: int
-    fast: int  # records taken by the fast path (the rest by parse_line)
+    fast: int  # records taken by the fast path: the compiled scanner or the typed decoder (the rest by parse_line)
+    compiled: int = 0  # of those, by the compiled scanner
 
 
 def normalise_lines(
@@ -202,6 +215,72 @@ def _normalise(lines: Sequence[tuple[int, bytes]], fallback_key: str | None, tz:
         else:
             rows.append((*_record_row(outcome), line_no))
     return NormalisedLines(_table(rows, tz), rejects, blank, fast)
+
+
+def normalise_block(
+    block: bytes, first_line_no: int, *, fallback_key: str | None, tz: ZoneInfo, now: datetime
+) -> NormalisedLines:
+    """Normalise every line of `block` (whole lines split at b"\\n", the first numbered `first_line_no`).
+
+    The compiled scanner takes what it can; `normalise_lines` the lines it declines (module docstring).
+    """
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    key = _scan_key(fallback_key)
+    if _scan is None or key is False:
+        lines = block.split(b"\n")
+        if block.endswith(b"\n"):
+            lines.pop()
+        return normalise_lines(list(enumerate(lines, first_line_no)), fallback_key=fallback_key, tz=tz, now=now)
+    rows, columns, declined = _scan.scan(block, first_line_no, key, _EARLIEST_US, _us(now + FUTURE_TOLERANCE))
+    where = np.frombuffer(declined, dtype=np.int64).reshape(-1, 3).tolist()
+    rest = normalise_lines([(n, block[start:end]) for n, start, end in where],
+                           fallback_key=fallback_key, tz=tz, now=now)
+    records = rest.records
+    if rows:
+        scanned = _scanned_table(rows, columns, tz)
+        records = scanned if not records.num_rows else _in_line_order(pa.concat_tables([scanned, records]))
+    return NormalisedLines(records, rest.rejects, rest.blank, rows + rest.fast, rows)
+
+
+def _scan_key(fallback_key: str | None) -> bytes | None | bool:
+    """The key folder as the scanner takes it; False when it cannot (a name that is not UTF-8)."""
+    if not fallback_key:
+        return None
+    try:
+        return fallback_key.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+
+
+_USAGE_STATUSES: Final = pa.array(["unknown", "known", "per_call"])  # the scanner's codes 0, 1, 2
+
+
+def _scanned_table(rows: int, columns: dict[str, tuple[bytes, bytes, bytes]], tz: ZoneInfo) -> pa.Table:
+    """NUMBERED_SCHEMA from the scanner's buffers: Arrow layouts, wrapped without copying."""
+    def array(name: str, type_: pa.DataType) -> pa.Array:
+        valid, values, data = (pa.py_buffer(b) for b in columns[name])
+        buffers = [valid, values, data] if pa.types.is_string(type_) else [valid, values]
+        return pa.Array.from_buffers(type_, rows, buffers)
+
+    ts_us = np.frombuffer(columns["ts"][1], dtype=np.int64)
+    arrays = []
+    for field in NUMBERED_SCHEMA:
+        if field.name == "usage_date":
+            arrays.append(pa.array(_local_days(ts_us, tz), pa.int32()).view(field.type))
+        elif field.name == "usage_shape":
+            arrays.append(pa.array(_scan.SHAPES).take(array(field.name, pa.int8())))
+        elif field.name == "usage_status":
+            arrays.append(_USAGE_STATUSES.take(array(field.name, pa.int8())))
+        elif field.name == "ts":
+            arrays.append(array("ts", pa.int64()).view(field.type))
+        else:
+            arrays.append(array(field.name, field.type))
+    return pa.Table.from_arrays(arrays, schema=NUMBERED_SCHEMA)
+
+
+def _in_line_order(table: pa.Table) -> pa.Table:
+    return table.take(pa.compute.sort_indices(table["line_no"]))
 
 
 def _utf8(line: bytes) -> bool:

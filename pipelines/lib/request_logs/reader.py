@@ -31,14 +31,13 @@ from typing import Final
 from zoneinfo import ZoneInfo
 
 from pipelines.lib.redact import redact
-from pipelines.lib.request_logs.fast import NUMBERED_SCHEMA, NormalisedLines, normalise_lines
+from pipelines.lib.request_logs.fast import NUMBERED_SCHEMA, NormalisedLines, normalise_block
 from pipelines.lib.request_logs.normalize import Reject, RequestRecord, parse_line
 
 INBOX_SUFFIXES: Final = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
 RAW_LIMIT: Final = 2_000  # characters of a rejected line kept for the rejects table
 READ_BLOCK: Final = 4 * 2**20  # bytes read at a time from a plain file
 GZIP_PIECE: Final = 64 * 2**10  # decompressed bytes read at a time from a gzip stream
-BATCH_LINES: Final = 50_000  # lines normalised at a time by read_file_batches (memory stays bounded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,45 +123,59 @@ def file_fingerprint(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def numbered_lines(path: Path) -> Iterator[tuple[int, bytes | Reject]]:
-    """(line number, the line's bytes without its newline) for every line; a broken gzip stream ends
-    with a `corrupt_gzip` reject numbered after the last whole line read.
+def numbered_blocks(path: Path, block_bytes: int = READ_BLOCK) -> Iterator[tuple[int, bytes | Reject]]:
+    """(number of the block's first line, a block of whole lines) for the whole file; a broken gzip
+    stream ends with a `corrupt_gzip` reject numbered after the last whole line read.
 
-    The file is read in blocks and split at b"\n" (a line may span any number of blocks). A gzip
-    stream is read one decompressed piece at a time (`read1`), so damage loses at most that piece.
+    Each block ends with b"\n" except a file's last line when it has none. A block is at least
+    `block_bytes` long (a line may span any number of reads) except the last. A gzip stream is
+    read one decompressed piece at a time (`read1`), so damage loses at most that piece.
     """
     compressed = path.name.lower().endswith(".gz")
     with (gzip.open(path, "rb") if compressed else open(path, "rb")) as handle:
         read = handle.read1 if compressed else handle.read
-        size = GZIP_PIECE if compressed else READ_BLOCK
-        line_no = 0
-        pending: list[bytes] = []  # the start of a line not finished yet
+        size = min(GZIP_PIECE, block_bytes) if compressed else block_bytes
+        line_no = 0  # lines yielded so far
+        pending = bytearray()  # read, not yielded yet
+        whole = 0  # how many of pending's bytes are whole lines
         while True:
             try:
-                block = read(size)
+                piece = read(size)
             except (OSError, EOFError, zlib.error) as exc:
                 if not compressed:
                     raise
+                if whole:
+                    yield line_no + 1, bytes(pending[:whole])
+                    line_no += pending.count(b"\n", 0, whole)
                 detail = f"gzip stream broken after line {line_no} ({exc}); re-send the file"
                 yield line_no + 1, Reject("corrupt_gzip", detail[:300])
                 return
-            if not block:
+            if not piece:
                 if pending:
-                    yield line_no + 1, b"".join(pending)
+                    yield line_no + 1, bytes(pending)
                 return
-            lines = block.split(b"\n")
-            if len(lines) == 1:
-                pending.append(block)
-                continue
-            if pending:
-                pending.append(lines[0])
-                lines[0] = b"".join(pending)
-                pending = []
-            if lines[-1]:
-                pending.append(lines[-1])
-            for line in lines[:-1]:
-                line_no += 1
-                yield line_no, line
+            last = piece.rfind(b"\n")
+            if last >= 0:
+                whole = len(pending) + last + 1
+            pending += piece
+            if whole >= block_bytes:
+                block = bytes(pending[:whole])
+                del pending[:whole]
+                whole = 0
+                yield line_no + 1, block
+                line_no += block.count(b"\n")
+
+
+def numbered_lines(path: Path) -> Iterator[tuple[int, bytes | Reject]]:
+    """(line number, the line's bytes without its newline) for every line (`numbered_blocks`, split)."""
+    for first, block in numbered_blocks(path):
+        if isinstance(block, Reject):
+            yield first, block
+            return
+        lines = block.split(b"\n")
+        if block.endswith(b"\n"):
+            lines.pop()
+        yield from enumerate(lines, first)
 
 
 def read_file(path: Path, *, inbox_root: Path, tz: ZoneInfo, now: datetime) -> Iterator[LineResult]:
@@ -176,23 +189,15 @@ def read_file(path: Path, *, inbox_root: Path, tz: ZoneInfo, now: datetime) -> I
 
 
 def read_file_batches(
-    path: Path, *, inbox_root: Path, tz: ZoneInfo, now: datetime, batch_lines: int = BATCH_LINES
+    path: Path, *, inbox_root: Path, tz: ZoneInfo, now: datetime, block_bytes: int = READ_BLOCK
 ) -> Iterator[NormalisedLines]:
-    """What `read_file` gives, a batch of lines at a time through `fast.normalise_lines` (same outcomes)."""
+    """What `read_file` gives, a block at a time through `fast.normalise_block` (the same outcomes)."""
     fallback_key = fallback_key_for(path, inbox_root)
-    batch: list[tuple[int, bytes]] = []
-    for line_no, line in numbered_lines(path):
-        if isinstance(line, Reject):
-            if batch:
-                yield normalise_lines(batch, fallback_key=fallback_key, tz=tz, now=now)
-            yield NormalisedLines(NUMBERED_SCHEMA.empty_table(), [(line_no, line, b"")], 0, 0)
+    for first, block in numbered_blocks(path, block_bytes):
+        if isinstance(block, Reject):
+            yield NormalisedLines(NUMBERED_SCHEMA.empty_table(), [(first, block, b"")], 0, 0)
             return
-        batch.append((line_no, line))
-        if len(batch) >= batch_lines:
-            yield normalise_lines(batch, fallback_key=fallback_key, tz=tz, now=now)
-            batch = []
-    if batch:
-        yield normalise_lines(batch, fallback_key=fallback_key, tz=tz, now=now)
+        yield normalise_block(block, first, fallback_key=fallback_key, tz=tz, now=now)
 
 
 def _line_result(
