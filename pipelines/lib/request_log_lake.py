@@ -22,7 +22,7 @@ import hashlib
 import multiprocessing
 import os
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -101,8 +101,12 @@ class InboxFile:
 
 
 def pending_files(lake_root: Path, inbox: Path) -> list[InboxFile]:
-    """Every inbox file version not staged yet (each file is hashed once, here)."""
-    found = (InboxFile(p, p.relative_to(inbox).as_posix(), file_fingerprint(p)) for p in inbox_files(inbox))
+    """Every inbox file version not staged yet (each file is hashed once, here; two at a time, since
+    hashlib lets go of the GIL while it hashes)."""
+    paths = inbox_files(inbox)
+    with ThreadPoolExecutor(max_workers=MAX_WORKERS) as pool:
+        digests = list(pool.map(file_fingerprint, paths))
+    found = (InboxFile(p, p.relative_to(inbox).as_posix(), digest) for p, digest in zip(paths, digests))
     return [f for f in found if not is_staged(lake_root, f.file_id)]
 
 

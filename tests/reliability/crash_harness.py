@@ -41,7 +41,7 @@ INSTANCE_ENV = "COMET_LEDGER_CRASH_INSTANCE"
 # point -> where the process dies
 POINTS = {
     "lake.mid_write": "pq.write_table of a lake file: half the temporary file's bytes written, no footer, not renamed",
-    "lake.mid_stream": "ParquetWriter.write_batch of a streamed lake file (inbox staging): a batch written, "
+    "lake.mid_stream": "ParquetWriter.write_table of a streamed lake file (inbox staging): a row group written, "
                        "file not closed (no footer), not renamed",
     "lake.before_replace": "the lake's temporary file complete and fsynced, os.replace not called yet",
     "lake.after_replace": "right after a lake os.replace (before the directory fsync and before the next "
@@ -135,14 +135,14 @@ class Harness:
 
         pq.write_table = write_table
 
-        real_write_batch = pq.ParquetWriter.write_batch
+        real_writer_write_table = pq.ParquetWriter.write_table  # write_batch goes through it too
 
-        def write_batch(self, batch, *args, **kwargs):
-            real_write_batch(self, batch, *args, **kwargs)
+        def writer_write_table(self, table, *args, **kwargs):
+            real_writer_write_table(self, table, *args, **kwargs)
             if harness.in_lake(getattr(self, "where", "")) and harness.reached("lake.mid_stream"):
                 harness.die("lake.mid_stream")
 
-        pq.ParquetWriter.write_batch = write_batch
+        pq.ParquetWriter.write_table = writer_write_table
 
         real_replace = os.replace
         real_copyfile = shutil.copyfile

@@ -136,8 +136,9 @@ def numbered_blocks(path: Path, block_bytes: int = READ_BLOCK) -> Iterator[tuple
         read = handle.read1 if compressed else handle.read
         size = min(GZIP_PIECE, block_bytes) if compressed else block_bytes
         line_no = 0  # lines yielded so far
-        pending = bytearray()  # read, not yielded yet
-        whole = 0  # how many of pending's bytes are whole lines
+        pending: list[bytes] = []  # pieces read, not yielded yet
+        held = 0  # their length
+        whole = 0  # how many of their bytes are whole lines
         while True:
             try:
                 piece = read(size)
@@ -145,23 +146,25 @@ def numbered_blocks(path: Path, block_bytes: int = READ_BLOCK) -> Iterator[tuple
                 if not compressed:
                     raise
                 if whole:
-                    yield line_no + 1, bytes(pending[:whole])
-                    line_no += pending.count(b"\n", 0, whole)
+                    block = b"".join(pending)[:whole]
+                    yield line_no + 1, block
+                    line_no += block.count(b"\n")
                 detail = f"gzip stream broken after line {line_no} ({exc}); re-send the file"
                 yield line_no + 1, Reject("corrupt_gzip", detail[:300])
                 return
             if not piece:
                 if pending:
-                    yield line_no + 1, bytes(pending)
+                    yield line_no + 1, b"".join(pending)
                 return
             last = piece.rfind(b"\n")
             if last >= 0:
-                whole = len(pending) + last + 1
-            pending += piece
+                whole = held + last + 1
+            pending.append(piece)
+            held += len(piece)
             if whole >= block_bytes:
-                block = bytes(pending[:whole])
-                del pending[:whole]
-                whole = 0
+                joined = pending[0] if len(pending) == 1 else b"".join(pending)
+                block, rest = (joined, b"") if whole == held else (joined[:whole], joined[whole:])
+                pending, held, whole = ([rest], len(rest), 0) if rest else ([], 0, 0)
                 yield line_no + 1, block
                 line_no += block.count(b"\n")
 
