@@ -23,12 +23,14 @@ Identity:
 - consume and refund rows need a key (`token_name`), else `missing_key_name`: spend that cannot be
   attributed to a key cannot be reconciled against the query service's per-key figures.
 - `type` must be 1..6 (`unknown_log_type`). The other top-level fields are typed columns in
-  new-api's database; a wrong type there (a string token count, a negative `use_time`) means the
+  new-api's database; a wrong type there (a string token count, a negative `use_time`, a count
+  beyond 64 bits, text that is not valid Unicode: a lone surrogate from a `\\ud800` escape) means the
   row is malformed as a whole and is rejected `bad_field_type`.
 
 `other` (a JSON string with the ratios actually applied) is audit data only: when it is not a JSON
-object, or one of its values has the wrong type, the row is KEPT, the unreadable values are NULL and
-`other_parse_error` is True. (An already-decoded object is accepted too.)
+object (or not valid Unicode text), or one of its values has the wrong type (or is a whole number
+beyond 64 bits, or text that is not valid Unicode), the row is KEPT, the unreadable values are NULL
+and `other_parse_error` is True. (An already-decoded object is accepted too.)
 
 `billing_category`: `per_call` when `other.model_price >= 0` (a fixed price per call, also 0 for a
 free one); `token` when `model_price == -1`, or when `model_price` is absent and `model_ratio > 0`;
@@ -77,6 +79,7 @@ UNITS_PER_USD: Final = 500_000
 USD_PER_UNIT: Final = Decimal("0.000002")  # 1 / 500 000, exact
 USD_QUANTUM: Final = Decimal("0.000001")
 MAX_ABS_QUOTA: Final = 5 * 10**17  # exclusive: quota / 500 000 must fit DECIMAL(18,6)
+MAX_INT64: Final = 2**63 - 1  # counts are BIGINT columns
 
 LOG_TOPUP, LOG_CONSUME, LOG_MANAGE, LOG_SYSTEM, LOG_ERROR, LOG_REFUND = 1, 2, 3, 4, 5, 6
 LOG_TYPE_NAMES: Final = {
@@ -374,7 +377,7 @@ def _quota(item: Mapping[str, Any], log_type: int) -> int:
 
 def _request_id(item: Mapping[str, Any], log_type: int, created_at: int) -> str:
     value = item.get("request_id")
-    if value is not None and not isinstance(value, str):
+    if value is not None and not _is_text(value):
         raise _Rejected("bad_field_type", f"request_id is {_show(value)}, not a string")
     if value and value.strip():
         return value.strip()
@@ -390,7 +393,7 @@ def _text(item: Mapping[str, Any], name: str) -> str | None:
     value = item.get(name)
     if value is None:
         return None
-    if not isinstance(value, str):
+    if not _is_text(value):
         raise _Rejected("bad_field_type", f"{name} is {_show(value)}, not a string")
     return value if value.strip() else None
 
@@ -401,6 +404,8 @@ def _count(item: Mapping[str, Any], name: str) -> int | None:
         return None
     if not _is_int(value) or value < 0:
         raise _Rejected("bad_field_type", f"{name} is {_show(value)}, not a whole number")
+    if value > MAX_INT64:
+        raise _Rejected("bad_field_type", f"{name} {value} is out of range")
     return value
 
 
@@ -419,6 +424,8 @@ def _other(value: Any) -> tuple[dict, str | None, bool]:
         return dict(value), json.dumps(value, separators=(",", ":"), sort_keys=True, default=str), False
     if not isinstance(value, str):
         return {}, json.dumps(value, default=str), True
+    if not _is_text(value):
+        return {}, value.encode("utf-8", "backslashreplace").decode(), True  # a lone surrogate as \udXXXX
     try:
         decoded = json.loads(value)
     except ValueError:
@@ -444,20 +451,25 @@ class _OtherReader:
 
     def integer(self, name: str) -> int | None:
         value = self.number(name)
-        return None if value is None else round(value)
+        if value is None:
+            return None
+        if abs(round(value)) > MAX_INT64:
+            self.error = True
+            return None
+        return round(value)
 
     def count(self, name: str) -> int | None:
         value = self.number(name)
         if value is None:
             return None
-        if value < 0 or value != int(value):
+        if value < 0 or value != int(value) or value > MAX_INT64:
             self.error = True
             return None
         return int(value)
 
     def text(self, name: str) -> str | None:
         value = self.other.get(name)
-        if value is None or isinstance(value, str):
+        if value is None or _is_text(value):
             return value or None
         self.error = True
         return None
@@ -467,6 +479,19 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_text(value: Any) -> bool:
+    """A str that UTF-8 can hold (JSON's `\\ud800` escape gives Python a lone surrogate, which it cannot)."""
+    if not isinstance(value, str):
+        return False
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _show(value: Any) -> str:
     text = repr(value)
     return f"{type(value).__name__} {text[:40]}{'…' if len(text) > 40 else ''}"
@@ -474,7 +499,8 @@ def _show(value: Any) -> str:
 
 def _raw(item: Any) -> str:
     try:
-        return json.dumps(item, ensure_ascii=False, sort_keys=True, default=str)
+        raw = json.dumps(item, ensure_ascii=False, sort_keys=True, default=str)
+        return raw if _is_text(raw) else json.dumps(item, sort_keys=True, default=str)
     except (TypeError, ValueError):
         return repr(item)
 
@@ -642,11 +668,11 @@ def export_items(
                 if not any(cell.strip() for cell in row):
                     continue
                 raise ExportError(f"{name} line {reader.line_num} has {len(row)} cells, the header {width}")
-            item = {field: row[i].strip() or None for field, i in pairs}
             try:
-                _convert_csv_item(item, row[usd_column].strip() if usd_column is not None else "", naive_time=False)
-            except _Rejected as rejected:
-                raise ExportError(f"{name} line {reader.line_num}: {rejected.detail}") from None
+                item = export_row_item({field: row[i] for field, i in pairs},
+                                       row[usd_column] if usd_column is not None else "")
+            except ExportError as exc:
+                raise ExportError(f"{name} line {reader.line_num}: {exc}") from None
             created = item.get("created_at")
             if not _is_int(created) or not start_ts <= created <= end_ts:
                 raise ExportError(
@@ -662,6 +688,21 @@ def export_items(
         raise
     lines.check_whole(name)
     return items
+
+
+def export_row_item(cells: Mapping[str, str], usd: str = "") -> dict[str, Any]:
+    """One row of a fetched export (item field -> cell, and the USD cell if any) as the item `export_items` makes.
+
+    Cells are stripped, an empty one is absent, numbers and names convert as in `parse_export_csv`;
+    raises `ExportError` (the detail only) where a fetched export cannot be trusted: a time without a
+    UTC offset, a USD amount that is not whole quota units or disagrees with `quota`.
+    """
+    item: dict[str, Any] = {field: cell.strip() or None for field, cell in cells.items()}
+    try:
+        _convert_csv_item(item, usd.strip(), naive_time=False)
+    except _Rejected as rejected:
+        raise ExportError(rejected.detail) from None
+    return item
 
 
 def csv_lines(chunks: Iterable[bytes]) -> Iterator[str]:

@@ -200,6 +200,24 @@ def test_unreadable_other_keeps_the_row_with_a_flag(other):
     assert r.other_json is not None
 
 
+@pytest.mark.parametrize("other", [
+    {"cache_tokens": 1e20}, {"frt": -1e300}, {"total_ms": 2.0**63}, {"request_path": "/v1/\ud800"},
+    "{\"model_ratio\": 1, \"note\": \"\ud800\"}",
+])
+def test_other_values_that_cannot_be_stored_are_null_with_a_flag(other):
+    r = record(item(other=json.dumps(other) if isinstance(other, dict) else other))
+    assert r.other_parse_error and r.billed_usd == Decimal("0.003000")
+    assert (r.cache_tokens, r.frt_ms, r.total_ms, r.request_path) == (None, None, None, None)
+    assert records_to_table([r]).num_rows == 1  # and it lands
+    assert json.loads(records_to_table([r]).column("other_json")[0].as_py()) is not None
+
+
+def test_rejects_with_unstorable_text_can_be_stored():
+    r = reject(item(model_name="gpt-\ud800"))
+    assert r.raw.isascii() and json.loads(r.raw)["model_name"] == "gpt-\ud800"
+    r.raw.encode("utf-8")
+
+
 def test_other_as_a_decoded_object_is_accepted():
     r = record(item(other={"model_price": 0.1, "group_ratio": 1}))
     assert r.billing_category == "per_call" and not r.other_parse_error
@@ -236,6 +254,9 @@ REJECT_CASES = [
     ({"completion_tokens": -1}, "bad_field_type"),
     ({"is_stream": "yes"}, "bad_field_type"),
     ({"ip": 17}, "bad_field_type"),
+    ({"prompt_tokens": 2**63}, "bad_field_type"),  # beyond BIGINT: it could not be stored
+    ({"model_name": "gpt-\ud800"}, "bad_field_type"),  # a lone surrogate (JSON "\ud800"): not storable text
+    ({"request_id": "\udfff"}, "bad_field_type"),
 ]
 
 
