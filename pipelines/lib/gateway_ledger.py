@@ -110,7 +110,7 @@ GATEWAY_REJECT_REASONS: Final = (
 CORRECTION_OTHER_KEYS: Final = ("correction_of", "is_correction", "correction", "adjustment_of", "is_adjustment")
 CORRECTION_CONTENT: Final = re.compile(r"(?i)\bcorrection\b|\badjustment\b|补差|调整")
 
-_RATIOS: Final = (
+RATIOS: Final = (
     "model_ratio", "group_ratio", "completion_ratio", "cache_ratio", "cache_creation_ratio", "model_price",
 )
 
@@ -203,7 +203,7 @@ GATEWAY_SCHEMA: Final = pa.schema(
         pa.field("cache_creation_tokens", pa.int64()),
         pa.field("usage_semantic", pa.string(), nullable=False),
         pa.field("billing_category", pa.string()),
-        *(pa.field(name, pa.float64()) for name in _RATIOS),
+        *(pa.field(name, pa.float64()) for name in RATIOS),
         pa.field("is_stream", pa.bool_()),
         pa.field("use_time_s", pa.int64()),
         pa.field("frt_ms", pa.int64()),
@@ -267,7 +267,7 @@ def _parse(item: Mapping[str, Any], zone: ZoneInfo, source: str) -> GatewayRecor
     content = _text(item, "content")
     other, other_json, other_error = _other(item.get("other"))
     audit = _OtherReader(other, other_error)
-    ratios = {name: audit.number(name) for name in _RATIOS}
+    ratios = {name: audit.number(name) for name in RATIOS}
     return GatewayRecord(
         request_id=_request_id(item, log_type, created_at),
         log_id=_count(item, "id"),
@@ -601,7 +601,7 @@ def parse_export_csv(path_or_text: str | Path, *, tz: ZoneInfo | str) -> list[Ga
     name, text = _read_csv_source(path_or_text)
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
-    mapping, usd_column = _csv_mapping(name, header or [])
+    mapping, usd_column = csv_mapping(name, header or [])
     zone = ZoneInfo(tz) if isinstance(tz, str) else tz
     out: list[GatewayRecord | GatewayReject] = []
     for row in reader:
@@ -658,7 +658,7 @@ def export_items(
     try:
         header = next(reader, None) or []
         try:
-            mapping, usd_column = _csv_mapping(name, header)
+            mapping, usd_column = csv_mapping(name, header)
         except ValueError as exc:
             raise ExportError(str(exc), lasting=True) from None
         width, pairs = len(header), tuple(mapping.items())
@@ -754,8 +754,9 @@ def _normalise_header(cell: str) -> str:
     return re.sub(r"[\s\-]+", "_", cell.strip().lstrip("\ufeff").lower())
 
 
-def _csv_mapping(name: str, header: list[str]) -> tuple[dict[str, int], int | None]:
-    """item field -> column index, and the USD column's index (or None)."""
+def csv_mapping(name: str, header: list[str]) -> tuple[dict[str, int], int | None]:
+    """item field -> column index, and the USD column's index (or None), of an export's header (ValueError if
+    it is not one, naming `name`)."""
     aliases = {alias: field for field, names in CSV_COLUMNS.items() for alias in names}
     mapping: dict[str, int] = {}
     usd_column = None
