@@ -1,4 +1,5 @@
-"""Gateway ledger benchmark (issue 7): the bulk CSV export against paging at <= 100 rows a call.
+"""Gateway ledger benchmark (issue 7): the bulk CSV export against paging at <= 100 rows a call, and
+the whole ledger step.
 
     .venv/bin/python bench/gateway.py --per-day 100000 --days 3 [--runs 3] [--chunk-days 1,3]
 
@@ -9,13 +10,16 @@ window `--runs` times per method, each run in a fresh client subprocess, and rep
 - paging:          `GatewayClient.pull_log(export=False)`: `/api/log/self`, page_size 100, p = 1, 2, ...
 - export (N d):    `GatewayClient.pull_log(chunk_days=N)`: one `/api/log/self/export` call per N days, plus
                    the one-item page that checks its row count against `total`
+- ledger step:     `gateway_lake.land_window`, what the `lake/gateway_logs` asset runs: a day at a time,
+                   the export pulled, parsed in bulk (`gateway_fast`), deduplicated, sorted and written to
+                   a fresh lake, then the pull record
 
-Timed: the pull, from the first call to the last item in memory as `/api/log/self` items (what
-`gateway_lake.collect` consumes; parsing into records afterwards is the same work either way). Not
-timed: generating the traffic, and one warm-up call per window so the simulator's own row lists are
-built before the clock starts. Every run's items are reduced to a digest of the dedup keys; the runs
-must agree, or the benchmark fails. Client CPU is the child's own process time (the simulator's work
-is not in it); peak RSS is the child's own VmHWM.
+Timed for paging and export: the pull, from the first call to the last row in memory (an export as
+string columns, pages as items); for the ledger step, everything from the first call to the pull
+record on disk. Not timed: generating the traffic, and one warm-up call per window so the simulator's
+own row lists are built before the clock starts. Every run's rows are reduced to a digest of the
+dedup keys; the runs must agree, or the benchmark fails. Client CPU is the child's own process time
+(the simulator's work is not in it); peak RSS is the child's own VmHWM.
 
 Loopback has no network latency; the year columns add an assumed round trip per call (`--rtt-ms`,
 default 100 ms) to show what the number of calls costs against a real gateway. That figure is
@@ -82,7 +86,7 @@ def warm_up(sim: dict, days: int, chunks: list[int]) -> None:
 
     start_ts, end_ts = window(days)
     spans = {(start_ts, end_ts)}
-    for chunk in chunks:
+    for chunk in {*chunks, 1}:  # 1: the ledger step's days
         for a in range(start_ts, end_ts + 1, chunk * 86_400):
             spans.add((a, min(a + chunk * 86_400 - 1, end_ts)))
     with httpx.Client(base_url=sim["url"], timeout=600) as client:
@@ -96,21 +100,42 @@ def warm_up(sim: dict, days: int, chunks: list[int]) -> None:
 
 def child(url: str, token: str, days: int, method: str, chunk_days: int) -> None:
     sys.path.insert(0, str(ROOT))
-    import httpx
+    import tempfile
+    from zoneinfo import ZoneInfo
 
+    import httpx
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines.lib import gateway_lake
     from pipelines.lib.cometapi.gateway import GatewayClient
     from pipelines.lib.cometapi.http import RetryPolicy
 
     start_ts, end_ts = window(days)
+    utc = ZoneInfo("UTC")
     client = GatewayClient(url, token, policy=RetryPolicy(max_attempts=1), timeout=httpx.Timeout(600.0))
-    started, cpu_started = time.perf_counter(), time.process_time()
-    with client:
-        pulled = client.pull_log(start_ts, end_ts, export=method == "export", chunk_days=chunk_days)
-    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-    keys = sorted((i["request_id"], i["type"], i["created_at"], i["quota"]) for page in pulled.pages for i in page)
+    with tempfile.TemporaryDirectory() as lake, client:
+        started, cpu_started = time.perf_counter(), time.process_time()
+        if method == "ledger":
+            last = START + timedelta(days=days - 1)
+            _, landed = gateway_lake.land_window(Path(lake), START, last, utc, client=client,
+                                                 now=lambda: datetime.now(UTC))
+            outcome = {"method": landed.api_method, "calls": landed.api_calls, "rows": landed.rows,
+                       "fallbacks": landed.fallbacks}
+        else:
+            pulled = client.pull_log(start_ts, end_ts, export=method == "export", chunk_days=chunk_days)
+            outcome = {"method": pulled.method, "calls": pulled.calls, "rows": pulled.items,
+                       "fallbacks": pulled.fallbacks}
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        if method == "ledger":
+            rows = pa.concat_tables(pq.read_table(f) for f in sorted(Path(lake).glob("gateway_logs/*/*.parquet")))
+        else:
+            rows = pa.concat_tables(gateway_lake.chunk_records(chunk, utc)[0] for chunk in pulled.chunks)
+    created = [int(t.timestamp()) for t in rows["created_at"].to_pylist()]
+    keys = sorted(zip(rows["request_id"].to_pylist(), rows["log_type"].to_pylist(), created,
+                      rows["quota_units"].to_pylist(), strict=True))
     digest = hashlib.sha256(json.dumps(keys).encode()).hexdigest()[:16]
-    print(json.dumps({"method": pulled.method, "calls": pulled.calls, "rows": pulled.items, "seconds": seconds,
-                      "cpu": cpu, "peak_rss": _peak_rss(), "digest": digest, "fallbacks": pulled.fallbacks}))
+    print(json.dumps(outcome | {"seconds": seconds, "cpu": cpu, "peak_rss": _peak_rss(), "digest": digest}))
 
 
 def _peak_rss() -> int:
@@ -150,6 +175,8 @@ def measure(sim: dict, days: int, method: str, chunk_days: int, runs: int) -> di
 
 
 def label(method: str, chunk_days: int) -> str:
+    if method == "ledger":
+        return "ledger step (export, a day at a time: pull, parse, write)"
     return "paging (100 rows/call)" if method == "paging" else f"export ({chunk_days}-day chunks)"
 
 
@@ -181,6 +208,7 @@ def main() -> None:
         warm_up(sim, args.days, chunks)
         rows = [measure(sim, args.days, "paging", 1, args.runs)]
         rows += [measure(sim, args.days, "export", c, args.runs) for c in chunks]
+        rows.append(measure(sim, args.days, "ledger", 1, args.runs))
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -11,17 +11,19 @@ import traceback
 from datetime import date, timedelta
 
 import httpx
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from conftest import SIM_START
-from pipelines.lib import gateway_lake
+from pipelines.lib import gateway_fast, gateway_lake
 from pipelines.lib.cometapi.gateway import EXPORT_PATH, LOG_PATH, GatewayClient, LogPull
 from pipelines.lib.cometapi.http import CometAPIError, RetryPolicy
-from pipelines.lib.gateway_ledger import summarise
+from pipelines.lib.gateway_ledger import GatewayRecord, parse_item, records_to_table, summarise
 from pipelines.lib.simulator.server import SimulatorServer
 
 UTC = gateway_lake.ZoneInfo("UTC")
+PULLED_AT = gateway_lake.datetime(2026, 11, 1, tzinfo=UTC)
 # Ten days holding every planted reality of the 30-day simulation: the refund (day 18), the unknown
 # usage (20), the negative correction (22), the leak (24) and the late positive correction (27).
 FIRST, LAST = SIM_START + timedelta(days=18), SIM_START + timedelta(days=27)
@@ -35,11 +37,31 @@ def gateway(url: str, token: str, transport: httpx.BaseTransport | None = None, 
                          transport=transport)
 
 
-def pull(sim: SimulatorServer, **options) -> tuple[LogPull, gateway_lake.GatewayWindow]:
+def ledger_rows(pulled: LogPull) -> tuple[pa.Table, int]:
+    """(rows, rejects) of a pull as the lake keeps them: parsed, deduplicated, in the lake's order."""
+    parsed = [gateway_lake.chunk_records(chunk, UTC) for chunk in pulled.chunks]
+    rows, _ = gateway_fast.dedupe_sorted(pa.concat_tables([records for records, _, _ in parsed]))
+    return rows, sum(len(rejects) for _, rejects, _ in parsed)
+
+
+def pull(sim: SimulatorServer, **options) -> tuple[LogPull, pa.Table]:
     start_ts, end_ts = gateway_lake.day_bounds(FIRST, LAST, UTC)
     with gateway(sim.url, sim.access_token) as client:
         pulled = client.pull_log(start_ts, end_ts, **options)
-    return pulled, gateway_lake.collect(FIRST, LAST, UTC, pull=pulled)
+    rows, rejects = ledger_rows(pulled)
+    assert rejects == 0
+    return pulled, rows
+
+
+def land(sim: SimulatorServer, lake) -> gateway_lake.GatewayWindow:
+    """The window landed as the asset lands it (a day at a time)."""
+    with gateway(sim.url, sim.access_token) as client:
+        _, window = gateway_lake.land_window(lake, FIRST, LAST, UTC, client=client, now=lambda: PULLED_AT)
+    return window
+
+
+def items(pulled: LogPull) -> list[dict]:
+    return [item for chunk in pulled.chunks for page in chunk.pages for item in page]
 
 
 def export_calls(sim: SimulatorServer) -> int:
@@ -47,28 +69,28 @@ def export_calls(sim: SimulatorServer) -> int:
 
 
 @pytest.fixture
-def paged(sim) -> gateway_lake.GatewayWindow:
-    """The window as paging alone gives it (the late correction already visible)."""
+def paged(sim) -> pa.Table:
+    """The window's rows as paging alone gives them (the late correction already visible)."""
     sim.mark_restated()
-    pulled, window = pull(sim, export=False)
+    pulled, rows = pull(sim, export=False)
     assert pulled.method == "paging" and export_calls(sim) == 0
     assert pulled.calls == math.ceil(pulled.items / 100) + (pulled.items % 100 == 0)
     sim.calls.clear()
-    return window
+    return rows
 
 
 # --- the same rows either way ----------------------------------------------------------------------
 
 
 def test_export_lands_exactly_the_rows_paging_lands(sim, paged, tmp_path):
-    pulled, window = pull(sim)
+    pulled, rows = pull(sim)
     assert (pulled.method, pulled.exported_chunks, pulled.fallbacks) == ("export", DAYS, [])
     assert pulled.calls == 2 * DAYS  # per day: the export and the one-item page that checks its total
     assert export_calls(sim) == DAYS and not any(c.params.get("page_size") == "100" for c in sim.calls)
-    assert window.records == paged.records and window.rejects == paged.rejects == []
-    assert window.duplicates == paged.duplicates == 0
+    assert all(chunk.cells is not None for chunk in pulled.chunks)  # read in bulk, not item by item
+    assert rows == paged and rows.num_rows > 300
 
-    records = window.records
+    records = [GatewayRecord(**row) for row in rows.to_pylist()]
     planted = sim.traffic.planted
     assert any(r.log_type == 6 and r.billed_usd < 0 for r in records)  # the refund
     assert any(r.is_correction and r.billed_usd < 0 for r in records)  # the negative correction
@@ -77,22 +99,33 @@ def test_export_lands_exactly_the_rows_paging_lands(sim, paged, tmp_path):
     truth = {k: v for k, v in sim.truth().items() if FIRST <= k[0] <= LAST}
     assert summarise(records) == truth
 
-    # and in the lake: the same Parquet rows, whatever the path
-    for name, window_ in (("export", window), ("paging", paged)):
-        gateway_lake.land(tmp_path / name, window_, gateway_lake.datetime(2026, 11, 1, tzinfo=UTC))
+    # and in the lake, landed a day at a time: the same Parquet rows, whatever the path
+    sim.calls.clear()
+    exported = land(sim, tmp_path / "export")
+    assert (exported.api_method, exported.api_calls, exported.fallbacks) == ("export", 2 * DAYS, [])
+    assert (exported.rows, exported.duplicates, exported.rejects) == (rows.num_rows, 0, [])
+    assert gateway_lake.summary(exported)["billed_usd"] == sum(r.billed_usd for r in records)
+    sim.faults.add("export_unavailable")
+    paging = land(sim, tmp_path / "paging")
+    assert paging.api_method == "paging" and len(paging.fallbacks) == 1  # asked once, then paged
+    assert gateway_lake.summary(paging) | {"api_method": "", "api_calls": 0, "fallbacks": [], "pages": 0} == \
+        gateway_lake.summary(exported) | {"api_method": "", "api_calls": 0, "fallbacks": [], "pages": 0}
     for day in (FIRST + timedelta(days=i) for i in range(DAYS)):
         part = f"gateway_logs/usage_date={day}/ledger.parquet"
         assert pq.read_table(tmp_path / "export" / part) == pq.read_table(tmp_path / "paging" / part)
+        assert pq.read_table(tmp_path / "export" / part) == rows.filter(pa.compute.equal(rows["usage_date"], day))
     pulls = [row for f in (tmp_path / "export" / "gateway_pulls").rglob("*.parquet")
              for row in pq.read_table(f).to_pylist()]
-    assert [(p["api_method"], p["api_calls"], p["sources"]) for p in pulls] == [("export", 2 * DAYS, "api")]
+    assert [(p["api_method"], p["api_calls"], p["sources"], p["rows"]) for p in pulls] == [
+        ("export", 2 * DAYS, "api", rows.num_rows)]
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
 
 
 @pytest.mark.parametrize("chunk_days", [3, DAYS])
 def test_longer_export_chunks_give_the_same_rows(sim, paged, chunk_days):
-    pulled, window = pull(sim, chunk_days=chunk_days)
+    pulled, rows = pull(sim, chunk_days=chunk_days)
     assert pulled.method == "export" and export_calls(sim) == math.ceil(DAYS / chunk_days)
-    assert window.records == paged.records
+    assert rows == paged
 
 
 def test_chunk_days_is_checked_before_any_call(sim):
@@ -108,10 +141,10 @@ def test_chunk_days_is_checked_before_any_call(sim):
 def test_an_unavailable_export_is_asked_once_then_the_window_is_paged(sim, paged, caplog, style):
     sim.faults.add("export_unavailable", style=style)
     caplog.set_level(logging.WARNING, logger="comet_ledger.http")
-    pulled, window = pull(sim)
-    assert (pulled.method, pulled.exported_chunks, pulled.paged_spans) == ("paging", 0, 1)
+    pulled, rows = pull(sim)
+    assert (pulled.method, pulled.exported_chunks, pulled.paged_spans) == ("paging", 0, 2)  # its day, then the rest
     assert export_calls(sim) == 1
-    assert window.records == paged.records
+    assert rows == paged
     warnings = [r.getMessage() for r in caplog.records if r.name == "comet_ledger.http"]
     assert len(warnings) == 1 and warnings == pulled.fallbacks
     assert EXPORT_PATH in warnings[0] and warnings[0].endswith("paging the rest of the window instead")
@@ -119,35 +152,35 @@ def test_an_unavailable_export_is_asked_once_then_the_window_is_paged(sim, paged
 
 def test_a_cut_short_export_is_paged_for_that_day_only(sim, paged):
     sim.faults.add("truncated_json", times=1, paths=[EXPORT_PATH])
-    pulled, window = pull(sim)
+    pulled, rows = pull(sim)
     assert (pulled.method, pulled.exported_chunks, pulled.paged_spans) == ("export+paging", DAYS - 1, 1)
     assert export_calls(sim) == DAYS
     assert len(pulled.fallbacks) == 1 and "paging this chunk instead" in pulled.fallbacks[0]
-    assert window.records == paged.records
+    assert rows == paged
 
 
 def test_an_export_whose_header_is_not_understood_is_not_asked_again(sim, paged):
     sim.faults.add("renamed_field", times=None, paths=[EXPORT_PATH], from_="request_id", to="req")
-    pulled, window = pull(sim)
+    pulled, rows = pull(sim)
     assert pulled.method == "paging" and export_calls(sim) == 1
     assert "missing request_id" in pulled.fallbacks[0]
-    assert window.records == paged.records
+    assert rows == paged
 
 
 def test_transient_export_failures_are_retried_like_pages(sim, paged):
     sim.faults.add("status", codes=[503], paths=[EXPORT_PATH])
     sim.faults.add("reset", times=1, paths=[EXPORT_PATH])  # two failures; gateway(...) makes 3 attempts
-    pulled, window = pull(sim)
+    pulled, rows = pull(sim)
     assert (pulled.method, pulled.fallbacks) == ("export", [])
-    assert export_calls(sim) == DAYS + 2 and window.records == paged.records
+    assert export_calls(sim) == DAYS + 2 and rows == paged
 
 
 def test_an_export_that_keeps_failing_is_paged_for_that_day_and_tried_again_the_next(sim, paged):
     sim.faults.add("status", codes=[503] * 3, paths=[EXPORT_PATH])  # gateway(...) makes 3 attempts
-    pulled, window = pull(sim)
+    pulled, rows = pull(sim)
     assert (pulled.method, pulled.exported_chunks, pulled.paged_spans) == ("export+paging", DAYS - 1, 1)
     assert "gave up after 3 attempts" in pulled.fallbacks[0]
-    assert window.records == paged.records
+    assert rows == paged
 
 
 def row(created_at: int, request_id: str) -> dict:
@@ -199,7 +232,7 @@ def csv_reply(body: bytes) -> httpx.Response:
 def test_an_export_short_of_the_ledger_total_is_paged():
     server = Gateway(lambda r: csv_reply(csv_body(ROWS[:1])), ROWS)  # capped silently at one row
     pulled = pull_mock(server)
-    assert pulled.method == "paging" and [i["request_id"] for p in pulled.pages for i in p] == ["r1", "r2"]
+    assert pulled.method == "paging" and [i["request_id"] for i in items(pulled)] == ["r1", "r2"]
     assert "has 1 rows" in pulled.fallbacks[0] and "total 2" in pulled.fallbacks[0]
     assert server.paths == [EXPORT_PATH, LOG_PATH, LOG_PATH]  # export, its total check, then the page
 
@@ -221,8 +254,10 @@ def test_an_export_that_checks_out_is_used():
     server = Gateway(lambda r: csv_reply(b"\xef\xbb\xbf" + csv_body(ROWS)), ROWS)
     pulled = pull_mock(server)
     assert (pulled.method, pulled.calls, pulled.items) == ("export", 2, 2)
-    assert pulled.pages == [[{**ROWS[0], "content": None, "ip": None, "other": None},
-                             {**ROWS[1], "content": None, "ip": None, "other": None}]]
+    (chunk,) = pulled.chunks
+    assert chunk.cells.column("request_id").to_pylist() == ["r1", "r2"]  # read in bulk
+    expected = [parse_item({**r, "content": None, "ip": None, "other": None}, tz=UTC) for r in ROWS]
+    assert gateway_lake.chunk_records(chunk, UTC) == (records_to_table(expected), [], 1)
 
 
 class BreaksMidBody(httpx.SyncByteStream):
@@ -308,8 +343,11 @@ def test_no_export_failure_leaks_the_access_token(tmp_path, caplog, capfd, kind,
     else:
         assert paging_ok and pulled.method == "paging" and pulled.items == 2
         texts += pulled.fallbacks
-        window = gateway_lake.collect(date(2026, 9, 21), date(2026, 9, 22), UTC, pull=pulled)
-        gateway_lake.land(tmp_path / "lake", window, gateway_lake.datetime(2026, 11, 1, tzinfo=UTC))
+        (chunk,) = pulled.chunks
+        day = gateway_lake.datetime.fromtimestamp(START_TS, UTC).date()
+        with gateway_lake.Landing(tmp_path / "lake", day, day, UTC) as landing:
+            assert landing.add_day(day, chunk) == 2
+            landing.commit(PULLED_AT)
         assert texts and any(EXPORT_PATH in t for t in texts)
     out, err = capfd.readouterr()
     texts += [out, err, caplog.text, *(r.getMessage() for r in caplog.records),
@@ -325,12 +363,11 @@ def test_simulator_export_failures_leak_nothing_into_logs_or_the_lake(traffic, t
     caplog.set_level(logging.DEBUG)
     with SimulatorServer(traffic, access_token=CANARY) as sim:
         sim.faults.add(fault, times=None, **opts)
-        pulled, window = pull(sim)
-        gateway_lake.land(tmp_path / "lake", window, gateway_lake.datetime(2026, 11, 1, tzinfo=UTC))
+        window = land(sim, tmp_path / "lake")
         with gateway(sim.url, CANARY + "-wrong") as client, pytest.raises(CometAPIError) as caught:
-            client.pull_log(*gateway_lake.day_bounds(FIRST, FIRST, UTC))
-    assert pulled.method in ("paging", "export+paging") and pulled.fallbacks and window.records
+            client.pull_span(*gateway_lake.day_bounds(FIRST, FIRST, UTC))
+    assert window.api_method in ("paging", "export+paging") and window.fallbacks and window.rows
     assert "check COMETAPI_ACCESS_TOKEN" in str(caught.value)
     out, err = capfd.readouterr()
-    _assert_nowhere(*pulled.fallbacks, str(caught.value), out, err, caplog.text)
+    _assert_nowhere(*window.fallbacks, str(caught.value), out, err, caplog.text)
     assert [p for p in tmp_path.rglob("*") if p.is_file() and CANARY_PART.encode() in p.read_bytes()] == []

@@ -1,5 +1,6 @@
 """Request logs: what applications captured (the inbox) and CometAPI's own per-request ledger."""
 
+import contextlib
 import time
 from collections import Counter
 
@@ -119,15 +120,9 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
                 **lake_metadata([], gateway_lake.SCHEMAS["gateway_logs"], GATEWAY_PREVIEW),
                 "window": f"{start} .. {end}", "skipped": True,
                 "reason": "COMETAPI_ACCESS_TOKEN not set; no CSV export"})
-        first_ts, last_ts = gateway_lake.day_bounds(start, end, ledger.tz)
-        pulled = None
-        if gateway.configured:
-            with gateway.client() as client:
-                pulled = client.pull_log(first_ts, last_ts)  # the export, else pages; all before any write
-            for reason in pulled.fallbacks:
-                context.log.warning(reason)
-        window = gateway_lake.collect(start, end, ledger.tz, export_files=exports, pull=pulled)
-        pull_id = gateway_lake.land(ledger.lake, window, utc_now())
+        with gateway.client() if gateway.configured else contextlib.nullcontext() as client:
+            pull_id, window = gateway_lake.land_window(ledger.lake, start, end, ledger.tz, client=client,
+                                                       export_files=exports, now=utc_now, warn=context.log.warning)
         figures = gateway_lake.summary(window)
         written = [lake.partition_dir(ledger.lake, "gateway_logs", "usage_date", day) / "ledger.parquet"
                    for day in window_days(start, end)]

@@ -5,11 +5,13 @@ Only transport and envelopes live here; what a ledger item means is parsed elsew
 deployments want the raw token). Upstream new-api also checks a `New-Api-User: <user id>` header
 against the token's owner: pass `user_id` where the deployment demands it.
 
-A window of the ledger is fetched by `pull_log`: the bulk CSV export (`/api/log/self/export`, one
-call per day) where the gateway serves one and it checks out, else pages of at most 100 items
-(`iter_log_pages`); the items are the same either way. At 100 000 requests a day, paging a year
-takes about 377 000 calls; the export 730, and half the time even on loopback (docs/benchmarks.md,
-"Gateway ledger: export vs paging").
+A span of the ledger (the lake pulls one reporting day at a time) is fetched by `pull_span`: the bulk
+CSV export (`/api/log/self/export`) where the gateway serves one and it checks out, else pages of at
+most 100 items (`iter_log_pages`); the rows are the same either way. An export that checks out comes
+back as string columns (`gateway_fast.export_cells`), for the lake to parse in bulk. `pull_log` pulls
+a window in chunks of days the same way. At 100 000 requests a day, paging a year takes about 377 000
+calls; the export 730, and half the time even on loopback (docs/benchmarks.md, "Gateway ledger:
+export vs paging").
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import pyarrow as pa
 
 from pipelines.lib.cometapi.http import (
     DEFAULT_TIMEOUT,
@@ -31,7 +34,8 @@ from pipelines.lib.cometapi.http import (
     request_json,
     send_raw,
 )
-from pipelines.lib.gateway_ledger import ExportError, csv_lines, export_items
+from pipelines.lib.gateway_fast import export_cells
+from pipelines.lib.gateway_ledger import ExportError
 from pipelines.lib.redact import mask, redact
 
 SERVICE = "CometAPI gateway"
@@ -48,24 +52,58 @@ logger = logging.getLogger("comet_ledger.http")
 
 
 @dataclass
-class LogPull:
-    """The ledger items of one window and how they came: exported per chunk, or paged."""
+class LogChunk:
+    """One span of the ledger [start_ts, end_ts] as it came: exported, or paged."""
 
-    pages: list[list[dict]] = field(default_factory=list)  # one list per exported chunk or API page
-    exported_chunks: int = 0
-    paged_spans: int = 0
+    start_ts: int
+    end_ts: int
+    method: str = "none"  # export or paging
+    cells: pa.Table | None = None  # an export, as `gateway_fast.export_cells` read it in bulk
+    pages: list[list[dict]] = field(default_factory=list)  # API pages (or an export read item by item)
     calls: int = 0  # HTTP calls made (exports, total checks, pages), retries not counted
-    fallbacks: list[str] = field(default_factory=list)  # why paging was used, one line each (redacted)
+    fallback: str | None = None  # why it was paged instead of exported (one redacted line)
+
+    @property
+    def items(self) -> int:
+        return (0 if self.cells is None else self.cells.num_rows) + sum(len(page) for page in self.pages)
+
+
+@dataclass
+class LogPull:
+    """The chunks of one window (`pull_log`)."""
+
+    chunks: list[LogChunk] = field(default_factory=list)
+
+    @property
+    def exported_chunks(self) -> int:
+        return sum(1 for chunk in self.chunks if chunk.method == "export")
+
+    @property
+    def paged_spans(self) -> int:
+        return sum(1 for chunk in self.chunks if chunk.method == "paging")
+
+    @property
+    def calls(self) -> int:
+        return sum(chunk.calls for chunk in self.chunks)
+
+    @property
+    def fallbacks(self) -> list[str]:
+        return [chunk.fallback for chunk in self.chunks if chunk.fallback]
 
     @property
     def method(self) -> str:
         """`export`, `paging`, `export+paging` (some chunks fell back), or `none` (empty window)."""
-        used = [name for name, n in (("export", self.exported_chunks), ("paging", self.paged_spans)) if n]
-        return "+".join(used) or "none"
+        return method_of(self.exported_chunks, self.paged_spans)
 
     @property
     def items(self) -> int:
-        return sum(len(page) for page in self.pages)
+        return sum(chunk.items for chunk in self.chunks)
+
+
+def method_of(exported: int, paged: int) -> str:
+    """How a window was read: `export`, `paging`, `export+paging` or `none`."""
+    used = [name for name, n in (("export", exported), ("paging", paged)) if n]
+    return "+".join(used) or "none"
 
 
 class GatewayClient:
@@ -96,75 +134,88 @@ class GatewayClient:
     def __repr__(self) -> str:
         return f"GatewayClient({self.base_url!r}, access_token={mask(self._token)!r})"
 
-    def pull_log(self, start_ts: int, end_ts: int, *, export: bool = True,
-                 chunk_days: int = EXPORT_CHUNK_DAYS) -> LogPull:
+    def pull_span(self, start_ts: int, end_ts: int, *, export: bool = True) -> LogChunk:
         """Every ledger item of [start_ts, end_ts] (unix seconds): exported where possible, else paged.
 
-        The window is cut into chunks of `chunk_days` x 86 400 s. A chunk is one export call plus a
-        one-item page whose `total` must equal the export's row count (a silently capped export is
-        caught); the CSV must pass `export_items` (header, whole rows, every `created_at` inside the
-        chunk). An export that is not there (404, 405, an HTML page, `success: false`, a header not
-        understood) is not asked again: the rest of the window is paged. One cut short, out of its
-        window, short of `total`, or still failing after the retries is paged for that chunk only.
-        Each fallback logs one line why. Either way the items are the same; a failing total check or
-        page raises `CometAPIError` as paging does.
+        The export is one call plus a one-item page whose `total` must equal the export's row count (a
+        silently capped export is caught); the CSV must pass `export_cells` (header, whole rows, every
+        `created_at` inside the span). An export that is not there (404, 405, an HTML page,
+        `success: false`, a header not understood) is not asked again by this client: later spans
+        are paged. One cut short, out of its span, short of `total`, or still failing after the
+        retries is paged for this span only. Each fallback logs one line why. Either way the rows
+        are the same; a failing total check or page raises `CometAPIError` as paging does.
+        """
+        _check_window(start_ts, end_ts)
+        chunk = LogChunk(start_ts, end_ts)
+        calls_before = self.calls
+        exported = self._exported(start_ts, end_ts, chunk) if self._exporting(export) else None
+        if isinstance(exported, pa.Table):
+            chunk.method, chunk.cells = "export", exported
+        elif exported is not None:
+            chunk.method, chunk.pages = "export", [exported] if exported else []
+        else:
+            chunk.method, chunk.pages = "paging", list(self.iter_log_pages(start_ts, end_ts))
+        chunk.calls = self.calls - calls_before
+        return chunk
+
+    def pull_log(self, start_ts: int, end_ts: int, *, export: bool = True,
+                 chunk_days: int = EXPORT_CHUNK_DAYS) -> LogPull:
+        """Every ledger item of [start_ts, end_ts], as `pull_span`s of `chunk_days` x 86 400 s.
+
+        Once the export is known not to be there, the rest of the window is paged in one go.
         """
         _check_window(start_ts, end_ts)
         if isinstance(chunk_days, bool) or not isinstance(chunk_days, int) or chunk_days < 1:
             raise ValueError(f"chunk_days must be a whole number of days >= 1, got {chunk_days!r}")
         pull = LogPull()
-        calls_before = self.calls
         chunk_start = start_ts
         while chunk_start <= end_ts:
             chunk_end = min(chunk_start + chunk_days * 86_400 - 1, end_ts)
-            items = self._exported(chunk_start, chunk_end, pull) if self._exporting(export) else None
-            if items is not None:
-                pull.exported_chunks += 1
-                pull.pages += [items] if items else []
-            else:
-                if not self._exporting(export):
-                    chunk_end = end_ts  # no export to come back to: page the rest in one go
-                pull.pages.extend(self.iter_log_pages(chunk_start, chunk_end))
-                pull.paged_spans += 1
+            if not self._exporting(export):
+                chunk_end = end_ts  # no export to come back to: page the rest in one go
+            pull.chunks.append(self.pull_span(chunk_start, chunk_end, export=export))
             chunk_start = chunk_end + 1
-        pull.calls = self.calls - calls_before
         return pull
 
     def _exporting(self, export: bool) -> bool:
         return export and self.export_available is not False
 
-    def _exported(self, start_ts: int, end_ts: int, pull: LogPull) -> list[dict] | None:
-        """The chunk's items from the export, or None (after logging why) when it must be paged."""
+    def _exported(self, start_ts: int, end_ts: int, chunk: LogChunk) -> pa.Table | list[dict] | None:
+        """The span's rows from the export, or None (after logging why) when it must be paged."""
         span = _span(start_ts, end_ts)
         try:
-            items = self._export(start_ts, end_ts, f"the export of {span}")
+            rows = self._export(start_ts, end_ts, f"the export of {span}")
         except CometAPIError as exc:
             lasting = not exc.retriable
-            return self._fall_back(pull, f"{exc} ({span})", lasting)
+            return self._fall_back(chunk, f"{exc} ({span})", lasting)
         except ExportError as exc:
-            return self._fall_back(pull, f"{SERVICE} GET {EXPORT_PATH}: {exc}", exc.lasting)
+            return self._fall_back(chunk, f"{SERVICE} GET {EXPORT_PATH}: {exc}", exc.lasting)
+        count = rows.num_rows if isinstance(rows, pa.Table) else len(rows)
         total = self._log_total(start_ts, end_ts)
-        if total is not None and total != len(items):
+        if total is not None and total != count:
             return self._fall_back(
-                pull, f"{SERVICE} GET {EXPORT_PATH}: the export of {span} has {len(items)} rows, "
-                      f"{LOG_PATH} says total {total}", lasting=False)
+                chunk, f"{SERVICE} GET {EXPORT_PATH}: the export of {span} has {count} rows, "
+                       f"{LOG_PATH} says total {total}", lasting=False)
         self.export_available = True
-        return items
+        return rows
 
-    def _fall_back(self, pull: LogPull, reason: str, lasting: bool) -> None:
+    def _fall_back(self, chunk: LogChunk, reason: str, lasting: bool) -> None:
         if lasting:
             self.export_available = False
         line = redact(f"{reason}; paging {'the rest of the window' if lasting else 'this chunk'} instead",
                       (self._token,))
         logger.warning("%s", line)
-        pull.fallbacks.append(line)
+        chunk.fallback = line
         return None
 
-    def _export(self, start_ts: int, end_ts: int, name: str) -> list[dict]:
-        """The export's rows as items, parsed while they download (`ExportError` if it does not check out)."""
+    def _export(self, start_ts: int, end_ts: int, name: str) -> pa.Table | list[dict]:
+        """The export's rows (`export_cells`: columns, or items), `ExportError` if it does not check out."""
 
-        def parse(chunks: Iterator[bytes]) -> list[dict]:
-            return export_items(csv_lines(chunks), start_ts=start_ts, end_ts=end_ts, name=name)
+        def read(chunks: Iterator[bytes]) -> pa.Table | list[dict]:
+            body = bytearray()
+            for piece in chunks:
+                body += piece
+            return export_cells(body, start_ts=start_ts, end_ts=end_ts, name=name)
 
         self.calls += 1
         return send_raw(
@@ -173,7 +224,7 @@ class GatewayClient:
             EXPORT_PATH,
             params={"start_timestamp": start_ts, "end_timestamp": end_ts},
             headers=self._headers() | {"Accept": "text/csv, */*;q=0.5"},
-            consume=parse,
+            consume=read,
             **self._send_options(),
         ).value
 
