@@ -45,6 +45,9 @@ FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(9999, 12, 31)  # "every day", for w
 
 STAGED_RECORDS = RECORD_SCHEMA.append(pa.field("file_id", pa.string())).append(
     pa.field("file", pa.string())).append(pa.field("line_no", pa.int64()))
+# staged record columns with few distinct values (the ids, times and line numbers are near unique)
+DICTIONARY_COLUMNS = [n for n in STAGED_RECORDS.names
+                      if n not in {"request_id", "ts", "latency_ms", "response_id", "raw_usage_json", "line_no"}]
 STAGED_REJECTS = pa.schema([pa.field("file_id", pa.string()), *lake.REJECTS])
 MANIFEST = pa.schema(
     [
@@ -135,7 +138,8 @@ def stage_file(lake_root: Path, inbox: Path, item: InboxFile, tz: ZoneInfo, now:
                    .append_column("file", pa.array([relative] * rows, pa.string()))
                    .select(STAGED_RECORDS.names).cast(STAGED_RECORDS).to_batches())
 
-    lake.write_batches_atomic((b for table in batches() for b in table), STAGED_RECORDS, records_path)
+    lake.write_batches_atomic((b for table in batches() for b in table), STAGED_RECORDS, records_path,
+                              dictionary_columns=DICTIONARY_COLUMNS)
     lake.write_partition_file(lake_root, "inbox_rejects", "file_id", fid, "rejects",
                               pa.Table.from_pylist(rejects, schema=STAGED_REJECTS))
     manifest = {
