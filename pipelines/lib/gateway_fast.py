@@ -31,6 +31,7 @@ half to even.
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -90,7 +91,7 @@ _Other = msgspec.defstruct(
     gc=False,
 )
 _decode_other = msgspec.json.Decoder(_Other).decode
-_NO_OTHER: Final = (None,) * len(_Other.__struct_fields__)
+_UNDECODED: Final = (None,) * len(_Other.__struct_fields__)  # `is`-compared: a decoded `{}` is another tuple
 _NOT_A_MARKER: Final = (None, False, "", 0)  # what gateway_ledger.is_correction does not count
 
 
@@ -240,8 +241,11 @@ def _common_form(text: dict[str, pa.Array]) -> np.ndarray:
     other = text["other"]
     # An object with nothing around it (so strip() keeps it), and not nested deeper than json.loads goes.
     ok &= empty("other") | (mask(pc.starts_with(other, "{")) & mask(pc.ends_with(other, "}")))
-    brackets = pc.add(pc.count_substring(other, "{"), pc.count_substring(other, "["))
-    ok &= mask(pc.less_equal(brackets, MAX_BRACKETS))
+    long = np.flatnonzero(mask(pc.greater(pc.binary_length(other), MAX_BRACKETS)))  # could be that deep
+    if long.size:
+        tail = other.take(pa.array(long))
+        brackets = pc.add(pc.count_substring(tail, "{"), pc.count_substring(tail, "["))
+        ok[long] &= mask(pc.less_equal(brackets, MAX_BRACKETS))
     return ok
 
 
@@ -259,12 +263,17 @@ class _OtherColumns:
     def decode(cls, column: pa.Array, asked: np.ndarray) -> _OtherColumns:
         n = len(column)
         rows = np.flatnonzero(asked & pc.not_equal(column, "").to_numpy(zero_copy_only=False))
-        decoded = [_decoded(value) for value in column.take(pa.array(rows, pa.int64())).to_pylist()]
+        collecting = gc.isenabled()
+        gc.disable()  # ~10^5 acyclic tuples: the collections they would trigger only re-scan the heap
+        try:
+            decoded = [_decoded(value) for value in column.take(pa.array(rows, pa.int64())).to_pylist()]
+            fields = dict(zip(_Other.__struct_fields__, zip(*decoded, strict=True), strict=True)) if decoded \
+                else dict.fromkeys(_Other.__struct_fields__, ())
+        finally:
+            if collecting:
+                gc.enable()
         usable = np.ones(n, dtype=bool)
-        usable[rows] = np.array([values is not None for values in decoded], dtype=bool)
-        columns = zip(*(_NO_OTHER if values is None else values for values in decoded), strict=True)
-        fields = dict(zip(_Other.__struct_fields__, columns, strict=True)) if decoded else \
-            dict.fromkeys(_Other.__struct_fields__, ())
+        usable[rows] = np.array([values is not _UNDECODED for values in decoded], dtype=bool)
         numbers = {}
         for name in (*RATIOS, *_OTHER_COUNTS, *_OTHER_INTEGERS):
             full = np.full(n, np.nan)
@@ -285,12 +294,12 @@ class _OtherColumns:
                    marker)
 
 
-def _decoded(text: str) -> tuple | None:
-    """`other`'s values in _Other's field order, or None when the typed view does not take it."""
+def _decoded(text: str) -> tuple:
+    """`other`'s values in _Other's field order, or _UNDECODED when the typed view does not take it."""
     try:
         return msgspec.structs.astuple(_decode_other(text))
     except Exception:  # not JSON, not an object, a value of another type, too deep: parse_item decides
-        return None
+        return _UNDECODED
 
 
 def _fast_records(text: dict[str, pa.Array], other: _OtherColumns, rows: np.ndarray, zone: ZoneInfo,

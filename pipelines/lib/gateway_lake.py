@@ -9,15 +9,16 @@
   ledger" only when a pull record says so, so an empty day and an unpulled day are told apart.
 - `gateway_rejects/pull_id=<id>/rejects.parquet`: rows that could not be used, with the reason.
 
-A pull is landed a day at a time (`Landing`), so its memory is one day's, however long the window:
-day D is pulled (`GatewayClient.pull_span`: its CSV export, else its pages; rows from either are
-source `api`), parsed (an export in bulk by `gateway_fast`, pages item by item by `parse_item`),
-joined by the console's CSV exports dropped into `<inbox>/gateway/*.csv` for day D, deduplicated (a
-row present in several counts once, see `gateway_ledger.dedupe`), sorted, and written to a hidden
-temporary file beside day D's ledger. Only once every day has been pulled are the day files put in
-place, then the rejects and then the pull record are written: an API failure on any day leaves the
-lake as it was, and a crash while the day files are put in place leaves days replaced by their
-newer rows but no pull record claiming them.
+A pull is landed a day at a time (`land_window`, `Landing`), so its memory is a day's (two while
+the next day downloads), however long the window: day D is pulled (`GatewayClient.pull_span`: its
+CSV export, else its pages; rows from either are source `api`), parsed (an export in bulk by
+`gateway_fast`, pages item by item by `parse_item`), joined by the console's CSV exports dropped
+into `<inbox>/gateway/*.csv` for day D, deduplicated (a row present in several counts once, see
+`gateway_ledger.dedupe`), sorted, and written to a hidden temporary file beside day D's ledger;
+meanwhile day D+1 is already being pulled. Only once every day has been pulled are the day files
+put in place, then the rejects and then the pull record are written: an API failure on any day
+leaves the lake as it was, and a crash while the day files are put in place leaves days replaced
+by their newer rows but no pull record claiming them.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from __future__ import annotations
 import os
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -113,14 +115,32 @@ def land_window(lake_root: Path, first: date, last: date, tz: ZoneInfo, *, clien
     Returns (pull id, figures). `warn` gets each line saying why a day was paged; `now` says when
     the pull was, once every day is in.
     """
+
+    def pull(day: date) -> LogChunk | None:
+        start_ts, end_ts = day_bounds(day, day, tz)
+        return client.pull_span(start_ts, end_ts) if client is not None and start_ts <= end_ts else None
+
     with Landing(lake_root, first, last, tz, export_files) as landing:
-        for day in window_days(first, last):
-            start_ts, end_ts = day_bounds(day, day, tz)
-            chunk = client.pull_span(start_ts, end_ts) if client is not None and start_ts <= end_ts else None
+        for day, chunk in _pulled_ahead(window_days(first, last), pull):
             if chunk is not None and chunk.fallback:
                 warn(chunk.fallback)
             landing.add_day(day, chunk)
         return landing.commit(now()), landing.window
+
+
+def _pulled_ahead(days: list[date], pull: Callable[[date], LogChunk | None]) -> Iterator[tuple[date, LogChunk | None]]:
+    """(day, its pull) in order, the next day's pull under way while this day is landed.
+
+    The gateway prepares and sends day D+1 while day D is parsed and written, so the two overlap
+    instead of taking turns. One worker makes every call, in day order; at most two days are in
+    memory. A failed pull raises here, in its turn.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-pull") as worker:
+        upcoming = worker.submit(pull, days[0]) if days else None
+        for index, day in enumerate(days):
+            chunk = upcoming.result()
+            upcoming = worker.submit(pull, days[index + 1]) if index + 1 < len(days) else None
+            yield day, chunk
 
 
 def chunk_records(chunk: LogChunk, tz: ZoneInfo) -> tuple[pa.Table, list[GatewayReject], int]:
