@@ -15,10 +15,17 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterable
+from datetime import date, timedelta
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+UTC_TS = pa.timestamp("us", tz="UTC")
+
+
+def window_days(start: date, end: date) -> list[date]:
+    return [start + timedelta(days=i) for i in range((end - start).days + 1)]
 
 
 # What an unusable input line or row looks like in the lake, whatever its source.

@@ -20,18 +20,17 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
 
 from pipelines.lib import lake
+from pipelines.lib.lake import UTC_TS, window_days  # noqa: F401  (also imported from here)
 from pipelines.lib.cometapi.query import DailyPull, QuotaResponse
 
 MONEY = pa.decimal128(18, 6)
-UTC_TS = pa.timestamp("us", tz="UTC")
-
 QUOTA_DAILY = pa.schema(
     [
         ("usage_date", pa.date32()),
@@ -188,10 +187,6 @@ def land_snapshot(lake_root: Path, response: QuotaResponse, fetched_at: datetime
     lake.write_partition_file(lake_root, "key_snapshots", "fetched_date", day, snapshot_id, keys)
     lake.write_partition_file(lake_root, "balance_snapshots", "fetched_date", day, snapshot_id, balance)
     return snapshot_id
-
-
-def window_days(start: date, end: date) -> list[date]:
-    return [start + timedelta(days=i) for i in range((end - start).days + 1)]
 
 
 def model_params(lake_root: Path, start: date | None = None, end: date | None = None) -> dict:

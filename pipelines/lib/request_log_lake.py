@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines.lib import lake
-from pipelines.lib.quota_lake import UTC_TS, window_days
+from pipelines.lib.lake import UTC_TS, window_days
 from pipelines.lib.request_logs.normalize import RECORD_SCHEMA
 from pipelines.lib.request_logs.reader import file_fingerprint, inbox_files, raw_text, read_file_batches
 from pipelines.lib.warehouse import run_model
