@@ -134,6 +134,51 @@ def test_chunk_days_is_checked_before_any_call(sim):
     assert sim.calls == []
 
 
+# --- a day at a time, and still all or nothing ------------------------------------------------------
+
+
+def files_of(lake) -> dict[str, bytes]:
+    return {str(f.relative_to(lake)): f.read_bytes() for f in sorted(lake.rglob("*")) if f.is_file()}
+
+
+class FailsOnDay:
+    """A client whose pull of the n-th day fails, as a lasting API failure would."""
+
+    def __init__(self, client: GatewayClient, n: int) -> None:
+        self.client, self.n, self.days = client, n, 0
+
+    def pull_span(self, start_ts: int, end_ts: int):
+        self.days += 1
+        if self.days == self.n:
+            raise CometAPIError("CometAPI gateway GET /api/log/self: HTTP 503 (gave up after 3 attempts)")
+        return self.client.pull_span(start_ts, end_ts)
+
+
+def test_a_pull_failing_on_a_later_day_leaves_the_lake_as_it_was(sim, tmp_path):
+    land(sim, tmp_path)  # the window landed once: files to keep
+    before = files_of(tmp_path)
+    with gateway(sim.url, sim.access_token) as client, pytest.raises(CometAPIError):
+        gateway_lake.land_window(tmp_path, FIRST, LAST, UTC, client=FailsOnDay(client, 6), now=lambda: PULLED_AT)
+    assert files_of(tmp_path) == before  # five days parsed and staged, none put in place, no temporaries left
+
+
+def test_a_failure_while_the_days_are_put_in_place_claims_none_of_them(sim, tmp_path, monkeypatch):
+    real_replace, renamed = gateway_lake.os.replace, []
+
+    def replace(src, dst):
+        if len(renamed) == 4:
+            raise OSError("disk full")
+        renamed.append(dst)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(gateway_lake.os, "replace", replace)
+    with pytest.raises(OSError, match="disk full"):
+        land(sim, tmp_path)
+    assert len(renamed) == 4 and sorted(p.name for p in tmp_path.rglob("*.parquet")) == ["ledger.parquet"] * 4
+    assert not (tmp_path / "gateway_pulls").exists()  # no pull record: no day counts as covered
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+
+
 # --- falling back ----------------------------------------------------------------------------------
 
 
