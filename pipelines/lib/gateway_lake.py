@@ -50,7 +50,8 @@ from pipelines.lib.gateway_ledger import (
     parse_item,
     records_to_table,
 )
-from pipelines.lib.quota_lake import UTC_TS, new_id, window_days
+from pipelines.lib.lake import UTC_TS, window_days
+from pipelines.lib.quota_lake import new_id
 
 GATEWAY_PULLS = pa.schema(
     [
