@@ -13,7 +13,7 @@
 
 2. Assembly, per reporting day. `request_logs/usage_date=D/requests.parquet` holds one row per
    request_id whose winning copy falls on day D, from the current version of every file (rule in
-   `sql/staging/stg_request_logs.sql`). It is replaced whole, also when it becomes empty.
+   `sql/staging/stg_copy_ranks.sql`). It is replaced whole, also when it becomes empty.
 """
 
 from __future__ import annotations
@@ -202,11 +202,13 @@ def assemble(lake_root: Path, start: date, end: date) -> dict[date, int]:
     with duckdb.connect() as con:
         con.execute("SET TimeZone = 'UTC'")
         run_model(con, "stg_inbox_files", staging_params(lake_root))
-        run_model(con, "stg_request_logs", staging_params(lake_root) | {"start": start, "end": end})
+        window = staging_params(lake_root) | {"start": start, "end": end}
+        run_model(con, "stg_copy_ranks", window)
+        run_model(con, "stg_request_logs", window)
         for day in window_days(start, end):
             table = con.sql(
-                "SELECT * EXCLUDE (copy_rank, file_id) FROM stg_request_logs "
-                "WHERE copy_rank = 1 AND usage_date = $day ORDER BY ts, request_id", params={"day": day}
+                "SELECT * EXCLUDE (file_id) FROM stg_request_logs "
+                "WHERE usage_date = $day ORDER BY ts, request_id", params={"day": day}
             ).to_arrow_table().cast(REQUEST_LOGS)
             lake.write_partition_file(lake_root, "request_logs", "usage_date", day, "requests", table)
             written[day] = table.num_rows

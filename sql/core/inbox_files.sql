@@ -1,11 +1,11 @@
 -- inbox_files: every current inbox file with its line accounting:
 -- lines_read = accepted + rejected + duplicates (blank lines are counted apart, not as read).
--- Grain: one row per inbox-relative path. Inputs: stg_inbox_files, stg_request_logs (ranked over
+-- Grain: one row per inbox-relative path. Inputs: stg_inbox_files, stg_copy_ranks (ranked over
 -- all days). Full rebuild.
 CREATE OR REPLACE TABLE inbox_files AS
 WITH copies AS (
     SELECT file_id, count(*) FILTER (WHERE copy_rank = 1) AS accepted, count(*) FILTER (WHERE copy_rank > 1) AS duplicates
-    FROM stg_request_logs
+    FROM stg_copy_ranks
     GROUP BY file_id
 )
 SELECT

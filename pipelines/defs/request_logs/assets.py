@@ -166,7 +166,7 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
         everything = {"start": request_log_lake.FIRST_DAY, "end": request_log_lake.LAST_DAY}
         with publish(ledger.warehouse_path) as con:
             run_model(con, "stg_inbox_files", params)
-            run_model(con, "stg_request_logs", params | everything)
+            run_model(con, "stg_copy_ranks", params | everything)
             run_model(con, "inbox_files", params)
             run_model(con, "rejects", params)
             files, read, accepted, rejected, duplicates, unbalanced = con.execute(
