@@ -1,6 +1,8 @@
 """Request-log ingestion benchmark (issue 3): our ingestion against the baselines, on the same files.
 
     .venv/bin/python bench/ingest.py --lines 1000000 [--runs 3] [--engines ours,duckdb,pyarrow,pandas]
+    .venv/bin/python bench/ingest.py --lines 1000000 --phases     # ours: import, hashing, staging
+    .venv/bin/python bench/ingest.py --lines 1000000 --profile 5  # ours: CPU per line, step by step
 
 Generates a mixed-shape inbox with the simulator (`generate_traffic` + `write_inbox`; not timed; cached under
 bench/out/, git-ignored), then runs each engine `--runs` times in a fresh subprocess and reports the median
@@ -163,6 +165,35 @@ def profile(inbox: Path, every: int) -> None:
     print(f"| DuckDB COPY, all threads | {best / lines * 1e6:.2f} |")
 
 
+def phases(inbox: Path, workers: int) -> dict:
+    """Child process: ours, timed phase by phase (import, hashing every file, staging)."""
+    import shutil
+    from datetime import UTC
+
+    started = time.perf_counter()
+    sys.path.insert(0, str(ROOT))
+    from pipelines.lib import request_log_lake
+
+    imported = time.perf_counter()
+    lake = OUT / "parquet" / f"phases-{workers}"
+    shutil.rmtree(lake, ignore_errors=True)
+    items = request_log_lake.pending_files(lake, inbox)
+    hashed = time.perf_counter()
+    list(request_log_lake.stage_files(lake, inbox, items, _zone(), datetime.now(UTC), workers=workers))
+    done = time.perf_counter()
+    return {"import": imported - started, "hash": hashed - imported, "stage": done - hashed, "total": done - started}
+
+
+def print_phases(inbox: Path, runs: int) -> None:
+    print("| workers | import s | hash s | stage s | total s |\n|---:|---:|---:|---:|---:|")
+    for workers in (2, 1):
+        timings = [json.loads(subprocess.run(
+            [sys.executable, __file__, "--child", f"phases-{workers}", "--inbox", str(inbox), "--out", "-"],
+            capture_output=True, text=True, check=True, cwd=ROOT).stdout.strip().splitlines()[-1]) for _ in range(runs)]
+        best = min(timings, key=lambda t: t["total"])
+        print(f"| {workers} | {best['import']:.2f} | {best['hash']:.2f} | {best['stage']:.2f} | {best['total']:.2f} |")
+
+
 def _cpu(step) -> float:
     import gc
 
@@ -251,10 +282,15 @@ def main() -> None:
     parser.add_argument("--engines", default="ours,duckdb,pyarrow,pandas")
     parser.add_argument("--profile", type=int, metavar="EVERY", help="instead: CPU per line of each step of "
                         "ours on every EVERY-th file, beside the DuckDB COPY's")
+    parser.add_argument("--phases", action="store_true", help="instead: ours phase by phase (import, hash, "
+                        "stage) with two workers and with one, best of --runs")
     parser.add_argument("--child")
     parser.add_argument("--inbox", type=Path)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    if args.child and args.child.startswith("phases-"):
+        print(json.dumps(phases(args.inbox, int(args.child.removeprefix("phases-")))))
+        return
     if args.child:
         child(args.child, args.inbox, args.out)
         return
@@ -262,6 +298,9 @@ def main() -> None:
     if args.profile:
         sys.path.insert(0, str(ROOT))
         profile(inbox, args.profile)
+        return
+    if args.phases:
+        print_phases(inbox, args.runs)
         return
     meta = json.loads((inbox / ".complete.json").read_text())
     print(f"inbox: {meta['lines']} lines, {meta['files']} files, shapes {meta['by_shape']}; cpus {os.cpu_count()}")
