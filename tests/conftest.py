@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import sys
 from datetime import date
 from pathlib import Path
 
@@ -94,3 +96,17 @@ QUOTA_LAKE = ("quota_daily", "quota_pulls", "balance_snapshots", "key_snapshots"
 
 def lake_digest(settings: Settings, datasets=QUOTA_LAKE) -> dict[str, str]:
     return {d: repr(sorted(tree_digest(settings.lake / d).items())) for d in datasets if (settings.lake / d).exists()}
+
+
+def bad_input_catalogue():
+    """tests/reliability/test_bad_input.py as a module: its catalogues of bad log lines and ledger rows."""
+    folder = Path(__file__).resolve().parent / "reliability"
+    sys.path.insert(0, str(folder))
+    try:
+        spec = importlib.util.spec_from_file_location("bad_input_catalogue", folder / "test_bad_input.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(folder))
+    return module

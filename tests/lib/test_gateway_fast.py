@@ -12,10 +12,8 @@ path does take the simulator's rows, and `dedupe_sorted` against `dedupe` and th
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
 import json
-import sys
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -36,6 +34,7 @@ from pipelines.lib.gateway_ledger import (
     parse_item,
     records_to_table,
 )
+from conftest import bad_input_catalogue
 from test_gateway_ledger import ITEM_FIELDS, REJECT_CASES, item
 
 ZONES = [ZoneInfo("UTC"), ZoneInfo("Asia/Shanghai"), ZoneInfo("America/New_York"), ZoneInfo("Australia/Lord_Howe")]
@@ -148,19 +147,6 @@ def utf8(value: dict) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-def bad_input_catalogue():
-    folder = Path(__file__).resolve().parents[1] / "reliability"
-    sys.path.insert(0, str(folder))
-    try:
-        spec = importlib.util.spec_from_file_location("bad_input_catalogue", folder / "test_bad_input.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(folder))
-    return module
 
 
 def test_every_bad_input_ledger_row():

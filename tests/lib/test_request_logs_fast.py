@@ -10,9 +10,7 @@ simulator's traffic; plus that the fast path really takes the common lines.
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
-import sys
 from datetime import date, datetime, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -26,6 +24,7 @@ from pipelines.lib.request_logs.fast import NormalisedLines, normalise_block, no
 from pipelines.lib.request_logs.reader import read_file_batches
 from pipelines.lib.simulator.inbox import write_inbox
 from pipelines.lib.simulator.traffic import generate_traffic
+from conftest import bad_input_catalogue
 from test_request_logs import (
     ANTHROPIC_MESSAGE,
     CHAT_COMPLETION,
@@ -109,21 +108,8 @@ def test_reference_examples_and_every_reject_case() -> None:
     assert_same_as_reference(lines, key=None)  # no key folder: missing_key, from parse_line
 
 
-def bad_input_catalogue():
-    folder = Path(__file__).resolve().parents[1] / "reliability"
-    sys.path.insert(0, str(folder))
-    try:
-        spec = importlib.util.spec_from_file_location("bad_input_catalogue", folder / "test_bad_input.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(folder))
-    return module.LOG_LINES
-
-
 def test_the_bad_input_catalogue() -> None:
-    catalogue = bad_input_catalogue()
+    catalogue = bad_input_catalogue().LOG_LINES
     assert len(catalogue) > 20
     assert_same_as_reference([encoded(item.text) for item in catalogue], key="team-a-prod")
     assert_same_as_reference([encoded(item.text) for item in catalogue], key=None)

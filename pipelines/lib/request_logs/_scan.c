@@ -322,6 +322,24 @@ static int parse_number(Parser *ps, Val *v) {
 
 static int parse_value(Parser *ps, Val *v, Level *level, int depth);
 
+enum { BROKEN, MORE, CLOSED };
+
+/* After an object member or an array element: MORE (past the comma), CLOSED (past `close`), or BROKEN. */
+static int next_item(Parser *ps, char close) {
+    skip_ws(ps);
+    if (ps->p >= ps->end) return BROKEN;
+    if (*ps->p == ',') {
+        ps->p++;
+        skip_ws(ps);
+        return MORE;
+    }
+    if (*ps->p == close) {
+        ps->p++;
+        return CLOSED;
+    }
+    return BROKEN;
+}
+
 /* An object at ps->p. With a level, the keys it names are recorded (a duplicate fails the line). */
 static int parse_object(Parser *ps, Level *level, int depth) {
     if (depth > MAX_DEPTH) return 0;
@@ -357,18 +375,8 @@ static int parse_object(Parser *ps, Level *level, int depth) {
         ps->p++;
         skip_ws(ps);
         if (!parse_value(ps, slot, child, depth + 1)) return 0;
-        skip_ws(ps);
-        if (ps->p >= ps->end) return 0;
-        if (*ps->p == ',') {
-            ps->p++;
-            skip_ws(ps);
-            continue;
-        }
-        if (*ps->p == '}') {
-            ps->p++;
-            return 1;
-        }
-        return 0;
+        int next = next_item(ps, '}');
+        if (next != MORE) return next == CLOSED;
     }
 }
 
@@ -382,18 +390,8 @@ static int parse_array(Parser *ps, int depth) {
     }
     for (;;) {
         if (!parse_value(ps, NULL, NULL, depth + 1)) return 0;
-        skip_ws(ps);
-        if (ps->p >= ps->end) return 0;
-        if (*ps->p == ',') {
-            ps->p++;
-            skip_ws(ps);
-            continue;
-        }
-        if (*ps->p == ']') {
-            ps->p++;
-            return 1;
-        }
-        return 0;
+        int next = next_item(ps, ']');
+        if (next != MORE) return next == CLOSED;
     }
 }
 
