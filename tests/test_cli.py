@@ -209,9 +209,11 @@ def test_simulate_serves_the_simulator_in_the_foreground(env):
 
     import httpx
 
+    # As from a terminal: SIGINT at its default (a shell's background job would inherit it ignored).
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "simulate", "--port", "0", "--days", "5",
                              "--fault", "accept_malformed_dates"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         first = proc.stdout.readline()
         assert first.startswith("CometAPI simulator on http://127.0.0.1:")
