@@ -228,10 +228,8 @@ def normalise_block(
         raise ValueError("now must be timezone-aware")
     key = _scan_key(fallback_key)
     if _scan is None or key is False:
-        lines = block.split(b"\n")
-        if block.endswith(b"\n"):
-            lines.pop()
-        return normalise_lines(list(enumerate(lines, first_line_no)), fallback_key=fallback_key, tz=tz, now=now)
+        numbered = list(enumerate(block_lines(block), first_line_no))
+        return normalise_lines(numbered, fallback_key=fallback_key, tz=tz, now=now)
     rows, columns, declined = _scan.scan(block, first_line_no, key, _EARLIEST_US, _us(now + FUTURE_TOLERANCE))
     where = np.frombuffer(declined, dtype=np.int64).reshape(-1, 3).tolist()
     rest = normalise_lines([(n, block[start:end]) for n, start, end in where],
@@ -241,6 +239,14 @@ def normalise_block(
         scanned = _scanned_table(rows, columns, tz)
         records = scanned if not records.num_rows else _in_line_order(pa.concat_tables([scanned, records]))
     return NormalisedLines(records, rest.rejects, rest.blank, rows + rest.fast, rows)
+
+
+def block_lines(block: bytes) -> list[bytes]:
+    """The lines of a block, without their newlines (a final b"\\n" ends the last line, not a new one)."""
+    lines = block.split(b"\n")
+    if block.endswith(b"\n"):
+        lines.pop()
+    return lines
 
 
 def _scan_key(fallback_key: str | None) -> bytes | None | bool:

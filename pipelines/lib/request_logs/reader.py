@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from pipelines.lib.redact import redact
-from pipelines.lib.request_logs.fast import NUMBERED_SCHEMA, NormalisedLines, normalise_block
+from pipelines.lib.request_logs.fast import NUMBERED_SCHEMA, NormalisedLines, block_lines, normalise_block
 from pipelines.lib.request_logs.normalize import Reject, RequestRecord, parse_line
 
 INBOX_SUFFIXES: Final = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
@@ -181,10 +181,7 @@ def numbered_lines(path: Path) -> Iterator[tuple[int, bytes | Reject]]:
         if isinstance(block, Reject):
             yield first, block
             return
-        lines = block.split(b"\n")
-        if block.endswith(b"\n"):
-            lines.pop()
-        yield from enumerate(lines, first)
+        yield from enumerate(block_lines(block), first)
 
 
 def read_file(path: Path, *, inbox_root: Path, tz: ZoneInfo, now: datetime) -> Iterator[LineResult]:
