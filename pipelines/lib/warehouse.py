@@ -160,6 +160,41 @@ def record_models(con: duckdb.DuckDBPyConnection, names: tuple[str, ...]) -> Non
         )
 
 
+def inputs_sha(models: tuple[str, ...], params: Mapping[str, Any]) -> str:
+    """SHA-256 of what a full rebuild reads: the models' SQL text, the other parameters' values, and
+    the name, size and modification time of every input file (parameters that are lists of paths)."""
+    digest = hashlib.sha256()
+    for name in models:
+        digest.update(f"model {name} {model_sha(name)}\n".encode())
+    for key in sorted(params):
+        value = params[key]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            for file in value:
+                stat = os.stat(file)
+                digest.update(f"file {key} {file} {stat.st_size} {stat.st_mtime_ns}\n".encode())
+        else:
+            digest.update(f"param {key} {value!r}\n".encode())
+    return digest.hexdigest()
+
+
+def built_from(con: duckdb.DuckDBPyConnection, relations: tuple[str, ...], sha: str) -> bool:
+    """True when every one of `relations` exists and was last rebuilt from inputs with this `inputs_sha`."""
+    con.execute("CREATE TABLE IF NOT EXISTS rebuild_inputs (relation VARCHAR PRIMARY KEY, inputs_sha256 VARCHAR "
+                "NOT NULL, built_at TIMESTAMPTZ NOT NULL)")
+    con.execute("COMMENT ON TABLE rebuild_inputs IS 'What each fully rebuilt table was last built from (internal)'")
+    con.execute("COMMENT ON COLUMN rebuild_inputs.relation IS 'table name'")
+    con.execute("COMMENT ON COLUMN rebuild_inputs.inputs_sha256 IS 'SHA-256 of its SQL and input files (name, size, "
+                "modification time)'")
+    con.execute("COMMENT ON COLUMN rebuild_inputs.built_at IS 'when it was built from them'")
+    recorded = dict(con.execute("SELECT relation, inputs_sha256 FROM rebuild_inputs").fetchall())
+    return all(relation_exists(con, r) and recorded.get(r) == sha for r in relations)
+
+
+def record_built_from(con: duckdb.DuckDBPyConnection, relations: tuple[str, ...], sha: str) -> None:
+    for relation in relations:
+        con.execute("INSERT OR REPLACE INTO rebuild_inputs VALUES ($r, $s, now())", {"r": relation, "s": sha})
+
+
 @contextmanager
 def writer_lock(path: Path, timeout_s: float = 3600.0) -> Iterator[None]:
     """Exclusive lock next to the warehouse; waits for the writer before us."""

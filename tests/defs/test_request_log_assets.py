@@ -175,3 +175,42 @@ def test_a_console_csv_export_feeds_the_ledger_without_a_token(tmp_path, sim, tr
     in_window = [e for e in expected if SIM_START <= e.usage_date <= LAST]
     assert sorted(r["request_id"] for r in rows) == sorted(e.request_id for e in in_window)
     assert {r["source"] for r in rows} == {"csv_export"}
+
+
+def test_warehouse_inbox_files_is_kept_while_nothing_it_reads_changed(tmp_path, sim, traffic, monkeypatch):
+    from conftest import table_rows
+    from pipelines.lib import warehouse
+
+    monkeypatch.setenv("COMETAPI_KEY", sim.api_key)
+    settings = make_settings(tmp_path / "home", sim)
+    write_inbox(traffic, settings.inbox)
+
+    def run() -> tuple[bool, list[tuple]]:
+        result = materialize_days(settings, SIM_START, LAST)
+        [event] = [e for e in result.get_asset_materialization_events()
+                   if e.asset_key.to_user_string() == "warehouse/inbox_files"]
+        files = table_rows(settings, "SELECT file, file_id, lines_read, accepted, rejected, duplicates, staged_at "
+                                     "FROM inbox_files ORDER BY file")
+        return event.materialization.metadata["rebuilt"].value, files
+
+    built, first = run()
+    kept, second = run()
+    assert (built, kept) == (True, False)
+    assert second == first and len(first) > 0
+    [(recorded,)] = table_rows(settings, "SELECT count(*) FROM rebuild_inputs WHERE relation = 'inbox_files'")
+    assert recorded == 1
+
+    # a new file: rebuilt, and its lines are duplicates of the copies already landed
+    some_file = sorted(settings.inbox.rglob("*.jsonl"))[0]
+    resent = some_file.with_name("resent-" + some_file.name)
+    shutil.copy(some_file, resent)
+    rebuilt, third = run()
+    assert rebuilt is True and len(third) == len(first) + 1
+    [(read, duplicates)] = [(r[2], r[5]) for r in third if r[0] == resent.relative_to(settings.inbox).as_posix()]
+    assert read == duplicates > 0
+
+    # another version of the ranking SQL: rebuilt, though no file changed
+    real_sha = warehouse.model_sha
+    monkeypatch.setattr(warehouse, "model_sha", lambda name: "other" if name == "stg_copy_ranks" else real_sha(name))
+    rebuilt, fourth = run()
+    assert rebuilt is True and [r[:6] for r in fourth] == [r[:6] for r in third]

@@ -78,7 +78,8 @@ TIME_COLUMNS = frozenset({
     "fetched_at", "snapshot_id",  # balance_snapshots, key_snapshots
     "staged_at",  # inbox_files
     "detected_at", "finding_id",  # anomalies (finding_id is an md5 over evidence that names pull/snapshot ids)
-    "built_at",  # model_versions
+    "built_at",  # model_versions, rebuild_inputs
+    "inputs_sha256",  # rebuild_inputs (the home's own file paths and modification times)
 })
 SNAPSHOT_TABLES = frozenset({"balance_snapshots", "key_snapshots"})
 MASKED_TEXT = {"anomalies": ("detail", "evidence")}  # findings name pull/snapshot ids and their moments

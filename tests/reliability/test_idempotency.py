@@ -18,9 +18,10 @@ taken (support.digests), leaving out only columns that record when something hap
   (runway, top_up, balance_jump), which describe the latest snapshot, the snapshot's id and time in
   their detail / evidence text, and their finding_id (a hash of that evidence).
 
-Kept in on purpose: inbox_files.staged_at and model_versions.built_at. In one home an unchanged inbox
-file is read once and a model version recorded once, so a re-run that re-read the inbox or re-recorded
-its models would change them and fail the test.
+Kept in on purpose: inbox_files.staged_at, model_versions.built_at and rebuild_inputs. In one home an
+unchanged inbox file is read once, a model version recorded once and inbox_files kept while nothing it
+reads changed, so a re-run that re-read the inbox, re-recorded its models or rebuilt inbox_files for
+nothing would change them and fail the test.
 
 The lake is checked too: the datasets a re-run replaces (request_logs, gateway_logs) and the inbox
 staging (read once per file version) are byte-identical after each run; the pull and snapshot
@@ -48,8 +49,8 @@ from support import FIRST, LAST, SNAPSHOT_TABLES, digests, make_world, query, ro
 RUNS = 3
 PUBLIC_TABLES = {"quota_daily", "quota_restatements", "balance_snapshots", "key_snapshots", "prices", "key_owners",
                  "requests", "recon_key_daily", "cost_key_model_daily", "cost_model_daily", "cost_category_monthly",
-                 "chargeback_monthly", "inbox_files", "rejects", "anomalies", "model_versions", "key_ip_daily",
-                 "warehouse_files"}
+                 "chargeback_monthly", "inbox_files", "rejects", "anomalies", "model_versions", "rebuild_inputs",
+                 "key_ip_daily", "warehouse_files"}
 REPLACED_DATASETS = ("request_logs", "gateway_logs", "inbox_records", "inbox_rejects", "inbox_manifest")
 APPENDED_DATASETS = ("quota_pulls", "gateway_pulls", "balance_snapshots", "key_snapshots")
 CSV_HEADER = ["id", "created_at", "type", "content", "token_name", "model_name", "quota", "prompt_tokens",

@@ -13,13 +13,16 @@ from pipelines.defs.resources import GatewayLedger, LedgerHome, utc_now
 from pipelines.defs.window import run_days
 from pipelines.lib import gateway_lake, lake, request_log_lake
 from pipelines.lib.quota_lake import window_days
-from pipelines.lib.warehouse import publish, run_model
+from pipelines.lib.warehouse import built_from, inputs_sha, publish, record_built_from, run_model
 
 GROUP = "request_logs"
 REQUEST_LOG_PREVIEW = ["usage_date", "ts", "key_name", "model", "prompt_tokens", "completion_tokens", "usage_status",
                        "file", "line_no"]
 GATEWAY_PREVIEW = ["usage_date", "created_at", "key_name", "model", "log_type_name", "billed_usd", "prompt_tokens",
                    "completion_tokens", "request_id"]
+# what warehouse/inbox_files is built from (it is kept while these are unchanged)
+INBOX_FILES_MODELS = ("stg_inbox_files", "stg_copy_ranks", "inbox_files")
+INBOX_FILES_PARAMS = ("inbox_manifest_files", "inbox_record_files")
 
 
 def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
@@ -166,8 +169,18 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
         everything = {"start": request_log_lake.FIRST_DAY, "end": request_log_lake.LAST_DAY}
         with publish(ledger.warehouse_path) as con:
             run_model(con, "stg_inbox_files", params)
-            run_model(con, "stg_copy_ranks", params | everything)
-            run_model(con, "inbox_files", params)
+            # inbox_files ranks every copy ever staged (a new file can turn an old copy into a
+            # duplicate), which at a year of history costs tens of seconds: it is kept when neither
+            # the staged files nor its SQL changed since it was built (a backfill's later runs).
+            inbox_inputs = {k: params[k] for k in INBOX_FILES_PARAMS} | everything
+            inputs = inputs_sha(INBOX_FILES_MODELS, inbox_inputs)
+            rebuilt = not built_from(con, ("inbox_files",), inputs)
+            if rebuilt:
+                run_model(con, "stg_copy_ranks", inbox_inputs)
+                run_model(con, "inbox_files", inbox_inputs)
+                record_built_from(con, ("inbox_files",), inputs)
+            else:
+                context.log.info("warehouse inbox_files kept: no staged file and no model changed since it was built")
             run_model(con, "rejects", params)
             files, read, accepted, rejected, duplicates, unbalanced = con.execute(
                 "SELECT count(*), coalesce(sum(lines_read), 0), coalesce(sum(accepted), 0), "
@@ -189,7 +202,7 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
                 raise dg.Failure(f"{unbalanced} inbox file(s) do not balance read = accepted + rejected + "
                                  "duplicates; nothing was published")
         yield dg.MaterializeResult(asset_key=["warehouse", "inbox_files"], metadata={
-            **files_meta, "dagster/row_count": files, "lines_read": int(read), "accepted": int(accepted),
+            **files_meta, "rebuilt": rebuilt, "dagster/row_count": files, "lines_read": int(read), "accepted": int(accepted),
             "rejected": int(rejected), "duplicates": int(duplicates)})
         yield dg.MaterializeResult(asset_key=["warehouse", "rejects"], metadata={
             **rejects_meta, "dagster/row_count": sum(n for _, _, n in by_reason),
