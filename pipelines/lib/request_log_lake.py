@@ -204,7 +204,13 @@ def assemble(lake_root: Path, start: date, end: date) -> dict[date, int]:
         run_model(con, "stg_inbox_files", staging_params(lake_root))
         window = staging_params(lake_root) | {"start": start, "end": end}
         run_model(con, "stg_copy_ranks", window)
-        run_model(con, "stg_request_logs", window)
+        # the winners' rows are fetched whole from the files that hold one, not from every file ever
+        # staged (DuckDB would read every column of every file to find them)
+        holding = [f for (f,) in con.execute(
+            "SELECT DISTINCT file_id FROM stg_copy_ranks WHERE copy_rank = 1 ORDER BY file_id").fetchall()]
+        found = lake.files(lake_root, "inbox_records", "file_id", holding) or [
+            lake.empty_file(lake_root, "inbox_records", STAGED_RECORDS)]
+        run_model(con, "stg_request_logs", window | {"inbox_record_files": found})
         for day in window_days(start, end):
             table = con.sql(
                 "SELECT * EXCLUDE (file_id) FROM stg_request_logs "
