@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -94,6 +96,29 @@ def write_batches_atomic(batches: Iterable[pa.RecordBatch], schema: pa.Schema, p
     return path
 
 
+STALE_TEMPORARY_S = 24 * 3600  # a writer's hidden temporary file older than this was left by a killed process
+
+
+def remove_stale_temporaries(lake: Path, datasets: Iterable[str], kept_s: float = STALE_TEMPORARY_S,
+                             now: float | None = None) -> list[Path]:
+    """Remove the hidden temporary files (`<partition>/.*.tmp`) that a writer killed mid-way (SIGKILL,
+    power loss) left in `datasets`, once older than `kept_s`; returns them. Readers never list hidden
+    files, so they only take space; a writer still at work has a younger one."""
+    import time
+
+    cutoff = (time.time() if now is None else now) - kept_s
+    removed = []
+    for dataset in datasets:
+        for path in (lake / dataset).glob("*/.*.tmp"):
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed.append(path)
+            except FileNotFoundError:  # its writer finished or removed it meanwhile
+                continue
+    return removed
+
+
 def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -107,6 +132,29 @@ def write_partition_file(
 ) -> Path:
     """Write one file into one partition (`name` without extension)."""
     return write_table_atomic(table, partition_dir(lake, dataset, column, value) / f"{name}.parquet")
+
+
+Item, Made, Written = TypeVar("Item"), TypeVar("Made"), TypeVar("Written")
+
+
+def made_then_written(items: Iterable[Item], make: Callable[[Item], Made],
+                      write: Callable[[Item, Made], Written]) -> list[Written]:
+    """`write(item, make(item))` for each item in order; each write runs in a second thread while
+    the next item is made (a query and a Parquet encode overlap instead of taking turns; both let
+    go of the GIL). At most two made items are held at once. `make` runs in the calling thread
+    (a DuckDB connection stays in its thread); the first exception is raised after the write
+    under way has finished."""
+    written: list[Written] = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer") as writer:
+        pending = None
+        for item in items:
+            made = make(item)
+            if pending is not None:
+                written.append(pending.result())
+            pending = writer.submit(write, item, made)
+        if pending is not None:
+            written.append(pending.result())
+    return written
 
 
 def files(lake: Path, dataset: str, column: str | None = None, values: Iterable[object] | None = None) -> list[str]:

@@ -198,7 +198,6 @@ def staging_params(lake_root: Path) -> dict:
 
 def assemble(lake_root: Path, start: date, end: date) -> dict[date, int]:
     """Rewrite `request_logs` for every day in [start, end]; returns rows per day."""
-    written: dict[date, int] = {}
     with duckdb.connect() as con:
         con.execute("SET TimeZone = 'UTC'")
         run_model(con, "stg_inbox_files", staging_params(lake_root))
@@ -211,14 +210,17 @@ def assemble(lake_root: Path, start: date, end: date) -> dict[date, int]:
         found = lake.files(lake_root, "inbox_records", "file_id", holding) or [
             lake.empty_file(lake_root, "inbox_records", STAGED_RECORDS)]
         run_model(con, "stg_request_logs", window | {"inbox_record_files": found})
-        for day in window_days(start, end):
-            table = con.sql(
-                "SELECT * EXCLUDE (file_id) FROM stg_request_logs "
-                "WHERE usage_date = $day ORDER BY ts, request_id", params={"day": day}
-            ).to_arrow_table().cast(REQUEST_LOGS)
+
+        def day_rows(day: date) -> pa.Table:
+            return con.sql("SELECT * EXCLUDE (file_id) FROM stg_request_logs WHERE usage_date = $day "
+                           "ORDER BY ts, request_id", params={"day": day}).to_arrow_table().cast(REQUEST_LOGS)
+
+        def write(day: date, table: pa.Table) -> int:
             lake.write_partition_file(lake_root, "request_logs", "usage_date", day, "requests", table)
-            written[day] = table.num_rows
-    return written
+            return table.num_rows
+
+        days = window_days(start, end)
+        return dict(zip(days, lake.made_then_written(days, day_rows, write)))
 
 
 def read_manifests(lake_root: Path) -> list[dict]:

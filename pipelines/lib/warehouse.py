@@ -59,7 +59,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.lib.lake import fsync_dir
+from pipelines.lib.lake import fsync_dir, made_then_written
 
 _SQL_DIR_CANDIDATES = (
     Path(__file__).resolve().parents[2] / "sql",  # a checkout (editable install)
@@ -337,17 +337,20 @@ def replace_days(con: duckdb.DuckDBPyConnection, relation: str, source: str, sta
     root = _roots(con)[0]
     collect_garbage(con, root)  # the writer that adds files removes the long-unlisted ones
     before = _listed(con, relation, start, end)
-    written: dict[date, int] = {}
-    rows = []
-    for day in _days(start, end):
-        table = con.sql(f'SELECT * FROM "{source}" WHERE usage_date = $day ORDER BY {order_by}',
-                        params={"day": day}).to_arrow_table()
+
+    def day_rows(day: date) -> pa.Table:
+        return con.sql(f'SELECT * FROM "{source}" WHERE usage_date = $day ORDER BY {order_by}',
+                       params={"day": day}).to_arrow_table()
+
+    def write(day: date, table: pa.Table) -> tuple | None:
         if not table.num_rows:
-            continue
+            return None
         first, last = _min_max(table[key])
         name = _write_content_named(table, root / relation / f"usage_date={day.isoformat()}")
-        rows.append((relation, day, f"{relation}/usage_date={day.isoformat()}/{name}", table.num_rows, first, last))
-        written[day] = table.num_rows
+        return relation, day, f"{relation}/usage_date={day.isoformat()}/{name}", table.num_rows, first, last
+
+    rows = [row for row in made_then_written(_days(start, end), day_rows, write) if row is not None]
+    written = {day: count for _, day, _, count, _, _ in rows}
     con.execute("DELETE FROM warehouse_files WHERE relation = $r AND usage_date BETWEEN $s AND $e",
                 {"r": relation, "s": start, "e": end})
     if rows:

@@ -214,3 +214,21 @@ def test_warehouse_inbox_files_is_kept_while_nothing_it_reads_changed(tmp_path, 
     monkeypatch.setattr(warehouse, "model_sha", lambda name: "other" if name == "stg_copy_ranks" else real_sha(name))
     rebuilt, fourth = run()
     assert rebuilt is True and [r[:6] for r in fourth] == [r[:6] for r in third]
+
+
+def test_a_run_removes_the_temporary_files_a_killed_pull_left_over_a_day_ago(ledger_settings):
+    import os
+    import time
+
+    from pipelines.lib.lake import STALE_TEMPORARY_S
+
+    materialize_days(ledger_settings, SIM_START, SIM_START)
+    day = ledger_settings.lake / "gateway_logs" / f"usage_date={SIM_START.isoformat()}"
+    left = day / ".ledger.parquet.0123456789abcdef.tmp"
+    at_work = day / ".ledger.parquet.fedcba9876543210.tmp"
+    for path, age in ((left, STALE_TEMPORARY_S + 60), (at_work, 60)):
+        path.write_bytes(b"PAR1 cut short")
+        os.utime(path, (time.time() - age, time.time() - age))
+    materialize_days(ledger_settings, SIM_START, SIM_START)
+    assert not left.exists() and at_work.exists()
+    assert (day / "ledger.parquet").exists()

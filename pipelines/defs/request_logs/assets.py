@@ -25,6 +25,13 @@ INBOX_FILES_MODELS = ("stg_inbox_files", "stg_copy_ranks", "inbox_files")
 INBOX_FILES_PARAMS = ("inbox_manifest_files", "inbox_record_files")
 
 
+def swept(context: dg.AssetExecutionContext, ledger: LedgerHome, datasets: tuple[str, ...]) -> None:
+    """Remove what a killed writer left in `datasets` (lake.remove_stale_temporaries), saying so."""
+    removed = lake.remove_stale_temporaries(ledger.lake, datasets)
+    if removed:
+        context.log.info(f"removed {len(removed)} temporary file(s) left by a killed run over a day ago")
+
+
 def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     @dg.asset(
         key=["lake", "inbox_files"],
@@ -39,6 +46,7 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
     )
     def inbox_files_lake(context: dg.AssetExecutionContext, ledger: LedgerHome) -> dg.MaterializeResult:
         started = time.perf_counter()
+        swept(context, ledger, ("inbox_records", "inbox_rejects", "inbox_manifest"))
         pending = request_log_lake.pending_files(ledger.lake, ledger.inbox_path)
         now = utc_now()
         staged = []
@@ -85,6 +93,7 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
     )
     def request_logs_lake(context: dg.AssetExecutionContext, ledger: LedgerHome) -> dg.MaterializeResult:
         start, end = run_days(context)
+        swept(context, ledger, ("request_logs",))
         written = request_log_lake.assemble(ledger.lake, start, end)
         files = lake.files(ledger.lake, "request_logs", "usage_date", list(written))
         with duckdb.connect() as con:
@@ -116,6 +125,7 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
     )
     def gateway_logs_lake(context: dg.AssetExecutionContext, ledger: LedgerHome, gateway: GatewayLedger):
         start, end = run_days(context)
+        swept(context, ledger, ("gateway_logs", "gateway_rejects", "gateway_pulls"))
         exports = gateway_lake.export_files(ledger.inbox_path)
         if not gateway.configured and not exports:
             context.log.info("COMETAPI_ACCESS_TOKEN is not set and no CSV export is in the inbox: ledger skipped")
