@@ -9,25 +9,27 @@
   ledger" only when a pull record says so, so an empty day and an unpulled day are told apart.
 - `gateway_rejects/pull_id=<id>/rejects.parquet`: rows that could not be used, with the reason.
 
-A pull is landed a day at a time (`land_window`, `Landing`), so its memory is a day's (two while
-the next day downloads), however long the window: day D is pulled (`GatewayClient.pull_span`: its
-CSV export, else its pages; rows from either are source `api`), parsed (an export in bulk by
-`gateway_fast`, pages item by item by `parse_item`), joined by the console's CSV exports dropped
-into `<inbox>/gateway/*.csv` for day D, deduplicated (a row present in several counts once, see
-`gateway_ledger.dedupe`), sorted, and written to a hidden temporary file beside day D's ledger;
-meanwhile day D+1 is already being pulled. Only once every day has been pulled are the day files
-put in place, then the rejects and then the pull record are written: an API failure on any day
-leaves the lake as it was, and a crash while the day files are put in place leaves days replaced
-by their newer rows but no pull record claiming them.
+A pull is landed a day at a time (`land_window`, `Landing`), so its memory is a few days' (the day
+written, the day parsed, the day downloading), however long the window: day D is pulled
+(`GatewayClient.pull_span`: its CSV export, else its pages; rows from either are source `api`),
+parsed (an export in bulk by `gateway_fast`, pages item by item by `parse_item`), joined by the
+console's CSV exports dropped into `<inbox>/gateway/*.csv` for day D, deduplicated (a row present
+in several counts once, see `gateway_ledger.dedupe`), sorted, and written to a hidden temporary
+file beside day D's ledger by a writer thread while day D+1 is parsed and day D+2 downloads. Only
+once every day has been pulled and written are the day files put in place, then the rejects and
+then the pull record are written: an API failure on any day leaves the lake as it was, and a crash
+while the day files are put in place leaves days replaced by their newer rows but no pull record
+claiming them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -166,6 +168,12 @@ def chunk_records(chunk: LogChunk, tz: ZoneInfo) -> tuple[pa.Table, list[Gateway
     return pa.concat_tables(parts), rejects, lists
 
 
+def _write_synced(rows: pa.Table, path: Path) -> None:
+    pq.write_table(rows, path, compression="zstd")
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
 class Landing:
     """One pull of [first, last], landed a day at a time (`land_window`; see the module docstring).
 
@@ -180,6 +188,10 @@ class Landing:
         self._staged: list[tuple[Path, Path]] = []  # (temporary, final) day files
         self._inbox: dict[date, list[GatewayRecord]] = {}
         self._inbox_rejects: list[tuple[str, str | None, GatewayReject]] = []
+        # day D's file is encoded and synced in a thread of its own while day D+1 is parsed; one
+        # day is written at a time
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-write")
+        self._writing: Future | None = None
         for path in export_files:
             self._read_inbox_export(path)
 
@@ -187,9 +199,17 @@ class Landing:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
-        for temporary, _ in self._staged:
-            temporary.unlink(missing_ok=True)
-        self._staged.clear()
+        try:
+            if error is not None:
+                with contextlib.suppress(Exception):  # the error under way is the one to raise
+                    self._wait_for_write()
+            else:
+                self._wait_for_write()
+        finally:
+            self._writer.shutdown(wait=True)  # no write can create a file after the removal below
+            for temporary, _ in self._staged:
+                temporary.unlink(missing_ok=True)
+            self._staged.clear()
 
     def _read_inbox_export(self, path: Path) -> None:
         # rejects.file is inbox-relative (sql/core/rejects.sql), and exports live in <inbox>/gateway/
@@ -249,17 +269,24 @@ class Landing:
                                             strict=True)))
 
     def _stage(self, day: date, rows: pa.Table) -> None:
-        """Write day D's file beside its ledger, hidden (`.*.tmp`), complete and on disk; `commit` renames it."""
+        """Start writing day D's file beside its ledger, hidden (`.*.tmp`), in the writer thread (after the
+        day before is complete and on disk); `commit` waits for it, then renames it."""
         final = lake.partition_dir(self.lake_root, "gateway_logs", "usage_date", day) / "ledger.parquet"
         final.parent.mkdir(parents=True, exist_ok=True)
         temporary = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
         self._staged.append((temporary, final))
-        pq.write_table(rows, temporary, compression="zstd")
-        with open(temporary, "rb") as fh:
-            os.fsync(fh.fileno())
+        self._wait_for_write()
+        self._writing = self._writer.submit(_write_synced, rows, temporary)
+
+    def _wait_for_write(self) -> None:
+        """Wait for the day file being written, raising its error."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            writing.result()
 
     def commit(self, pulled_at: datetime) -> str:
         """Put the day files in place, then write the rejects and, last, the pull record; returns the pull id."""
+        self._wait_for_write()
         for temporary, final in self._staged:
             os.replace(temporary, final)
             lake.fsync_dir(final.parent)
