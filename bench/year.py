@@ -51,23 +51,29 @@ def _write_days(start: date, days: int, per_day: int, inbox: Path, which: list[d
     return write_inbox(traffic(start, days, per_day), inbox, days=which)
 
 
-def inbox_for(start: date, days: int, per_day: int, folder: Path) -> dict:
-    """The cached client logs (generated in two processes, a day at a time)."""
-    inbox = folder / "inbox"
-    marker = folder / "inbox.json"
+def made_once(folder: Path, name: str, work, start: date, days: int, per_day: int, summary) -> dict:
+    """`folder/name` made by `work(start, days, per_day, folder/name, its days)` in two processes (every
+    other day each), once: then `summary(their results, folder/name)` and the seconds it took are
+    kept in `folder/name.json`, and later calls read that back."""
+    target, marker = folder / name, folder / f"{name}.json"
     if marker.exists():
         return json.loads(marker.read_text())
-    shutil.rmtree(inbox, ignore_errors=True)
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
     started = time.perf_counter()
     every = [start + timedelta(days=i) for i in range(days)]
-    totals = Counter()
     with ProcessPoolExecutor(max_workers=2) as pool:
-        for counts in pool.map(_write_days, *zip(*[(start, days, per_day, inbox, every[i::2]) for i in range(2)])):
-            totals.update({"files": counts["files"], "lines": counts["lines"]})
-    meta = {"files": totals["files"], "lines": totals["lines"], "seconds": round(time.perf_counter() - started, 1),
-            "bytes": sum(p.stat().st_size for p in inbox.rglob("*") if p.is_file())}
+        results = list(pool.map(work, *zip(*[(start, days, per_day, target, every[i::2]) for i in range(2)])))
+    meta = summary(results, target) | {"seconds": round(time.perf_counter() - started, 1)}
     marker.write_text(json.dumps(meta))
     return meta
+
+
+def inbox_for(start: date, days: int, per_day: int, folder: Path) -> dict:
+    """The cached client logs (generated in two processes, a day at a time)."""
+    return made_once(folder, "inbox", _write_days, start, days, per_day, lambda counts, inbox: {
+        "files": sum(c["files"] for c in counts), "lines": sum(c["lines"] for c in counts),
+        "bytes": sum(p.stat().st_size for p in inbox.rglob("*") if p.is_file())})
 
 
 # --- the gateway's exports, rendered ahead ----------------------------------------------------------
@@ -117,19 +123,8 @@ def _render_exports(start: date, days: int, per_day: int, cache: Path, which: li
 
 def exports_for(start: date, days: int, per_day: int, folder: Path) -> dict:
     """The cached exports (rendered in two processes)."""
-    cache = folder / "gateway-exports"
-    marker = folder / "gateway-exports.json"
-    if marker.exists():
-        return json.loads(marker.read_text())
-    shutil.rmtree(cache, ignore_errors=True)
-    cache.mkdir(parents=True)
-    started = time.perf_counter()
-    every = [start + timedelta(days=i) for i in range(days)]
-    with ProcessPoolExecutor(max_workers=2) as pool:
-        written = sum(pool.map(_render_exports, *zip(*[(start, days, per_day, cache, every[i::2]) for i in range(2)])))
-    meta = {"days": days, "bytes": written, "seconds": round(time.perf_counter() - started, 1)}
-    marker.write_text(json.dumps(meta))
-    return meta
+    return made_once(folder, "gateway-exports", _render_exports, start, days, per_day,
+                     lambda written, _: {"days": days, "bytes": sum(written)})
 
 
 def _serve_rendered(cache: Path) -> None:
