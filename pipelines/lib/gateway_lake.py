@@ -24,12 +24,11 @@ claiming them.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -124,10 +123,16 @@ def land_window(lake_root: Path, first: date, last: date, tz: ZoneInfo, *, clien
         return client.pull_span(start_ts, end_ts) if client is not None and start_ts <= end_ts else None
 
     with Landing(lake_root, first, last, tz, export_files) as landing:
-        for day, chunk in _pulled_ahead(window_days(first, last), pull):
+
+        def rows(pulled: tuple[date, LogChunk | None]) -> pa.Table:
+            day, chunk = pulled
             if chunk is not None and chunk.fallback:
                 warn(chunk.fallback)
-            landing.add_day(day, chunk)
+            return landing.day_rows(day, chunk)
+
+        # day D's file is encoded and synced in a writer thread while day D+1 is parsed
+        lake.made_then_written(_pulled_ahead(window_days(first, last), pull), rows,
+                               lambda pulled, day_rows: landing.stage(pulled[0], day_rows))
         return landing.commit(now()), landing.window
 
 
@@ -168,16 +173,10 @@ def chunk_records(chunk: LogChunk, tz: ZoneInfo) -> tuple[pa.Table, list[Gateway
     return pa.concat_tables(parts), rejects, lists
 
 
-def _write_synced(rows: pa.Table, path: Path) -> None:
-    pq.write_table(rows, path, compression="zstd")
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
-
-
 class Landing:
     """One pull of [first, last], landed a day at a time (`land_window`; see the module docstring).
 
-    `add_day` for each day in order, then `commit`. Leaving a `with` block without `commit` (an
+    `add_day` (or `day_rows`, then `stage` them) for each day in order, then `commit`. Leaving a `with` block without `commit` (an
     exception) removes the day files staged so far.
     """
 
@@ -188,10 +187,6 @@ class Landing:
         self._staged: list[tuple[Path, Path]] = []  # (temporary, final) day files
         self._inbox: dict[date, list[GatewayRecord]] = {}
         self._inbox_rejects: list[tuple[str, str | None, GatewayReject]] = []
-        # day D's file is encoded and synced in a thread of its own while day D+1 is parsed; one
-        # day is written at a time
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-write")
-        self._writing: Future | None = None
         for path in export_files:
             self._read_inbox_export(path)
 
@@ -199,17 +194,9 @@ class Landing:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
-        try:
-            if error is not None:
-                with contextlib.suppress(Exception):  # the error under way is the one to raise
-                    self._wait_for_write()
-            else:
-                self._wait_for_write()
-        finally:
-            self._writer.shutdown(wait=True)  # no write can create a file after the removal below
-            for temporary, _ in self._staged:
-                temporary.unlink(missing_ok=True)
-            self._staged.clear()
+        for temporary, _ in self._staged:
+            temporary.unlink(missing_ok=True)
+        self._staged.clear()
 
     def _read_inbox_export(self, path: Path) -> None:
         # rejects.file is inbox-relative (sql/core/rejects.sql), and exports live in <inbox>/gateway/
@@ -223,10 +210,16 @@ class Landing:
                 self._inbox.setdefault(outcome.usage_date, []).append(outcome)
 
     def add_day(self, day: date, chunk: LogChunk | None) -> int:
-        """Parse day D's API rows (None: not pulled) and inbox export rows, dedupe, sort, stage its file.
+        """`day_rows`, then `stage` them; returns the day's row count."""
+        rows = self.day_rows(day, chunk)
+        self.stage(day, rows)
+        return rows.num_rows
 
-        Returns the day's row count. API rows of another day (a gateway ignoring the span) are left
-        out: each day's rows come with that day's own pull.
+    def day_rows(self, day: date, chunk: LogChunk | None) -> pa.Table:
+        """Day D's API rows (None: not pulled) and inbox export rows, deduplicated, sorted, counted.
+
+        API rows of another day (a gateway ignoring the span) are left out: each day's rows come
+        with that day's own pull.
         """
         window = self.window
         parts = [self._api_rows(chunk)] if chunk is not None else []
@@ -239,8 +232,7 @@ class Landing:
                                                       else GATEWAY_SCHEMA.empty_table())
         window.duplicates += duplicates
         self._count(rows)
-        self._stage(day, rows)
-        return rows.num_rows
+        return rows
 
     def _api_rows(self, chunk: LogChunk) -> pa.Table:
         window = self.window
@@ -268,25 +260,18 @@ class Landing:
         window.rows_by_type.update(dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(),
                                             strict=True)))
 
-    def _stage(self, day: date, rows: pa.Table) -> None:
-        """Start writing day D's file beside its ledger, hidden (`.*.tmp`), in the writer thread (after the
-        day before is complete and on disk); `commit` waits for it, then renames it."""
+    def stage(self, day: date, rows: pa.Table) -> None:
+        """Write day D's file beside its ledger, hidden (`.*.tmp`), complete and on disk; `commit` renames it."""
         final = lake.partition_dir(self.lake_root, "gateway_logs", "usage_date", day) / "ledger.parquet"
         final.parent.mkdir(parents=True, exist_ok=True)
         temporary = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
         self._staged.append((temporary, final))
-        self._wait_for_write()
-        self._writing = self._writer.submit(_write_synced, rows, temporary)
-
-    def _wait_for_write(self) -> None:
-        """Wait for the day file being written, raising its error."""
-        writing, self._writing = self._writing, None
-        if writing is not None:
-            writing.result()
+        pq.write_table(rows, temporary, compression="zstd")
+        with open(temporary, "rb") as fh:
+            os.fsync(fh.fileno())
 
     def commit(self, pulled_at: datetime) -> str:
         """Put the day files in place, then write the rejects and, last, the pull record; returns the pull id."""
-        self._wait_for_write()
         for temporary, final in self._staged:
             os.replace(temporary, final)
             lake.fsync_dir(final.parent)

@@ -13,6 +13,7 @@ them.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -104,8 +105,6 @@ def remove_stale_temporaries(lake: Path, datasets: Iterable[str], kept_s: float 
     """Remove the hidden temporary files (`<partition>/.*.tmp`) that a writer killed mid-way (SIGKILL,
     power loss) left in `datasets`, once older than `kept_s`; returns them. Readers never list hidden
     files, so they only take space; a writer still at work has a younger one."""
-    import time
-
     cutoff = (time.time() if now is None else now) - kept_s
     removed = []
     for dataset in datasets:

@@ -212,8 +212,8 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
                 raise dg.Failure(f"{unbalanced} inbox file(s) do not balance read = accepted + rejected + "
                                  "duplicates; nothing was published")
         yield dg.MaterializeResult(asset_key=["warehouse", "inbox_files"], metadata={
-            **files_meta, "rebuilt": rebuilt, "dagster/row_count": files, "lines_read": int(read), "accepted": int(accepted),
-            "rejected": int(rejected), "duplicates": int(duplicates)})
+            **files_meta, "rebuilt": rebuilt, "dagster/row_count": files, "lines_read": int(read),
+            "accepted": int(accepted), "rejected": int(rejected), "duplicates": int(duplicates)})
         yield dg.MaterializeResult(asset_key=["warehouse", "rejects"], metadata={
             **rejects_meta, "dagster/row_count": sum(n for _, _, n in by_reason),
             "by_reason": dg.MetadataValue.md(markdown_table(["source", "reason", "rows"], by_reason))})
