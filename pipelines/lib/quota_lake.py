@@ -27,7 +27,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from pipelines.lib import lake
-from pipelines.lib.lake import UTC_TS, window_days  # noqa: F401  (also imported from here)
+from pipelines.lib.lake import UTC_TS, window_days
 from pipelines.lib.cometapi.query import DailyPull, QuotaResponse
 
 MONEY = pa.decimal128(18, 6)

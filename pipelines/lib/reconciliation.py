@@ -22,7 +22,7 @@ from pathlib import Path
 import duckdb
 
 from pipelines.lib import config_tables, gateway_lake, lake, request_log_lake
-from pipelines.lib.quota_lake import window_days
+from pipelines.lib.lake import window_days
 from pipelines.lib.warehouse import day_files, record_models, replace_days, reset_models, run_model, stale_models
 
 CONFIG_MODELS = ("prices", "key_owners")

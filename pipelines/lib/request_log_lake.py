@@ -243,8 +243,9 @@ def assemble(lake_root: Path, start: date, end: date) -> dict[date, int]:
     """Rewrite `request_logs` for every day in [start, end]; returns rows per day."""
     with duckdb.connect() as con:
         con.execute("SET TimeZone = 'UTC'")
-        run_model(con, "stg_inbox_files", staging_params(lake_root))
-        window = staging_params(lake_root) | {"start": start, "end": end}
+        params = staging_params(lake_root)
+        run_model(con, "stg_inbox_files", params)
+        window = params | {"start": start, "end": end}
         run_model(con, "stg_copy_ranks", window)
         # the winners' rows are fetched whole from the files that hold one, not from every file ever
         # staged (DuckDB would read every column of every file to find them)

@@ -47,7 +47,7 @@ def build_quota_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
                 row[1] += e.requests
         context.log.info(f"{len(pulls)} query call(s) for {start}..{end}: {sum(p.rows for p in landed)} key-day rows")
         pull_ids = {p.pull_id for p in landed}
-        written = [f for f in lake.files(ledger.lake, "quota_daily", "usage_date", quota_lake.window_days(start, end))
+        written = [f for f in lake.files(ledger.lake, "quota_daily", "usage_date", lake.window_days(start, end))
                    if Path(f).stem in pull_ids]
         return dg.MaterializeResult(
             metadata={
