@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import re
+from collections import Counter
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -104,6 +105,28 @@ def test_backfill_and_run_report_their_figures_as_one_json_object(env, capsys, m
         assert "key_name" not in output.err  # no table anywhere
     assert len(json.loads(backfilled.out)["run_ids"]) == 1  # four days: one chunk
     assert json.loads(backfilled.out)["chunks_run"] == 1
+    assert_one_planned_event_per_asset(json.loads(backfilled.out)["run_ids"][0], days=4)
+
+
+def assert_one_planned_event_per_asset(run_id: str, days: int) -> None:
+    """The run planned each asset once (with its range), and still recorded a materialisation per day."""
+    assert runs.PLANNED_EVENTS_VARIABLE not in os.environ  # set for the runs only
+    instance = dg.DagsterInstance.from_config(os.environ["DAGSTER_HOME"])
+    try:
+        def events(kind: dg.DagsterEventType) -> list:
+            return [record.event_log_entry.dagster_event
+                    for record in instance.get_records_for_run(run_id, of_type=kind, limit=10_000).records]
+
+        planned = [event.event_specific_data for event in events(dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED)]
+        materialized = Counter(event.asset_key for event in events(dg.DagsterEventType.ASSET_MATERIALIZATION))
+    finally:
+        instance.dispose()
+    assert planned and len({p.asset_key for p in planned}) == len(planned) == len(materialized)
+    assert all(len(p.partitions_subset) == days for p in planned)
+    # the daily assets still record one materialisation per day; the others (snapshots, config) one
+    daily = {key for key, count in materialized.items() if count == days}
+    assert {dg.AssetKey(["lake", "request_logs"]), dg.AssetKey(["warehouse", "recon_key_daily"])} <= daily
+    assert set(materialized.values()) == {1, days}
 
 
 def test_a_json_run_that_fails_prints_one_line_on_stderr_and_nothing_on_stdout(env, capsys):
