@@ -269,11 +269,12 @@ class _OtherColumns:
             decoded = [_decoded(value) for value in column.take(pa.array(rows, pa.int64())).to_pylist()]
             fields = dict(zip(_Other.__struct_fields__, zip(*decoded, strict=True), strict=True)) if decoded \
                 else dict.fromkeys(_Other.__struct_fields__, ())
+            usable = np.ones(n, dtype=bool)
+            usable[rows] = np.array([values is not _UNDECODED for values in decoded], dtype=bool)
+            del decoded  # freed before collections resume, which would otherwise scan every tuple once
         finally:
             if collecting:
                 gc.enable()
-        usable = np.ones(n, dtype=bool)
-        usable[rows] = np.array([values is not _UNDECODED for values in decoded], dtype=bool)
         numbers = {}
         for name in (*RATIOS, *_OTHER_COUNTS, *_OTHER_INTEGERS):
             full = np.full(n, np.nan)
@@ -285,13 +286,19 @@ class _OtherColumns:
                 usable &= np.isnan(x) | ((x >= 0) & (x == np.floor(x)) & (x < _EXACT))
             for name in _OTHER_INTEGERS:
                 usable &= np.isnan(numbers[name]) | (np.abs(numbers[name]) < _EXACT)
-        anthropic = np.zeros(n, dtype=bool)
-        anthropic[rows] = np.array([value == "anthropic" for value in fields["usage_semantic"]], dtype=bool)
-        marker = np.zeros(n, dtype=bool)
+        anthropic, marker = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+        if _any_set(fields["usage_semantic"]):
+            anthropic[rows] = np.array([value == "anthropic" for value in fields["usage_semantic"]], dtype=bool)
         for key in CORRECTION_OTHER_KEYS:
-            marker[rows] |= np.array([value not in _NOT_A_MARKER for value in fields[key]], dtype=bool)
+            if _any_set(fields[key]):
+                marker[rows] |= np.array([value not in _NOT_A_MARKER for value in fields[key]], dtype=bool)
         return cls(usable, numbers, _scatter(pa.array(fields["request_path"], pa.string()), rows, n), anthropic,
                    marker)
+
+
+def _any_set(values: tuple) -> bool:
+    """Whether any value is not None (absent): usually none are, and counting them is quicker than a test each."""
+    return values.count(None) != len(values)
 
 
 def _decoded(text: str) -> tuple:

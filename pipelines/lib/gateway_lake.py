@@ -13,9 +13,10 @@ A pull is landed a day at a time (`land_window`, `Landing`), so its memory is a 
 written, the day parsed, the day downloading), however long the window: day D is pulled
 (`GatewayClient.pull_span`: its CSV export, else its pages; rows from either are source `api`),
 parsed (an export in bulk by `gateway_fast`, pages item by item by `parse_item`), joined by the
-console's CSV exports dropped into `<inbox>/gateway/*.csv` for day D, deduplicated (a row present
-in several counts once, see `gateway_ledger.dedupe`), sorted, and written to a hidden temporary
-file beside day D's ledger by a writer thread while day D+1 is parsed and day D+2 downloads. Only
+console's CSV exports dropped into `<inbox>/gateway/*.csv` for day D; then, in a writer thread
+while day D+1 is parsed and day D+2 downloads, deduplicated (a row present in several counts
+once, see `gateway_ledger.dedupe`), sorted, and written to a hidden temporary file beside day D's
+ledger. Only
 once every day has been pulled and written are the day files put in place, then the rejects and
 then the pull record are written: an API failure on any day leaves the lake as it was, and a crash
 while the day files are put in place leaves days replaced by their newer rows but no pull record
@@ -124,15 +125,17 @@ def land_window(lake_root: Path, first: date, last: date, tz: ZoneInfo, *, clien
 
     with Landing(lake_root, first, last, tz, export_files) as landing:
 
-        def rows(pulled: tuple[date, LogChunk | None]) -> pa.Table:
+        def records(pulled: tuple[date, LogChunk | None]) -> pa.Table:
             day, chunk = pulled
             if chunk is not None and chunk.fallback:
                 warn(chunk.fallback)
-            return landing.day_rows(day, chunk)
+            return landing.day_records(day, chunk)
 
-        # day D's file is encoded and synced in a writer thread while day D+1 is parsed
-        lake.made_then_written(_pulled_ahead(window_days(first, last), pull), rows,
-                               lambda pulled, day_rows: landing.stage(pulled[0], day_rows))
+        def write(pulled: tuple[date, LogChunk | None], day_records: pa.Table) -> None:
+            landing.stage(pulled[0], landing.deduplicated(day_records))
+
+        # day D is deduplicated, sorted, encoded and synced in a writer thread while day D+1 is parsed
+        lake.made_then_written(_pulled_ahead(window_days(first, last), pull), records, write)
         return landing.commit(now()), landing.window
 
 
@@ -176,8 +179,8 @@ def chunk_records(chunk: LogChunk, tz: ZoneInfo) -> tuple[pa.Table, list[Gateway
 class Landing:
     """One pull of [first, last], landed a day at a time (`land_window`; see the module docstring).
 
-    `add_day` (or `day_rows`, then `stage` them) for each day in order, then `commit`. Leaving a `with` block without `commit` (an
-    exception) removes the day files staged so far.
+    `add_day` (or `day_records`, `deduplicated`, then `stage`) for each day in order, then `commit`.
+    Leaving a `with` block without `commit` (an exception) removes the day files staged so far.
     """
 
     def __init__(self, lake_root: Path, first: date, last: date, tz: ZoneInfo, export_files: Iterable[Path] = ()):
@@ -210,27 +213,29 @@ class Landing:
                 self._inbox.setdefault(outcome.usage_date, []).append(outcome)
 
     def add_day(self, day: date, chunk: LogChunk | None) -> int:
-        """`day_rows`, then `stage` them; returns the day's row count."""
-        rows = self.day_rows(day, chunk)
+        """`day_records`, `deduplicated`, then `stage` them; returns the day's row count."""
+        rows = self.deduplicated(self.day_records(day, chunk))
         self.stage(day, rows)
         return rows.num_rows
 
-    def day_rows(self, day: date, chunk: LogChunk | None) -> pa.Table:
-        """Day D's API rows (None: not pulled) and inbox export rows, deduplicated, sorted, counted.
+    def day_records(self, day: date, chunk: LogChunk | None) -> pa.Table:
+        """Day D's API records (None: not pulled) and inbox export records, as they came.
 
         API rows of another day (a gateway ignoring the span) are left out: each day's rows come
         with that day's own pull.
         """
-        window = self.window
         parts = [self._api_rows(chunk)] if chunk is not None else []
         parts = [pc.filter(rows, pc.equal(rows["usage_date"], pa.scalar(day, pa.date32()))) for rows in parts]
         inbox = self._inbox.pop(day, [])
         if inbox:
-            window.sources.add("csv_export")
+            self.window.sources.add("csv_export")
             parts.append(records_to_table(inbox))
-        rows, duplicates = gateway_fast.dedupe_sorted(pa.concat_tables(parts) if parts
-                                                      else GATEWAY_SCHEMA.empty_table())
-        window.duplicates += duplicates
+        return pa.concat_tables(parts) if parts else GATEWAY_SCHEMA.empty_table()
+
+    def deduplicated(self, records: pa.Table) -> pa.Table:
+        """A day's records deduplicated and sorted (`gateway_fast.dedupe_sorted`), and counted in the figures."""
+        rows, duplicates = gateway_fast.dedupe_sorted(records)
+        self.window.duplicates += duplicates
         self._count(rows)
         return rows
 
