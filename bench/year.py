@@ -258,11 +258,13 @@ def main() -> None:
         sys.exit(f"backfill failed ({run.returncode}): {run.stderr.strip().splitlines()[-1:]}")
     result = json.loads(run.stdout)
     peak_kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", run.stderr).group(1))
+    cpu = sum(float(re.search(rf"{kind} time \(seconds\): ([\d.]+)", run.stderr).group(1)) for kind in ("User", "System"))
     steps = step_seconds(home, result.get("run_ids", []))
 
     print(f"\n{args.days} days x {args.per_day:,} requests/day, gateway ledger {'on' if args.gateway else 'off'}")
     print(f"backfill wall time: {wall:.1f} s ({wall / 60:.1f} min); peak RSS of the pipeline process: "
           f"{peak_kib / 2**20:.2f} GiB; simulator CPU: {served['cpu_s']} s")
+    print(f"CPU time of the pipeline and its worker processes: {cpu:.1f} s, {cpu / wall:.2f} cores on average")
     print(f"key-days {result.get('key_days')}, requests (query service) {result.get('requests')}")
     print("\n| step | seconds | share |\n|---|---:|---:|")
     for step, seconds in sorted(steps.items(), key=lambda kv: -kv[1]):
