@@ -80,6 +80,7 @@ _OTHER_COUNTS: Final = ("cache_tokens", "cache_creation_tokens")
 _OTHER_INTEGERS: Final = ("frt", "total_ms")
 _LOG_TYPE_NAMES: Final = pa.array([LOG_TYPE_NAMES.get(code, "") for code in range(max(LOG_TYPE_NAMES) + 1)])
 _US_PER_S: Final = 1_000_000
+_CATEGORIES: Final = pa.array(["per_call", "token", None], pa.string())  # _billing_category's codes
 
 # The typed view of `other`: only the keys parse_item reads. A value of another type fails to decode
 # (the row goes to parse_item); unknown keys are skipped.
@@ -352,7 +353,7 @@ def _fast_records(text: dict[str, pa.Array], other: _OtherColumns, rows: np.ndar
         "completion_tokens": count("completion_tokens"),
         "cache_tokens": whole("cache_tokens"),
         "cache_creation_tokens": whole("cache_creation_tokens"),
-        "usage_semantic": pa.array(np.where(other.anthropic[rows], "anthropic", "openai"), pa.string()),
+        "usage_semantic": pc.if_else(pa.array(other.anthropic[rows]), "anthropic", "openai"),
         "billing_category": _billing_category(price, ratio),
         **{name: number(name) for name in RATIOS},
         "is_stream": pc.if_else(pc.equal(cell("is_stream"), ""), pa.scalar(None, pa.bool_()),
@@ -369,7 +370,7 @@ def _fast_records(text: dict[str, pa.Array], other: _OtherColumns, rows: np.ndar
                                   & ((quota < 0) | other.marker[rows] | _says_correction(content))),
         "other_parse_error": pa.array(np.zeros(len(rows), dtype=bool)),
         "other_json": _null_if_empty(cell("other")),
-        "source": pa.array(np.full(len(rows), source, dtype=object), pa.string()),
+        "source": pa.nulls(len(rows), pa.string()).fill_null(source),
     }
     return pa.Table.from_arrays([columns[name] for name in GATEWAY_SCHEMA.names], schema=GATEWAY_SCHEMA)
 
@@ -402,9 +403,9 @@ def _billed_usd(units: np.ndarray) -> pa.Array:
 def _billing_category(price: np.ndarray, ratio: np.ndarray) -> pa.Array:
     """gateway_ledger.billing_category on columns (NaN = absent)."""
     with np.errstate(invalid="ignore"):
-        priced = np.where(price >= 0, "per_call", np.where(price == -1, "token", None))
-        category = np.where(np.isnan(price), np.where(ratio > 0, "token", None), priced)
-    return pa.array(category.astype(object), pa.string())
+        priced = np.where(price >= 0, 0, np.where(price == -1, 1, 2))
+        code = np.where(np.isnan(price), np.where(ratio > 0, 1, 2), priced)
+    return _CATEGORIES.take(pa.array(code, pa.int8()))
 
 
 def _says_correction(content: pa.Array) -> np.ndarray:
