@@ -192,17 +192,15 @@ class ParsedCells:
     fast: int
 
 
-def records_from_cells(cells: pa.Table, *, tz: ZoneInfo | str, source: str = "api",
-                       other: OtherColumns | None = None) -> ParsedCells:
-    """`parse_item` over every row of an `export_cells` table, each row the item `export_items` makes of it.
-
-    `other`: `decoded_other(cells)`, when it was run elsewhere (another process) ahead of this.
-    """
+def records_from_cells(cells: pa.Table, *, tz: ZoneInfo | str, source: str = "api") -> ParsedCells:
+    """`parse_item` over every row of an `export_cells` table, each row the item `export_items` makes of it."""
     zone = ZoneInfo(tz) if isinstance(tz, str) else tz
-    text = {field: _text(cells, field) for field in CSV_COLUMNS}
+    n = cells.num_rows
+    text = {field: (cells.column(field).combine_chunks() if field in cells.column_names
+                    else pa.nulls(n, pa.string())).fill_null("")
+            for field in CSV_COLUMNS}
     common = _common_form(text)
-    if other is None:
-        other = OtherColumns.decode(text["other"], common)
+    other = _OtherColumns.decode(text["other"], common)
     common &= other.usable
     fast_rows = np.flatnonzero(common)
     fast = _fast_records(text, other, fast_rows, zone, source)
@@ -212,23 +210,6 @@ def records_from_cells(cells: pa.Table, *, tz: ZoneInfo | str, source: str = "ap
         return ParsedCells(fast, rejects, len(fast_rows))
     order = np.argsort(np.concatenate([fast_rows, slow_positions]), kind="stable")
     return ParsedCells(pa.concat_tables([fast, slow]).take(pa.array(order)), rejects, len(fast_rows))
-
-
-def decoded_other(cells: pa.Table) -> OtherColumns:
-    """`other` of every row decoded, as `records_from_cells` reads it: the part of its work that is
-    Python row by row (~60% of it), to run in another process while this one parses other days.
-
-    Decoding the rows `records_from_cells` would leave out as well changes nothing: a row's columns
-    depend on its own `other` only, and only rows it takes are read.
-    """
-    return OtherColumns.decode(_text(cells, "other"), np.ones(cells.num_rows, dtype=bool))
-
-
-def _text(cells: pa.Table, field: str) -> pa.Array:
-    """A cell column as one array, "" where the column is absent."""
-    column = cells.column(field).combine_chunks() if field in cells.column_names else pa.nulls(cells.num_rows,
-                                                                                                pa.string())
-    return column.fill_null("")
 
 
 def _common_form(text: dict[str, pa.Array]) -> np.ndarray:
@@ -270,7 +251,7 @@ def _common_form(text: dict[str, pa.Array]) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class OtherColumns:
+class _OtherColumns:
     """`other` decoded for the rows asked about, as full-length columns (NaN / null where absent)."""
 
     usable: np.ndarray  # bool: empty, or decoded with values the rules keep as they are
@@ -280,7 +261,7 @@ class OtherColumns:
     marker: np.ndarray  # a truthy CORRECTION_OTHER_KEYS value
 
     @classmethod
-    def decode(cls, column: pa.Array, asked: np.ndarray) -> OtherColumns:
+    def decode(cls, column: pa.Array, asked: np.ndarray) -> _OtherColumns:
         n = len(column)
         rows = np.flatnonzero(asked & pc.not_equal(column, "").to_numpy(zero_copy_only=False))
         collecting = gc.isenabled()
@@ -329,7 +310,7 @@ def _decoded(text: str) -> tuple:
         return _UNDECODED
 
 
-def _fast_records(text: dict[str, pa.Array], other: OtherColumns, rows: np.ndarray, zone: ZoneInfo,
+def _fast_records(text: dict[str, pa.Array], other: _OtherColumns, rows: np.ndarray, zone: ZoneInfo,
                   source: str) -> pa.Table:
     """The records of the common-form `rows`, by parse_item's rules as column operations."""
     everything = len(rows) == len(text["type"])  # the usual case: no copy

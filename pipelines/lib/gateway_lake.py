@@ -10,32 +10,31 @@
 - `gateway_rejects/pull_id=<id>/rejects.parquet`: rows that could not be used, with the reason.
 
 A pull is landed a day at a time (`land_window`, `Landing`), so its memory is a few days' (the day
-written, the day parsed, the next two days downloading), however long the window. Day D is pulled
-(`GatewayClient.pull_span`: its CSV export, else its pages; rows from either are source `api`) and
-parsed: an export in bulk by `gateway_fast` (a big one's `other` column decoded ahead in a worker
-process), pages item by item by `parse_item`. It is joined by the console's CSV exports dropped
-into `<inbox>/gateway/*.csv` for day D; then, in a writer thread while day D+1 is parsed, it is
-deduplicated (a row present in several counts once, see `gateway_ledger.dedupe`), sorted, and
-written to a hidden temporary file beside day D's ledger. Only once every day has been pulled and
-written are the day files put in place, then the rejects and then the pull record are written: an
-API failure on any day leaves the lake as it was, and a crash while the day files are put in
-place leaves days replaced by their newer rows but no pull record claiming them.
+written, the day parsed, the day downloading), however long the window: day D is pulled
+(`GatewayClient.pull_span`: its CSV export, else its pages; rows from either are source `api`),
+parsed (an export in bulk by `gateway_fast`, pages item by item by `parse_item`), joined by the
+console's CSV exports dropped into `<inbox>/gateway/*.csv` for day D; then, in a writer thread
+while day D+1 is parsed and day D+2 downloads, deduplicated (a row present in several counts
+once, see `gateway_ledger.dedupe`), sorted, and written to a hidden temporary file beside day D's
+ledger. Only
+once every day has been pulled and written are the day files put in place, then the rejects and
+then the pull record are written: an API failure on any day leaves the lake as it was, and a crash
+while the day files are put in place leaves days replaced by their newer rows but no pull record
+claiming them.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import uuid
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 import pyarrow as pa
@@ -44,7 +43,6 @@ import pyarrow.parquet as pq
 
 from pipelines.lib import gateway_fast, lake
 from pipelines.lib.cometapi.gateway import GatewayClient, LogChunk, method_of
-from pipelines.lib.gateway_fast import OtherColumns
 from pipelines.lib.gateway_ledger import (
     GATEWAY_SCHEMA,
     LOG_CONSUME,
@@ -72,11 +70,6 @@ GATEWAY_PULLS = pa.schema(
     ]
 )
 REJECTS = lake.REJECTS
-DECODE_WORKERS = 2  # processes decoding exports' `other` column ahead of the parsing thread
-# An export with fewer rows is parsed wholly in this process: starting the workers costs ~1 s.
-PARALLEL_MIN_ROWS = 20_000
-Pulled = tuple[LogChunk | None, Future | None]  # a day's pull, and its `other` column decoding
-T = TypeVar("T")
 SCHEMAS = {"gateway_logs": GATEWAY_SCHEMA, "gateway_pulls": GATEWAY_PULLS, "gateway_rejects": REJECTS}
 
 
@@ -130,80 +123,46 @@ def land_window(lake_root: Path, first: date, last: date, tz: ZoneInfo, *, clien
         start_ts, end_ts = day_bounds(day, day, tz)
         return client.pull_span(start_ts, end_ts) if client is not None and start_ts <= end_ts else None
 
-    workers = min(os.cpu_count() or 1, DECODE_WORKERS)
-    with Landing(lake_root, first, last, tz, export_files) as landing, _Decoders(workers) as decoders:
+    with Landing(lake_root, first, last, tz, export_files) as landing:
 
-        def pulled(day: date) -> Pulled:
-            chunk = pull(day)
-            return chunk, decoders.submit(chunk)
-
-        def records(item: tuple[date, Pulled]) -> pa.Table:
-            day, (chunk, decoding) = item
+        def records(pulled: tuple[date, LogChunk | None]) -> pa.Table:
+            day, chunk = pulled
             if chunk is not None and chunk.fallback:
                 warn(chunk.fallback)
-            return landing.day_records(day, chunk, decoding.result() if decoding is not None else None)
+            return landing.day_records(day, chunk)
 
-        def write(item: tuple[date, Pulled], day_records: pa.Table) -> None:
-            landing.stage(item[0], landing.deduplicated(day_records))
+        def write(pulled: tuple[date, LogChunk | None], day_records: pa.Table) -> None:
+            landing.stage(pulled[0], landing.deduplicated(day_records))
 
-        # Day D+1's and D+2's exports download, and their `other` columns decode in worker processes,
-        # while day D is parsed; day D is deduplicated, sorted, encoded and synced in a writer thread
-        # while day D+1 is parsed.
-        days = _pulled_ahead(window_days(first, last), pulled, ahead=max(1, workers))
-        lake.made_then_written(days, records, write)
+        # day D is deduplicated, sorted, encoded and synced in a writer thread while day D+1 is parsed
+        lake.made_then_written(_pulled_ahead(window_days(first, last), pull), records, write)
         return landing.commit(now()), landing.window
 
 
-def _pulled_ahead(days: list[date], pull: Callable[[date], T], *, ahead: int = 1) -> Iterator[tuple[date, T]]:
-    """(day, its pull) in order, the pulls of the next `ahead` days under way while this day is landed.
+def _pulled_ahead(days: list[date], pull: Callable[[date], LogChunk | None]) -> Iterator[tuple[date, LogChunk | None]]:
+    """(day, its pull) in order, the next day's pull under way while this day is landed.
 
-    The gateway prepares and sends the next days while day D is parsed and written, so the two
-    overlap instead of taking turns. One thread makes every call, in day order; at most `ahead` + 1
-    days are in memory. A failed pull raises here, in its turn.
+    The gateway prepares and sends day D+1 while day D is parsed and written, so the two overlap
+    instead of taking turns. One worker makes every call, in day order; at most two days are in
+    memory. A failed pull raises here, in its turn.
     """
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-pull") as worker:
-        upcoming = deque(worker.submit(pull, day) for day in days[:ahead])
+        upcoming = worker.submit(pull, days[0]) if days else None
         for index, day in enumerate(days):
-            if index + ahead < len(days):
-                upcoming.append(worker.submit(pull, days[index + ahead]))
-            yield day, upcoming.popleft().result()
+            chunk = upcoming.result()
+            upcoming = worker.submit(pull, days[index + 1]) if index + 1 < len(days) else None
+            yield day, chunk
 
 
-class _Decoders:
-    """`gateway_fast.decoded_other` of exports of at least PARALLEL_MIN_ROWS rows, in worker
-    processes started for the first one (spawned: no fork of a process that may hold threads)."""
-
-    def __init__(self, workers: int):
-        self.workers = workers
-        self._pool: ProcessPoolExecutor | None = None
-
-    def __enter__(self) -> _Decoders:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
-
-    def submit(self, chunk: LogChunk | None) -> Future | None:
-        """The decoding of the chunk's export under way, or None: too small (or none), decoded when parsed."""
-        if self.workers < 2 or chunk is None or chunk.cells is None or chunk.cells.num_rows < PARALLEL_MIN_ROWS:
-            return None
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
-        return self._pool.submit(gateway_fast.decoded_other, chunk.cells.select(["other"]))
-
-
-def chunk_records(chunk: LogChunk, tz: ZoneInfo,
-                  other: OtherColumns | None = None) -> tuple[pa.Table, list[GatewayReject], int]:
+def chunk_records(chunk: LogChunk, tz: ZoneInfo) -> tuple[pa.Table, list[GatewayReject], int]:
     """(records in the order they came, rejects, lists of items read) of one pulled span.
 
-    An export read in bulk goes through `gateway_fast` (`other`: its `decoded_other`, if done
-    already), pages (and an export read item by item) through `parse_item`; the lists are the
-    pages, or one for an export with rows.
+    An export read in bulk goes through `gateway_fast`, pages (and an export read item by item)
+    through `parse_item`; the lists are the pages, or one for an export with rows.
     """
     parts, rejects, lists = [], [], 0
     if chunk.cells is not None and chunk.cells.num_rows:
-        parsed = gateway_fast.records_from_cells(chunk.cells, tz=tz, other=other)
+        parsed = gateway_fast.records_from_cells(chunk.cells, tz=tz)
         parts.append(parsed.records)
         rejects += parsed.rejects
         lists += 1
@@ -259,14 +218,13 @@ class Landing:
         self.stage(day, rows)
         return rows.num_rows
 
-    def day_records(self, day: date, chunk: LogChunk | None, other: OtherColumns | None = None) -> pa.Table:
-        """Day D's API records (None: not pulled; `other`: its export's `decoded_other`, if done
-        already) and inbox export records, as they came.
+    def day_records(self, day: date, chunk: LogChunk | None) -> pa.Table:
+        """Day D's API records (None: not pulled) and inbox export records, as they came.
 
         API rows of another day (a gateway ignoring the span) are left out: each day's rows come
         with that day's own pull.
         """
-        parts = [self._api_rows(chunk, other)] if chunk is not None else []
+        parts = [self._api_rows(chunk)] if chunk is not None else []
         parts = [pc.filter(rows, pc.equal(rows["usage_date"], pa.scalar(day, pa.date32()))) for rows in parts]
         inbox = self._inbox.pop(day, [])
         if inbox:
@@ -281,13 +239,13 @@ class Landing:
         self._count(rows)
         return rows
 
-    def _api_rows(self, chunk: LogChunk, other: OtherColumns | None) -> pa.Table:
+    def _api_rows(self, chunk: LogChunk) -> pa.Table:
         window = self.window
         window.api_calls += chunk.calls
         window.exported += chunk.method == "export"
         window.paged += chunk.method == "paging"
         window.fallbacks += [chunk.fallback] if chunk.fallback else []
-        rows, rejects, lists = chunk_records(chunk, self.tz, other)
+        rows, rejects, lists = chunk_records(chunk, self.tz)
         window.pages += lists
         if lists:
             window.sources.add("api")

@@ -121,30 +121,6 @@ def test_export_lands_exactly_the_rows_paging_lands(sim, paged, tmp_path):
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
 
 
-def test_exports_decoded_in_worker_processes_land_the_same_files(sim, tmp_path, monkeypatch):
-    submitted = []
-    submit = gateway_lake._Decoders.submit
-
-    def counted(self, chunk):
-        future = submit(self, chunk)
-        submitted.append(future is not None)
-        return future
-
-    monkeypatch.setattr(gateway_lake._Decoders, "submit", counted)
-    monkeypatch.setattr(gateway_lake, "PARALLEL_MIN_ROWS", 10**9)
-    here = land(sim, tmp_path / "here")
-    assert submitted == [False] * DAYS  # too small: parsed wholly in this process
-    submitted.clear()
-    monkeypatch.setattr(gateway_lake, "PARALLEL_MIN_ROWS", 1)
-    ahead = land(sim, tmp_path / "ahead")
-    assert submitted == [True] * DAYS  # every day's `other` decoded in a worker process
-    assert gateway_lake.summary(ahead) == gateway_lake.summary(here) and here.rows > 300
-    for day in (FIRST + timedelta(days=i) for i in range(DAYS)):
-        part = f"gateway_logs/usage_date={day}/ledger.parquet"
-        assert pq.read_table(tmp_path / "ahead" / part).equals(pq.read_table(tmp_path / "here" / part))
-    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
-
-
 @pytest.mark.parametrize("chunk_days", [3, DAYS])
 def test_longer_export_chunks_give_the_same_rows(sim, paged, chunk_days):
     pulled, rows = pull(sim, chunk_days=chunk_days)

@@ -6,8 +6,7 @@ the same error, or the same records in the same order (the Arrow tables equal) a
 Checked on the simulator's exports (every row type: calls, errors, refunds, positive and negative
 corrections, account events), on every gateway test item, reject case and bad-input row, on
 generated rows whose cells take every kind of value, and on CSV spelt every way; plus that the fast
-path does take the simulator's rows, and `dedupe_sorted` against `dedupe` and the lake's sort. Each
-comparison also parses with `other` decoded ahead (`decoded_other`), as a big export is.
+path does take the simulator's rows, and `dedupe_sorted` against `dedupe` and the lake's sort.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.lib.gateway_fast import _SPACE_CLASS, decoded_other, dedupe_sorted, export_cells, records_from_cells
+from pipelines.lib.gateway_fast import _SPACE_CLASS, dedupe_sorted, export_cells, records_from_cells
 from pipelines.lib.gateway_ledger import (
     ExportError,
     GatewayReject,
@@ -73,9 +72,6 @@ def assert_same(body: bytes | str, *, tz: ZoneInfo = ZONES[0], start_ts: int = S
     assert parsed.records.schema == records.schema
     assert parsed.records.to_pylist() == records.to_pylist()
     assert parsed.records.equals(records)
-    # `other` decoded ahead (as worker processes do for a big export), then parsed: the same
-    ahead = records_from_cells(cells, tz=tz, other=decoded_other(cells))
-    assert ahead.records.equals(parsed.records) and ahead.rejects == parsed.rejects and ahead.fast == parsed.fast
     return parsed.fast
 
 
