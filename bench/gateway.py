@@ -28,7 +28,17 @@ the export and ledger rows show the pipeline's own side plus HTTP on loopback.
 
 Loopback has no network latency; the year columns add an assumed round trip per call (`--rtt-ms`,
 default 100 ms) to show what the number of calls costs against a real gateway. That figure is
-computed, not measured.
+computed, not measured. The simulator serves the export here (`export=True`: CometAPI's own; upstream
+has no route) and enforces no rate limit, so the methods are compared on their own work.
+
+    .venv/bin/python bench/gateway.py --rate [--limit 360 --window 180 --calls 800]
+
+The rate-limit benchmark (issue 16): the simulator enforces upstream's sliding window on `/api`
+(`--limit` requests per `--window` s per IP, whole unix seconds as upstream counts them) and the
+client (`GatewayClient`, paced by `pacing.PacedTransport`) pulls days of ledger until it has made
+`--calls` calls. Reported: calls per second over the run against the allowed rate, the 429s the
+gateway answered (its own count), and the year of ledger without the export at that pace: 365 days of
+100 000 rows is 1 003 calls a day, timed by the measured rate (computed from the measurement).
 """
 
 from __future__ import annotations
@@ -81,7 +91,7 @@ def serve(per_day: int, days: int, prerendered: bool) -> None:
     traffic = generate_traffic(seed=SEED, start=START, days=days, requests_per_day=per_day)
     started = time.perf_counter()
     rows = sum(len(traffic.requests_for_day(START + timedelta(days=i))) for i in range(days))
-    with SimulatorServer(traffic) as server:
+    with SimulatorServer(traffic, export=True, rate_limit=None) as server:
         print(json.dumps({"url": server.url, "token": server.access_token, "rows": rows,
                           "generated_s": round(time.perf_counter() - started, 1)}), flush=True)
         threading.Event().wait()
@@ -218,7 +228,14 @@ def main() -> None:
     parser.add_argument("--url")
     parser.add_argument("--token")
     parser.add_argument("--chunk", type=int, default=1)
+    parser.add_argument("--rate", action="store_true", help="the rate-limit benchmark instead")
+    parser.add_argument("--limit", type=int, default=360)
+    parser.add_argument("--window", type=float, default=180.0)
+    parser.add_argument("--calls", type=int, default=800)
     args = parser.parse_args()
+    if args.rate:
+        rate(args.limit, args.window, args.calls)
+        return
     if args.serve:
         serve(args.per_day, args.days, args.prerendered)
         return
@@ -258,6 +275,43 @@ def main() -> None:
         print(f"| {r['label']} | {r['calls']:,} | {r['seconds']:.2f} | {r['cpu']:.2f} | "
               f"{r['rows'] / r['seconds']:,.0f} | {r['peak_rss'] / 2**20:,.0f} | {year_calls:,.0f} | "
               f"{_duration(year_s)} | {_duration(year_s + year_calls * rtt)} |")  # fmt: skip
+
+
+def rate(limit: int, window_s: float, calls: int) -> None:
+    """Pull days of ledger through the paced client against upstream's limiter until `calls` calls are made."""
+    sys.path.insert(0, str(ROOT))
+    from zoneinfo import ZoneInfo
+
+    from pipelines.lib.cometapi.gateway import GatewayClient
+    from pipelines.lib.cometapi.pacing import RateLimit
+    from pipelines.lib.gateway_lake import calls_per_day, day_bounds
+    from pipelines.lib.simulator.server import SimulatorServer
+    from pipelines.lib.simulator.traffic import generate_traffic
+
+    per_day = 9_000  # 90 pages and 3 more calls a day
+    days = calls // calls_per_day(per_day) + 2
+    traffic = generate_traffic(seed=SEED, start=START, days=days, requests_per_day=per_day)
+    allowed = RateLimit(limit, window_s)
+    with SimulatorServer(traffic, rate_limit=(limit, window_s), whole_seconds=True) as sim, \
+            GatewayClient(sim.url, sim.access_token, rate_limit=allowed) as client:
+        made, started, day = 0, time.perf_counter(), START
+        while made < calls:
+            chunk = client.pull_span(*day_bounds(day, day, ZoneInfo("UTC")), export=False)
+            made += chunk.calls
+            day += timedelta(days=1)
+        elapsed = time.perf_counter() - started
+        refused = sim.limiters[0].refused
+        pacer = client.transport.api
+    # The first `limit` calls go at once (upstream's window starts empty), the next `limit` a window (+ the
+    # margin) later, and so on: over whole windows the rate is limit / (window + margin).
+    year_calls = YEAR_DAYS * calls_per_day(100_000)
+    year_s = year_calls / (made / elapsed) if made > limit else allowed.seconds_for(year_calls)
+    print(f"| limit | calls | seconds | calls/s | allowed calls/s | share of allowed | 429s | held back s | "
+          f"year without export (365 x 1 003 calls) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"| {limit} per {window_s:g} s | {made:,} | {elapsed:.1f} | {made / elapsed:.3f} | {allowed.per_second:.3f} | "
+          f"{made / elapsed / allowed.per_second:.1%} | {refused} | {pacer.waited_s:.1f} | "
+          f"{year_calls:,} calls, {_duration(year_s)} (pacer's arithmetic: {_duration(allowed.seconds_for(year_calls))}) |")
 
 
 def _duration(seconds: float) -> str:

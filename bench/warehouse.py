@@ -163,6 +163,7 @@ def generate_day(index: int, per_day: int, ips: dict[str, list[str]]):
     import pyarrow.compute as pc
 
     from pipelines.lib import gateway_lake, request_log_lake
+    from pipelines.lib.request_logs import DETAIL_FIELDS
 
     rng = np.random.default_rng(1000 + index)
     day = day_of(index)
@@ -259,12 +260,14 @@ def generate_day(index: int, per_day: int, ips: dict[str, list[str]]):
         "cache_write_tokens": tokens(cache_write, known),
         "reasoning_tokens": tokens(reasoning, known),
         "uncached_prompt_tokens": tokens(prompt - cached - cache_write, known),
+        **{name: pa.nulls(n, pa.int64()) for name in DETAIL_FIELDS},  # splits the simulator does not report
         "response_id": pc.binary_join_element_wise("chatcmpl-", _hex(rng, n, 24), ""),
         "raw_usage_json": pc.if_else(pa.array(known), raw_usage, pa.scalar(None, pa.string())),
         "file": pc.binary_join_element_wise(key_arr, pa.scalar(f"/{day}.jsonl"), ""),
         "line_no": pa.array(np.arange(1, n + 1)),
     }).filter(pa.array(logged))
-    client = client.cast(request_log_lake.REQUEST_LOGS).sort_by([("ts", "ascending"), ("request_id", "ascending")])
+    client = client.select(request_log_lake.REQUEST_LOGS.names).cast(request_log_lake.REQUEST_LOGS)
+    client = client.sort_by([("ts", "ascending"), ("request_id", "ascending")])
 
     # --- the gateway ledger: a consume row per billed request (not the client-only ones), error rows ---
     billed = ~(logged & (rng.random(n) < CLIENT_ONLY_SHARE))
@@ -524,9 +527,10 @@ def data_work(home: Path, start: date, end: date) -> dict[str, float]:
     params = request_log_lake.staging_params(lake_root) | gateway_lake.reject_params(lake_root)
     with publish(path) as con:
         run_model(con, "stg_inbox_files", params)
-        run_model(con, "stg_request_logs", params | {"start": request_log_lake.FIRST_DAY,
-                                                     "end": request_log_lake.LAST_DAY})
-        run_model(con, "inbox_files", params)
+        everything = params | {"start": request_log_lake.FIRST_DAY, "end": request_log_lake.LAST_DAY}
+        run_model(con, "stg_copy_ranks", everything)
+        run_model(con, "request_conflicts", request_log_lake.conflict_params(con, lake_root))
+        run_model(con, "inbox_files", everything)
         run_model(con, "rejects", params)
     done("inbox_warehouse")
 

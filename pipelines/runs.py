@@ -7,7 +7,9 @@ so the UI started by `make dev` shows what the command line did.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ import dagster as dg
 
 from pipelines.defs.pools import WRITER_POOL, WRITER_POOL_LIMIT
 from pipelines.defs.schedules import partition_range_tags
+from pipelines.lib import clock, disk
 from pipelines.lib.redact import redact
 from pipelines.lib.settings import Settings
 from pipelines.lib.warehouse import writer_lock
@@ -55,6 +58,10 @@ class RunFailed(RuntimeError):
     """A Dagster run failed; the message is the first failing step's one-line reason."""
 
 
+class InstanceUnavailable(RuntimeError):
+    """The Dagster instance could not be opened; the message is one line naming the file and the reason."""
+
+
 def instance_for(settings: Settings) -> dg.DagsterInstance:
     home = os.environ.get("DAGSTER_HOME")
     if not home:
@@ -67,7 +74,74 @@ def instance_for(settings: Settings) -> dg.DagsterInstance:
     # the runs themselves still proceed in parallel.
     with writer_lock(Path(home) / "instance", timeout_s=300.0):
         ensure_dagster_home(Path(home))
+        return open_instance(Path(home) / "dagster.yaml")
+
+
+# dagster-postgres logs each failed connection attempt (5 retries over ~12 s) as a multi-line warning on
+# the root logger; the command line reports the last one as its one line instead.
+RETRY_WARNING = "Retrying failed database connection"
+_UNSET_VARIABLE = re.compile(r'environment variable "(\w+)" which is not set')
+_CONFIG_REASON = re.compile(r"PostProcessingError: (.+)")
+
+
+def open_instance(config: Path) -> dg.DagsterInstance:
+    """The instance DAGSTER_HOME/dagster.yaml describes. A database it cannot reach or log in to, a
+    variable it reads that is not set or not valid, and a PostgreSQL storage without dagster-postgres
+    installed raise InstanceUnavailable, whose message is one line without the password."""
+    root = logging.getLogger()
+    quiet = _DropMessages(RETRY_WARNING)
+    root.addFilter(quiet)
+    try:
         return dg.DagsterInstance.get()
+    except Exception as exc:
+        reason = _instance_error(exc, config)
+        if reason is None:
+            raise
+        raise InstanceUnavailable(reason) from None
+    finally:
+        root.removeFilter(quiet)
+
+
+def _instance_error(exc: Exception, config: Path) -> str | None:
+    import sqlalchemy.exc
+
+    missing = _first_in_chain(exc, ModuleNotFoundError)
+    if missing is not None and missing.name == "dagster_postgres":
+        return (f"{config} keeps Dagster's records in PostgreSQL and dagster-postgres is not installed: "
+                "pip install -e '.[postgres]'")
+    if isinstance(exc, dg.DagsterInvalidConfigError):
+        messages = [e.message for e in exc.errors] or [str(exc)]
+        unset = [m.group(1) for m in map(_UNSET_VARIABLE.search, messages) if m]
+        if unset:
+            return f"{config} reads {', '.join(unset)} from the environment, and it is not set"
+        found = _CONFIG_REASON.search(messages[0])
+        return f"{config} is not a valid Dagster instance configuration: " + (
+            found.group(1) if found else messages[0].strip().splitlines()[0])
+    database = _first_in_chain(exc, sqlalchemy.exc.DBAPIError)
+    if database is not None:
+        text = str(database.orig).strip()
+        return f"cannot open Dagster's database as {config} configures it: " + (
+            text.splitlines()[0] if text else type(database.orig).__name__)
+    return None
+
+
+def _first_in_chain(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, kind):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
 
 
 def ensure_dagster_home(home: Path) -> None:
@@ -96,7 +170,8 @@ def run_range(settings: Settings, first: date, last: date, instance: dg.DagsterI
         raise ValueError(f"end {last} is before start {first}")
     if first < settings.start_date:
         raise ValueError(f"{first} is before COMET_LEDGER_START_DATE ({settings.start_date})")
-    job = build_definitions(settings).resolve_job_def(job_name)
+    clock.refuse_future(last, settings.timezone)
+    job = build_definitions(settings, interactive=True).resolve_job_def(job_name)
     with planned_events_per_asset():
         result = job.execute_in_process(
             run_config=QUIET,
@@ -134,6 +209,7 @@ def first_failure(result: dg.ExecuteInProcessResult, secrets: list[str]) -> str:
             head, sep, rest = message.partition(": ")
             if sep and head.split(".")[-1] == error.cls_name:
                 message = rest
+            message = disk.explain(error.message) or message  # a full disk, said in plain words
             return redact(f"{event.step_key}: {message}", secrets)
     return "the run failed before any step ran (see the Dagster UI for the run's events)"
 
@@ -157,6 +233,12 @@ def chunks(first: date, last: date, days: int) -> list[Chunk]:
     return out
 
 
+def backfill_plan(settings: Settings, first: date, last: date) -> list[Chunk]:
+    """The runs a backfill of [first, last] makes: one per chunk of COMET_LEDGER_CHUNK_DAYS - 1 days
+    (a query call asks one day past the days it keeps, so each run is one query-service call)."""
+    return chunks(first, last, max(1, settings.chunk_days - 1))
+
+
 def backfill(
     settings: Settings,
     first: date,
@@ -173,7 +255,8 @@ def backfill(
     forgets its state, so running it again re-pulls everything. Returns (chunks run, chunks skipped);
     the Dagster run id of each chunk run now is appended to `run_ids` when given.
     """
-    plan = chunks(first, last, max(1, settings.chunk_days - 1))
+    clock.refuse_future(last, settings.timezone)
+    plan = backfill_plan(settings, first, last)
     state_path = settings.home / "state" / f"backfill-{first}-{last}.json"
     done: set[str] = set()
     if state_path.exists() and not restart:
@@ -199,3 +282,40 @@ def _write_state(path: Path, done: list[str]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps({"done": done}))
     os.replace(tmp, path)
+
+
+# --- what the command line makes outside a run ---------------------------------------------------
+# `comet-ledger review` and `smoke-test` (and the demo) write the pack and the smoke test's row
+# directly. They are recorded in the instance as materialisations of the assets that write the
+# same things (`reports/review_pack` for the month's partition, `warehouse/smoke_tests`), with the
+# same metadata, so the UI shows them as it shows what a run made.
+
+def record_review_pack(settings: Settings, pack, instance: dg.DagsterInstance | None = None) -> str | None:
+    """Record `pack` (a PackResult) as the materialisation of its month's partition; returns the
+    partition key, or None when the month is not one of the asset's partitions (nothing recorded)."""
+    from pipelines.defs.partitions import monthly_partitions
+    from pipelines.defs.reports.assets import review_pack_metadata, review_pack_partition
+    from pipelines.lib import clock
+
+    key = review_pack_partition(pack.month)
+    if key not in monthly_partitions(settings).get_partition_keys(current_time=clock.now()):
+        return None
+    _report(settings, instance, dg.AssetMaterialization(asset_key=REVIEW_PACK, partition=key,
+                                                        metadata=review_pack_metadata(pack)))
+    return key
+
+
+def record_smoke_test(settings: Settings, result, instance: dg.DagsterInstance | None = None) -> None:
+    """Record a smoke test (a SmokeTestResult already in `smoke_tests`) as a materialisation of that table."""
+    from pipelines.defs.checks.smoke_test import smoke_tests_metadata
+
+    _report(settings, instance, dg.AssetMaterialization(
+        asset_key=SMOKE_TESTS, metadata=smoke_tests_metadata(settings.warehouse_path, result)))
+
+
+REVIEW_PACK = dg.AssetKey(["reports", "review_pack"])
+SMOKE_TESTS = dg.AssetKey(["warehouse", "smoke_tests"])
+
+
+def _report(settings: Settings, instance: dg.DagsterInstance | None, event: dg.AssetMaterialization) -> None:
+    (instance or instance_for(settings)).report_runless_asset_event(event)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
+import subprocess
 import sys
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -13,6 +15,7 @@ import duckdb
 import pytest
 
 from pipelines.definitions import build_definitions
+from pipelines.lib import clock
 from pipelines.defs.resources import GatewayLedger, QueryService
 from pipelines.defs.schedules import partition_range_tags
 from pipelines.lib.settings import Settings, load_settings
@@ -21,6 +24,11 @@ from pipelines.lib.simulator.traffic import generate_traffic
 
 SIM_START = date(2026, 10, 1)
 SIM_DAYS = 30
+# "Now" for the whole suite and the processes it starts (pipelines/lib/clock.py): the morning of the
+# daily run after the simulated month, running on from when the suite started (pulls keep their
+# order). A test that needs another instant, or a stopped clock, sets COMET_LEDGER_NOW itself.
+PINNED_NOW = "2026-11-03T06:15:00+00:00"
+os.environ["COMET_LEDGER_NOW"] = clock.running_from(PINNED_NOW)
 
 
 @pytest.fixture(scope="session")
@@ -110,3 +118,64 @@ def bad_input_catalogue():
     finally:
         sys.path.remove(str(folder))
     return module
+
+
+def decoded_texts(path: Path) -> list[str]:
+    """What a reader of this file would see, decoded: the raw bytes as text, a gzip stream decompressed,
+    every value of a Parquet file (pyarrow), every row of every table and view of a DuckDB file. A
+    secret inside a compressed page does not show in the raw bytes; it shows here."""
+    import gzip
+
+    import pyarrow.parquet as pq
+
+    data = path.read_bytes()
+    texts = [data.decode("utf-8", "replace")]
+    if data[:2] == b"\x1f\x8b":
+        try:
+            texts.append(gzip.decompress(data).decode("utf-8", "replace"))
+        except (OSError, EOFError):
+            pass
+    if data[:4] == b"PAR1" and data[-4:] == b"PAR1":
+        texts.append(repr(pq.read_table(path).to_pylist()))
+    if data[8:12] == b"DUCK":
+        with duckdb.connect(str(path), read_only=True) as con:
+            tables = [t for (t,) in con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE NOT internal AND NOT temporary UNION ALL "
+                "SELECT view_name FROM duckdb_views() WHERE NOT internal AND NOT temporary").fetchall()]
+            for table in tables:
+                try:
+                    texts.append(repr(con.execute(f'SELECT * FROM "{table}"').fetchall()))
+                except duckdb.Error as exc:  # e.g. a view over day files of another home
+                    texts.append(f"{table}: unreadable ({exc})")
+    return texts
+
+
+def secrets_found(roots: list[Path], needles: list[str]) -> list[str]:
+    """`path: needle` for every file under `roots` whose decoded contents (`decoded_texts`) hold a needle."""
+    hits = []
+    for root in roots:
+        for path in [root] if root.is_file() else sorted(root.rglob("*")):
+            if path.is_file() and not path.is_symlink():
+                text = "\n".join(decoded_texts(path))
+                hits += [f"{path}: {needle}" for needle in needles if needle in text]
+    return hits
+
+
+def outside_libfaketime(env: dict[str, str], now: datetime | None = None) -> dict[str, str]:
+    """`env` for child processes that run Dagster (a daemon, a code server), with the product's clock
+    (COMET_LEDGER_NOW: `now`, default the suite's, running on from the machine's time) and without
+    libfaketime.
+
+    Under `make test-clocks` the suite runs under libfaketime, and in a Python process under it a timed
+    wait on an event or a lock never returns (with the monotonic clock left alone, `time.sleep` fails
+    instead): the daemon's threads stopped after their first iteration and runs stayed queued. The
+    services therefore run on the machine's clock, as PostgreSQL does (pg_server.py), and the product's
+    clock is handed over: now as the suite sees it, running on from the machine's time at hand-over.
+    """
+    preload = [lib for lib in env.get("LD_PRELOAD", "").replace(":", " ").split() if "faketime" not in lib]
+    env = {k: v for k, v in env.items() if k != "LD_PRELOAD" and not k.startswith("FAKETIME")}
+    if preload:
+        env["LD_PRELOAD"] = " ".join(preload)
+    machine_time = subprocess.run([sys.executable, "-c", "import time; print(repr(time.time()))"], env=env,
+                                  capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+    return env | {"COMET_LEDGER_NOW": f"{(now or clock.now()).isoformat()}@{machine_time}"}

@@ -60,6 +60,9 @@ def test_demo_prints_the_per_key_table_matching_the_simulator_and_reruns_safely(
     assert again["request_logs"]["lines_read"] == sum(again["request_logs"][k]
                                                       for k in ("accepted", "rejected", "duplicates"))
     assert len(again["run_ids"]) == 2  # one backfill chunk, the daily run
+    # without COMET_LEDGER_START_DATE, the partitions start at the demo's first day (recorded)
+    recorded = json.loads((env / "home" / "state" / "first_day.json").read_text())
+    assert (recorded["day"], recorded["source"]) == (again["first_day"], "demo")
 
 
 def assert_figures_match_the_warehouse(summary: dict, home: Path) -> None:
@@ -106,6 +109,12 @@ def test_backfill_and_run_report_their_figures_as_one_json_object(env, capsys, m
     assert len(json.loads(backfilled.out)["run_ids"]) == 1  # four days: one chunk
     assert json.loads(backfilled.out)["chunks_run"] == 1
     assert_one_planned_event_per_asset(json.loads(backfilled.out)["run_ids"][0], days=4)
+    # The pack `review` writes is recorded as the month's partition of reports/review_pack.
+    assert main(["review", "--month", "2026-10"]) == 0
+    assert capsys.readouterr().out.startswith(f"review pack for 2026-10: {env / 'home' / 'reports' / 'review-2026-10'}")
+    [pack] = materialisations(runs.REVIEW_PACK)
+    assert pack.partition == "2026-10-01" and pack.metadata["path"].value == str(env / "home" / "reports" / "review-2026-10")
+    assert pack.metadata["partial_month"].value is False and pack.metadata["flagged_key_days"].value >= 0
 
 
 def assert_one_planned_event_per_asset(run_id: str, days: int) -> None:
@@ -122,7 +131,13 @@ def assert_one_planned_event_per_asset(run_id: str, days: int) -> None:
     finally:
         instance.dispose()
     assert planned and len({p.asset_key for p in planned}) == len(planned) == len(materialized)
-    assert all(len(p.partitions_subset) == days for p in planned)
+    # no planned event per partition; the daily assets' one event names the run's days. (An unpartitioned
+    # asset's event names them too only when Dagster takes the run's partitions from a partitioned asset:
+    # it takes them from the last asset of the plan, which a new unpartitioned asset can be.)
+    assert all(p.partition is None for p in planned)
+    ranged = {p.asset_key for p in planned if p.partitions_subset is not None}
+    assert all(len(p.partitions_subset) == days for p in planned if p.partitions_subset is not None)
+    assert {dg.AssetKey(["lake", "request_logs"]), dg.AssetKey(["warehouse", "recon_key_daily"])} <= ranged
     # the daily assets still record one materialisation per day; the others (snapshots, config) one
     daily = {key for key, count in materialized.items() if count == days}
     assert {dg.AssetKey(["lake", "request_logs"]), dg.AssetKey(["warehouse", "recon_key_daily"])} <= daily
@@ -145,7 +160,8 @@ def test_every_command_and_option_explains_itself(capsys):
     top = capsys.readouterr().out
     assert "examples:" in top and top.count("comet-ledger ") >= 3
     [commands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    assert set(commands.choices) == {"demo", "run", "backfill", "review", "reprice", "smoke-test", "simulate", "dev"}
+    assert set(commands.choices) == {"demo", "run", "backfill", "review", "export", "reprice", "smoke-test", "simulate",
+                                     "dev", "alerts"}
     for name, command in commands.choices.items():
         with pytest.raises(SystemExit) as exit_:
             main([name, "--help"])
@@ -190,6 +206,7 @@ def test_a_failed_run_is_one_line_without_the_key(env, capsys, monkeypatch):
     with SimulatorServer(traffic, api_key="sk-CLICANARY-0123456789") as sim:
         monkeypatch.setenv("COMETAPI_QUERY_URL", sim.url)
         monkeypatch.setenv("COMETAPI_KEY", "sk-CLICANARY-wrong-0000")
+        monkeypatch.setenv("COMET_LEDGER_START_DATE", "2026-10-01")
         assert main(["run", "--date", "2026-10-05"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and err[0].startswith("materialising")
@@ -275,6 +292,21 @@ def test_smoke_test_passes_on_the_simulator_and_fails_when_it_accepts_bad_dates(
     with duckdb.connect(str(env / "home" / "warehouse.duckdb"), read_only=True) as con:
         rows = con.execute("SELECT error_path_returned_error, passed FROM smoke_tests ORDER BY checked_at").fetchall()
     assert rows == [(True, True), (False, False)]
+    # Both are in the Dagster instance the UI reads, as materialisations of the table they were added to.
+    recorded = materialisations(runs.SMOKE_TESTS)
+    assert [(m.metadata["passed"].value, m.metadata["dagster/row_count"].value) for m in recorded] == [(True, 1),
+                                                                                                       (False, 2)]
+    assert "silently accepted the malformed date" in recorded[1].metadata["failures"].value
+
+
+def materialisations(key: dg.AssetKey) -> list[dg.AssetMaterialization]:
+    """Every materialisation of `key` in the instance at DAGSTER_HOME, oldest first."""
+    instance = dg.DagsterInstance.from_config(os.environ["DAGSTER_HOME"])
+    try:
+        records = instance.fetch_materializations(key, limit=100, ascending=True).records
+        return [r.asset_materialization for r in records]
+    finally:
+        instance.dispose()
 
 
 def test_the_instance_the_command_line_creates_limits_the_writer_pool_to_one(env, tmp_path):
@@ -298,3 +330,129 @@ def test_the_instance_the_command_line_creates_limits_the_writer_pool_to_one(env
     config.write_text("telemetry:\n  enabled: true\n")
     runs.ensure_dagster_home(config.parent)
     assert config.read_text() == "telemetry:\n  enabled: true\n"
+
+
+def test_alerts_test_reaches_every_channel_and_check_records_without_channels(env, capsys, monkeypatch):
+    from receivers import SmtpReceiver, WebhookReceiver
+
+    assert main(["alerts", "check"]) == 0  # nothing configured, nothing wrong: says so, writes nothing
+    captured = capsys.readouterr()
+    assert captured.out == "0 alert(s) opened, 0 resolved, 0 expired; 0 note(s) sent, 0 failed\n"
+    assert "no alert channel is configured" in captured.err
+    assert not (env / "home" / "warehouse.duckdb").exists()
+    with WebhookReceiver() as hook, SmtpReceiver() as mail:
+        for name, value in {"COMET_LEDGER_ALERT_SLACK_URL": hook.url("/slack"),
+                            "COMET_LEDGER_ALERT_WEBHOOK_URL": hook.url("/hook"),
+                            "COMET_LEDGER_ALERT_SMTP_HOST": "127.0.0.1", "COMET_LEDGER_ALERT_SMTP_PORT": str(mail.port),
+                            "COMET_LEDGER_ALERT_SMTP_STARTTLS": "false",
+                            "COMET_LEDGER_ALERT_SMTP_FROM": "ledger@example.org",
+                            "COMET_LEDGER_ALERT_SMTP_TO": "finance@example.org,ops@example.org"}.items():
+            monkeypatch.setenv(name, value)
+        assert main(["alerts", "test"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["Slack webhook: sent (1 attempt(s))", "JSON webhook: sent (1 attempt(s))",
+                                                    "e-mail: sent (1 attempt(s))"]
+    assert sorted(p.path for p in hook.posts) == ["/hook", "/slack"]
+    assert {p.body.get("event") for p in hook.posts} == {None, "test"}  # Slack's body is text only
+    [received] = mail.mails
+    assert received.recipients == ["finance@example.org", "ops@example.org"]
+    assert received.subject == "comet-ledger: [TEST] comet-ledger alerts reach this channel"
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on: a connection to it is refused."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_an_unreachable_api_fails_at_once_from_the_command_line(env, capsys, caplog, monkeypatch):
+    """A refused first connection is a wrong URL or a service that is down: `run` and `smoke-test`
+    give up after that one attempt, naming the variable, instead of retrying for a minute."""
+    import logging
+
+    from pipelines.definitions import build_definitions
+    from pipelines.lib.settings import load_settings
+
+    caplog.set_level(logging.WARNING, logger="comet_ledger.http")
+    url = f"http://127.0.0.1:{closed_port()}"
+    for name in ("COMETAPI_QUERY_URL", "COMETAPI_API_URL"):
+        monkeypatch.setenv(name, url)
+    monkeypatch.setenv("COMETAPI_KEY", "sk-whatever-123456")
+    assert main(["run", "--date", "2026-10-05", "--repull", "0"]) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("comet-ledger: error: ") and "GET /user/quota failed: connection failed (refused" in last
+    assert "(check COMETAPI_QUERY_URL)" in last and "attempts" not in last
+    assert main(["smoke-test", "--known-active-range", "2026-10-01..2026-10-05"]) == 1
+    assert "connection failed (refused" in capsys.readouterr().out
+    assert [r.getMessage() for r in caplog.records if r.name == "comet_ledger.http"] == []  # no retry at all
+    # A scheduled run (the definitions Dagster loads) keeps the whole retry budget.
+    settings = load_settings()
+    scheduled = build_definitions(settings).resources["query_service"]
+    interactive = build_definitions(settings, interactive=True).resources["query_service"]
+    assert (scheduled.max_attempts, scheduled.unreachable_attempts) == (5, None)
+    assert interactive.unreachable_attempts == 1
+
+
+def test_a_backfill_logs_progress_lines_when_stderr_is_not_a_terminal(env, capsys, monkeypatch):
+    """cron, CI and Dagster's logs get whole lines: one per chunk of days done, and one at least every
+    PROGRESS_EVERY_S while a chunk runs (shortened here), never a bar redrawn with carriage returns."""
+    import pipelines.cli as cli
+
+    monkeypatch.setattr(cli, "PROGRESS_EVERY_S", 0.1)
+    traffic = generate_traffic(seed=7, start=date(2026, 10, 1), days=4, requests_per_day=3)
+    with SimulatorServer(traffic) as sim:
+        for name, value in {"COMETAPI_QUERY_URL": sim.url, "COMETAPI_API_URL": sim.url, "COMETAPI_KEY": sim.api_key,
+                            "COMET_LEDGER_CHUNK_DAYS": "3"}.items():  # chunks of 2 days: 2 runs
+            monkeypatch.setenv(name, value)
+        assert main(["backfill", "--start", "2026-10-01", "--end", "2026-10-04", "--json"]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = [line for line in err.splitlines() if line.startswith("backfill: ")]
+    shapes = [re.sub(r", \d+ s: ", ", N s: ", line) for line in lines if "working on" not in line]
+    assert shapes == ["backfill: 0/4 days, N s: starting 2026-10-01..2026-10-02",
+                      "backfill: 2/4 days, N s: 2026-10-01..2026-10-02 done, next 2026-10-03..2026-10-04",
+                      "backfill: 4/4 days, N s: 2026-10-03..2026-10-04 done"]
+    beats = [line for line in lines if "working on" in line]
+    assert beats and all(re.fullmatch(r"backfill: [02]/4 days, \d+ s: working on 2026-10-0[13]\.\.2026-10-0[24]", b)
+                         for b in beats)
+
+
+def test_version_and_a_wrong_option_answer_with_the_commands_own_usage(capsys):
+    from importlib import metadata
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out == f"comet-ledger {metadata.version('comet-ledger')}\n"
+    for command, *given in (("run",), ("backfill", "--start", "2026-10-01", "--end", "2026-10-02"), ("smoke-test",)):
+        with pytest.raises(SystemExit) as exit_:
+            main([command, *given, "--bogus"])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2
+        assert err.startswith(f"usage: comet-ledger {command} ")
+        assert f"comet-ledger {command}: error: unrecognized arguments: --bogus" in err
+
+
+def test_the_readme_command_table_lists_every_option():
+    """Each `comet-ledger` row of the README's command table names exactly the options its command has."""
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("## Command line"):]
+    table = table[:table.index("\n\n", table.index("| command |"))]
+    rows = re.findall(r"^\| `comet-ledger ([^`]+)` \|", table, flags=re.M)
+    parser = build_parser()
+    [commands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    expected = {("--version",): set()}  # a command with subcommands of its own has a row for each
+    for name, command in commands.choices.items():
+        nested = [a for a in command._actions if isinstance(a, argparse._SubParsersAction)]
+        for key, parser in ([((name, sub), p) for sub, p in nested[0].choices.items()] if nested else [((name,), command)]):
+            expected[key] = {o for a in parser._actions if not isinstance(a, argparse._HelpAction) for o in a.option_strings}
+    listed = {}
+    for row in rows:
+        words = row.split()
+        key = tuple(words[:2]) if tuple(words[:2]) in expected else tuple(words[:1])
+        listed[key] = {flag for flag in re.findall(r"--[a-z-]+", row)}
+    assert set(listed) == set(expected)
+    for key, options in expected.items():
+        if key != ("--version",):
+            assert listed[key] == options, key

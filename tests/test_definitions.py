@@ -18,6 +18,7 @@ EXPECTED_ASSETS = {
     "warehouse/prices", "warehouse/key_owners", "warehouse/requests", "warehouse/recon_key_daily",
     "warehouse/cost_key_model_daily", "warehouse/cost_model_daily", "warehouse/cost_category_monthly",
     "warehouse/chargeback_monthly", "warehouse/smoke_tests", "warehouse/anomalies", "reports/review_pack",
+    "reports/focus_export", "warehouse/budgets", "warehouse/budget_status",
 }
 EXPECTED_CHECKS = {
     "warehouse/quota_daily:one_row_per_key_day", "warehouse/inbox_files:every_line_accounted_for",
@@ -27,7 +28,7 @@ EXPECTED_CHECKS = {
                                                      "restatement", "unpriced_model", "balance_jump")),
     "warehouse/quota_daily:freshness_check", "warehouse/recon_key_daily:freshness_check",
 }
-EXPECTED_SENSORS = {"inbox_sensor", "freshness_sensor"}
+EXPECTED_SENSORS = {"inbox_sensor", "freshness_sensor", "alert_sensor", "alert_failure_sensor"}
 EXPECTED_SCHEDULES = {"daily_ledger_schedule", "monthly_review_schedule"}
 
 
@@ -144,3 +145,28 @@ def test_secrets_only_through_envvar(tmp_path, monkeypatch):
     resource = d.resources["query_service"]
     assert isinstance(resource.api_key, dg.EnvVar)
     assert resource.api_key.env_var_name == "COMETAPI_KEY"
+
+
+def test_alert_channel_secrets_only_through_envvar(tmp_path):
+    secrets = {"COMET_LEDGER_ALERT_SLACK_URL": "https://hooks.example.com/services/T/B/ENVVARCANARY",
+               "COMET_LEDGER_ALERT_WEBHOOK_URL": "https://example.com/hook/ENVVARCANARY",
+               "COMET_LEDGER_ALERT_SMTP_PASSWORD": "pw-ENVVARCANARY"}
+    d = build_definitions(settings(tmp_path, **secrets, COMET_LEDGER_ALERT_SMTP_HOST="smtp.example.com",
+                                   COMET_LEDGER_ALERT_SMTP_USER="ledger", COMET_LEDGER_ALERT_SMTP_FROM="a@example.com",
+                                   COMET_LEDGER_ALERT_SMTP_TO="b@example.com"))
+    channels = d.resources["alert_channels"]
+    assert [(f.env_var_name, type(f)) for f in (channels.slack_url, channels.webhook_url, channels.smtp_password)] == [
+        (name, dg.EnvVar) for name in secrets]
+    assert (channels.smtp_host, channels.smtp_user, channels.smtp_to) == ("smtp.example.com", "ledger", ["b@example.com"])
+    assert "ENVVARCANARY" not in repr(channels)
+    unset = build_definitions(settings(tmp_path)).resources["alert_channels"]
+    assert (unset.slack_url, unset.webhook_url, unset.smtp_host, unset.smtp_password) == (None, None, None, None)
+
+
+def test_the_alert_sensors_watch_runs_and_are_off_until_started(tmp_path):
+    d = build_definitions(settings(tmp_path))
+    for name in ("alert_sensor", "alert_failure_sensor"):
+        sensor = d.resolve_sensor_def(name)
+        assert isinstance(sensor, dg.RunStatusSensorDefinition)
+        assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
+        assert sensor.required_resource_keys == {"ledger", "alert_channels"}

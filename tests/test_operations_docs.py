@@ -113,13 +113,17 @@ def test_the_parser_check_catches_a_wrong_flag():
 
 
 def test_the_schedules_and_sensors_the_doc_starts_exist(tmp_path):
+    """The doc starts all of them (tests/test_docs_commands.py runs those commands); what it names
+    is what the definitions hold."""
     d = definitions(tmp_path)
-    started = re.findall(r"dagster (schedule|sensor) start (\S+)", doc_text())
-    assert {name for _, name in started} == {"daily_ledger_schedule", "monthly_review_schedule", "inbox_sensor",
-                                             "freshness_sensor"}
-    assert {s.name for s in d.sensors} == {name for kind, name in started if kind == "sensor"}
-    for kind, name in started:
-        (d.resolve_schedule_def if kind == "schedule" else d.resolve_sensor_def)(name)
+    text = doc_text()
+    assert re.findall(r"dagster (schedule|sensor) start --start-all -w workspace.yaml", text) == ["schedule", "sensor"]
+    block = next(b for b in code_blocks(text) if "--start-all" in b)
+    named = dict(re.findall(r"dagster (schedule|sensor) start --start-all -w workspace.yaml\s+# (.+)", block))
+    assert {n.strip() for n in named["schedule"].split(",")} == {s.name for s in d.schedules}
+    assert {n.strip() for n in named["sensor"].split(",")} == {s.name for s in d.sensors}
+    listed = set(re.findall(r"^\| `(\w+)` \| ", text[text.index("### What runs when"):], flags=re.M))
+    assert listed >= {s.name for s in d.schedules} | {s.name for s in d.sensors}
 
 
 # --- the schedule hours -------------------------------------------------------------------------
@@ -153,7 +157,7 @@ def test_the_allowed_hours_quoted_follow_from_the_maintenance_windows():
 def instance_config(home: Path) -> dict:
     # Dagster has no public validator; this is the function the daemon and webserver call on
     # $DAGSTER_HOME/dagster.yaml at start. The postgres storage section is part of Dagster's own
-    # schema, so it is validated here although dagster-postgres is not installed.
+    # schema, so it is validated here without a database (tests/deploy/ opens it on a real one).
     from dagster._core.instance.config import dagster_instance_config
 
     config, _ = dagster_instance_config(str(home))
@@ -165,7 +169,8 @@ def test_the_production_instance_config_is_valid(tmp_path, monkeypatch):
         monkeypatch.setenv(name, value)
     shutil.copy(INSTANCE_YAML, tmp_path / "dagster.yaml")
     config = instance_config(tmp_path)
-    db = config["storage"]["postgres"]["postgres_db"]
+    db = dict(config["storage"]["postgres"]["postgres_db"])
+    assert db.pop("scheme") == "postgresql+psycopg2"  # the driver dagster-postgres installs (SQLAlchemy 2.1: psycopg 3)
     assert {field: source["env"] for field, source in db.items()} == {
         "hostname": "DAGSTER_PG_HOST", "port": "DAGSTER_PG_PORT", "db_name": "DAGSTER_PG_DB",
         "username": "DAGSTER_PG_USERNAME", "password": "DAGSTER_PG_PASSWORD"}
@@ -234,11 +239,13 @@ def test_the_systemd_units_start_programs_that_take_their_options(unit):
 
 def test_every_deploy_file_the_doc_names_exists():
     text = doc_text()
-    named = set(re.findall(r"deploy/[\w.-]+", text))
+    named = set(re.findall(r"(?<![\w/])deploy/[\w.-]+", text))  # not tests/deploy/
     assert named >= {"deploy/dagster.yaml", "deploy/comet-ledger-daemon.service", "deploy/comet-ledger-webserver.service"}
     assert all((REPO / path).is_file() for path in named), named
     for target in re.findall(r"\]\((\.\./[^)#]+)\)", text):
         assert (DOC.parent / target).resolve().is_file(), target
+    tests = set(re.findall(r"tests/[\w/]+\.py", text))  # the tests the doc says prove the recipe
+    assert tests and all((REPO / path).is_file() for path in tests), tests
 
 
 def test_the_readme_leads_to_the_operations_guide_and_a_first_query():

@@ -13,7 +13,7 @@ from pipelines.lib.simulator.inbox import write_inbox
 from pipelines.lib.simulator.server import SimulatorServer
 from pipelines.lib.simulator.traffic import generate_traffic
 
-START, DAYS = date(2026, 10, 20), 16  # spans two months
+START, DAYS = date(2026, 10, 20), 14  # spans two months, and ends yesterday by the suite's clock (conftest.py)
 
 
 def test_dry_run_then_apply(tmp_path, monkeypatch, capsys):

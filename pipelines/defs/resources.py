@@ -6,7 +6,6 @@ the validated settings.
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -14,6 +13,7 @@ import dagster as dg
 
 from pipelines.lib.cometapi.http import RetryPolicy
 from pipelines.lib.cometapi.gateway import GatewayClient
+from pipelines.lib.cometapi.pacing import RateLimit
 from pipelines.lib.cometapi.query import QueryClient
 
 
@@ -26,6 +26,8 @@ class LedgerHome(dg.ConfigurableResource):
     chunk_days: int = 31
     prices_path: str = "config/prices.csv"
     key_owners_path: str = "config/key_owners.csv"
+    budgets_path: str = "config/budgets.csv"
+    budgets_required: bool = False  # COMET_LEDGER_BUDGETS set: the file must exist
     tolerance_usd: float = 0.01
     tolerance_pct: float = 1.0
 
@@ -54,6 +56,9 @@ class QueryService(dg.ConfigurableResource):
     timeout_s: float = 30.0
     max_attempts: int = 5
     base_delay_s: float = 1.0
+    # Attempts when the server refuses the first connection (None: max_attempts); the command line
+    # sets 1, so a wrong URL fails at once instead of after the whole retry budget.
+    unreachable_attempts: int | None = None
 
     def client(self) -> QueryClient:
         import httpx
@@ -61,7 +66,8 @@ class QueryService(dg.ConfigurableResource):
         return QueryClient(
             self.base_url,
             self.api_key,
-            policy=RetryPolicy(max_attempts=self.max_attempts, base_delay=self.base_delay_s),
+            policy=RetryPolicy(max_attempts=self.max_attempts, base_delay=self.base_delay_s,
+                               unreachable_attempts=self.unreachable_attempts),
             timeout=httpx.Timeout(self.timeout_s, connect=min(10.0, self.timeout_s)),
         )
 
@@ -77,6 +83,12 @@ class GatewayLedger(dg.ConfigurableResource):
     timeout_s: float = 30.0
     max_attempts: int = 5
     base_delay_s: float = 1.0
+    # upstream's default limit on /api (common/init.go): the client paces itself under it
+    rate_limit_requests: int = 360
+    rate_limit_window_s: float = 180.0
+    # Attempts when the server refuses the first connection (None: max_attempts); the command line
+    # sets 1, so a wrong URL fails at once instead of after the whole retry budget.
+    unreachable_attempts: int | None = None
 
     @property
     def configured(self) -> bool:
@@ -88,10 +100,9 @@ class GatewayLedger(dg.ConfigurableResource):
         return GatewayClient(
             self.base_url,
             self.access_token or "",
-            policy=RetryPolicy(max_attempts=self.max_attempts, base_delay=self.base_delay_s),
+            policy=RetryPolicy(max_attempts=self.max_attempts, base_delay=self.base_delay_s,
+                               unreachable_attempts=self.unreachable_attempts),
             timeout=httpx.Timeout(self.timeout_s, connect=min(10.0, self.timeout_s)),
+            rate_limit=RateLimit(self.rate_limit_requests, self.rate_limit_window_s),
         )
 
-
-def utc_now() -> datetime:
-    return datetime.now(tz=ZoneInfo("UTC"))

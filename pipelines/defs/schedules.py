@@ -96,7 +96,8 @@ def build_jobs_and_schedules(partitions: dg.TimeWindowPartitionsDefinition,
     review_job = dg.define_asset_job(
         "monthly_review",
         selection=dg.AssetSelection.groups("reports"),
-        description="Write the budget-review evidence pack for a month (reports/review-YYYY-MM/).",
+        description="Write the budget-review evidence pack (reports/review-YYYY-MM/) and the FOCUS export "
+                    "(reports/focus-YYYY-MM/) for a month.",
     )
 
     @dg.schedule(

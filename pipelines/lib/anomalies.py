@@ -66,7 +66,7 @@ def detect(con: duckdb.DuckDBPyConnection, start: date, end: date, detected_at: 
     if end < start:
         raise ValueError(f"anomaly window ends ({end}) before it starts ({start})")
     if detected_at.tzinfo is None:
-        raise ValueError("detected_at must be timezone-aware (e.g. datetime.now(UTC))")
+        raise ValueError("detected_at must be timezone-aware (e.g. clock.now())")
     missing = [t for t in INPUT_TABLES if not relation_exists(con, t)]
     if missing:
         raise LookupError(f"anomaly detection needs the warehouse tables {', '.join(missing)}: "

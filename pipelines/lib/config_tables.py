@@ -13,6 +13,11 @@ gets a table on which that pricing is unambiguous):
 - An empty cache price on a token row means "this model has no such tokens", never "free" and never
   "same as input": a request that does report cache-read (or cache-write) tokens > 0 against an
   empty price gets no estimate (NULL) rather than a guessed one. A count of 0 needs no price.
+- Optional columns (`OPTIONAL_PRICE_COLUMNS`): a file may leave them out of its header (files
+  written before they existed load unchanged, with the same price_version_ids). They price what
+  request logs report beyond the classic buckets: 1-hour cache writes, audio and image input
+  tokens, and web searches / fetches per request. Token rows only; empty has the cache rule's
+  meaning ("no such tokens / requests expected": a request that reports some gets no estimate).
 - Prices are non-negative decimals with at most 6 decimal places; `gateway_ratio` is required and
   > 0 (0.8 = CometAPI's default 20 % discount; it multiplies per-call prices too, so use 1 where
   `per_call_usd` already is CometAPI's price).
@@ -69,6 +74,13 @@ PRICE_COLUMNS = (
     "source",
 )
 TOKEN_PRICE_COLUMNS = PRICE_COLUMNS[2:6]
+OPTIONAL_PRICE_COLUMNS = (
+    "cache_write_1h_usd_per_mtok",
+    "audio_input_usd_per_mtok",
+    "image_input_usd_per_mtok",
+    "web_search_usd_per_request",
+    "web_fetch_usd_per_request",
+)
 KEY_OWNER_COLUMNS = ("key_name", "team", "project", "cost_center", "effective_from", "effective_to")
 BILLING_CATEGORIES = ("token", "per_call")
 
@@ -87,6 +99,7 @@ PRICES_SCHEMA = pa.schema(
         ("effective_from", pa.date32()),
         ("effective_to", pa.date32()),
         ("source", pa.string()),
+        *((column, MONEY) for column in OPTIONAL_PRICE_COLUMNS),
     ]
 )
 KEY_OWNERS_SCHEMA = pa.schema(
@@ -136,11 +149,20 @@ class PriceVersion:
     effective_from: date
     effective_to: date | None
     source: str | None
+    cache_write_1h_usd_per_mtok: Decimal | None = None
+    audio_input_usd_per_mtok: Decimal | None = None
+    image_input_usd_per_mtok: Decimal | None = None
+    web_search_usd_per_request: Decimal | None = None
+    web_fetch_usd_per_request: Decimal | None = None
     line: int = field(default=0, compare=False)
 
     @property
     def price_version_id(self) -> str:
-        canonical = json.dumps([_canonical(getattr(self, column)) for column in PRICE_COLUMNS], separators=(",", ":"))
+        # an optional column counts only when it holds a price: a row keeps its id in a file without it
+        values = [_canonical(getattr(self, column)) for column in PRICE_COLUMNS] + [
+            [column, _canonical(getattr(self, column))] for column in OPTIONAL_PRICE_COLUMNS
+            if getattr(self, column) is not None]
+        canonical = json.dumps(values, separators=(",", ":"))
         digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:8]
         return f"{self.model}@{self.effective_from.isoformat()}#{digest}"
 
@@ -176,7 +198,7 @@ def load_key_owners(path: str | os.PathLike[str]) -> pa.Table:
 def read_prices(path: str | os.PathLike[str]) -> list[PriceVersion]:
     """Validated price versions, sorted by model, effective_from."""
     file = _display(path)
-    versions = [_price_version(row) for row in _read_rows(path, PRICES_VARIABLE, PRICE_COLUMNS)]
+    versions = [_price_version(row) for row in _read_rows(path, PRICES_VARIABLE, PRICE_COLUMNS, OPTIONAL_PRICE_COLUMNS)]
     versions.sort(key=lambda v: (v.model, v.effective_from, v.line))
     _check_history(file, versions, lambda v: v.model, "versions of", allow_gaps=False)
     return versions
@@ -218,7 +240,7 @@ class _Row:
         return ConfigFileError(self.file, self.line, column, reason)
 
     def raw(self, column: str) -> str:
-        return self.cells[column].strip()
+        return self.cells.get(column, "").strip()  # an optional column the header leaves out is empty
 
     def name(self, column: str, required: bool = True) -> str | None:
         """An identifier (model, key, team ...): exactly as written, no surrounding spaces."""
@@ -277,10 +299,11 @@ def _price_version(row: _Row) -> PriceVersion:
     category = row.raw("billing_category")
     if category not in BILLING_CATEGORIES:
         raise row.error("billing_category", f"unknown billing category {category!r} (expected token or per_call)")
-    prices = {column: row.decimal(column) for column in (*TOKEN_PRICE_COLUMNS, "per_call_usd")}
+    priced = (*TOKEN_PRICE_COLUMNS, "per_call_usd", *OPTIONAL_PRICE_COLUMNS)
+    prices = {column: row.decimal(column) for column in priced}
     required = ("input_usd_per_mtok", "output_usd_per_mtok") if category == "token" else ("per_call_usd",)
-    forbidden = ("per_call_usd",) if category == "token" else TOKEN_PRICE_COLUMNS
-    for column in (*TOKEN_PRICE_COLUMNS, "per_call_usd"):
+    forbidden = ("per_call_usd",) if category == "token" else (*TOKEN_PRICE_COLUMNS, *OPTIONAL_PRICE_COLUMNS)
+    for column in priced:
         if column in required and prices[column] is None:
             raise row.error(column, f"required on a {category} row, but empty")
         if column in forbidden and prices[column] is not None:
@@ -356,7 +379,8 @@ def _display(path: str | os.PathLike[str]) -> str:
     return str(p)
 
 
-def _read_rows(path: str | os.PathLike[str], variable: str, columns: tuple[str, ...]) -> list[_Row]:
+def _read_rows(path: str | os.PathLike[str], variable: str, columns: tuple[str, ...],
+               optional: tuple[str, ...] = ()) -> list[_Row]:
     """The data lines of a config CSV as _Row objects; blank lines (or only commas) are skipped."""
     file = _display(path)
     p = Path(path)
@@ -370,10 +394,10 @@ def _read_rows(path: str | os.PathLike[str], variable: str, columns: tuple[str, 
         # user searching a spreadsheet export for the one accented character (the header is line 1).
         line = exc.object[: exc.start].count(b"\n") + 1
         raise ConfigFileError(file, line, None, f"not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV") from None
-    return _parse(file, text, columns)
+    return _parse(file, text, columns, optional)
 
 
-def _parse(file: str, text: str, columns: tuple[str, ...]) -> list[_Row]:
+def _parse(file: str, text: str, columns: tuple[str, ...], optional: tuple[str, ...] = ()) -> list[_Row]:
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = [name.strip() for name in next(reader)]
@@ -381,7 +405,7 @@ def _parse(file: str, text: str, columns: tuple[str, ...]) -> list[_Row]:
         raise ConfigFileError(file, 1, None, f"empty file; the first line must be the header {','.join(columns)}") from None
     except csv.Error as exc:
         raise ConfigFileError(file, 1, None, f"not valid CSV ({exc})") from None
-    _check_header(file, header, columns)
+    _check_header(file, header, columns, optional)
     rows = []
     while True:
         line = reader.line_num + 1
@@ -403,11 +427,12 @@ def _parse(file: str, text: str, columns: tuple[str, ...]) -> list[_Row]:
     return rows
 
 
-def _check_header(file: str, header: list[str], columns: tuple[str, ...]) -> None:
+def _check_header(file: str, header: list[str], columns: tuple[str, ...], optional: tuple[str, ...] = ()) -> None:
     seen: set[str] = set()
     for name in header:
-        if name not in columns:
-            raise ConfigFileError(file, 1, name or "(empty)", f"unknown column (expected {','.join(columns)})")
+        if name not in columns and name not in optional:
+            also = f"; optional: {','.join(optional)}" if optional else ""
+            raise ConfigFileError(file, 1, name or "(empty)", f"unknown column (expected {','.join(columns)}{also})")
         if name in seen:
             raise ConfigFileError(file, 1, name, "appears twice in the header")
         seen.add(name)

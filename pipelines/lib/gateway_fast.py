@@ -14,12 +14,14 @@ of 100 000 requests takes seconds. This module gives the same answer in bulk:
 2. `records_from_cells` applies `parse_item`'s rules as column operations to the rows in the common
    form: plain numbers, `type` 1-6, a request_id, the key and quota a money row needs, `is_stream`
    true/false/empty, and an `other` that `msgspec` decodes into the typed view below with values
-   the rules keep as they are (finite numbers, whole non-negative counts, a string path). Every
-   other row (a reject, an account event without request_id, a cell with spaces around it, a number
+   the rules keep as they are (finite numbers, whole non-negative counts, a string path) and none of
+   the task, subscription or surcharge keys (`_REFERENCE_KEYS`). Every other row (a reject, a row
+   without request_id (its identity is a digest of its values), a cell with spaces around it, a number
    spelt unusually, anything else in `other`) becomes an item through `export_row_item` and a record
    or a reject through `parse_item`, so every reject and every edge case comes from the reference.
-3. `dedupe_sorted` is `gateway_ledger.dedupe` (first occurrence kept) and the lake's order
-   (usage_date, created_at, request_id, log_type) on a table.
+3. `number_repeats` and `dedupe_sorted` are `gateway_ledger.number_repeats` and `dedupe` (first
+   occurrence kept) on a table, the latter in the lake's order (usage_date, created_at, request_id,
+   log_type).
 
 So the fast path may decline anything, but never accepts differently: for every row it takes, the
 record equals `parse_item`'s. `tests/lib/test_gateway_fast.py` holds it to that on the simulator's
@@ -32,6 +34,7 @@ half to even.
 from __future__ import annotations
 
 import gc
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -47,6 +50,10 @@ from pipelines.lib.gateway_ledger import (
     CORRECTION_CONTENT,
     CORRECTION_OTHER_KEYS,
     CSV_COLUMNS,
+    SUBSCRIPTION_OTHER_KEYS,
+    SURCHARGE_OTHER_KEYS,
+    TASK_OTHER_KEYS,
+    USAGE_ESTIMATED_CONTENT,
     GATEWAY_SCHEMA,
     LOG_CONSUME,
     LOG_REFUND,
@@ -75,20 +82,27 @@ _UNSIGNED: Final = r"^[0-9]{1,18}$"  # fits int64
 _QUOTA: Final = r"^-?[0-9]{1,17}$"  # |quota| < 10**17 < 5 * 10**17 (MAX_ABS_QUOTA)
 _UNIX_SECONDS: Final = r"^[1-9][0-9]{0,10}$"  # before the year 5000
 _COUNTS: Final = ("id", "prompt_tokens", "completion_tokens", "use_time")
-_TEXTS: Final = ("request_id", "token_name", "model_name", "content", "group", "ip")
+_TEXTS: Final = ("request_id", "token_name", "model_name", "content", "group", "ip", "response_id")
 _OTHER_COUNTS: Final = ("cache_tokens", "cache_creation_tokens")
 _OTHER_INTEGERS: Final = ("frt", "total_ms")
 _LOG_TYPE_NAMES: Final = pa.array([LOG_TYPE_NAMES.get(code, "") for code in range(max(LOG_TYPE_NAMES) + 1)])
 _US_PER_S: Final = 1_000_000
 _CATEGORIES: Final = pa.array(["per_call", "token", None], pa.string())  # _billing_category's codes
+# columns from other keys that send a row to parse_item: NULL on every row the fast path takes
+_ABSENT_HERE: Final = ("task_id", "reason", "pre_consumed_quota", "actual_quota", "billing_source", "billing_mode",
+                       "cache_write_1h_tokens")
 
+# Keys of task billing, subscriptions and surcharges: a row carrying any of them goes to parse_item
+# (they are rare, and their columns come from the reference alone).
+_REFERENCE_KEYS: Final = tuple(dict.fromkeys((*TASK_OTHER_KEYS, *SUBSCRIPTION_OTHER_KEYS, *SURCHARGE_OTHER_KEYS)))
+_MARKERS: Final = tuple(key for key in CORRECTION_OTHER_KEYS if key not in _REFERENCE_KEYS)
 # The typed view of `other`: only the keys parse_item reads. A value of another type fails to decode
 # (the row goes to parse_item); unknown keys are skipped.
 _Other = msgspec.defstruct(
     "_Other",
     [(name, float | None, None) for name in (*RATIOS, *_OTHER_COUNTS, *_OTHER_INTEGERS)]
     + [("request_path", str | None, None)]
-    + [(name, Any, None) for name in ("usage_semantic", *CORRECTION_OTHER_KEYS)],
+    + [(name, Any, None) for name in ("usage_semantic", *_MARKERS, *_REFERENCE_KEYS)],
     gc=False,
 )
 _decode_other = msgspec.json.Decoder(_Other).decode
@@ -290,9 +304,12 @@ class _OtherColumns:
         anthropic, marker = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
         if _any_set(fields["usage_semantic"]):
             anthropic[rows] = np.array([value == "anthropic" for value in fields["usage_semantic"]], dtype=bool)
-        for key in CORRECTION_OTHER_KEYS:
+        for key in _MARKERS:
             if _any_set(fields[key]):
                 marker[rows] |= np.array([value not in _NOT_A_MARKER for value in fields[key]], dtype=bool)
+        for key in _REFERENCE_KEYS:
+            if _any_set(fields[key]):
+                usable[rows] &= np.array([value is None for value in fields[key]], dtype=bool)
         return cls(usable, numbers, _scatter(pa.array(fields["request_path"], pa.string()), rows, n), anthropic,
                    marker)
 
@@ -367,10 +384,16 @@ def _fast_records(text: dict[str, pa.Array], other: _OtherColumns, rows: np.ndar
         "group": _null_if_empty(cell("group")),
         "content": content,
         "is_correction": pa.array((kind == LOG_CONSUME)
-                                  & ((quota < 0) | other.marker[rows] | _says_correction(content))),
+                                  & ((quota < 0) | other.marker[rows] | _content_matches(content, CORRECTION_CONTENT))),
         "other_parse_error": pa.array(np.zeros(len(rows), dtype=bool)),
         "other_json": _null_if_empty(cell("other")),
         "source": pa.nulls(len(rows), pa.string()).fill_null(source),
+        "has_request_id": pa.array(np.ones(len(rows), dtype=bool)),
+        "response_id": _null_if_empty(cell("response_id")),
+        **{name: pa.nulls(len(rows), GATEWAY_SCHEMA.field(name).type) for name in _ABSENT_HERE},
+        "is_subscription": pa.array(np.zeros(len(rows), dtype=bool)),
+        "has_surcharge": pa.array(np.zeros(len(rows), dtype=bool)),
+        "usage_estimated": pa.array(_content_matches(content, USAGE_ESTIMATED_CONTENT)),
     }
     return pa.Table.from_arrays([columns[name] for name in GATEWAY_SCHEMA.names], schema=GATEWAY_SCHEMA)
 
@@ -408,10 +431,10 @@ def _billing_category(price: np.ndarray, ratio: np.ndarray) -> pa.Array:
     return _CATEGORIES.take(pa.array(code, pa.int8()))
 
 
-def _says_correction(content: pa.Array) -> np.ndarray:
-    """CORRECTION_CONTENT (Python's re, Unicode word boundaries) once per distinct content."""
+def _content_matches(content: pa.Array, pattern) -> np.ndarray:
+    """`pattern` (Python's re, e.g. CORRECTION_CONTENT's Unicode word boundaries) once per distinct content."""
     distinct = pc.unique(content)
-    said = pa.array([text is not None and bool(CORRECTION_CONTENT.search(text)) for text in distinct.to_pylist()],
+    said = pa.array([text is not None and bool(pattern.search(text)) for text in distinct.to_pylist()],
                     pa.bool_())
     return said.take(pc.index_in(content, value_set=distinct)).fill_null(False).to_numpy(zero_copy_only=False)
 
@@ -431,6 +454,22 @@ def _reference_records(cells: pa.Table, rows: np.ndarray, zone: ZoneInfo,
 
 
 # --- many records -----------------------------------------------------------------------------------
+
+
+def number_repeats(records: pa.Table) -> pa.Table:
+    """`gateway_ledger.number_repeats` on a table (rows in the order they came)."""
+    without = np.flatnonzero(pc.invert(records["has_request_id"]).to_numpy(zero_copy_only=False)) \
+        if records.num_rows else np.array([], dtype=np.int64)
+    if not without.size:
+        return records
+    ids = records["request_id"].to_pylist()
+    seen: Counter[str] = Counter()
+    for row in without.tolist():
+        seen[ids[row]] += 1
+        if seen[ids[row]] > 1:
+            ids[row] = f"{ids[row]}-{seen[ids[row]]}"
+    position = records.schema.get_field_index("request_id")
+    return records.set_column(position, records.schema.field(position), pa.array(ids, pa.string()))
 
 
 def dedupe_sorted(records: pa.Table) -> tuple[pa.Table, int]:

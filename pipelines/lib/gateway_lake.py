@@ -8,6 +8,11 @@
   `paging`, `export+paging` or `none`; `api_calls`). Written last; a day is "covered by the gateway
   ledger" only when a pull record says so, so an empty day and an unpulled day are told apart.
 - `gateway_rejects/pull_id=<id>/rejects.parquet`: rows that could not be used, with the reason.
+- `gateway_checks/pulled_date=P/<pull_id>.parquet`: how each pulled day was checked for completeness
+  (`GATEWAY_CHECKS`: the day's type-2 quota against `/api/log/self/stat` and `/api/data/self`, the
+  pages' count against `total`): passed, failed or not_checked (the server does not offer it), with
+  the figures. A day whose check fails is not landed at all (`LedgerIncomplete`, one line naming the
+  day): the pull fails and the lake keeps what it had.
 
 A pull is landed a day at a time (`land_window`, `Landing`), so its memory is a few days' (the day
 written, the day parsed, the day downloading), however long the window: day D is pulled
@@ -25,6 +30,7 @@ no pull record claiming them.
 from __future__ import annotations
 
 import os
+import time as time_module
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -40,19 +46,24 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.lib import gateway_fast, lake
-from pipelines.lib.cometapi.gateway import GatewayClient, LogChunk, method_of
+from pipelines.lib import disk, gateway_fast, lake
+from pipelines.lib.cometapi.gateway import GatewayClient, LedgerIncomplete, LogChunk, SpanCheck, method_of
+from pipelines.lib.cometapi.pacing import RateLimit
 from pipelines.lib.gateway_ledger import (
     GATEWAY_SCHEMA,
     LOG_CONSUME,
+    LOG_TYPE_NAMES,
     GatewayRecord,
     GatewayReject,
+    number_repeats,
     parse_export_csv,
     parse_item,
     records_to_table,
 )
 from pipelines.lib.lake import UTC_TS, window_days
 from pipelines.lib.quota_lake import new_id
+from pipelines.lib.redact import redact
+from pipelines.lib.request_logs.reader import is_export_file, walk_inbox
 
 GATEWAY_PULLS = pa.schema(
     [
@@ -66,10 +77,27 @@ GATEWAY_PULLS = pa.schema(
         ("rejects", pa.int64()),
         ("api_method", pa.string()),
         ("api_calls", pa.int64()),
+        ("rows_without_request_id", pa.int64()),
+        ("unknown_type_rows", pa.int64()),
+        ("subscription_rows", pa.int64()),
+    ]
+)
+GATEWAY_CHECKS = pa.schema(
+    [
+        ("pull_id", pa.string()),
+        ("pulled_at", UTC_TS),
+        ("usage_date", pa.date32()),
+        ("check_name", pa.string()),  # log_stat | data_self | total
+        ("status", pa.string()),  # passed | failed | not_checked
+        ("ledger_units", pa.int64()),  # the pulled rows' type-2 quota (rows, for total)
+        ("server_units", pa.int64()),  # what the gateway says
+        ("detail", pa.string()),
+        ("api_method", pa.string()),  # export | paging
     ]
 )
 REJECTS = lake.REJECTS
-SCHEMAS = {"gateway_logs": GATEWAY_SCHEMA, "gateway_pulls": GATEWAY_PULLS, "gateway_rejects": REJECTS}
+SCHEMAS = {"gateway_logs": GATEWAY_SCHEMA, "gateway_pulls": GATEWAY_PULLS, "gateway_rejects": REJECTS,
+           "gateway_checks": GATEWAY_CHECKS}
 
 
 @dataclass
@@ -91,6 +119,11 @@ class GatewayWindow:
     paged: int = 0  # spans paged
     api_calls: int = 0
     fallbacks: list[str] = field(default_factory=list)  # why the API was paged instead of exported
+    checks: list[tuple[date, str, SpanCheck]] = field(default_factory=list)  # (day, method, check)
+    rows_without_request_id: int = 0
+    unknown_type_codes: Counter = field(default_factory=Counter)  # code -> rows
+    subscription_rows: int = 0
+    subscription_usd: Decimal = Decimal(0)
 
     @property
     def api_method(self) -> str:
@@ -111,16 +144,25 @@ def day_bounds(first: date, last: date, tz: ZoneInfo) -> tuple[int, int]:
 
 def land_window(lake_root: Path, first: date, last: date, tz: ZoneInfo, *, client: GatewayClient | None = None,
                 export_files: Iterable[Path] = (), now: Callable[[], datetime],
-                warn: Callable[[str], object] = lambda line: None) -> tuple[str, GatewayWindow]:
+                warn: Callable[[str], object] = lambda line: None,
+                progress: Callable[[str], object] = lambda line: None) -> tuple[str, GatewayWindow]:
     """Pull [first, last] from `client` (None: the inbox exports only) and land it a day at a time.
 
-    Returns (pull id, figures). `warn` gets each line saying why a day was paged; `now` says when
-    the pull was, once every day is in.
+    Returns (pull id, figures). `warn` gets each line saying why a day was paged; `progress` a line
+    per day pulled (rows, calls, time left at the client's pace); `now` says when the pull was, once
+    every day is in. A day that fails its completeness checks raises `LedgerIncomplete` naming it.
     """
+    days = window_days(first, last)
+    started = time_module.monotonic()
 
     def pull(day: date) -> LogChunk | None:
         start_ts, end_ts = day_bounds(day, day, tz)
-        return client.pull_span(start_ts, end_ts) if client is not None and start_ts <= end_ts else None
+        if client is None or start_ts > end_ts:
+            return None
+        try:
+            return client.pull_span(start_ts, end_ts)
+        except LedgerIncomplete as exc:
+            raise LedgerIncomplete(f"gateway ledger of {day} not landed, the lake keeps what it had: {exc}") from None
 
     with Landing(lake_root, first, last, tz, export_files) as landing:
 
@@ -128,7 +170,12 @@ def land_window(lake_root: Path, first: date, last: date, tz: ZoneInfo, *, clien
             day, chunk = pulled
             if chunk is not None and chunk.fallback:
                 warn(chunk.fallback)
-            return landing.day_records(day, chunk)
+            rows = landing.day_records(day, chunk)
+            if chunk is not None:
+                done = days.index(day) + 1
+                progress(progress_line(day, done, len(days), chunk, landing.window.api_calls,
+                                       time_module.monotonic() - started, client))
+            return rows
 
         def write(pulled: tuple[date, LogChunk | None], day_records: pa.Table) -> None:
             landing.stage(pulled[0], landing.deduplicated(day_records))
@@ -136,6 +183,44 @@ def land_window(lake_root: Path, first: date, last: date, tz: ZoneInfo, *, clien
         # day D is deduplicated, sorted, encoded and synced in a writer thread while day D+1 is parsed
         lake.made_then_written(_pulled_ahead(window_days(first, last), pull), records, write)
         return landing.commit(now()), landing.window
+
+
+def progress_line(day: date, done: int, days: int, chunk: LogChunk, calls: int, elapsed_s: float,
+                  client: GatewayClient | None) -> str:
+    """One line per day pulled: where the pull is, and how long the rest takes at the client's pace."""
+    line = (f"gateway ledger {done}/{days} ({day}): {chunk.items} rows in {chunk.calls} calls "
+            f"({chunk.method}), {calls} calls so far in {elapsed_s:.0f} s")
+    if done < days and client is not None:
+        per_day = calls / done
+        left = client.rate_limit.seconds_for(round(per_day * (days - done)))
+        line += f"; the other {days - done} days take about {duration(left)} more at " \
+                f"{client.rate_limit.requests} calls per {client.rate_limit.window_s:g} s"
+    return line
+
+
+def calls_per_day(rows: int) -> int:
+    """Calls to pull one day by paging: full pages, the empty page that ends them, stat, data."""
+    return rows // 100 + 1 + 2
+
+
+def backfill_estimate(days: int, limit: RateLimit, rows_per_day: tuple[int, ...] = (1_000, 10_000, 100_000)) -> str:
+    """What a backfill of `days` days costs in calls and time at `limit`, said before it starts."""
+    sizes = ", ".join(f"{duration(limit.seconds_for(days * calls_per_day(rows)))} at {rows:,} rows a day"
+                      for rows in rows_per_day)
+    return (f"gateway ledger: {days} day(s) at most {limit.requests} calls per {limit.window_s:g} s, paged "
+            f"({calls_per_day(0)} calls a day and one more per 100 rows): {sizes}; "
+            "a gateway whose CSV export checks out needs 3 calls a day")
+
+
+def duration(seconds: float) -> str:
+    """A person's reading of a duration: '40 s', '12 min', '3.5 h', '2.1 days'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 96 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
 
 
 def _pulled_ahead(days: list[date], pull: Callable[[date], LogChunk | None]) -> Iterator[tuple[date, LogChunk | None]]:
@@ -172,7 +257,7 @@ def chunk_records(chunk: LogChunk, tz: ZoneInfo) -> tuple[pa.Table, list[Gateway
             outcome = parse_item(item, tz=tz, source="api")
             (rejects if isinstance(outcome, GatewayReject) else records).append(outcome)
     parts.append(records_to_table(records))
-    return pa.concat_tables(parts), rejects, lists
+    return gateway_fast.number_repeats(pa.concat_tables(parts)), rejects, lists
 
 
 class Landing:
@@ -205,11 +290,14 @@ class Landing:
         # (export_files): "gateway/<name>". The absolute path was stored before, so the same bad row
         # read from two data homes (or a moved one) was two different rejects.
         name = f"{path.parent.name}/{path.name}"
-        for outcome in parse_export_csv(path, tz=self.tz):
+        outcomes = parse_export_csv(path, tz=self.tz)
+        for outcome in outcomes:
             if isinstance(outcome, GatewayReject):
                 self._inbox_rejects.append(("gateway_csv", name, outcome))
-            elif self.window.first <= outcome.usage_date <= self.window.last:
-                self._inbox.setdefault(outcome.usage_date, []).append(outcome)
+        records = number_repeats(o for o in outcomes if not isinstance(o, GatewayReject))
+        for record in records:
+            if self.window.first <= record.usage_date <= self.window.last:
+                self._inbox.setdefault(record.usage_date, []).append(record)
 
     def add_day(self, day: date, chunk: LogChunk | None) -> int:
         """`day_records`, `deduplicated`, then `stage` them; returns the day's row count."""
@@ -218,6 +306,11 @@ class Landing:
         return rows.num_rows
 
     def day_records(self, day: date, chunk: LogChunk | None) -> pa.Table:
+        if chunk is not None:
+            self.window.checks += [(day, chunk.method, check) for check in chunk.checks]
+        return self._day_records(day, chunk)
+
+    def _day_records(self, day: date, chunk: LogChunk | None) -> pa.Table:
         """Day D's API records (None: not pulled) and inbox export records, as they came.
 
         API rows of another day (a gateway ignoring the span) are left out: each day's rows come
@@ -263,6 +356,13 @@ class Landing:
         counts = pc.value_counts(rows["log_type_name"])
         window.rows_by_type.update(dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(),
                                             strict=True)))
+        window.rows_without_request_id += pc.sum(pc.invert(rows["has_request_id"])).as_py()
+        unknown = pc.filter(rows["log_type"], pc.invert(pc.is_in(rows["log_type"],
+                                                                  value_set=pa.array(list(LOG_TYPE_NAMES), pa.int8()))))
+        window.unknown_type_codes.update(unknown.to_pylist())
+        subscription = pc.filter(rows["billed_usd"], rows["is_subscription"])
+        window.subscription_rows += len(subscription)
+        window.subscription_usd += pc.sum(subscription).as_py() or Decimal(0)
 
     def stage(self, day: date, rows: pa.Table) -> None:
         """Write day D's file beside its ledger, hidden (`.*.tmp`), complete and on disk; `commit` renames it."""
@@ -270,9 +370,10 @@ class Landing:
         final.parent.mkdir(parents=True, exist_ok=True)
         temporary = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
         self._staged.append((temporary, final))
-        pq.write_table(rows, temporary, compression="zstd")
-        with open(temporary, "rb") as fh:
-            os.fsync(fh.fileno())
+        with disk.writing(final):
+            pq.write_table(rows, temporary, compression="zstd")
+            with open(temporary, "rb") as fh:
+                os.fsync(fh.fileno())
 
     def commit(self, pulled_at: datetime) -> str:
         """Put the day files in place, then write the rejects and, last, the pull record; returns the pull id."""
@@ -286,11 +387,19 @@ class Landing:
         pull_id = new_id(pulled_at)
         if window.rejects:
             rows = [
-                {"source": source, "file": file, "line": r.line, "reason": r.reason, "detail": r.detail, "raw": r.raw}
+                {"source": source, "file": file, "line": r.line, "reason": r.reason, "detail": redact(r.detail),
+                 "raw": redact(r.raw)}
                 for source, file, r in window.rejects
             ]
             lake.write_partition_file(self.lake_root, "gateway_rejects", "pull_id", pull_id, "rejects",
                                       pa.Table.from_pylist(rows, schema=REJECTS))
+        if window.checks:
+            checks = [{"pull_id": pull_id, "pulled_at": pulled_at, "usage_date": day, "check_name": check.name,
+                       "status": check.status, "ledger_units": check.ledger_units, "server_units": check.server_units,
+                       "detail": check.detail or None, "api_method": method}
+                      for day, method, check in window.checks]
+            lake.write_partition_file(self.lake_root, "gateway_checks", "pulled_date", pulled_at.date(), pull_id,
+                                      pa.Table.from_pylist(checks, schema=GATEWAY_CHECKS))
         record = {
             "pull_id": pull_id,
             "pulled_at": pulled_at,
@@ -302,6 +411,9 @@ class Landing:
             "rejects": len(window.rejects),
             "api_method": window.api_method,
             "api_calls": window.api_calls,
+            "rows_without_request_id": window.rows_without_request_id,
+            "unknown_type_rows": sum(window.unknown_type_codes.values()),
+            "subscription_rows": window.subscription_rows,
         }
         lake.write_partition_file(self.lake_root, "gateway_pulls", "pulled_date", record["pulled_date"], pull_id,
                                   pa.Table.from_pylist([record], schema=GATEWAY_PULLS))
@@ -323,13 +435,32 @@ def summary(window: GatewayWindow) -> dict:
         "api_method": window.api_method,
         "api_calls": window.api_calls,
         "fallbacks": list(window.fallbacks),
+        "rows_without_request_id": window.rows_without_request_id,
+        "unknown_type_codes": {str(code): n for code, n in sorted(window.unknown_type_codes.items())},
+        "subscription_rows": window.subscription_rows,
+        "subscription_usd": window.subscription_usd,
+        "checks": check_summary(window.checks),
     }
 
 
+def check_summary(checks: list[tuple[date, str, SpanCheck]]) -> dict[str, dict[str, int]]:
+    """check name -> status -> days: e.g. {"log_stat": {"passed": 30}, "data_self": {"not_checked": 30}}."""
+    out: dict[str, Counter] = {}
+    for _, _, check in checks:
+        out.setdefault(check.name, Counter())[check.status] += 1
+    return {name: dict(sorted(counts.items())) for name, counts in sorted(out.items())}
+
+
+def check_rows(checks: list[tuple[date, str, SpanCheck]], limit: int = 62) -> list[tuple]:
+    """(day, check, status, ledger units, server units, detail) for a metadata table, days in order."""
+    return [(str(day), check.name, check.status, check.ledger_units, check.server_units, check.detail)
+            for day, _, check in checks[:limit]]
+
+
 def export_files(inbox: Path) -> list[Path]:
-    """The console's CSV exports dropped into `<inbox>/gateway/`."""
-    folder = inbox / "gateway"
-    return sorted(p for p in folder.glob("*.csv") if not p.name.startswith(".")) if folder.is_dir() else []
+    """The console's CSV exports dropped into `<inbox>/gateway/` (listed by `reader.walk_inbox`: a link
+    out of the inbox or a non-UTF-8 name is skipped, and reported by the inbox step)."""
+    return [p for p in walk_inbox(inbox).files if is_export_file(p.relative_to(inbox).as_posix())]
 
 
 def reject_params(lake_root: Path) -> dict:

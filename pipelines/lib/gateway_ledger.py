@@ -9,23 +9,29 @@ Money (`billed_usd`, USD, exact, 6 decimals; 500 000 quota units = 1 USD, so a u
   correction's quota is a signed delta.
 - refund rows (type 6) carry a *positive* quota that gives money back: `billed_usd = -quota / 500000`.
   A refund with a negative quota has an ambiguous sign and is rejected `bad_quota`, never guessed.
-- every other type (top-up 1, manage 3, system 4, error 5) bills nothing: `billed_usd = 0`, with
-  `quota_units` kept as given (a top-up's quota is credit, not spend).
+- every other type (top-up 1, manage 3, system 4, error 5, login 7, and any code this module does
+  not know: upstream added 7, derivatives renumber error and refund) bills nothing: `billed_usd = 0`,
+  with `quota_units` kept as given (a top-up's quota is credit, not spend). An unknown code is kept
+  (`log_type_name` "unknown") and counted by the pull; it never stops a pull nor counts as spend.
 - `quota` must be a JSON integer (not a float, a bool or a string) with |quota| < 5e17 (what
   DECIMAL(18,6) holds). It is required on consume and refund rows (`missing_quota`); on the other
   types an absent or null quota is 0.
 
 Identity:
-- `request_id` is the dedup key (`id` is not: new-api rewrites it to `id % 1024`). It is required
-  on traffic rows (consume, error, refund). Account events (top-up, manage, system) are logged by
-  new-api without one, so they get a deterministic synthetic id, `<type name>-<created_at>-<hash>`.
+- `request_id` is the row's identity when the gateway logged one (`has_request_id`); `id` is not an
+  identity (upstream rewrites it to `id % 1024`, since 2026-02 to the row's place on the page).
+  Upstream logs no request id before 2026-02, nor on account events and task refunds and corrections
+  (model/log.go, service/task_billing.go). Such a row is kept, and `request_id` holds its own identity
+  (`row_identity`: `<type name>-<created_at>-<digest of its values>`); `number_repeats` numbers rows
+  that look exactly alike, each a charge of its own. `response_id` (the provider's id, the `id` a
+  client received) is kept to match such rows to client logs.
 - `created_at` is unix seconds (a JSON integer); `usage_date` is its calendar day in `tz`.
 - consume and refund rows need a key (`token_name`), else `missing_key_name`: spend that cannot be
   attributed to a key cannot be reconciled against the query service's per-key figures.
-- `type` must be 1..6 (`unknown_log_type`). The other top-level fields are typed columns in
-  new-api's database; a wrong type there (a string token count, a negative `use_time`, a count
-  beyond 64 bits, text that is not valid Unicode: a lone surrogate from a `\\ud800` escape) means the
-  row is malformed as a whole and is rejected `bad_field_type`.
+- `type` must be a whole number 0..127 (else `bad_field_type` / `unknown_log_type`). The other
+  top-level fields are typed columns in new-api's database; a wrong type there (a string token
+  count, a negative `use_time`, a count beyond 64 bits, text that is not valid Unicode: a lone
+  surrogate from a `\\ud800` escape) means the row is malformed as a whole and is rejected `bad_field_type`.
 
 `other` (a JSON string with the ratios actually applied) is audit data only: when it is not a JSON
 object (or not valid Unicode text), or one of its values has the wrong type (or is a whole number
@@ -34,18 +40,29 @@ and `other_parse_error` is True. (An already-decoded object is accepted too.)
 
 `billing_category`: `per_call` when `other.model_price >= 0` (a fixed price per call, also 0 for a
 free one); `token` when `model_price == -1`, or when `model_price` is absent and `model_ratio > 0`;
-otherwise NULL (unknown; e.g. error rows, which carry no ratios). This is `CONTRACT.md`'s
-"`model_price` = -1 means token-priced, otherwise per-call" plus the absent-price case.
+otherwise NULL (unknown; e.g. error rows, which carry no ratios). This is new-api's own record
+(`model_price` = -1 means token-priced, otherwise per-call) plus the absent-price case; it fills
+`requests.billing_category` for an unpriced request (docs/data-dictionary.md).
 
 `usage_semantic`: `anthropic` when `other.usage_semantic == "anthropic"` (then `prompt_tokens` is
 Anthropic's `input_tokens`, cache excluded; the cache is in `cache_tokens` and
 `cache_creation_tokens`), else `openai`. Tokens are stored as the gateway logged them.
 
 `is_correction` (a late billing correction of an async task, a row of its own): a consume row whose
-quota is negative, OR whose `other` carries a truthy marker key (`CORRECTION_OTHER_KEYS`, e.g. the
-`correction_of` task id), OR whose `content` says so (`CORRECTION_CONTENT`: "correction",
-"adjustment", 补差, 调整). A positive correction therefore needs a marker to be told apart from a
-normal call; refunds are type 6 and never corrections.
+quota is negative (the legacy form, model/log.go RecordReConsumeLog), OR whose `other` carries a
+truthy marker key (`CORRECTION_OTHER_KEYS`: upstream's `pre_consumed_quota`, the legacy
+`pre_consumed` / `quota_delta`, or a `correction_of` task id), OR whose `content` says so
+(`CORRECTION_CONTENT`: "correction", "adjustment", 补差, 调整). A positive correction therefore needs a
+marker to be told apart from a normal call; refunds are type 6 and never corrections (since 2026-02 a
+task whose final price is lower gets a type-6 row, service/task_billing.go).
+
+Kept from `other` as columns: `task_id`, `reason`, `pre_consumed_quota`, `actual_quota` (a refund or
+correction tied to its task); `billing_source` and `is_subscription` (paid by a subscription:
+`billing_source` "subscription" or `wallet_quota_deducted: 0`: spend that did not come out of the
+balance); `billing_mode` (tiered billing), `has_surcharge` (tool surcharges: web search, file search,
+image generation) and `cache_write_1h_tokens` (1-hour cache writes), so that a variance they cause
+is explained. `usage_estimated`: `content` says the provider returned no usage and the gateway
+billed its own estimate of the prompt (`USAGE_ESTIMATED_CONTENT`).
 
 The console's CSV export (a file in the inbox, `parse_export_csv`, or fetched from
 `/api/log/self/export`, `export_items`) has the item fields as columns and goes through `parse_item`
@@ -63,6 +80,7 @@ import io
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, date, datetime
@@ -81,7 +99,7 @@ USD_QUANTUM: Final = Decimal("0.000001")
 MAX_ABS_QUOTA: Final = 5 * 10**17  # exclusive: quota / 500 000 must fit DECIMAL(18,6)
 MAX_INT64: Final = 2**63 - 1  # counts are BIGINT columns
 
-LOG_TOPUP, LOG_CONSUME, LOG_MANAGE, LOG_SYSTEM, LOG_ERROR, LOG_REFUND = 1, 2, 3, 4, 5, 6
+LOG_TOPUP, LOG_CONSUME, LOG_MANAGE, LOG_SYSTEM, LOG_ERROR, LOG_REFUND, LOG_LOGIN = 1, 2, 3, 4, 5, 6, 7
 LOG_TYPE_NAMES: Final = {
     LOG_TOPUP: "topup",
     LOG_CONSUME: "consume",
@@ -89,15 +107,19 @@ LOG_TYPE_NAMES: Final = {
     LOG_SYSTEM: "system",
     LOG_ERROR: "error",
     LOG_REFUND: "refund",
+    LOG_LOGIN: "login",  # upstream model/log.go LogTypeLogin
 }
+UNKNOWN_TYPE_NAME: Final = "unknown"
+MAX_LOG_TYPE: Final = 127  # log_type is a TINYINT column: a larger code is malformed, not merely unknown
 MONEY_TYPES: Final = frozenset({LOG_CONSUME, LOG_REFUND})
-TRAFFIC_TYPES: Final = frozenset({LOG_CONSUME, LOG_ERROR, LOG_REFUND})
+# What upstream writes into `content` when it billed its own estimate of the prompt because the
+# provider returned no usage (service/text_quota.go PostTextConsumeQuota: an interrupted stream).
+USAGE_ESTIMATED_CONTENT: Final = re.compile("上游无计费信息|上游没有返回计费信息")
 SOURCES: Final = ("api", "csv_export")
 BILLING_CATEGORIES: Final = ("token", "per_call")
 
 GATEWAY_REJECT_REASONS: Final = (
     "not_an_object",
-    "missing_request_id",
     "missing_created_at",
     "bad_created_at",
     "unknown_log_type",
@@ -107,7 +129,17 @@ GATEWAY_REJECT_REASONS: Final = (
     "bad_field_type",
 )
 
-CORRECTION_OTHER_KEYS: Final = ("correction_of", "is_correction", "correction", "adjustment_of", "is_adjustment")
+# `pre_consumed_quota`: service/task_billing.go RecalculateTaskQuota (since 2026-02); `pre_consumed` and
+# `quota_delta`: model/log.go RecordReConsumeLog (before)
+CORRECTION_OTHER_KEYS: Final = ("correction_of", "is_correction", "correction", "adjustment_of", "is_adjustment",
+                                "pre_consumed_quota", "pre_consumed", "quota_delta")
+# `other` keys of task billing, subscriptions and surcharges (service/task_billing.go, service/text_quota.go):
+# kept as columns so a correction is tied to its task and a variance they cause is explained.
+TASK_OTHER_KEYS: Final = ("task_id", "reason", "pre_consumed_quota", "pre_consumed", "actual_quota")
+SUBSCRIPTION_OTHER_KEYS: Final = ("billing_source", "wallet_quota_deducted")
+SURCHARGE_OTHER_KEYS: Final = ("billing_mode", "tool_surcharges", "web_search", "web_search_call_count",
+                               "file_search", "file_search_call_count", "image_generation_call",
+                               "cache_creation_tokens_1h")
 CORRECTION_CONTENT: Final = re.compile(r"(?i)\bcorrection\b|\badjustment\b|补差|调整")
 
 RATIOS: Final = (
@@ -153,6 +185,18 @@ class GatewayRecord:
     other_parse_error: bool
     other_json: str | None  # the raw `other`, for audit
     source: str  # 'api' | 'csv_export'
+    has_request_id: bool  # False: the gateway logged none; request_id is the row's own identity (`row_identity`)
+    response_id: str | None  # the provider's response id (the `id` a client received), when the row has one
+    task_id: str | None  # other.task_id: ties a task's refund or correction to the task
+    reason: str | None  # other.reason
+    pre_consumed_quota: int | None  # other.pre_consumed_quota (or the legacy pre_consumed)
+    actual_quota: int | None  # other.actual_quota
+    billing_source: str | None  # other.billing_source
+    is_subscription: bool  # paid by a subscription, not the wallet (billing_source, wallet_quota_deducted: 0)
+    billing_mode: str | None  # other.billing_mode (tiered_expr: tiered billing)
+    has_surcharge: bool  # a tool surcharge (web search, file search, image generation) was billed
+    cache_write_1h_tokens: int | None  # other.cache_creation_tokens_1h (1-hour cache writes, dearer)
+    usage_estimated: bool  # the gateway billed its own estimate: the provider returned no usage
 
     @property
     def is_request(self) -> bool:
@@ -216,6 +260,18 @@ GATEWAY_SCHEMA: Final = pa.schema(
         pa.field("other_parse_error", pa.bool_(), nullable=False),
         pa.field("other_json", pa.string()),
         pa.field("source", pa.string(), nullable=False),
+        pa.field("has_request_id", pa.bool_(), nullable=False),
+        pa.field("response_id", pa.string()),
+        pa.field("task_id", pa.string()),
+        pa.field("reason", pa.string()),
+        pa.field("pre_consumed_quota", pa.int64()),
+        pa.field("actual_quota", pa.int64()),
+        pa.field("billing_source", pa.string()),
+        pa.field("is_subscription", pa.bool_(), nullable=False),
+        pa.field("billing_mode", pa.string()),
+        pa.field("has_surcharge", pa.bool_(), nullable=False),
+        pa.field("cache_write_1h_tokens", pa.int64()),
+        pa.field("usage_estimated", pa.bool_(), nullable=False),
     ]
 )
 assert tuple(GATEWAY_SCHEMA.names) == _FIELD_NAMES, "GATEWAY_SCHEMA must follow GatewayRecord"
@@ -268,13 +324,18 @@ def _parse(item: Mapping[str, Any], zone: ZoneInfo, source: str) -> GatewayRecor
     other, other_json, other_error = _other(item.get("other"))
     audit = _OtherReader(other, other_error)
     ratios = {name: audit.number(name) for name in RATIOS}
-    return GatewayRecord(
-        request_id=_request_id(item, log_type, created_at),
+    request_id = _request_id(item)
+    response_id = _text(item, "response_id")
+    billing_source = audit.text("billing_source")
+    wallet = other.get("wallet_quota_deducted")
+    pre_consumed = audit.count("pre_consumed_quota")
+    record = GatewayRecord(
+        request_id=request_id or "",
         log_id=_count(item, "id"),
         created_at=datetime.fromtimestamp(created_at, UTC),
         usage_date=datetime.fromtimestamp(created_at, zone).date(),
         log_type=log_type,
-        log_type_name=LOG_TYPE_NAMES[log_type],
+        log_type_name=LOG_TYPE_NAMES.get(log_type, UNKNOWN_TYPE_NAME),
         key_name=key_name,
         model=_text(item, "model_name"),
         quota_units=quota,
@@ -298,7 +359,49 @@ def _parse(item: Mapping[str, Any], zone: ZoneInfo, source: str) -> GatewayRecor
         other_parse_error=audit.error,
         other_json=other_json,
         source=source,
+        has_request_id=request_id is not None,
+        response_id=response_id.strip() if response_id else None,
+        task_id=audit.identifier("task_id"),
+        reason=audit.text("reason"),
+        pre_consumed_quota=pre_consumed if pre_consumed is not None else audit.count("pre_consumed"),
+        actual_quota=audit.count("actual_quota"),
+        billing_source=billing_source,
+        is_subscription=billing_source == "subscription" or (wallet is not None and not isinstance(wallet, str)
+                                                             and wallet in (0, False)),
+        billing_mode=audit.text("billing_mode"),
+        has_surcharge=any(other.get(key) not in (None, False, "", 0, [], {}) for key in SURCHARGE_OTHER_KEYS[1:-1]),
+        cache_write_1h_tokens=audit.count("cache_creation_tokens_1h"),
+        usage_estimated=bool(content and USAGE_ESTIMATED_CONTENT.search(content)),
     )
+    if request_id is None:
+        record = replace(record, request_id=row_identity(record))
+    return record
+
+
+def row_identity(record: GatewayRecord) -> str:
+    """The identity of a row the gateway logged without `request_id`: `<type>-<created_at>-<digest>`.
+
+    The digest covers every value of the row but its `id` (a row number that identifies nothing) and
+    where it was read from, so the same row paged and exported gets the same identity. Identical
+    rows (two fixed-price task calls in the same second look exactly alike) share it: `number_repeats`
+    tells them apart, since each is a charge of its own.
+    """
+    values = [record.created_at.timestamp(), record.log_type, record.key_name, record.model, record.quota_units,
+              record.prompt_tokens, record.completion_tokens, record.use_time_s, record.is_stream, record.group,
+              record.source_ip, record.content, record.response_id, _canonical_other(record.other_json)]
+    digest = hashlib.sha256(json.dumps(values, ensure_ascii=False, default=str).encode()).hexdigest()[:16]
+    return f"{record.log_type_name}-{int(record.created_at.timestamp())}-{digest}"
+
+
+def _canonical_other(other_json: str | None) -> str | None:
+    if other_json is None:
+        return None
+    try:
+        decoded = json.loads(other_json)
+    except ValueError:
+        return other_json
+    return json.dumps(decoded, sort_keys=True, separators=(",", ":"), ensure_ascii=False) \
+        if isinstance(decoded, dict) else other_json
 
 
 def billed_usd(log_type: int, quota_units: int) -> Decimal:
@@ -340,8 +443,8 @@ def _log_type(item: Mapping[str, Any]) -> int:
         raise _Rejected("unknown_log_type", "the item has no type")
     if not _is_int(value):
         raise _Rejected("bad_field_type", f"type is {_show(value)}, not an integer")
-    if value not in LOG_TYPE_NAMES:
-        raise _Rejected("unknown_log_type", f"type {value} is none of {sorted(LOG_TYPE_NAMES)}")
+    if not 0 <= value <= MAX_LOG_TYPE:
+        raise _Rejected("unknown_log_type", f"type {value} is not a log type code (0..{MAX_LOG_TYPE})")
     return value
 
 
@@ -375,18 +478,13 @@ def _quota(item: Mapping[str, Any], log_type: int) -> int:
     return value
 
 
-def _request_id(item: Mapping[str, Any], log_type: int, created_at: int) -> str:
+def _request_id(item: Mapping[str, Any]) -> str | None:
+    """The gateway's request id, or None: upstream logs none before 2026-02, nor on account events and
+    task billing rows, and omits the field when it is empty (model/log.go `request_id,omitempty`)."""
     value = item.get("request_id")
     if value is not None and not _is_text(value):
         raise _Rejected("bad_field_type", f"request_id is {_show(value)}, not a string")
-    if value and value.strip():
-        return value.strip()
-    if log_type in TRAFFIC_TYPES:
-        raise _Rejected("missing_request_id", f"a {LOG_TYPE_NAMES[log_type]} row has no request_id")
-    # Account events carry no request id; hash everything but the unstable `id`.
-    body = {k: v for k, v in item.items() if k not in ("id", "request_id")}
-    digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return f"{LOG_TYPE_NAMES[log_type]}-{created_at}-{digest}"
+    return value.strip() if value and value.strip() else None
 
 
 def _text(item: Mapping[str, Any], name: str) -> str | None:
@@ -474,6 +572,13 @@ class _OtherReader:
         self.error = True
         return None
 
+    def identifier(self, name: str) -> str | None:
+        """A string, or a whole number written as one (task ids come as either)."""
+        value = self.other.get(name)
+        if _is_int(value):
+            return str(value)
+        return self.text(name)
+
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
@@ -506,6 +611,25 @@ def _raw(item: Any) -> str:
 
 
 # --- many items --------------------------------------------------------------------------------
+
+
+def number_repeats(records: Iterable[GatewayRecord]) -> list[GatewayRecord]:
+    """Rows without a request id that look exactly alike, told apart: the 2nd, 3rd... get `-2`, `-3`...
+
+    Call it on what one source gave for one day (a pull's pages or export, one CSV file), in the
+    order it came. Each repeat is a charge of its own and keeps it; the same row from another source
+    (a CSV export of the same day) gets the same numbers, so `dedupe` keeps the larger of the two
+    counts, never their sum. Rows with a request id are returned as they are.
+    """
+    seen: Counter[str] = Counter()
+    out = []
+    for record in records:
+        if not record.has_request_id:
+            seen[record.request_id] += 1
+            if seen[record.request_id] > 1:
+                record = replace(record, request_id=f"{record.request_id}-{seen[record.request_id]}")
+        out.append(record)
+    return out
 
 
 def dedupe(records: Iterable[GatewayRecord]) -> tuple[list[GatewayRecord], list[GatewayRecord]]:
@@ -570,11 +694,12 @@ CSV_COLUMNS: Final = {
     "group": ("group", "分组"),
     "ip": ("ip", "source_ip", "client_ip"),
     "request_id": ("request_id", "requestid", "x_cometapi_request_id", "请求id"),
+    "response_id": ("response_id",),
     "other": ("other",),
 }
 # A USD amount instead of quota units; only under these explicit names.
 CSV_USD_COLUMNS: Final = ("cost", "cost_usd", "quota_usd", "usd", "花费")
-CSV_REQUIRED: Final = ("request_id", "created_at", "type", "token_name")
+CSV_REQUIRED: Final = ("created_at", "type", "token_name")
 _CSV_TYPE_NAMES: Final = {
     **{name: code for code, name in LOG_TYPE_NAMES.items()},
     "充值": 1, "消费": 2, "管理": 3, "系统": 4, "错误": 5, "退款": 6,

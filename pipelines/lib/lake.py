@@ -13,7 +13,6 @@ them.
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +22,8 @@ from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from pipelines.lib import clock, disk
 
 UTC_TS = pa.timestamp("us", tz="UTC")
 
@@ -50,16 +51,17 @@ def partition_dir(lake: Path, dataset: str, column: str, value: object) -> Path:
 
 def write_table_atomic(table: pa.Table, path: Path) -> Path:
     """Write `table` to `path` so that `path` is either absent/old or complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        pq.write_table(table, tmp, compression="zstd")
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with disk.writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            pq.write_table(table, tmp, compression="zstd")
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     fsync_dir(path.parent)
     return path
 
@@ -74,8 +76,16 @@ def write_batches_atomic(batches: Iterable[pa.RecordBatch], schema: pa.Schema, p
 
     `dictionary_columns`: the only columns to dictionary-encode (default: all); naming the columns
     with few distinct values saves the encoder trying it on ids."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with disk.writing(path):
+        _write_batches(batches, schema, path, tmp, dictionary_columns)
+    fsync_dir(path.parent)
+    return path
+
+
+def _write_batches(batches: Iterable[pa.RecordBatch], schema: pa.Schema, path: Path, tmp: Path,
+                   dictionary_columns: list[str] | None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         dictionary = True if dictionary_columns is None else dictionary_columns
         with pq.ParquetWriter(tmp, schema, compression="zstd", use_dictionary=dictionary) as writer:
@@ -93,8 +103,6 @@ def write_batches_atomic(batches: Iterable[pa.RecordBatch], schema: pa.Schema, p
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
-    return path
 
 
 STALE_TEMPORARY_S = 24 * 3600  # a writer's hidden temporary file older than this was left by a killed process
@@ -105,7 +113,7 @@ def remove_stale_temporaries(lake: Path, datasets: Iterable[str], kept_s: float 
     """Remove the hidden temporary files (`<partition>/.*.tmp`) that a writer killed mid-way (SIGKILL,
     power loss) left in `datasets`, once older than `kept_s`; returns them. Readers never list hidden
     files, so they only take space; a writer still at work has a younger one."""
-    cutoff = (time.time() if now is None else now) - kept_s
+    cutoff = (clock.filesystem_now(lake) if now is None else now) - kept_s
     removed = []
     for dataset in datasets:
         for path in (lake / dataset).glob("*/.*.tmp"):

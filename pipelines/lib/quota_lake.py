@@ -7,7 +7,8 @@ Four datasets, each written only by this module:
   visible restatement, not a silent overwrite.
 - `quota_pulls/pulled_date=D/<pull_id>.parquet`: one row per pull: which days it covered. It is
   written last and is the commit marker: day files whose pull has no record are ignored, and a
-  covered day without rows means "no usage that day" (the service omits such days).
+  covered day without rows means "no usage that day" (the service omits such days from a present
+  `daily_quota`; an answer without the field is refused before it gets here).
 - `balance_snapshots/fetched_date=D/<snapshot_id>.parquet` and `key_snapshots/...`: the account
   and per-key figures at the moment of one call. They describe only that moment; nothing here
   back-dates them.
@@ -102,8 +103,10 @@ def new_id(moment: datetime) -> str:
 
 def land_daily_pull(lake_root: Path, pull: DailyPull) -> LandedPull:
     """Write one pull: a file per day that had usage, then the pull record."""
+    if pull.response.daily is None:  # QueryClient.fetch_daily refuses such an answer; never land one
+        raise ValueError(f"the pull of {pull.kept_start}..{pull.kept_end} has no daily_quota: nothing was landed")
     pull_id = new_id(pull.pulled_at)
-    entries = pull.response.daily or []
+    entries = pull.response.daily
     by_day: dict = {}
     for entry in entries:
         by_day.setdefault(entry.usage_date, []).append(entry)

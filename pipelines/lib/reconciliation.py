@@ -43,13 +43,17 @@ def window_params(lake_root: Path, start: date, end: date, tolerance_usd: float,
     def listed(dataset: str, schema, column: str | None = None, values=None) -> list[str]:
         return lake.files(lake_root, dataset, column, values) or [lake.empty_file(lake_root, dataset, schema)]
 
+    def with_schema(dataset: str, schema, column: str, values) -> list[str]:
+        return lake.files(lake_root, dataset, column, values) + [lake.empty_file(lake_root, dataset, schema)]
+
     return {
         "start": start,
         "end": end,
         "tolerance_usd": float(tolerance_usd),
         "tolerance_pct": float(tolerance_pct),
-        "request_log_files": listed("request_logs", request_log_lake.REQUEST_LOGS, "usage_date", days),
-        "gateway_log_files": listed("gateway_logs", gateway_lake.GATEWAY_SCHEMA, "usage_date", days),
+        # with the schema-only file always: day files written before a column existed read it as NULL
+        "request_log_files": with_schema("request_logs", request_log_lake.REQUEST_LOGS, "usage_date", days),
+        "gateway_log_files": with_schema("gateway_logs", gateway_lake.GATEWAY_SCHEMA, "usage_date", days),
         "gateway_pull_files": listed("gateway_pulls", gateway_lake.GATEWAY_PULLS),
     }
 
@@ -145,6 +149,8 @@ def window_checks(con: duckdb.DuckDBPyConnection, start: date, end: date) -> Win
             (SELECT count(*) FROM requests WHERE usage_date BETWEEN $start AND $end AND (
                 least(prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens, reasoning_tokens) < 0
                 OR cached_tokens + cache_write_tokens > prompt_tokens OR reasoning_tokens > completion_tokens
+                OR coalesce(cache_write_5m_tokens, 0) + coalesce(cache_write_1h_tokens, 0) > cache_write_tokens
+                OR coalesce(audio_prompt_tokens, 0) + coalesce(image_prompt_tokens, 0) > prompt_tokens
                 OR total_tokens <> prompt_tokens + completion_tokens)),
             (SELECT count(*) FILTER (WHERE pricing_status = 'unpriced') / greatest(count(*), 1)
                FROM requests WHERE usage_date BETWEEN $start AND $end AND seen_in <> 'gateway'),

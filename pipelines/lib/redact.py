@@ -3,6 +3,14 @@
 The query service takes the API key as a URL parameter (`?key=sk-...`), so any URL, exception
 or log line may carry it. `redact()` is applied to every message that leaves `lib/cometapi`,
 and `Redactor` wraps known secret values for everything else.
+
+Every configured secret is known to every redaction, whatever its shape: `remember()` records the
+values this process was configured with (`settings.load_settings`, the Dagster resources and the
+API clients call it), and `redact()` always masks them besides the ones it is given and the
+credential-shaped patterns. So the query client masks the access token, the gateway client the
+API key, and the raw text kept of a rejected line masks both even when they do not look like
+`sk-...`. A value shorter than `MIN_SECRET_LENGTH` is not remembered: masking it would rewrite
+ordinary words (the settings refuse such a credential).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ _BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+")
 _SK = re.compile(r"\bsk-[A-Za-z0-9_-]{6,}")
 
 MASK = "***"
+MIN_SECRET_LENGTH = 8
 
 
 def mask(secret: str) -> str:
@@ -31,12 +40,40 @@ def mask(secret: str) -> str:
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """Remove known secret values and anything shaped like a credential from `text`."""
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+    """Remove the given and the remembered secret values, and anything shaped like a credential, from `text`."""
+    for secret in sorted({s for s in secrets if s} | _REMEMBERED.values(), key=len, reverse=True):
         text = text.replace(secret, MASK)
     text = _PARAM.sub(lambda m: f"{m.group(1)}={MASK}", text)
     text = _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text)
     return _SK.sub(MASK, text)
+
+
+class _Remembered:
+    def __init__(self) -> None:
+        self._values: frozenset[str] = frozenset()
+        self._lock = threading.Lock()
+
+    def add(self, secrets: Iterable[str]) -> None:
+        new = {s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH}
+        if new - self._values:
+            with self._lock:
+                self._values = self._values | new
+
+    def values(self) -> frozenset[str]:
+        return self._values
+
+
+_REMEMBERED = _Remembered()
+
+
+def remember(*secrets: str | None) -> None:
+    """Mask these values in every later `redact()` of this process (configured credentials)."""
+    _REMEMBERED.add(s for s in secrets if s)
+
+
+def remembered() -> tuple[str, ...]:
+    """The remembered secrets, for a worker process to `remember()` them too."""
+    return tuple(sorted(_REMEMBERED.values()))
 
 
 class Redactor:

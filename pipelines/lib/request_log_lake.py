@@ -9,7 +9,9 @@
      counts as staged only once its manifest exists.
    A file already staged (same path, same bytes) is skipped; a changed file is a new version and
    replaces the old one; a file deleted from the inbox after staging keeps counting (inboxes are
-   rotated, history is not).
+   rotated, history is not). What the inbox holds but is not read (a symbolic link out of the
+   inbox, a name that is not UTF-8: `reader.walk_inbox`) is listed, as of the latest run, in
+   `inbox_skipped/listing=current/skipped.parquet` (rejects rows with source `inbox_file`).
 
 2. Assembly, per reporting day. `request_logs/usage_date=D/requests.parquet` holds one row per
    request_id whose winning copy falls on day D, from the current version of every file (rule in
@@ -35,8 +37,16 @@ import pyarrow.parquet as pq
 
 from pipelines.lib import lake
 from pipelines.lib.lake import UTC_TS, window_days
+from pipelines.lib.redact import remember, remembered
 from pipelines.lib.request_logs.normalize import RECORD_SCHEMA
-from pipelines.lib.request_logs.reader import file_fingerprint, inbox_files, raw_text, read_file_batches
+from pipelines.lib.request_logs.reader import (
+    SkippedFile,
+    file_fingerprint,
+    inbox_files,
+    raw_text,
+    read_file_batches,
+    walk_inbox,
+)
 from pipelines.lib.warehouse import run_model
 
 MAX_WORKERS = 2  # processes staging files at once (each holds at most one batch of records)
@@ -66,8 +76,9 @@ MANIFEST = pa.schema(
     ]
 )
 REQUEST_LOGS = RECORD_SCHEMA.append(pa.field("file", pa.string())).append(pa.field("line_no", pa.int64()))
+SKIPPED = lake.REJECTS.append(pa.field("listing", pa.string()))
 SCHEMAS = {"inbox_records": STAGED_RECORDS, "inbox_rejects": STAGED_REJECTS, "inbox_manifest": MANIFEST,
-           "request_logs": REQUEST_LOGS}
+           "request_logs": REQUEST_LOGS, "inbox_skipped": SKIPPED}
 
 
 @dataclass(frozen=True)
@@ -117,6 +128,19 @@ def _stat_key(stat: os.stat_result) -> tuple[int, int, int, int]:
     # ctime moves on every write and cannot be set back (touch -d sets mtime only), so a file
     # rewritten to the same size with its mtime restored still counts as changed
     return stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino
+
+
+def record_skipped(lake_root: Path, inbox: Path) -> list[SkippedFile]:
+    """List what the inbox holds but is not read (`reader.walk_inbox`), replacing the previous list
+    (a link removed since is no longer listed); returns it."""
+    skipped = walk_inbox(inbox).skipped
+    rows = [{"source": "inbox_file", "file": s.file, "line": None, "reason": s.reason, "detail": s.detail,
+             "raw": None, "listing": "current"} for s in skipped]
+    path = lake.partition_dir(lake_root, "inbox_skipped", "listing", "current") / "skipped.parquet"
+    table = pa.Table.from_pylist(rows, schema=SKIPPED)
+    if not path.exists() or not pq.read_table(path, schema=SKIPPED).equals(table):
+        lake.write_table_atomic(table, path)
+    return skipped
 
 
 def pending_files(lake_root: Path, inbox: Path) -> list[InboxFile]:
@@ -219,7 +243,9 @@ def stage_files(lake_root: Path, inbox: Path, items: list[InboxFile], tz: ZoneIn
             yield stage_file(lake_root, inbox, item, tz, now)
         return
     context = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads (Dagster's)
-    with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=context) as pool:
+    # a spawned worker starts knowing no secret: it is told the configured ones, to mask them in raw text
+    with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=context,
+                             initializer=remember, initargs=remembered()) as pool:
         # Largest files first, so that one big file does not start last and run alone.
         ordered = sorted(items, key=lambda item: item.path.stat().st_size, reverse=True)
         futures = [pool.submit(stage_file, lake_root, inbox, item, tz, now) for item in ordered]
@@ -236,7 +262,18 @@ def staging_params(lake_root: Path) -> dict:
         "inbox_manifest_files": listed("inbox_manifest"),
         "inbox_record_files": listed("inbox_records"),
         "inbox_reject_files": listed("inbox_rejects"),
+        "inbox_skipped_files": listed("inbox_skipped"),
     }
+
+
+def conflict_params(con: duckdb.DuckDBPyConnection, lake_root: Path) -> dict:
+    """SQL parameter of `request_conflicts`: the record files holding a copy of an id that has more
+    than one (read after `stg_copy_ranks`); only those are opened, not every file ever staged."""
+    holding = [f for (f,) in con.execute(
+        "SELECT DISTINCT file_id FROM stg_copy_ranks WHERE request_id IN "
+        "(SELECT request_id FROM stg_copy_ranks WHERE copy_rank > 1) ORDER BY file_id").fetchall()]
+    found = lake.files(lake_root, "inbox_records", "file_id", holding) if holding else []
+    return {"conflict_record_files": found or [lake.empty_file(lake_root, "inbox_records", STAGED_RECORDS)]}
 
 
 def assemble(lake_root: Path, start: date, end: date) -> dict[date, int]:
@@ -251,13 +288,16 @@ def assemble(lake_root: Path, start: date, end: date) -> dict[date, int]:
         # staged (DuckDB would read every column of every file to find them)
         holding = [f for (f,) in con.execute(
             "SELECT DISTINCT file_id FROM stg_copy_ranks WHERE copy_rank = 1 ORDER BY file_id").fetchall()]
-        found = lake.files(lake_root, "inbox_records", "file_id", holding) or [
+        # plus a schema-only file: files staged by an older version lack the newer columns, which
+        # union_by_name then reads as NULL ("not reported") instead of failing
+        found = lake.files(lake_root, "inbox_records", "file_id", holding) + [
             lake.empty_file(lake_root, "inbox_records", STAGED_RECORDS)]
         run_model(con, "stg_request_logs", window | {"inbox_record_files": found})
 
         def day_rows(day: date) -> pa.Table:
-            return con.sql("SELECT * EXCLUDE (file_id) FROM stg_request_logs WHERE usage_date = $day "
-                           "ORDER BY ts, request_id", params={"day": day}).to_arrow_table().cast(REQUEST_LOGS)
+            table = con.sql("SELECT * EXCLUDE (file_id) FROM stg_request_logs WHERE usage_date = $day "
+                            "ORDER BY ts, request_id", params={"day": day}).to_arrow_table()
+            return table.select(REQUEST_LOGS.names).cast(REQUEST_LOGS)  # by name: older files order columns otherwise
 
         def write(day: date, table: pa.Table) -> int:
             lake.write_partition_file(lake_root, "request_logs", "usage_date", day, "requests", table)

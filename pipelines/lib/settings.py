@@ -1,6 +1,6 @@
 """Configuration from the environment (and `.env` in the working directory).
 
-The variable table is the public contract (`CONTRACT.md`, "Configuration"). Everything is read
+The variable table is the README's "Configuration" section. Everything is read
 when `load_settings()` is called, never at import time. A bad value raises `ConfigError` whose
 message is one line naming the variable; secrets are never echoed.
 """
@@ -15,10 +15,22 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from pipelines.lib import clock, first_day
+from pipelines.lib.alerts.config import AlertSettings, load_alert_settings
+from pipelines.lib.redact import MIN_SECRET_LENGTH, remember
+
 DEFAULT_QUERY_URL = "https://query.cometapi.com"
 DEFAULT_API_URL = "https://api.cometapi.com"
-DEFAULT_START_DATE = "2025-01-01"
 DEFAULT_CHUNK_DAYS = 31
+# Files 0640 and folders 0750 by default: the lake and the warehouse hold spend by team, and other
+# users of the host have no business reading them (the owner's group may: analysts, backups).
+DEFAULT_UMASK = 0o027
+DAGSTER_PG_PASSWORD = "DAGSTER_PG_PASSWORD"
+DEFAULT_PRICES = "config/prices.csv"
+# In a data home that holds the simulated world (`comet-ledger demo`, or `comet-ledger dev` with its
+# simulator), the simulator's own price list, written there: every run in that home, from the
+# command line or the Dagster UI, prices the way the simulated gateway bills.
+SIMULATED_PRICES = Path("demo") / "prices.csv"
 
 
 class ConfigError(ValueError):
@@ -38,11 +50,22 @@ class Settings:
     chunk_days: int
     tolerance_usd: float = 0.01
     tolerance_pct: float = 1.0
+    # where start_date came from: 'setting' (COMET_LEDGER_START_DATE), 'recorded' (looked up once, see
+    # pipelines/lib/first_day.py) or 'fallback' (90 days back: not looked up yet)
+    start_date_source: str = "setting"
     # UTC hour by which yesterday's partition must exist; None: two hours after the daily schedule
     # (`pipelines/defs/schedules.py` knows that hour, see `freshness_hour_utc` there).
     freshness_hour_utc: int | None = None
+    # COMET_LEDGER_BUDGETS; without it a missing config/budgets.csv means no budgets (pipelines/lib/budgets.py)
+    budgets_path: Path = field(default_factory=lambda: _path("config/budgets.csv"))
+    budgets_required: bool = False
+    alerts: AlertSettings = field(default_factory=AlertSettings)  # the alert channels (pipelines/lib/alerts/config.py)
     api_key: str | None = field(default=None, repr=False)
     access_token: str | None = field(default=None, repr=False)
+    umask: int = DEFAULT_UMASK  # what the pipeline's own writes leave out (apply_umask)
+    # The password of Dagster's PostgreSQL database (deploy/dagster.yaml reads it from the environment).
+    # The pipeline never uses it; it is known here only so that no message can print it.
+    dagster_pg_password: str | None = field(default=None, repr=False)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -61,7 +84,13 @@ class Settings:
         return self.home / "reports"
 
     def secrets(self) -> list[str]:
-        return [s for s in (self.api_key, self.access_token) if s]
+        return [s for s in (self.api_key, self.access_token, self.dagster_pg_password) if s] + self.alerts.secrets()
+
+    def apply_umask(self) -> int:
+        """Make this process create files and folders with `umask` (0027: files 0640, folders 0750);
+        returns the previous one. Called where a command or a code location starts (cli.main,
+        definitions.defs): the umask is the process's, and threads and child processes share it."""
+        return os.umask(self.umask)
 
     def require_api_key(self) -> str:
         if not self.api_key:
@@ -98,13 +127,25 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv_path: Path | None
         ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError(f"COMET_LEDGER_TIMEZONE={timezone!r} is not an IANA time zone (e.g. UTC, Asia/Shanghai)") from None
-    start_raw = get("COMET_LEDGER_START_DATE", DEFAULT_START_DATE)
-    try:
-        start_date = date.fromisoformat(start_raw)
-        if len(start_raw) != 10:
-            raise ValueError
-    except ValueError:
-        raise ConfigError(f"COMET_LEDGER_START_DATE={start_raw!r} is not a date in YYYY-MM-DD form") from None
+    now_raw = get(clock.VARIABLE)
+    if now_raw is not None:
+        try:
+            clock.parse(now_raw)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    start_raw = get("COMET_LEDGER_START_DATE")
+    if start_raw is None:  # the first day the service reports usage for (pipelines/lib/first_day.py)
+        found = first_day.recorded(home)
+        start_date, start_source = (found.day, "recorded") if found else (
+            first_day.fallback(clock.today(timezone)).day, "fallback")
+    else:
+        try:
+            start_date = date.fromisoformat(start_raw)
+            if len(start_raw) != 10:
+                raise ValueError
+        except ValueError:
+            raise ConfigError(f"COMET_LEDGER_START_DATE={start_raw!r} is not a date in YYYY-MM-DD form") from None
+        start_source = "setting"
     chunk_raw = get("COMET_LEDGER_CHUNK_DAYS", str(DEFAULT_CHUNK_DAYS))
     if not chunk_raw.isdigit() or not 2 <= int(chunk_raw) <= 366:
         raise ConfigError(f"COMET_LEDGER_CHUNK_DAYS={chunk_raw!r} must be a whole number of days from 2 to 366")
@@ -113,23 +154,50 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv_path: Path | None
     tolerance_pct = _non_negative_number("COMET_LEDGER_TOLERANCE_PCT", get("COMET_LEDGER_TOLERANCE_PCT", "1"))
     freshness_raw = get("COMET_LEDGER_FRESHNESS_HOUR_UTC")
     freshness_hour = None if freshness_raw is None else _hour("COMET_LEDGER_FRESHNESS_HOUR_UTC", freshness_raw)
+    umask = _umask("COMET_LEDGER_UMASK", get("COMET_LEDGER_UMASK", f"{DEFAULT_UMASK:04o}"))
+
+    api_key, access_token = get("COMETAPI_KEY"), get("COMETAPI_ACCESS_TOKEN")
+    for name, secret in (("COMETAPI_KEY", api_key), ("COMETAPI_ACCESS_TOKEN", access_token)):
+        if secret is not None and len(secret) < MIN_SECRET_LENGTH:
+            raise ConfigError(f"{name} is {len(secret)} characters long: too short to be a CometAPI credential "
+                              f"(and to be masked in what the pipeline writes); at least {MIN_SECRET_LENGTH}")
+    alerts = load_alert_settings(get)
+    pg_password = env.get(DAGSTER_PG_PASSWORD) or None
+    # masked in every message and stored text from now on (redact.py); an alert secret shorter than a
+    # credential (an SMTP password of a few letters) would mask ordinary words: the alert code never
+    # writes it, so it is left out
+    remember(api_key, access_token, *(s for s in (*alerts.secrets(), pg_password)
+                                      if s and len(s) >= MIN_SECRET_LENGTH))
 
     return Settings(
         home=home,
         inbox=inbox,
-        prices_path=_path(get("COMET_LEDGER_PRICES", "config/prices.csv")),
+        prices_path=_path(get("COMET_LEDGER_PRICES") or default_prices(home)),
         key_owners_path=_path(get("COMET_LEDGER_KEY_OWNERS", "config/key_owners.csv")),
         timezone=timezone,
         start_date=start_date,
+        start_date_source=start_source,
         query_url=_url("COMETAPI_QUERY_URL", get("COMETAPI_QUERY_URL", DEFAULT_QUERY_URL)),
         api_url=_url("COMETAPI_API_URL", get("COMETAPI_API_URL", DEFAULT_API_URL)),
         chunk_days=int(chunk_raw),
         tolerance_usd=tolerance_usd,
         tolerance_pct=tolerance_pct,
         freshness_hour_utc=freshness_hour,
-        api_key=get("COMETAPI_KEY"),
-        access_token=get("COMETAPI_ACCESS_TOKEN"),
+        budgets_path=_path(get("COMET_LEDGER_BUDGETS", "config/budgets.csv")),
+        budgets_required=get("COMET_LEDGER_BUDGETS") is not None,
+        alerts=alerts,
+        api_key=api_key,
+        access_token=access_token,
+        umask=umask,
+        dagster_pg_password=pg_password,
     )
+
+
+def default_prices(home: Path) -> str:
+    """COMET_LEDGER_PRICES when unset: the simulated world's price list in a home that has one,
+    else the shipped config/prices.csv."""
+    simulated = home / SIMULATED_PRICES
+    return str(simulated) if simulated.is_file() else DEFAULT_PRICES
 
 
 def _non_negative_number(name: str, raw: str) -> float:
@@ -139,6 +207,15 @@ def _non_negative_number(name: str, raw: str) -> float:
         value = -1.0
     if not value >= 0 or value == float("inf"):
         raise ConfigError(f"{name}={raw!r} must be a number >= 0")
+    return value
+
+
+def _umask(name: str, raw: str) -> int:
+    if not (raw.isascii() and len(raw) <= 4 and raw.isdigit() and set(raw) <= set("01234567")):
+        raise ConfigError(f"{name}={raw!r} must be an octal umask such as 0027 (files 0640, folders 0750)")
+    value = int(raw, 8)
+    if value & 0o700:
+        raise ConfigError(f"{name}={raw!r} would keep the pipeline from reading its own files; use e.g. 0027")
     return value
 
 

@@ -4,7 +4,7 @@ Usage (what `comet-ledger smoke-test` and the Dagster job do)::
 
     result = run_smoke_test(settings.query_url, settings.api_url, api_key,
                             known_active_range=None, reviewer="alice", chat=False,
-                            today=date.today())
+                            today=clock.today(settings.timezone))
     print(result.summary())        # human-readable PASS/FAIL report
     print(result.to_json())        # the record as JSON (sorted keys)
     record(settings.warehouse_path, result)   # one row appended to table `smoke_tests`
@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from pipelines.lib import clock
 from pipelines.lib.cometapi.gateway import fetch_token_usage
 from pipelines.lib.cometapi.http import DEFAULT_TIMEOUT, CometAPIError, RetryPolicy, make_client, request_json
 from pipelines.lib.cometapi.query import QueryClient
@@ -114,7 +115,7 @@ class SmokeTestResult:
     passed: bool
     failures: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    checked_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    checked_at: datetime = field(default_factory=clock.now)
 
     @property
     def exit_code(self) -> int:
@@ -261,7 +262,7 @@ def run_smoke_test(
         passed=not run.failures,
         failures=run.failures,
         warnings=run.warnings,
-        checked_at=datetime.now(UTC),
+        checked_at=clock.now(),
     )
 
 
@@ -289,16 +290,10 @@ def run_from_settings(
         chat=chat,
         chat_model=chat_model,
         chat_api_key=chat_api_key,
-        today=today or datetime.now(settings.tz).date(),
+        today=today or clock.today(settings.tz),
         policy=policy,
         timeout=timeout,
     )
-
-
-def today_in(timezone: str) -> date:
-    from zoneinfo import ZoneInfo
-
-    return datetime.now(ZoneInfo(timezone)).date()
 
 
 def record(warehouse_path: Path, result: SmokeTestResult) -> None:

@@ -59,6 +59,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.lib import clock, disk
 from pipelines.lib.lake import fsync_dir, made_then_written
 
 _SQL_DIR_CANDIDATES = (
@@ -217,27 +218,36 @@ def writer_lock(path: Path, timeout_s: float = 3600.0) -> Iterator[None]:
 
 
 @contextmanager
-def publish(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-write connection to a private copy of the warehouse, swapped in on success."""
-    with writer_lock(path):
+def publish(path: Path, timeout_s: float = 3600.0) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-write connection to a private copy of the warehouse, swapped in on success
+    (`timeout_s`: how long to wait for the writer before us).
+
+    Whatever fails before the swap (the copy, a model, the checkpoint, a full disk, a SIGTERM)
+    removes the copy and its WAL, and a full disk is said as such (`disk.NoSpace`)."""
+    with writer_lock(path, timeout_s):
         build = path.with_name(path.name + ".build")
-        for stale in (build, build.with_name(build.name + ".wal")):
+        made = (build, build.with_name(build.name + ".wal"))
+        for stale in made:
             stale.unlink(missing_ok=True)
-        if path.exists():
-            shutil.copyfile(path, build)
-        con = _open(build)
         try:
-            _attach_files(con, [files_root(path)])
-            yield con
-            con.execute("CHECKPOINT")
-        except BaseException:
-            con.close()
-            build.unlink(missing_ok=True)
+            if path.exists():
+                shutil.copyfile(path, build)
+            con = _open(build)
+            try:
+                _attach_files(con, [files_root(path)])
+                yield con
+                con.execute("CHECKPOINT")
+            finally:
+                con.close()
+            with open(build, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(build, path)
+        except BaseException as exc:
+            for leftover in made:
+                leftover.unlink(missing_ok=True)
+            if isinstance(exc, Exception) and disk.is_no_space(exc):
+                raise disk.NoSpace(path.parent, f"building {path.name}") from exc
             raise
-        con.close()
-        with open(build, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(build, path)
         fsync_dir(path.parent)
 
 
@@ -409,9 +419,12 @@ def _resolve(roots: list[Path], file: str) -> Path | None:
 def _retire(con: duckdb.DuckDBPyConnection, files: list[str]) -> None:
     """Mark unlisted files as last listed now: `collect_garbage` keeps them RETIRED_FILES_KEPT_S longer."""
     root = _roots(con)[0]
+    if not files:
+        return
+    now = clock.filesystem_now(root)
     for file in files:
         try:
-            os.utime(root / file)
+            clock.stamp(root / file, now)
         except FileNotFoundError:
             pass
 
@@ -423,7 +436,7 @@ def collect_garbage(con: duckdb.DuckDBPyConnection, root: Path, kept_s: float = 
     if not root.is_dir():
         return []
     listed = {root / f for (f,) in con.execute("SELECT file FROM warehouse_files").fetchall()}
-    cutoff = time.time() - kept_s
+    cutoff = clock.filesystem_now(root) - kept_s
     removed = []
     for path in root.rglob("*"):
         if path.is_file() and path not in listed and path.stat().st_mtime < cutoff:
@@ -441,19 +454,20 @@ def _write_content_named(table: pa.Table, folder: Path) -> str:
     name = hashlib.sha256(data).hexdigest()[:32] + ".parquet"
     final = folder / name
     if final.is_file():
-        os.utime(final)  # written now, as far as garbage collection is concerned
+        clock.stamp(final, clock.filesystem_now(folder))  # written now, as far as garbage collection is concerned
         return name
-    folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{name}.{uuid.uuid4().hex}.tmp"
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with disk.writing(final):
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     fsync_dir(folder)
     return name
 

@@ -89,8 +89,18 @@ billed AS (
         usage_date, key_name,
         sum(billed_usd) FILTER (WHERE log_type IN (2, 6)) AS billed_cost_usd,
         count(*) FILTER (WHERE is_request) AS gateway_requests,
-        coalesce(sum(billed_usd) FILTER (WHERE is_correction), 0) AS corrections_usd,
-        coalesce(sum(billed_usd) FILTER (WHERE log_type = 6), 0) AS refunds_usd
+        -- a task's later price correction: a type-2 correction, or (since 2026-02) a type-6 row that gives
+        -- back what a lower final price saves (it carries pre_consumed_quota: service/task_billing.go)
+        coalesce(sum(billed_usd) FILTER (WHERE is_correction OR (log_type = 6 AND pre_consumed_quota IS NOT NULL)), 0)
+            AS corrections_usd,
+        coalesce(sum(billed_usd) FILTER (WHERE log_type = 6 AND pre_consumed_quota IS NULL), 0) AS refunds_usd,
+        count(*) FILTER (WHERE is_request AND NOT has_request_id AND response_id IS NULL) AS unmatchable_requests,
+        count(*) FILTER (WHERE is_request AND usage_estimated) AS estimated_usage_requests,
+        coalesce(sum(billed_usd) FILTER (WHERE is_request AND usage_estimated), 0) AS estimated_usage_usd,
+        count(*) FILTER (WHERE is_request AND has_unmodelled_price) AS unmodelled_requests,
+        coalesce(sum(billed_usd) FILTER (WHERE is_request AND has_unmodelled_price), 0) AS unmodelled_usd,
+        count(*) FILTER (WHERE log_type IN (2, 6) AND is_subscription) AS subscription_rows,
+        coalesce(sum(billed_usd) FILTER (WHERE log_type IN (2, 6) AND is_subscription), 0) AS subscription_usd
     FROM stg_gateway_rows
     GROUP BY ALL
 ),
@@ -127,6 +137,13 @@ facts AS (
         coalesce(l.client_only_usd, 0) AS client_only_usd,
         coalesce(b.corrections_usd, 0) AS corrections_usd,
         coalesce(b.refunds_usd, 0) AS refunds_usd,
+        coalesce(b.unmatchable_requests, 0) AS unmatchable_requests,
+        coalesce(b.estimated_usage_requests, 0) AS estimated_usage_requests,
+        coalesce(b.estimated_usage_usd, 0) AS estimated_usage_usd,
+        coalesce(b.unmodelled_requests, 0) AS unmodelled_requests,
+        coalesce(b.unmodelled_usd, 0) AS unmodelled_usd,
+        coalesce(b.subscription_rows, 0) AS subscription_rows,
+        coalesce(b.subscription_usd, 0) AS subscription_usd,
         rs.first_cost AS restated_from,
         rs.last_cost AS restated_to
     FROM key_days AS k
@@ -178,7 +195,11 @@ SELECT
         CASE WHEN gateway_only_requests > 0
              THEN printf('%d request%s billed by CometAPI %s missing from your logs: $%.6f', gateway_only_requests,
                          CASE WHEN gateway_only_requests = 1 THEN '' ELSE 's' END,
-                         CASE WHEN gateway_only_requests = 1 THEN 'is' ELSE 'are' END, gateway_only_usd) END,
+                         CASE WHEN gateway_only_requests = 1 THEN 'is' ELSE 'are' END, gateway_only_usd)
+                  || CASE WHEN unmatchable_requests > 0
+                          THEN printf(' (%d of the ledger''s calls carry neither a request id nor a response id, '
+                                      'as CometAPI logged them before 2026-02: they cannot be matched to your logs)',
+                                      unmatchable_requests) ELSE '' END END,
         CASE WHEN unpriced_requests > 0
              THEN printf('%d request%s of unpriced model%s %s have no estimate (billed $%.6f)', unpriced_requests,
                          CASE WHEN unpriced_requests = 1 THEN '' ELSE 's' END,
@@ -186,6 +207,17 @@ SELECT
         CASE WHEN unknown_usage_requests > 0
              THEN printf('%d request%s with unknown usage (interrupted streams or error replies) have no estimate (billed $%.6f)',
                          unknown_usage_requests, CASE WHEN unknown_usage_requests = 1 THEN '' ELSE 's' END, unknown_usage_billed) END,
+        CASE WHEN estimated_usage_requests > 0
+             THEN printf('CometAPI billed %d call%s on its own estimate of the prompt because the provider returned '
+                         'no usage (an interrupted stream is billed, not free): $%.6f', estimated_usage_requests,
+                         CASE WHEN estimated_usage_requests = 1 THEN '' ELSE 's' END, estimated_usage_usd) END,
+        CASE WHEN unmodelled_requests > 0
+             THEN printf('%d call%s billed with tool surcharges, tiered billing or 1-hour cache writes, which the price '
+                         'table does not model: $%.6f', unmodelled_requests,
+                         CASE WHEN unmodelled_requests = 1 THEN '' ELSE 's' END, unmodelled_usd) END,
+        CASE WHEN subscription_rows > 0
+             THEN printf('paid by a subscription, not the balance: $%.6f in %d ledger row%s', subscription_usd,
+                         subscription_rows, CASE WHEN subscription_rows = 1 THEN '' ELSE 's' END) END,
         CASE WHEN corrections_usd <> 0
              THEN printf('late billing corrections in the ledger: %s$%.6f', CASE WHEN corrections_usd > 0 THEN '+' ELSE '-' END, abs(corrections_usd)) END,
         CASE WHEN refunds_usd <> 0
@@ -200,6 +232,10 @@ SELECT
              THEN printf('restated by a later pull: $%.6f -> $%.6f', restated_from, restated_to) END,
         CASE WHEN NOT covered
              THEN 'the gateway ledger does not cover this day (COMETAPI_ACCESS_TOKEN not set, or not pulled): causes cannot be itemised' END,
+        CASE WHEN abs(variance_usd) > 0.000001 * greatest(reported_requests, 1)
+                  AND abs(variance_usd) <= 0.000002 * greatest(reported_requests, 1)
+             THEN 'within CometAPI''s per-request rounding: each request is billed in whole quota units of $0.000002, '
+                  'at least 1 unit a billable request' END,
         CASE WHEN abs(variance_usd) <= 0.000001 * greatest(reported_requests, 1)
              THEN printf('estimated $%.6f matches reported $%.6f', estimated_cost_usd, reported_cost_usd)
              ELSE printf('reported $%.6f - estimated $%.6f = %s$%.6f', reported_cost_usd, estimated_cost_usd,

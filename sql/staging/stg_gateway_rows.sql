@@ -2,7 +2,11 @@
 -- Grain: one ledger row (consume, correction, refund, error). Input: lake/gateway_logs
 -- ($gateway_log_files: the window's days). The gateway logs Anthropic-style rows with prompt_tokens
 -- excluding the cache (usage_semantic = 'anthropic'); here prompt_tokens always includes cache reads
--- and writes, like the client side.
+-- and writes, like the client side. Rows written before the ledger kept request ids, response ids,
+-- task and surcharge fields read those columns as absent (the schema-only file in $gateway_log_files
+-- names every column): has_request_id true, the rest NULL or false.
+-- has_unmodelled_price: billed with a tool surcharge, tiered billing (billing_mode) or 1-hour cache
+-- writes (upstream service/text_quota.go), which the price table does not model.
 CREATE OR REPLACE TEMP TABLE stg_gateway_rows AS
 SELECT
     request_id,
@@ -22,6 +26,15 @@ SELECT
     completion_tokens,
     coalesce(cache_tokens, 0) AS cached_tokens,
     coalesce(cache_creation_tokens, 0) AS cache_write_tokens,
-    source_ip
+    source_ip,
+    coalesce(has_request_id, true) AS has_request_id,
+    response_id,
+    task_id,
+    pre_consumed_quota,
+    coalesce(is_subscription, false) AS is_subscription,
+    billing_mode,
+    coalesce(has_surcharge, false) OR billing_mode IS NOT NULL OR coalesce(cache_write_1h_tokens, 0) > 0
+        AS has_unmodelled_price,
+    coalesce(usage_estimated, false) AS usage_estimated
 FROM read_parquet($gateway_log_files, hive_partitioning = false, union_by_name = true)
 WHERE usage_date BETWEEN $start AND $end;

@@ -3,6 +3,7 @@ key-day flagged, per-request costs equal an independent computation, allocations
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -60,6 +61,10 @@ def test_every_planted_reality_is_flagged_with_its_cause_and_nothing_else(reconc
     for key_day, (status, words) in expected.items():
         assert flagged[key_day][0] == status, (key_day, flagged[key_day])
         assert words in flagged[key_day][1], (key_day, flagged[key_day][1])
+    # upstream bills an interrupted stream on its own estimate of the prompt (service/text_quota.go): said so
+    unknown = flagged[(planted["unknown_usage"]["date"], planted["unknown_usage"]["key"])][1]
+    assert (f"CometAPI billed 3 calls on its own estimate of the prompt because the provider returned no usage "
+            f"(an interrupted stream is billed, not free): ${planted['unknown_usage']['usd']}") in unknown
     restated = flagged[(planted["restatement"]["date"], planted["restatement"]["key"])][1]
     assert "restated by a later pull: $0.640000 -> $0.815000" in restated
     # every other key-day is matched to the unit-rounding threshold
@@ -185,5 +190,13 @@ def test_the_monthly_review_asset_writes_the_pack(reconciled):
     names = {p.name for p in pack.iterdir()}
     assert {"manifest.json", "reconciliation.md", "reconciliation.html", "quota_daily_2026-10.csv",
             "quota_daily_2026-10.parquet", "sample_responses.jsonl"} <= names
-    [event] = result.get_asset_materialization_events()
+    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == "review_pack"]
     assert event.materialization.metadata["path"].value == str(pack)
+    [focus_event] = [e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == "focus_export"]
+    export = reconciled.home / "reports" / "focus-2026-10"
+    metadata = focus_event.materialization.metadata
+    assert metadata["path"].value == str(export) and metadata["partial_month"].value is False
+    assert {p.name for p in export.iterdir()} == {"manifest.json", "focus_cost_and_usage_2026-10.csv",
+                                                  "focus_cost_and_usage_2026-10.parquet"}
+    manifest = json.loads((export / "manifest.json").read_text())
+    assert manifest["totals"]["billed_cost_usd"] == metadata["billed_cost_usd"].value and manifest["rows"] > 0

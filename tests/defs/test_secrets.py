@@ -7,7 +7,7 @@ from datetime import timedelta
 import dagster as dg
 import pytest
 
-from conftest import SIM_DAYS, SIM_START, make_settings, materialize_days
+from conftest import SIM_DAYS, SIM_START, make_settings, materialize_days, secrets_found
 from pipelines.lib.simulator.server import SimulatorServer
 
 CANARY_KEY = "sk-LEAKCANARY-7f3a9c2e5b1d4068"
@@ -35,14 +35,10 @@ def dagster_home(tmp_path):
     return str(home)
 
 
-def scan(root) -> list[str]:
-    hits = []
-    for path in root.rglob("*"):
-        if path.is_file():
-            data = path.read_bytes()
-            if CANARY_PART.encode() in data:
-                hits.append(str(path))
-    return hits
+def scan(root, needle: str = CANARY_PART) -> list[str]:
+    """Files under `root` holding `needle`, their contents decoded (Parquet values, DuckDB rows, gzip):
+    a secret inside a compressed page does not show in the raw bytes."""
+    return [hit.rsplit(": ", 1)[0] for hit in secrets_found([root], [needle])]
 
 
 @pytest.mark.parametrize("failure, opts", FAILURES, ids=[f for f, _ in FAILURES])
@@ -105,5 +101,69 @@ def test_no_ledger_failure_leaks_the_access_token(tmp_path, traffic, capfd, capl
     out, err = capfd.readouterr()
     assert "TOKENCANARY" not in out + err
     assert not [r for r in caplog.records if "TOKENCANARY" in r.getMessage()]
-    hits = [str(p) for p in tmp_path.rglob("*") if p.is_file() and b"TOKENCANARY" in p.read_bytes()]
-    assert hits == []
+    assert scan(tmp_path, "TOKENCANARY") == []
+
+
+# --- the alert channels: their URLs and the SMTP password are secrets too ----------------------------
+
+SLACK_CANARY, HOOK_CANARY, SMTP_CANARY = "SLACKCANARY-5e1f", "HOOKCANARY-77aa", "SMTPCANARY-0b9c"
+ALERT_CANARIES = ("SLACKCANARY", "HOOKCANARY", "SMTPCANARY")
+
+
+def test_no_alert_path_leaks_a_webhook_url_or_the_smtp_password(tmp_path, traffic, capfd, caplog, monkeypatch):
+    """A failing run, then its alert sent to a Slack webhook answering 500, a JSON webhook that is down
+    and an SMTP server refusing the login; then `comet-ledger alerts test` and `alerts check` with the
+    same channels: no canary in any output, log record, file, Dagster event or warehouse row."""
+    import duckdb
+
+    from pipelines.cli import main
+    from pipelines.defs.alerts.resources import AlertChannels
+    from receivers import SmtpReceiver, WebhookReceiver, free_port
+    from test_alerts import after_run
+
+    caplog.set_level("DEBUG")
+    with SimulatorServer(traffic, api_key=CANARY_KEY) as sim, WebhookReceiver(answers=[500] * 100) as slack, \
+            SmtpReceiver(login=("ledger", "the-real-password")) as mail:
+        env = {"COMET_LEDGER_ALERT_SLACK_URL": slack.url(f"/services/T0/B0/{SLACK_CANARY}"),
+               "COMET_LEDGER_ALERT_WEBHOOK_URL": f"http://127.0.0.1:{free_port()}/hook/{HOOK_CANARY}",
+               "COMET_LEDGER_ALERT_SMTP_HOST": "127.0.0.1", "COMET_LEDGER_ALERT_SMTP_PORT": str(mail.port),
+               "COMET_LEDGER_ALERT_SMTP_STARTTLS": "false", "COMET_LEDGER_ALERT_SMTP_USER": "ledger",
+               "COMET_LEDGER_ALERT_SMTP_PASSWORD": SMTP_CANARY, "COMET_LEDGER_ALERT_SMTP_FROM": "a@example.org",
+               "COMET_LEDGER_ALERT_SMTP_TO": "b@example.org"}
+        settings = make_settings(tmp_path / "home", sim, COMETAPI_KEY=CANARY_KEY, **env)
+        assert settings.secrets()[-3:] == [env["COMET_LEDGER_ALERT_SLACK_URL"], env["COMET_LEDGER_ALERT_WEBHOOK_URL"],
+                                           SMTP_CANARY]
+        channels = AlertChannels(slack_url=env["COMET_LEDGER_ALERT_SLACK_URL"],
+                                 webhook_url=env["COMET_LEDGER_ALERT_WEBHOOK_URL"], smtp_host="127.0.0.1",
+                                 smtp_port=mail.port, smtp_starttls=False, smtp_user="ledger", smtp_password=SMTP_CANARY,
+                                 smtp_from="a@example.org", smtp_to=["b@example.org"], attempts=2,
+                                 initial_delay_s=0.01, max_delay_s=0.02, timeout_s=2.0)
+        sim.faults.add("status", times=None, codes=[500] * 10)
+        with dg.instance_for_test(temp_dir=dagster_home(tmp_path)) as instance:
+            result = materialize_days(settings, LAST, LAST, raise_on_error=False, instance=instance,
+                                      timeout_s=1.0, max_attempts=1)
+            assert not result.success
+            summary = after_run(settings, instance, result, channels)
+            stored = "\n".join(str(r.dagster_event) + str(r.user_message) for r in instance.all_logs(result.run_id))
+        assert summary.startswith("1 alert(s) opened") and summary.endswith("0 note(s) sent, 3 failed")
+        for name, value in {**env, "COMETAPI_KEY": CANARY_KEY, "COMET_LEDGER_HOME": str(tmp_path / "home"),
+                            "DAGSTER_HOME": dagster_home(tmp_path)}.items():  # the instance of the failed run
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("COMETAPI_QUERY_URL", sim.url)
+        monkeypatch.setenv("COMET_LEDGER_START_DATE", "2026-09-01")
+        assert main(["alerts", "test"]) == 1
+        assert main(["alerts", "check"]) == 1
+        monkeypatch.setenv("COMET_LEDGER_ALERT_WEBHOOK_URL", f"not a url {HOOK_CANARY}")
+        assert main(["alerts", "test"]) == 2
+    out, err = capfd.readouterr()
+    assert "Slack webhook: FAILED after 3 attempt(s): Slack webhook: HTTP 500" in out
+    assert "e-mail: FAILED after 1 attempt(s): e-mail: the server answered 535" in out
+    assert "COMET_LEDGER_ALERT_WEBHOOK_URL is not an http(s) URL" in err
+    for canary in ALERT_CANARIES:
+        assert canary not in out + err + stored
+        assert not [r for r in caplog.records if canary in r.getMessage()]
+        assert not [str(p) for p in tmp_path.rglob("*") if p.is_file() and canary.encode() in p.read_bytes()]
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        text = repr(con.execute("SELECT * FROM alerts").fetchall() + con.execute("SELECT * FROM alert_deliveries")
+                    .fetchall())
+    assert "FAILED" not in text and "HTTP 500" in text and not any(c in text for c in ALERT_CANARIES)

@@ -9,7 +9,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pipelines.lib import clock
 from pipelines.lib.cometapi.gateway import GatewayClient, fetch_token_usage
 from pipelines.lib.cometapi.http import CometAPIError, RetryPolicy, make_client, request_json
 from pipelines.lib.cometapi.query import QueryClient
@@ -106,10 +107,14 @@ def test_429_with_retry_after_waits_exactly_that_long():
 
 
 def test_retry_after_as_http_date_and_cap():
-    soon = format_datetime(datetime.now(UTC) + timedelta(seconds=8), usegmt=True)
+    soon = format_datetime(clock.now() + timedelta(seconds=8), usegmt=True)
     sleeps: list[float] = []
     call(Server(httpx.Response(503, headers={"Retry-After": soon}, json={}), ok()), sleeps)
     assert 5 <= sleeps[0] <= 8
+    sleeps.clear()  # measured from the server's own Date header when it sends one, whatever our clock says
+    served = {"Date": "Sun, 01 Mar 2026 10:00:00 GMT", "Retry-After": "Sun, 01 Mar 2026 10:00:07 GMT"}
+    call(Server(httpx.Response(503, headers=served, json={}), ok()), sleeps)
+    assert sleeps == [7.0]
     sleeps.clear()
     call(Server(httpx.Response(429, headers={"Retry-After": "3600"}, json={}), ok()), sleeps)
     assert sleeps == [120.0]
@@ -231,14 +236,53 @@ def test_error_envelope_in_a_200_is_an_error(body, shown):
     assert shown in str(err)
 
 
-def test_each_retry_logs_one_warning(caplog):
+def test_each_retry_logs_one_warning_naming_the_attempt_and_when_the_next_starts(caplog, monkeypatch):
+    monkeypatch.setenv("COMET_LEDGER_NOW", "2026-11-03T06:15:00Z")
     caplog.set_level(logging.DEBUG)
     call(Server(error_json(503, None, "busy"), httpx.ReadTimeout("t"), ok()), [])
     warnings = [r for r in caplog.records if r.name == "comet_ledger.http" and r.levelno == logging.WARNING]
     assert [r.getMessage() for r in warnings] == [
-        f"{SERVICE} GET /user/quota attempt 1/5 failed: HTTP 503 busy; retrying in 2.5s",
-        f"{SERVICE} GET /user/quota attempt 2/5 failed: read timeout (no data for 30.0s) [ReadTimeout]; retrying in 4.5s",
+        f"{SERVICE} GET /user/quota attempt 1/5 failed: HTTP 503 busy; attempt 2/5 in 2.5 s, at 06:15:02 UTC",
+        f"{SERVICE} GET /user/quota attempt 2/5 failed: read timeout (no data for 30.0s) [ReadTimeout]; "
+        "attempt 3/5 in 4.5 s, at 06:15:04 UTC",
     ]
+
+
+def unreachable_call(client: httpx.Client, sleeps: list, attempts: int | None):
+    return request_json(client, "GET", "/user/quota", params={"key": KEY}, secrets=(KEY,),
+                        policy=RetryPolicy(rng=lambda: 0.5, unreachable_attempts=attempts), sleep=sleeps.append,
+                        service=SERVICE, url_hint="COMETAPI_QUERY_URL")
+
+
+def test_a_refused_first_connection_gives_up_after_the_unreachable_attempts(caplog):
+    caplog.set_level(logging.WARNING)
+    sleeps: list[float] = []
+    server = Server(httpx.ConnectError("refused"))
+    with make_client(BASE, transport=httpx.MockTransport(server)) as client, pytest.raises(CometAPIError) as caught:
+        unreachable_call(client, sleeps, 1)
+    assert server.calls == 1 and sleeps == []  # no retry, no wait
+    assert str(caught.value) == (f"{SERVICE} GET /user/quota failed: connection failed (refused, unreachable or DNS "
+                                 "error) [ConnectError] (check COMETAPI_QUERY_URL)")
+    assert not [r for r in caplog.records if r.name == "comet_ledger.http"]
+    server = Server(httpx.ConnectError("refused"))  # two allowed: one retry, its line says 2 attempts in all
+    with make_client(BASE, transport=httpx.MockTransport(server)) as client, pytest.raises(CometAPIError) as caught:
+        unreachable_call(client, sleeps, 2)
+    assert server.calls == 2 and sleeps == [2.5] and "gave up after 2 attempts" in str(caught.value)
+    [line] = [r.getMessage() for r in caplog.records if r.name == "comet_ledger.http"]
+    assert "attempt 1/2 failed: connection failed" in line and "; attempt 2/2 in 2.5 s, at " in line
+
+
+def test_a_server_that_answered_once_gets_every_attempt_when_it_refuses_later():
+    sleeps: list[float] = []
+    server = Server(ok({"v": 1}), httpx.ConnectError("refused"), httpx.ConnectError("refused"), ok({"v": 2}))
+    with make_client(BASE, transport=httpx.MockTransport(server)) as client:
+        assert unreachable_call(client, sleeps, 1) == {"v": 1}
+        assert unreachable_call(client, sleeps, 1) == {"v": 2}  # a restart, not a wrong URL: retried
+    assert server.calls == 4 and sleeps == [2.5, 4.5]
+    # other failures of a first request keep the whole budget too
+    server = Server(httpx.ReadTimeout("t"), ok({"v": 3}))
+    with make_client(BASE, transport=httpx.MockTransport(server)) as client:
+        assert unreachable_call(client, sleeps, 1) == {"v": 3}
 
 
 @given(
@@ -464,10 +508,10 @@ def pages(server: Server, page_size: int = 100, **kwargs) -> list[list[dict]]:
         return list(client.iter_log_pages(1_700_000_000, 1_700_086_399, page_size=page_size, log_type=2))
 
 
-def test_gateway_paging_stops_on_a_short_page():
-    server = Server(log_page(items(3)), log_page(items(3, 3)), log_page(items(1, 6)))
+def test_gateway_paging_goes_past_a_short_page_to_an_empty_one():
+    server = Server(log_page(items(3)), log_page(items(3, 3)), log_page(items(1, 6)), log_page([]))
     assert [len(p) for p in pages(server, page_size=3)] == [3, 3, 1]
-    assert [r.url.params["p"] for r in server.requests] == ["1", "2", "3"]
+    assert [r.url.params["p"] for r in server.requests] == ["1", "2", "3", "4"]
     first = server.requests[0]
     assert first.url.path == "/api/log/self"
     assert dict(first.url.params) == {
@@ -482,14 +526,15 @@ def test_gateway_paging_stops_on_an_empty_page():
     assert server.calls == 3
 
 
-def test_gateway_paging_stops_when_total_is_reached():
-    server = Server(log_page(items(2), total=4), log_page(items(2, 2), total=4), log_page(items(2)))
-    assert [len(p) for p in pages(server, page_size=2)] == [2, 2]
-    assert server.calls == 2
+def test_gateway_paging_does_not_stop_at_total():
+    server = Server(log_page(items(2), total=2), log_page(items(2, 2), total=2), log_page([], total=2))
+    assert [len(p) for p in pages(server, page_size=2)] == [2, 2]  # upstream's total is capped: not a count
+    assert server.calls == 3
 
 
-def test_gateway_page_size_is_capped_at_100_and_echoed_caps_are_followed():
-    server = Server(log_page(items(50), page_size=50), log_page(items(50, 50), page_size=50), log_page(items(7)))
+def test_gateway_page_size_is_capped_at_100_and_a_smaller_server_page_is_followed():
+    server = Server(log_page(items(50), page_size=50), log_page(items(50, 50), page_size=50), log_page(items(7)),
+                    log_page([]))
     assert [len(p) for p in pages(server, page_size=500)] == [50, 50, 7]
     assert {r.url.params["page_size"] for r in server.requests} == {"100"}
 

@@ -12,6 +12,7 @@ import pytest
 
 from pipelines.lib.config_tables import (
     KEY_OWNERS_SCHEMA,
+    OPTIONAL_PRICE_COLUMNS,
     PRICE_COLUMNS,
     PRICES_SCHEMA,
     SNAPSHOT_SUFFIX_REGEX,
@@ -110,6 +111,62 @@ def test_valid_prices_load_typed_sorted_and_with_nulls(config):
     assert rows[0]["price_version_id"].startswith("gpt-4o@2025-01-01#")
 
 
+# --- the optional columns ---------------------------------------------------------------------------
+
+FULL_HEADER = ",".join((*PRICE_COLUMNS, *OPTIONAL_PRICE_COLUMNS))
+CLAUDE = dict(TOKEN, model="claude-sonnet-4", input_usd_per_mtok="3", output_usd_per_mtok="15",
+              cache_read_usd_per_mtok="0.3", cache_write_usd_per_mtok="3.75", source="anthropic.com/pricing")
+
+
+def full_line(base: dict = TOKEN, **changes: str) -> str:
+    row = dict.fromkeys(OPTIONAL_PRICE_COLUMNS, "") | dict(base, **changes)
+    return ",".join(row[column] for column in (*PRICE_COLUMNS, *OPTIONAL_PRICE_COLUMNS))
+
+
+def test_optional_columns_load_and_a_file_without_them_keeps_its_ids(config):
+    with_them = write(config, full_line(CLAUDE, cache_write_1h_usd_per_mtok="6", web_search_usd_per_request="0.01",
+                                        web_fetch_usd_per_request="0"),
+                      full_line(), full_line(PER_CALL), name="full.csv", header=FULL_HEADER)
+    rows = {r["model"]: r for r in load_prices(with_them).to_pylist()}
+    claude = rows["claude-sonnet-4"]
+    assert (claude["cache_write_1h_usd_per_mtok"], claude["web_search_usd_per_request"],
+            claude["web_fetch_usd_per_request"], claude["audio_input_usd_per_mtok"]) == (
+        Decimal(6), Decimal("0.01"), Decimal(0), None)
+    # the same rows in a file written before the optional columns existed: same values, same ids
+    without = write(config, line(), line(PER_CALL), name="classic.csv")
+    classic = {r["model"]: r for r in load_prices(without).to_pylist()}
+    for model in ("gpt-4o", "mj_imagine"):
+        assert classic[model] == rows[model]
+    # only some optional columns, in any order
+    some = write(config, ",".join([line(), "2.5"]), name="some.csv", header=HEADER + ",image_input_usd_per_mtok")
+    [row] = load_prices(some).to_pylist()
+    assert row["image_input_usd_per_mtok"] == Decimal("2.5") and row["cache_write_1h_usd_per_mtok"] is None
+    # a price in an optional column is part of the version's content
+    assert row["price_version_id"] != classic["gpt-4o"]["price_version_id"]
+    assert read_prices(write(config, full_line(CLAUDE), name="a.csv", header=FULL_HEADER))[0].price_version_id != \
+        read_prices(write(config, full_line(CLAUDE, web_search_usd_per_request="0.01"), name="b.csv",
+                          header=FULL_HEADER))[0].price_version_id
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (full_line(PER_CALL, cache_write_1h_usd_per_mtok="6"),
+         "column cache_write_1h_usd_per_mtok: must be empty on a per_call row (got 6)"),
+        (full_line(PER_CALL, web_search_usd_per_request="0.01"),
+         "column web_search_usd_per_request: must be empty on a per_call row (got 0.01)"),
+        (full_line(CLAUDE, web_fetch_usd_per_request="-1"), "column web_fetch_usd_per_request: -1 is negative"),
+        (full_line(CLAUDE, audio_input_usd_per_mtok="1e-3"),
+         "column audio_input_usd_per_mtok: '1e-3' is not a decimal number (write e.g. 2.5)"),
+        (full_line(CLAUDE, image_input_usd_per_mtok="0.0000001"),
+         "column image_input_usd_per_mtok: 0.0000001 has more than 6 decimal places"),
+    ],
+)
+def test_optional_columns_follow_the_price_rules(config, bad, message):
+    path = write(config, full_line(PER_CALL, model="suno_music"), bad, header=FULL_HEADER)
+    assert error_of(load_prices, path) == f"config/prices.csv line 3, {message}"
+
+
 def test_header_only_is_an_empty_table(config):
     table = load_prices(write(config))
     assert table.num_rows == 0 and table.schema == PRICES_SCHEMA
@@ -180,7 +237,8 @@ def test_each_rule_fails_with_one_line_naming_file_line_and_column(config, bad, 
 @pytest.mark.parametrize(
     "header, message",
     [
-        (HEADER + ",notes", "config/prices.csv line 1, column notes: unknown column (expected " + HEADER + ")"),
+        (HEADER + ",notes", "config/prices.csv line 1, column notes: unknown column (expected " + HEADER
+         + "; optional: " + ",".join(OPTIONAL_PRICE_COLUMNS) + ")"),
         (HEADER.replace(",source", ""), "config/prices.csv line 1, column source: missing from the header (expected " + HEADER + ")"),
         (HEADER + ",model", "config/prices.csv line 1, column model: appears twice in the header"),
     ],
@@ -402,7 +460,7 @@ def test_shipped_key_owners_load_with_one_reassignment():
 
 def test_config_readme_explains_every_column_and_its_example_loads(tmp_path):
     readme = (REPO / "config" / "README.md").read_text()
-    for column in (*PRICE_COLUMNS, "key_name", "team", "project", "cost_center"):
+    for column in (*PRICE_COLUMNS, *OPTIONAL_PRICE_COLUMNS, "key_name", "team", "project", "cost_center"):
         assert f"`{column}`" in readme
     assert "verify" in readme.lower()
     example = [row for row in readme.splitlines() if row.startswith("o3,")]

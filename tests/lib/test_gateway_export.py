@@ -17,7 +17,7 @@ import pytest
 
 from conftest import SIM_START
 from pipelines.lib import gateway_fast, gateway_lake
-from pipelines.lib.cometapi.gateway import EXPORT_PATH, LOG_PATH, GatewayClient, LogPull
+from pipelines.lib.cometapi.gateway import DATA_PATH, EXPORT_PATH, LOG_PATH, STAT_PATH, GatewayClient, LogPull
 from pipelines.lib.cometapi.http import CometAPIError, RetryPolicy
 from pipelines.lib.gateway_ledger import GatewayRecord, parse_item, records_to_table, summarise
 from pipelines.lib.simulator.server import SimulatorServer
@@ -41,7 +41,12 @@ def ledger_rows(pulled: LogPull) -> tuple[pa.Table, int]:
     """(rows, rejects) of a pull as the lake keeps them: parsed, deduplicated, in the lake's order."""
     parsed = [gateway_lake.chunk_records(chunk, UTC) for chunk in pulled.chunks]
     rows, _ = gateway_fast.dedupe_sorted(pa.concat_tables([records for records, _, _ in parsed]))
-    return rows, sum(len(rejects) for _, rejects, _ in parsed)
+    return without_ids(rows), sum(len(rejects) for _, rejects, _ in parsed)
+
+
+def without_ids(rows: pa.Table) -> pa.Table:
+    """The rows but their `id`: the row's place on its page (upstream since 2026-02), or in the export."""
+    return rows.drop_columns(["log_id"])
 
 
 def pull(sim: SimulatorServer, **options) -> tuple[LogPull, pa.Table]:
@@ -68,13 +73,20 @@ def export_calls(sim: SimulatorServer) -> int:
     return sum(1 for c in sim.calls if c.path == EXPORT_PATH)
 
 
+@pytest.fixture(autouse=True)
+def with_export(sim):
+    """CometAPI serves the export (upstream has no such route: the simulator offers it behind a flag)."""
+    sim.export = True
+
+
 @pytest.fixture
 def paged(sim) -> pa.Table:
     """The window's rows as paging alone gives them (the late correction already visible)."""
     sim.mark_restated()
     pulled, rows = pull(sim, export=False)
     assert pulled.method == "paging" and export_calls(sim) == 0
-    assert pulled.calls == math.ceil(pulled.items / 100) + (pulled.items % 100 == 0)
+    # per day: its pages, the empty page that ends them, /api/log/self/stat and /api/data/self
+    assert pulled.calls == sum(math.ceil(chunk.items / 100) + 3 for chunk in pulled.chunks)
     sim.calls.clear()
     return rows
 
@@ -85,16 +97,18 @@ def paged(sim) -> pa.Table:
 def test_export_lands_exactly_the_rows_paging_lands(sim, paged, tmp_path):
     pulled, rows = pull(sim)
     assert (pulled.method, pulled.exported_chunks, pulled.fallbacks) == ("export", DAYS, [])
-    assert pulled.calls == 2 * DAYS  # per day: the export and the one-item page that checks its total
+    assert pulled.calls == 3 * DAYS  # per day: the export, and the stat and data totals that check it
     assert export_calls(sim) == DAYS and not any(c.params.get("page_size") == "100" for c in sim.calls)
     assert all(chunk.cells is not None for chunk in pulled.chunks)  # read in bulk, not item by item
     assert rows == paged and rows.num_rows > 300
 
-    records = [GatewayRecord(**row) for row in rows.to_pylist()]
+    records = [GatewayRecord(**row, log_id=None) for row in rows.to_pylist()]
     planted = sim.traffic.planted
     assert any(r.log_type == 6 and r.billed_usd < 0 for r in records)  # the refund
-    assert any(r.is_correction and r.billed_usd < 0 for r in records)  # the negative correction
-    assert planted["restatement"]["request_id"] in {r.request_id for r in records if r.is_correction}
+    # the negative correction: since 2026-02 a type-6 row giving back what the lower final price saves
+    assert any(r.log_type == 6 and r.pre_consumed_quota and r.billed_usd < 0 for r in records)
+    # task refunds and corrections carry no request id (upstream service/task_billing.go): their own identity
+    assert [r.billed_usd for r in records if r.is_correction and not r.has_request_id] == [planted["restatement"]["usd"]]
     assert sum(1 for r in records if r.log_type == 5) > 3 and all(r.billed_usd == 0 for r in records if r.log_type == 5)
     truth = {k: v for k, v in sim.truth().items() if FIRST <= k[0] <= LAST}
     assert summarise(records) == truth
@@ -102,22 +116,23 @@ def test_export_lands_exactly_the_rows_paging_lands(sim, paged, tmp_path):
     # and in the lake, landed a day at a time: the same Parquet rows, whatever the path
     sim.calls.clear()
     exported = land(sim, tmp_path / "export")
-    assert (exported.api_method, exported.api_calls, exported.fallbacks) == ("export", 2 * DAYS, [])
+    assert (exported.api_method, exported.api_calls, exported.fallbacks) == ("export", 3 * DAYS, [])
     assert (exported.rows, exported.duplicates, exported.rejects) == (rows.num_rows, 0, [])
     assert gateway_lake.summary(exported)["billed_usd"] == sum(r.billed_usd for r in records)
     sim.faults.add("export_unavailable")
     paging = land(sim, tmp_path / "paging")
     assert paging.api_method == "paging" and len(paging.fallbacks) == 1  # asked once, then paged
-    assert gateway_lake.summary(paging) | {"api_method": "", "api_calls": 0, "fallbacks": [], "pages": 0} == \
-        gateway_lake.summary(exported) | {"api_method": "", "api_calls": 0, "fallbacks": [], "pages": 0}
+    ignore = {"api_method": "", "api_calls": 0, "fallbacks": [], "pages": 0, "checks": {}}  # paging also checks total
+    assert gateway_lake.summary(paging) | ignore == gateway_lake.summary(exported) | ignore
     for day in (FIRST + timedelta(days=i) for i in range(DAYS)):
         part = f"gateway_logs/usage_date={day}/ledger.parquet"
-        assert pq.read_table(tmp_path / "export" / part) == pq.read_table(tmp_path / "paging" / part)
-        assert pq.read_table(tmp_path / "export" / part) == rows.filter(pa.compute.equal(rows["usage_date"], day))
+        exported_day = without_ids(pq.read_table(tmp_path / "export" / part))
+        assert exported_day == without_ids(pq.read_table(tmp_path / "paging" / part))
+        assert exported_day == rows.filter(pa.compute.equal(rows["usage_date"], day))
     pulls = [row for f in (tmp_path / "export" / "gateway_pulls").rglob("*.parquet")
              for row in pq.read_table(f).to_pylist()]
     assert [(p["api_method"], p["api_calls"], p["sources"], p["rows"]) for p in pulls] == [
-        ("export", 2 * DAYS, "api", rows.num_rows)]
+        ("export", 3 * DAYS, "api", rows.num_rows)]
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
 
 
@@ -146,6 +161,7 @@ class FailsOnDay:
 
     def __init__(self, client: GatewayClient, n: int) -> None:
         self.client, self.n, self.days = client, n, 0
+        self.rate_limit = client.rate_limit
 
     def pull_span(self, start_ts: int, end_ts: int):
         self.days += 1
@@ -185,9 +201,9 @@ def test_a_failure_while_the_days_are_put_in_place_claims_none_of_them(sim, tmp_
 @pytest.mark.parametrize("style", ["404", "405", "html_200", "success_false"])
 def test_an_unavailable_export_is_asked_once_then_the_window_is_paged(sim, paged, caplog, style):
     sim.faults.add("export_unavailable", style=style)
-    caplog.set_level(logging.WARNING, logger="comet_ledger.http")
+    caplog.set_level(logging.INFO, logger="comet_ledger.http")  # a missing route is normal: INFO, not WARNING
     pulled, rows = pull(sim)
-    assert (pulled.method, pulled.exported_chunks, pulled.paged_spans) == ("paging", 0, 2)  # its day, then the rest
+    assert (pulled.method, pulled.exported_chunks, pulled.paged_spans) == ("paging", 0, DAYS)
     assert export_calls(sim) == 1
     assert rows == paged
     warnings = [r.getMessage() for r in caplog.records if r.name == "comet_ledger.http"]
@@ -205,10 +221,10 @@ def test_a_cut_short_export_is_paged_for_that_day_only(sim, paged):
 
 
 def test_an_export_whose_header_is_not_understood_is_not_asked_again(sim, paged):
-    sim.faults.add("renamed_field", times=None, paths=[EXPORT_PATH], from_="request_id", to="req")
+    sim.faults.add("renamed_field", times=None, paths=[EXPORT_PATH], from_="created_at", to="when")
     pulled, rows = pull(sim)
     assert pulled.method == "paging" and export_calls(sim) == 1
-    assert "missing request_id" in pulled.fallbacks[0]
+    assert "missing created_at" in pulled.fallbacks[0]
     assert rows == paged
 
 
@@ -245,14 +261,19 @@ def csv_body(rows: list[dict], header: list[str] = FIELDS) -> bytes:
 class Gateway:
     """A scripted gateway on MockTransport: `export(request)` answers the export, pages come from `items`."""
 
-    def __init__(self, export, items: list[dict], total: int | None = None, page=None):
-        self.export, self.items, self.total, self.page = export, items, total, page
+    def __init__(self, export, items: list[dict], total: int | None = None, page=None, stat: int | None = None):
+        self.export, self.items, self.total, self.page, self.stat = export, items, total, page, stat
         self.paths: list[str] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.paths.append(request.url.path)
         if request.url.path == EXPORT_PATH:
             return self.export(request)
+        if request.url.path == STAT_PATH:  # the type-2 quota of the rows, as upstream sums it
+            quota = sum(i["quota"] for i in self.items if i["type"] == 2) if self.stat is None else self.stat
+            return httpx.Response(200, json={"success": True, "data": {"quota": quota, "rpm": 0, "tpm": 0}})
+        if request.url.path == DATA_PATH:  # a gateway without it
+            return httpx.Response(404, json={"error": {"message": "Invalid URL", "type": "invalid_request_error"}})
         if self.page is not None:
             return self.page(request)
         p, size = int(request.url.params["p"]), int(request.url.params["page_size"])
@@ -261,7 +282,7 @@ class Gateway:
         return httpx.Response(200, json={"success": True, "message": "", "data": data})
 
 
-START_TS, END_TS = 1_790_000_000, 1_790_000_000 + 86_399
+START_TS, END_TS = 1_789_999_200, 1_789_999_200 + 86_399  # whole UTC hours, as /api/data/self counts
 ROWS = [row(START_TS + 10, "r1"), row(START_TS + 20, "r2")]
 
 
@@ -274,12 +295,13 @@ def csv_reply(body: bytes) -> httpx.Response:
     return httpx.Response(200, content=body, headers={"content-type": "text/csv"})
 
 
-def test_an_export_short_of_the_ledger_total_is_paged():
-    server = Gateway(lambda r: csv_reply(csv_body(ROWS[:1])), ROWS)  # capped silently at one row
+def test_an_export_short_of_the_stat_is_paged():
+    server = Gateway(lambda r: csv_reply(csv_body(ROWS[:1])), ROWS, total=10_000)  # capped silently at one row
     pulled = pull_mock(server)
     assert pulled.method == "paging" and [i["request_id"] for i in items(pulled)] == ["r1", "r2"]
-    assert "has 1 rows" in pulled.fallbacks[0] and "total 2" in pulled.fallbacks[0]
-    assert server.paths == [EXPORT_PATH, LOG_PATH, LOG_PATH]  # export, its total check, then the page
+    assert "does not add up" in pulled.fallbacks[0] and "/api/log/self/stat says 20" in pulled.fallbacks[0]
+    # the totals, the export, then the page and the empty page that ends the paging
+    assert server.paths == [STAT_PATH, DATA_PATH, EXPORT_PATH, LOG_PATH, LOG_PATH]
 
 
 def test_an_export_ignoring_its_window_is_paged():
@@ -288,8 +310,8 @@ def test_an_export_ignoring_its_window_is_paged():
     assert pulled.method == "paging" and "inside the window" in pulled.fallbacks[0]
 
 
-def test_a_broken_total_check_fails_like_a_broken_page():
-    server = Gateway(lambda r: csv_reply(csv_body(ROWS)), ROWS,
+def test_a_broken_page_after_an_unusable_export_fails_the_pull():
+    server = Gateway(lambda r: csv_reply(b"when,what\n1,2\n"), ROWS,
                      page=lambda r: httpx.Response(200, json={"success": True, "data": {"total": 2}}))
     with pytest.raises(CometAPIError, match="data has no items"):
         pull_mock(server)
@@ -298,7 +320,7 @@ def test_a_broken_total_check_fails_like_a_broken_page():
 def test_an_export_that_checks_out_is_used():
     server = Gateway(lambda r: csv_reply(b"\xef\xbb\xbf" + csv_body(ROWS)), ROWS)
     pulled = pull_mock(server)
-    assert (pulled.method, pulled.calls, pulled.items) == ("export", 2, 2)
+    assert (pulled.method, pulled.calls, pulled.items) == ("export", 3, 2)  # stat, data (absent), export
     (chunk,) = pulled.chunks
     assert chunk.cells.column("request_id").to_pylist() == ["r1", "r2"]  # read in bulk
     expected = [parse_item({**r, "content": None, "ip": None, "other": None}, tz=UTC) for r in ROWS]
@@ -323,7 +345,7 @@ def test_an_export_cut_off_mid_download_is_fetched_again_whole():
     server = Gateway(lambda r: next(answers), ROWS)
     pulled = pull_mock(server)
     assert (pulled.method, pulled.items, pulled.fallbacks) == ("export", 2, [])
-    assert server.paths == [EXPORT_PATH, EXPORT_PATH, LOG_PATH]
+    assert server.paths == [STAT_PATH, DATA_PATH, EXPORT_PATH, EXPORT_PATH]
 
 
 def test_an_unlabelled_export_is_read_and_a_json_one_is_not():
@@ -406,7 +428,7 @@ def test_no_export_failure_leaks_the_access_token(tmp_path, caplog, capfd, kind,
                                          ("maintenance", {"paths": [EXPORT_PATH]})])
 def test_simulator_export_failures_leak_nothing_into_logs_or_the_lake(traffic, tmp_path, caplog, capfd, fault, opts):
     caplog.set_level(logging.DEBUG)
-    with SimulatorServer(traffic, access_token=CANARY) as sim:
+    with SimulatorServer(traffic, access_token=CANARY, export=True) as sim:
         sim.faults.add(fault, times=None, **opts)
         window = land(sim, tmp_path / "lake")
         with gateway(sim.url, CANARY + "-wrong") as client, pytest.raises(CometAPIError) as caught:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pipelines.lib import clock
 from pipelines.lib.cometapi.http import CometAPIError, RetryPolicy
 from pipelines.lib.cometapi.query import (
     DailyEntry,
@@ -113,13 +114,13 @@ def test_days_outside_the_kept_range_are_dropped():
         ({"2026-11-02": [{"token_name": "k", "request_count": 1}]}, 'daily_quota["2026-11-02"][0] has no quota_used'),
         ({"2026-11-02": [{"token_name": "k", "quota_used": 1}]}, 'daily_quota["2026-11-02"][0] has no request_count'),
         ({"2026-11-02": [{"token_name": "k", "quota_used": -0.5, "request_count": 1}]},
-         'daily_quota["2026-11-02"][0].quota_used is negative (-0.5)'),
+         'daily_quota["2026-11-02"][0].quota_used (key "k") is negative (-0.5)'),
         ({"2026-11-02": [{"token_name": "k", "quota_used": 1, "request_count": -1}]},
-         'daily_quota["2026-11-02"][0].request_count is negative (-1)'),
+         'daily_quota["2026-11-02"][0].request_count (key "k") is negative (-1)'),
         ({"2026-11-02": [{"token_name": "k", "quota_used": "1.5", "request_count": 1}]},
          'daily_quota["2026-11-02"][0].quota_used is a string ("1.5"), not a number'),
         ({"2026-11-02": [{"token_name": "k", "quota_used": 1, "request_count": 2.5}]},
-         'daily_quota["2026-11-02"][0].request_count is not a whole number (2.5)'),
+         'daily_quota["2026-11-02"][0].request_count (key "k") is not a whole number (2.5)'),
         ({"2026-11-02": [{"token_name": "k", "quota_used": 1, "request_count": True}]},
          'daily_quota["2026-11-02"][0].request_count is a boolean (true), not a number'),
         ({"2026-11-02": [{"token_name": 7, "quota_used": 1, "request_count": 1}]},
@@ -217,7 +218,7 @@ def client_for(service, **kwargs) -> QueryClient:
 
 def usage_for(start: date, days: int) -> dict[date, list[dict]]:
     return {
-        start + timedelta(days=i): [{"token_name": "k", "quota_used": 0.01 * (i + 1), "request_count": i + 1}]
+        start + timedelta(days=i): [{"token_name": "k", "quota_used": round(0.01 * (i + 1), 6), "request_count": i + 1}]
         for i in range(days)
     }
 
@@ -243,11 +244,11 @@ def test_fetch_daily_60_days_makes_two_calls_and_covers_the_range(inclusive):
     ]
     days = [e.usage_date for p in pulls for e in p.response.daily]
     assert days == [start + timedelta(days=i) for i in range(60)]  # each day once, none past the end
-    expected = sum(Decimal(str(0.01 * (i + 6))) for i in range(60))
+    expected = sum(Decimal(str(round(0.01 * (i + 6), 6))) for i in range(60))
     assert sum(e.cost_usd for p in pulls for e in p.response.daily) == expected
     for pull in pulls:
         assert pull.pulled_at.tzinfo is not None and pull.pulled_at.utcoffset() == timedelta(0)
-        assert abs(datetime.now(UTC) - pull.pulled_at) < timedelta(minutes=1)
+        assert timedelta(0) <= clock.now() - pull.pulled_at < timedelta(minutes=1)  # the product's clock
         assert all(pull.kept_start <= e.usage_date <= pull.kept_end for e in pull.response.daily)
 
 

@@ -25,6 +25,7 @@ from pipelines.lib.request_logs import (
     RECORD_SCHEMA,
     REJECT_REASONS,
     TOKEN_FIELDS,
+    USAGE_FIELDS,
     USAGE_SHAPES,
     FileStats,
     LineResult,
@@ -456,8 +457,12 @@ SHAPES = [s for s in USAGE_SHAPES if s not in ("task", "error", "anthropic_messa
 OPENAI_SHAPES = [s for s in SHAPES if not s.startswith("anthropic")]
 
 
-def render(shape: str, u: Usage, *, total: bool = True, details: bool = True) -> dict:
-    """A response body of `shape` carrying usage `u` (reasoning folds into Anthropic output)."""
+def render(shape: str, u: Usage, *, total: bool = True, details: bool = True, rich: bool = False) -> dict:
+    """A response body of `shape` carrying usage `u` (reasoning folds into Anthropic output).
+
+    `rich`: also the fields the current SDKs write (`rich_usage` tells what they add up to)."""
+    if rich:
+        return render_rich(shape, u, total=total)
     if shape.startswith("anthropic"):
         usage = {"input_tokens": u.uncached, "output_tokens": u.completion}
         if details or u.cache_write:
@@ -486,6 +491,64 @@ def render(shape: str, u: Usage, *, total: bool = True, details: bool = True) ->
     return body if shape == "response" else {"type": "response.completed", "response": body}
 
 
+def rich_parts(u: Usage) -> dict:
+    """The splits a rich rendering of `u` reports, derived from its counts (each a subset where it must be)."""
+    return {"write_1h": u.cache_write // 3, "audio": u.uncached // 2, "image": u.uncached // 3,
+            "web_search": u.visible % 5, "web_fetch": u.reasoning % 3}
+
+
+def render_rich(shape: str, u: Usage, *, total: bool) -> dict:
+    parts = rich_parts(u)
+    if shape.startswith("anthropic"):  # cache writes by duration, server-tool requests, thinking tokens
+        usage = {"input_tokens": u.uncached, "output_tokens": u.completion, "cache_read_input_tokens": u.cached,
+                 "cache_creation": {"ephemeral_5m_input_tokens": u.cache_write - parts["write_1h"],
+                                    "ephemeral_1h_input_tokens": parts["write_1h"]},
+                 "server_tool_use": {"web_search_requests": parts["web_search"], "web_fetch_requests": parts["web_fetch"]},
+                 "output_tokens_details": {"thinking_tokens": u.reasoning}, "service_tier": "standard"}
+        if u.cache_write % 2:  # the total is optional beside its split
+            usage["cache_creation_input_tokens"] = u.cache_write
+        if shape == "anthropic_message_delta":
+            return anthropic_delta(usage)
+        return {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x", "content": [], "usage": usage}
+    chat = shape.startswith("chat")
+    p, c, inp, out = ("prompt_tokens", "completion_tokens", "prompt", "completion") if chat else (
+        "input_tokens", "output_tokens", "input", "output")  # fmt: skip
+    written = [{"cache_write_tokens": u.cache_write}, {"cached_creation_tokens": u.cache_write},
+               {"cache_write_tokens": 0, "cached_creation_tokens": u.cache_write}][u.cache_write % 3]
+    usage = {p: u.prompt, c: u.completion,
+             f"{inp}_tokens_details": {"cached_tokens": u.cached, **written, "audio_tokens": parts["audio"],
+                                       "image_tokens": parts["image"], "text_tokens": None},
+             f"{out}_tokens_details": {"reasoning_tokens": u.reasoning, "audio_tokens": None}}
+    if total:
+        usage["total_tokens"] = u.prompt + u.completion
+    if chat:
+        if u.cached % 2:  # DeepSeek's names, a 0 under the OpenAI one
+            usage |= {"prompt_cache_hit_tokens": u.cached, "prompt_cache_miss_tokens": u.prompt - u.cached}
+            usage["prompt_tokens_details"]["cached_tokens"] = 0
+        obj = "chat.completion" if shape == "chat_completion" else "chat.completion.chunk"
+        return {"id": "c1", "object": obj, "created": 1774412483, "model": "gpt-x", "choices": [], "usage": usage}
+    body = {"id": "resp_1", "object": "response", "created_at": 1772611588.0, "model": "gpt-x", "usage": usage,
+            "tool_usage": {"web_search": {"num_requests": parts["web_search"]}}}
+    return body if shape == "response" else {"type": "response.completed", "response": body}
+
+
+def rich_usage(shape: str, u: Usage) -> dict:
+    """Every USAGE_FIELDS column a rich rendering of `u` must give."""
+    parts = rich_parts(u)
+    anthropic = shape.startswith("anthropic")
+    return {
+        "prompt_tokens": u.prompt, "completion_tokens": u.completion, "total_tokens": u.prompt + u.completion,
+        "cached_tokens": u.cached, "cache_write_tokens": u.cache_write, "reasoning_tokens": u.reasoning,
+        "uncached_prompt_tokens": u.uncached,
+        "cache_write_5m_tokens": u.cache_write - parts["write_1h"] if anthropic else None,
+        "cache_write_1h_tokens": parts["write_1h"] if anthropic else None,
+        "audio_prompt_tokens": None if anthropic else parts["audio"],
+        "image_prompt_tokens": None if anthropic else parts["image"],
+        "web_search_requests": None if shape.startswith("chat") else parts["web_search"],
+        "web_fetch_requests": parts["web_fetch"] if anthropic else None,
+    }  # fmt: skip
+
+
 def usage_of(body: dict) -> dict:
     return body["response"]["usage"] if body.get("type") == "response.completed" else body["usage"]
 
@@ -510,6 +573,14 @@ def test_every_shape_lands_in_disjoint_buckets(shape: str, u: Usage, total: bool
     assert r.reasoning_tokens <= r.completion_tokens
     assert r.total_tokens == r.prompt_tokens + r.completion_tokens
     assert r.uncached_prompt_tokens + r.cached_tokens + r.cache_write_tokens == r.prompt_tokens
+
+
+@settings(max_examples=300, deadline=None)
+@given(shape=st.sampled_from(SHAPES), u=usages, total=st.booleans())
+def test_the_fields_the_current_sdks_write_land_in_their_columns(shape: str, u: Usage, total: bool) -> None:
+    r = accepted(property_line(render(shape, u, total=total, rich=True)))
+    assert (r.usage_shape, r.usage_status) == (shape, "known")
+    assert {name: getattr(r, name) for name in USAGE_FIELDS} == rich_usage(shape, u)
 
 
 @settings(max_examples=200, deadline=None)
@@ -548,11 +619,13 @@ def get_leaf(usage: dict, path: tuple) -> int:
 
 
 @settings(max_examples=300, deadline=None)
-@given(shape=st.sampled_from(SHAPES), u=usages, data=st.data())
-def test_invalid_token_values_are_rejected_with_the_right_reason(shape: str, u: Usage, data: st.DataObject) -> None:
-    body = render(shape, u)
+@given(shape=st.sampled_from(SHAPES), u=usages, rich=st.booleans(), data=st.data())
+def test_invalid_token_values_are_rejected_with_the_right_reason(shape: str, u: Usage, rich: bool,
+                                                                 data: st.DataObject) -> None:
+    body = render(shape, u, rich=rich)
     usage = usage_of(body)
-    path = data.draw(st.sampled_from(token_leaves(usage)), label="field")
+    leaves = [path for path in token_leaves(usage) if isinstance(get_leaf(usage, path), int)]
+    path = data.draw(st.sampled_from(leaves), label="field")
     value = get_leaf(usage, path)
     kind = data.draw(st.sampled_from(["negative", "float", "integral_float", "string", "bool"]), label="kind")
     bad = {
@@ -586,6 +659,44 @@ def test_inconsistent_token_sets_are_rejected(shape: str, u: Usage, data: st.Dat
         details = usage["completion_tokens_details" if shape.startswith("chat") else "output_tokens_details"]
         details["reasoning_tokens"] = u.completion + excess
     assert rejected(property_line(body)).reason == "inconsistent_tokens"
+
+
+@settings(max_examples=200, deadline=None)
+@given(shape=st.sampled_from(SHAPES), u=usages, excess=st.integers(1, 10**6), data=st.data())
+def test_splits_beyond_their_whole_are_rejected(shape: str, u: Usage, excess: int, data: st.DataObject) -> None:
+    body = render(shape, u, rich=True)
+    usage = usage_of(body)
+    if shape.startswith("anthropic"):  # 1-hour writes beyond all cache writes
+        usage["cache_creation_input_tokens"] = u.cache_write
+        usage["cache_creation"]["ephemeral_1h_input_tokens"] = u.cache_write + excess
+        usage["cache_creation"]["ephemeral_5m_input_tokens"] = 0
+    elif shape.startswith("chat") and data.draw(st.booleans()):  # DeepSeek's hits and misses beside the prompt
+        usage |= {"prompt_cache_hit_tokens": u.cached, "prompt_cache_miss_tokens": u.prompt - u.cached + excess}
+    else:  # audio and image tokens beyond the prompt
+        details = usage["prompt_tokens_details" if shape.startswith("chat") else "input_tokens_details"]
+        details["audio_tokens"] = u.prompt + excess - details["image_tokens"]
+    assert rejected(property_line(body)).reason == "inconsistent_tokens"
+
+
+def test_a_write_of_unreported_duration_is_in_neither_split() -> None:
+    usage = {"input_tokens": 10, "output_tokens": 5, "cache_creation_input_tokens": 300,
+             "cache_creation": {"ephemeral_1h_input_tokens": 100}}
+    r = accepted(envelope(anthropic_delta(usage), **DELTA_ENVELOPE))
+    assert (r.cache_write_tokens, r.cache_write_5m_tokens, r.cache_write_1h_tokens) == (300, None, 100)
+    usage["cache_creation"] = {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0}  # a proxy's zeros
+    r = accepted(envelope(anthropic_delta(usage), **DELTA_ENVELOPE))
+    assert (r.cache_write_tokens, r.cache_write_5m_tokens, r.cache_write_1h_tokens, r.prompt_tokens) == (300, 0, 0, 310)
+
+
+def test_null_means_not_reported_never_zero_of_a_kind_reported_elsewhere() -> None:
+    body = {"id": "c1", "object": "chat.completion", "created": 1774412483, "model": "deepseek-chat", "choices": [],
+            "usage": {"prompt_tokens": 100, "completion_tokens": 10, "prompt_cache_hit_tokens": 60,
+                      "prompt_tokens_details": {"cached_tokens": None, "cache_write_tokens": None,
+                                                "cached_creation_tokens": 25, "audio_tokens": None}}}
+    r = accepted(envelope(body))
+    assert (r.cached_tokens, r.cache_write_tokens, r.uncached_prompt_tokens) == (60, 25, 15)
+    assert (r.audio_prompt_tokens, r.image_prompt_tokens, r.cache_write_1h_tokens, r.web_search_requests) == (
+        None, None, None, None)
 
 
 # --- Arrow -----------------------------------------------------------------------------------------
@@ -746,6 +857,30 @@ def test_inbox_files_match_the_contract_patterns(tmp_path: Path) -> None:
         (tmp_path / name).write_text("")
     assert [p.relative_to(tmp_path).as_posix() for p in inbox_files(tmp_path)] == ["c.ndjson", "k/a.jsonl", "k/b.jsonl.gz"]
     assert inbox_files(tmp_path / "missing") == []
+
+
+def test_walk_inbox_follows_links_only_inside_and_skips_names_that_are_not_utf8(tmp_path: Path) -> None:
+    import os
+
+    from pipelines.lib.request_logs.reader import walk_inbox
+
+    inbox, outside = tmp_path / "inbox", tmp_path / "outside"
+    (inbox / "k").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret.jsonl").write_text("{}\n")
+    (inbox / "k" / "a.jsonl").write_text("{}\n")
+    (inbox / "k" / "notes.txt").symlink_to(outside / "secret.jsonl")  # not something the inbox reads
+    (inbox / "k" / "again.jsonl").symlink_to(inbox / "k" / "a.jsonl")  # inside: read
+    (inbox / "k" / "out.jsonl").symlink_to(outside / "secret.jsonl")
+    (inbox / "linked").symlink_to(outside)
+    (inbox / "k-copy").symlink_to(inbox / "k")  # a folder link inside: never walked (its files are read as k/...)
+    with open(os.fsencode(inbox / "k") + b"/b\xfe.jsonl", "wb") as fh:
+        fh.write(b"{}\n")
+    listing = walk_inbox(inbox)
+    assert [p.relative_to(inbox).as_posix() for p in listing.files] == ["k/a.jsonl", "k/again.jsonl"]
+    assert [(s.file, s.reason) for s in listing.skipped] == [
+        ("k/b\\xfe.jsonl", "name_not_utf8"), ("k/out.jsonl", "link_outside_inbox"), ("linked", "link_outside_inbox")]
+    assert [p.name for p in inbox_files(inbox)] == ["a.jsonl", "again.jsonl"]
 
 
 # --- dedupe ----------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from test_request_logs import (
 )
 
 NOW = datetime(2026, 4, 1, 12, 0, tzinfo=timezone.utc)
+SDK_FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "sdk" / "dumps.jsonl"
 ZONES = [ZoneInfo("UTC"), ZoneInfo("Asia/Shanghai"), ZoneInfo("America/New_York"), ZoneInfo("Australia/Lord_Howe")]
 
 
@@ -115,6 +116,20 @@ def test_the_bad_input_catalogue() -> None:
     assert_same_as_reference([encoded(item.text) for item in catalogue], key=None)
 
 
+def test_the_sdk_dumps_line_by_line() -> None:
+    """What the official SDKs write (tests/fixtures/sdk, see test_sdk_usage.py), every dump of every shape."""
+    lines = SDK_FIXTURE.read_bytes().splitlines()
+    assert len(lines) == 52
+    for key in ("team-a-prod", None):
+        for tz in ZONES[:2]:
+            assert_same_as_reference(lines, key=key, tz=tz)
+    # both fast tiers take every line but the interrupted stream's message_start (a rarer shape, declined)
+    taken = [line for line in lines if b'"fixture": "anthropic_message_start/' not in line]
+    assert len(taken) == len(lines) - 4
+    assert assert_same_as_reference(taken, key="team-a-prod") == len(taken)
+    assert assert_same_as_reference_in_a_block(taken, key="team-a-prod", tz=ZONES[0]) == len(taken)
+
+
 def test_the_simulator_traffic_goes_the_fast_way(tmp_path: Path) -> None:
     traffic = generate_traffic(seed=11, start=date(2026, 3, 1), days=3, requests_per_day=300)
     counts = write_inbox(traffic, tmp_path)
@@ -167,7 +182,7 @@ ENVELOPE_FIELDS = ("request_id", "ts", "key_name", "model", "endpoint", "status"
 def bodies(draw) -> dict:
     kind = draw(st.sampled_from([*SHAPES, "task", "error", "message_start", "choices"]))
     if kind in SHAPES:
-        body = render(kind, draw(usages), total=draw(st.booleans()), details=draw(st.booleans()))
+        body = render(kind, draw(usages), total=draw(st.booleans()), details=draw(st.booleans()), rich=draw(st.booleans()))
     elif kind == "task":
         body = draw(st.sampled_from([{"code": 1, "result": "17122"}, {"code": "success", "data": "abc-1"},
                                      {"data": {"task_id": "k-7"}}, {"task_id": 99}, {"id": "v1", "status": "queued"}]))

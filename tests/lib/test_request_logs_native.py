@@ -99,6 +99,13 @@ EDGE_CASES = [
         "1999-12-31T23:59:59.999999Z", "2026-04-02T12:00:00Z", "2026-04-02T12:00:00.000001Z", "2026-13-01T00:00:00Z",
         "2026-00-10T00:00:00Z", "2026-03-00T00:00:00Z", "+2026-03-20T10:00:00Z", "2026-03-20T10:00:00+08:30"]),
     line_with(GOOD, '"2026-03-20T10:00:00Z"', "1774000800"),
+    line_with(GOOD, '"2026-03-20T10:00:00Z"', "1774000800.0"),  # an integral float: the SDK's created_at
+    line_with(GOOD, '"2026-03-20T10:00:00Z"', "1774000800.000"),
+    line_with(GOOD, '"2026-03-20T10:00:00Z"', "1774000800.01"),
+    line_with(GOOD, '"2026-03-20T10:00:00Z"', "1774000800.0e0"),
+    line_with(GOOD, '"2026-03-20T10:00:00Z"', "17740008e2"),
+    line_with(GOOD, '"2026-03-20T10:00:00Z"', "-1.0"),
+    line_with(GOOD, '"2026-03-20T10:00:00Z"', "99999999999999.0"),
     line_with(GOOD, '"2026-03-20T10:00:00Z"', "1774000800.5"),
     line_with(GOOD, '"2026-03-20T10:00:00Z"', "-5"),
     line_with(GOOD, '"2026-03-20T10:00:00Z"', "946684800"),  # exactly 2000-01-01
@@ -148,9 +155,10 @@ def test_edge_cases_give_the_reference_outcome() -> None:
 
 def test_every_shape_is_taken_by_the_scanner() -> None:
     usage = Usage(uncached=10, cached=2, cache_write=1, visible=4, reasoning=1)
-    rendered = [envelope(render(shape, usage),
-                         ts="2026-03-20T10:00:00.123+08:00", request_id=f"r-{shape}", model="m") for shape in SHAPES]
-    assert assert_same_as_reference_in_a_block([r.encode() for r in rendered], key="k", tz=ZONES[1]) == len(SHAPES)
+    rendered = [envelope(render(shape, usage, rich=rich), ts="2026-03-20T10:00:00.123+08:00",
+                         request_id=f"r-{shape}", model="m") for shape in SHAPES for rich in (False, True)]
+    taken = assert_same_as_reference_in_a_block([r.encode() for r in rendered], key="k", tz=ZONES[1])
+    assert taken == 2 * len(SHAPES)
 
 
 # --- generated lines, then disturbed as text ------------------------------------------------
@@ -159,7 +167,11 @@ def test_every_shape_is_taken_by_the_scanner() -> None:
 def disturb(text: str, rng: random.Random) -> str:
     """One textual change a JSON reader could get wrong, at a random place."""
     keys = [k for k in ("request_id", "model", "key_name", "object", "type", "usage", "prompt_tokens", "input_tokens",
-                        "output_tokens", "cached_tokens", "id", "created", "ts", "status", "task_id") if f'"{k}"' in text]
+                        "output_tokens", "cached_tokens", "id", "created", "ts", "status", "task_id",
+                        "cache_write_tokens", "cached_creation_tokens", "prompt_cache_hit_tokens",
+                        "prompt_cache_miss_tokens", "audio_tokens", "image_tokens", "cache_creation",
+                        "ephemeral_1h_input_tokens", "server_tool_use", "web_search_requests", "thinking_tokens",
+                        "tool_usage", "web_search", "num_requests", "created_at") if f'"{k}"' in text]
     choice = rng.randrange(9)
     if choice == 0 and keys:  # duplicate a key in its own object
         key = rng.choice(keys)
@@ -192,9 +204,9 @@ def test_disturbed_lines_match_the_reference(batch: list[bytes], seed: int, key:
 
 
 @settings(max_examples=200, deadline=None)
-@given(usage=usages, shape=st.sampled_from(SHAPES), total=st.booleans(), details=st.booleans())
-def test_generated_usage_of_every_shape(usage, shape: str, total: bool, details: bool) -> None:
-    body = render(shape, usage, total=total, details=details)
+@given(usage=usages, shape=st.sampled_from(SHAPES), total=st.booleans(), details=st.booleans(), rich=st.booleans())
+def test_generated_usage_of_every_shape(usage, shape: str, total: bool, details: bool, rich: bool) -> None:
+    body = render(shape, usage, total=total, details=details, rich=rich)
     line = envelope(body, ts="2026-03-20T10:00:00Z", request_id="r").encode()
     assert_same_as_reference_in_a_block([line], key="k", tz=ZONES[0])
 

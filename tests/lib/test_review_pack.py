@@ -29,11 +29,11 @@ from pipelines.lib.simulator.server import SimulatorServer
 
 MONTH = f"{SIM_START:%Y-%m}"  # the simulator's month: 30 of its 31 days
 LAST = SIM_START + timedelta(days=SIM_DAYS - 1)
-EMPTY_MONTH = "2026-12"
+EMPTY_MONTH = "2026-09"  # after COMET_LEDGER_START_DATE, before the simulated month
 BUILT_AT = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 REPO_OWNERS = str(Path(__file__).resolve().parents[2] / "config" / "key_owners.csv")
 PACK_FILES = {f"quota_daily_{MONTH}.csv", f"quota_daily_{MONTH}.parquet", f"recon_key_daily_{MONTH}.csv",
-              "sample_responses.jsonl", "reconciliation.md", "reconciliation.html", "daily_spend_by_key.svg",
+              f"anomalies_{MONTH}.csv", "sample_responses.jsonl", "reconciliation.md", "reconciliation.html", "daily_spend_by_key.svg",
               "estimated_vs_reported.svg", "manifest.json"}
 
 
@@ -131,6 +131,20 @@ def test_totals_in_the_markdown_csv_parquet_and_manifest_equal_the_warehouse(mon
     assert manifest["totals"]["reported_requests"] == requests
 
 
+def test_the_reconciliation_csv_carries_every_column_of_recon_key_daily(month):
+    settings, _ = month
+    with open(settings.reports / f"review-{MONTH}" / f"recon_key_daily_{MONTH}.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    columns = [c for (c,) in table_rows(settings, "SELECT column_name FROM duckdb_columns() "
+                                                  "WHERE table_name = 'recon_key_daily' ORDER BY column_index")]
+    assert set(rows[0]) == set(columns) and "adjustments_usd" in columns
+    in_month = "FROM recon_key_daily WHERE usage_date BETWEEN $first AND $last"
+    assert len(rows) == sql_one(settings, f"SELECT count(*) {in_month}", window(MONTH))
+    adjustments = sql_one(settings, f"SELECT sum(adjustments_usd) {in_month}", window(MONTH))
+    assert adjustments and sum(Decimal(r["adjustments_usd"]) for r in rows if r["adjustments_usd"]) == adjustments
+    assert all(re.fullmatch(r"-?\d+\.\d{6}", r["adjustments_usd"]) for r in rows if r["adjustments_usd"])
+
+
 def test_flagged_key_days_appear_with_status_and_explanation(month, traffic):
     settings, result = month
     md = (settings.reports / f"review-{MONTH}" / "reconciliation.md").read_text()
@@ -148,8 +162,16 @@ def test_balances_prices_anomalies_and_caveats_are_stated(month):
     settings, _ = month
     md = (settings.reports / f"review-{MONTH}" / "reconciliation.md").read_text()
     snapshot = table_rows(settings, "SELECT balance_usd FROM balance_snapshots ORDER BY fetched_at LIMIT 1")[0][0]
-    assert f"Opening balance: ${snapshot}" in md  # the only snapshots were taken after the month
-    assert "not an opening balance for the month" in md
+    # The only snapshots were taken after the month: none is its opening balance. The summary says so
+    # without an amount; the nearest snapshot is shown in the balances section only.
+    summary = md[md.index("## Summary"):md.index("## Opening and closing balance")]
+    assert "Opening balance: no opening balance recorded (no snapshot was taken during the month" in summary
+    assert f"${snapshot}" not in summary.split("closing balance:")[0]
+    balances = md[md.index("## Opening and closing balance"):md.index("## Spend")]
+    assert re.search(rf"^\| nearest to the start \| 2026-10-01 00:00:00 UTC \| .* \| {snapshot} \|", balances, flags=re.M)
+    assert "not an opening balance for the month" in balances
+    assert json.loads((settings.reports / f"review-{MONTH}" / "manifest.json").read_text())["totals"][
+        "opening_balance_usd"] is None
     versions = {v for (v,) in table_rows(settings, "SELECT DISTINCT price_version_id FROM requests "
                                                    "WHERE price_version_id IS NOT NULL")}
     assert len(versions) >= 2 and all(f"| {v} |" in md for v in versions)
@@ -157,6 +179,23 @@ def test_balances_prices_anomalies_and_caveats_are_stated(month):
     assert "reporting day in UTC" in md and "Rates to verify at the source" in md
     assert "Per-call models are billed per call" in md and "kling_video at $0.350000" in md
     assert "restated by a later pull: $0.640000 -> $0.815000" in md
+
+
+def test_a_snapshot_taken_during_the_month_is_its_opening_balance(month, tmp_path):
+    settings, _ = month
+    warehouse = tmp_path / "warehouse.duckdb"
+    shutil.copyfile(settings.warehouse_path, warehouse)
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("INSERT INTO balance_snapshots BY NAME SELECT * REPLACE (TIMESTAMPTZ '2026-10-01 06:20:00+00' "
+                    "AS fetched_at, 512.25::DECIMAL(18, 6) AS balance_usd, 'in-month' AS snapshot_id) "
+                    "FROM balance_snapshots LIMIT 1")
+    result = build(settings, MONTH, tmp_path / "out", warehouse=warehouse)
+    md = (result.path / "reconciliation.md").read_text()
+    assert ("Opening balance: $512.250000 (snapshot of 2026-10-01 06:20:00 UTC, 0 d 6 h 20 min after "
+            "2026-10-01 00:00:00 UTC)") in md
+    assert "| opening | 2026-10-01 00:00:00 UTC | 2026-10-01 06:20:00 UTC |" in md
+    assert "not an opening balance" not in md
+    assert json.loads((result.path / "manifest.json").read_text())["totals"]["opening_balance_usd"] == "512.250000"
 
 
 def test_the_sample_is_raw_inbox_responses_with_their_token_counts(month):
@@ -229,6 +268,17 @@ def test_a_partial_month_says_which_days_it_covers(month):
     assert json.loads((result.path / "manifest.json").read_text())["period"]["data_days"] == "2026-10-01..2026-10-30"
 
 
+def test_a_pack_built_before_its_month_ended_is_labelled_partial(month, tmp_path):
+    settings, complete = month
+    assert not complete.partial and "partial month" not in (complete.path / "reconciliation.md").read_text().lower()
+    early = build(settings, MONTH, tmp_path, built_at=datetime(2026, 10, 31, 23, 59, tzinfo=UTC))
+    md = (early.path / "reconciliation.md").read_text()
+    assert early.partial and md.startswith(f"# Budget review evidence pack: {MONTH} (partial month)\n")
+    assert f"Partial month: this pack was built before {MONTH} ended" in md
+    assert json.loads((early.path / "manifest.json").read_text())["period"]["partial"] is True
+    assert "<h1>Budget review evidence pack: 2026-10 (partial month)</h1>" in (early.path / "reconciliation.html").read_text()
+
+
 def test_an_empty_month_still_gives_a_complete_pack_that_says_so(month, tmp_path):
     settings, _ = month
     result = build(settings, EMPTY_MONTH, tmp_path)
@@ -236,8 +286,10 @@ def test_an_empty_month_still_gives_a_complete_pack_that_says_so(month, tmp_path
     assert names == PACK_FILES and not result.has_data
     md = (result.path / "reconciliation.md").read_text()
     assert f"There is no data for {EMPTY_MONTH}" in md
-    assert "No opening balance: no balance snapshot was taken at or after" in md  # never invented
+    # the only snapshot was taken after the month: never passed off as its opening balance
+    assert "taken after the month ended, so it is not an opening balance for the month" in md
     assert (result.path / f"quota_daily_{EMPTY_MONTH}.csv").read_text().count("\n") == 1  # the header only
+    assert (result.path / f"anomalies_{EMPTY_MONTH}.csv").read_text().count("\n") == 1
     assert pq.read_table(result.path / f"quota_daily_{EMPTY_MONTH}.parquet").num_rows == 0
     assert (result.path / "sample_responses.jsonl").read_bytes() == b""
     assert json.loads((result.path / "manifest.json").read_text())["totals"]["reported_cost_usd"] == "0.000000"
@@ -257,6 +309,23 @@ def test_the_warehouse_anomalies_of_the_month_are_listed(month, traffic):
     leak = traffic.planted["missing_logs"]
     if any(kind == "unlogged_gateway_requests" for _, _, kind, _ in rows):
         assert f"| {leak['date']} | {leak['key']} | unlogged_gateway_requests |" in md
+
+
+def test_long_evidence_is_shortened_in_the_report_and_whole_in_the_anomalies_csv(month):
+    settings, result = month
+    with open(result.path / f"anomalies_{MONTH}.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    warehouse = table_rows(settings, "SELECT DISTINCT usage_date, key_name, kind, evidence FROM anomalies "
+                                     "WHERE usage_date BETWEEN $first AND $last", window(MONTH))
+    assert len(rows) == result.anomalies == len(warehouse) > 0
+    assert {(r["usage_date"], r["key_name"], r["kind"], r["evidence"]) for r in rows} == {
+        (d.isoformat(), k or "", kind, e or "") for d, k, kind, e in warehouse}
+    longest = max((e for *_, e in warehouse if e), key=len)
+    assert len(longest) > 120  # a list of request ids
+    md = (result.path / "reconciliation.md").read_text()
+    html = (result.path / "reconciliation.html").read_text()
+    assert longest not in md and f"{longest[:30]}" in md and f"(in full in `anomalies_{MONTH}.csv`)" in md
+    assert f"<details><summary>{longest[:30]}" in html and f"<div>{longest} (in full in" in html
 
 
 def with_anomalies(settings, tmp_path: Path, *rows: str) -> Path:

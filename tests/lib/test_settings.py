@@ -1,4 +1,4 @@
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,8 @@ def test_defaults_follow_the_contract(tmp_path: Path, monkeypatch):
     assert s.query_url == "https://query.cometapi.com"
     assert s.api_url == "https://api.cometapi.com"
     assert s.timezone == "UTC"
-    assert s.start_date == date(2025, 1, 1)
+    # no COMET_LEDGER_START_DATE and nothing looked up yet: 90 days before today (pipelines/lib/first_day.py)
+    assert (s.start_date, s.start_date_source) == (date(2026, 11, 3) - timedelta(days=90), "fallback")
     assert s.prices_path == tmp_path / "config" / "prices.csv"
     assert s.key_owners_path == tmp_path / "config" / "key_owners.csv"
     assert s.chunk_days == 31
@@ -43,6 +44,9 @@ def test_inbox_follows_home(tmp_path: Path):
         ("COMET_LEDGER_FRESHNESS_HOUR_UTC", "-1"),
         ("COMET_LEDGER_FRESHNESS_HOUR_UTC", "8.5"),
         ("COMET_LEDGER_FRESHNESS_HOUR_UTC", "8am"),
+        ("COMET_LEDGER_UMASK", "0999"),
+        ("COMET_LEDGER_UMASK", "0700"),
+        ("COMET_LEDGER_UMASK", "u=rwx"),
     ],
 )
 def test_bad_value_fails_fast_naming_the_variable(name, value):
@@ -63,9 +67,10 @@ def test_missing_key_is_one_line_naming_the_variable():
 
 
 def test_secrets_are_not_in_the_repr():
-    s = load_settings(env={"COMETAPI_KEY": "sk-REPRCANARY123456", "COMETAPI_ACCESS_TOKEN": "tok-REPRCANARY"})
+    s = load_settings(env={"COMETAPI_KEY": "sk-REPRCANARY123456", "COMETAPI_ACCESS_TOKEN": "tok-REPRCANARY",
+                           "DAGSTER_PG_PASSWORD": "pg-REPRCANARY"})
     assert "REPRCANARY" not in repr(s)
-    assert s.secrets() == ["sk-REPRCANARY123456", "tok-REPRCANARY"]
+    assert s.secrets() == ["sk-REPRCANARY123456", "tok-REPRCANARY", "pg-REPRCANARY"]
 
 
 def test_dotenv_is_read_and_the_environment_wins(tmp_path: Path, monkeypatch):
@@ -76,3 +81,46 @@ def test_dotenv_is_read_and_the_environment_wins(tmp_path: Path, monkeypatch):
     s = load_settings()
     assert s.timezone == "Asia/Shanghai"
     assert s.start_date == date(2026, 2, 1)
+
+
+@pytest.mark.parametrize("name", ["COMETAPI_KEY", "COMETAPI_ACCESS_TOKEN"])
+def test_a_credential_too_short_to_mask_is_refused_without_echoing_it(name):
+    with pytest.raises(ConfigError) as err:
+        load_settings(env={name: "abc12"})
+    assert str(err.value).startswith(f"{name} is 5 characters long: too short") and "abc12" not in str(err.value)
+
+
+def test_the_umask_defaults_to_0027_and_is_applied(tmp_path: Path):
+    import os
+    import stat
+
+    settings = load_settings(env={})
+    assert settings.umask == 0o027 and load_settings(env={"COMET_LEDGER_UMASK": "0022"}).umask == 0o022
+    previous = settings.apply_umask()
+    try:
+        (tmp_path / "folder").mkdir()
+        (tmp_path / "folder" / "file").write_text("x")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "folder").stat().st_mode) == 0o750
+    assert stat.S_IMODE((tmp_path / "folder" / "file").stat().st_mode) == 0o640
+
+
+def test_configured_secrets_are_masked_by_every_redaction_whatever_their_shape():
+    from pipelines.lib.redact import redact
+
+    load_settings(env={"COMETAPI_KEY": "plainKEYvalue-0042", "COMETAPI_ACCESS_TOKEN": "plainTOKENvalue-0042"})
+    assert redact("key plainKEYvalue-0042, token plainTOKENvalue-0042") == "key ***, token ***"
+
+
+def test_a_home_holding_the_simulated_world_prices_with_its_list(tmp_path: Path, monkeypatch):
+    """`comet-ledger demo` (and `dev` with its simulator) write the simulator's price list into the home:
+    every run there prices with it unless COMET_LEDGER_PRICES says otherwise."""
+    monkeypatch.chdir(tmp_path)
+    home = tmp_path / "h"
+    assert load_settings(env={"COMET_LEDGER_HOME": str(home)}).prices_path == tmp_path / "config" / "prices.csv"
+    (home / "demo").mkdir(parents=True)
+    (home / "demo" / "prices.csv").write_text("model\n")
+    assert load_settings(env={"COMET_LEDGER_HOME": str(home)}).prices_path == home / "demo" / "prices.csv"
+    chosen = load_settings(env={"COMET_LEDGER_HOME": str(home), "COMET_LEDGER_PRICES": "mine.csv"})
+    assert chosen.prices_path == tmp_path / "mine.csv"

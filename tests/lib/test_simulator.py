@@ -36,7 +36,7 @@ def traffic():
 
 @pytest.fixture()
 def server(traffic):
-    with SimulatorServer(traffic) as srv:
+    with SimulatorServer(traffic, export=True) as srv:
         yield srv
 
 
@@ -118,7 +118,7 @@ def test_a_day_does_not_depend_on_other_days():
 
 
 def test_request_ids_unique_and_shaped(traffic):
-    rows = list(traffic.iter_requests())
+    rows = [r for r in traffic.iter_requests() if r.log_type != 7]  # the console logins carry none
     ids = [r.request_id for r in rows]
     assert len(ids) == len(set(ids))
     assert all(len(i) == 24 and i[:8].isdigit() for i in ids)
@@ -263,14 +263,17 @@ def test_planted_unknown_usage(traffic, tmp_path):
 def test_planted_corrections_refund_and_errors(traffic):
     rows = list(traffic.iter_requests())
     corrections = [r for r in rows if r.correction_of]
-    assert {r.quota_units for r in corrections} == {87_500, -20_000}
+    # upstream since 2026-02 (service/task_billing.go): a higher final price is a type-2 row, a lower one a
+    # type-6 row giving the difference back; neither carries a request id
+    assert {(r.log_type, r.quota_units) for r in corrections} == {(2, 87_500), (6, 20_000)}
+    assert not any(r.logs_request_id for r in corrections)
     late = [r for r in corrections if r.visible_after_first_pull]
     assert len(late) == 1 and late[0].key_name == "media-tasks"
     assert traffic.day_of(late[0].ts) == START + timedelta(days=DAYS - 3)
     by_id = {r.request_id: r for r in rows}
     assert all(by_id[r.correction_of].model == r.model and by_id[r.correction_of].ts < r.ts for r in corrections)
 
-    (refund,) = [r for r in rows if r.log_type == 6]
+    (refund,) = [r for r in rows if r.log_type == 6 and r.refund_of]
     original = by_id[refund.refund_of]
     assert refund.quota_units == original.quota_units > 0
     day = traffic.day_of(refund.ts)
@@ -278,7 +281,9 @@ def test_planted_corrections_refund_and_errors(traffic):
     consumed = sum(
         r.usd for r in rows if r.key_name == "media-tasks" and traffic.day_of(r.ts) == day and r.log_type == 2
     )
-    assert before == consumed - Decimal(refund.quota_units) / UNITS_PER_USD
+    refunded = sum(Decimal(r.quota_units) / UNITS_PER_USD for r in rows
+                   if r.key_name == "media-tasks" and traffic.day_of(r.ts) == day and r.log_type == 6)
+    assert before == consumed - refunded
 
     errors = [r for r in rows if r.log_type == 5]
     assert errors and all(r.quota_units == 0 and not r.client_logged for r in errors)
@@ -426,17 +431,19 @@ def test_log_self_pages_add_up_to_daily_quota(traffic, server, client):
     assert envelope["data"]["total"] == len(items) == len(list(traffic.iter_requests())) - 1  # late row hidden
     created = [(i["created_at"]) for i in items]
     assert created == sorted(created, reverse=True)
-    ids = [i["id"] for i in items]
-    assert all(0 <= i < 1024 for i in ids) and len(set(ids)) < len(ids)
-    request_ids = [i["request_id"] for i in items]
+    # upstream model/log.go formatUserLogs: `id` is the row's place in the listing (startIdx + i + 1)
+    assert [i["id"] for i in items] == list(range(1, len(items) + 1))
+    request_ids = [i["request_id"] for i in items if "request_id" in i]
     assert len(set(request_ids)) == len(request_ids)
+    # task refunds and corrections and the console logins carry no request id (the field is omitted)
+    assert {i["type"] for i in items if "request_id" not in i} == {6, 7}  # (the late correction is hidden)
     assert any(i["ip"] == "" for i in items) and any(i["ip"] for i in items)
 
     from_log = daily_from_log(items)
     reported = traffic.reported_daily(restated=False)
     assert {k: v.quantize(ONE_UNIT) for k, v in from_log.items()} == {k: v for k, (v, _) in reported.items()}
     consume = Counter((datetime.fromtimestamp(i["created_at"], UTC).date(), i["token_name"]) for i in items
-                      if i["type"] == 2 and "correction_of" not in json.loads(i["other"]))
+                      if i["type"] == 2 and "pre_consumed_quota" not in json.loads(i["other"]))
     assert dict(consume) == {k: n for k, (_, n) in reported.items()}
 
 
@@ -507,12 +514,13 @@ def test_export_is_the_paged_ledger_as_the_console_csv(traffic, server, client):
     rows = list(csv.reader(io.StringIO(r.text)))
     assert tuple(rows[0]) == EXPORT_COLUMNS
     assert len(rows) - 1 == len(items) > 1000  # several streamed chunks
-    expected = [[("true" if v else "false") if isinstance(v, bool) else str(v) for v in (i[c] for c in EXPORT_COLUMNS)]
-                for i in items]
+    expected = [[("true" if v else "false") if isinstance(v, bool) else str(v)
+                 for v in (i.get(c, "") for c in EXPORT_COLUMNS)] for i in items]
     assert rows[1:] == expected  # same rows, same order (newest first), same values
     # the inbox reader reads it as it is, to the same records as the pages
     from_csv = parse_export_csv(r.text, tz="UTC")
     assert [replace(rec, source="api") for rec in from_csv] == [parse_item(i, tz="UTC") for i in items]
+    # (the ids agree too: the export numbers its rows as one listing, as the pages do)
 
 
 def test_export_filters_and_auth_are_the_paged_ones(traffic, server, client):
@@ -594,7 +602,8 @@ def test_restatement_appears_after_first_covering_pull(traffic, server, client):
 
     def late_row_in_log() -> bool:
         items, _ = log_pages(client, server, token_name=key)
-        return planted["request_id"] in {i["request_id"] for i in items}
+        return any(i["type"] == 2 and i["quota"] == 87_500 and "pre_consumed_quota" in json.loads(i["other"])
+                   for i in items)
 
     # a pull that does not cover the day, a truncated covering pull and a pull without dates change nothing
     quota(client, server, start_date=START.isoformat(), end_date=(day - timedelta(days=1)).isoformat())

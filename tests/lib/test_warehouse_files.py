@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -158,7 +157,7 @@ def test_a_failed_build_publishes_nothing_and_its_files_are_collected_later(tmp_
 
     with publish(path) as con:  # not yet: a day of grace
         assert collect_garbage(con, files_root(path)) == []
-    old = time.time() - 2 * 24 * 3600
+    old = orphan[0].stat().st_mtime - 2 * 24 * 3600  # on the file system's clock, whatever the process's says
     os.utime(orphan[0], (old, old))
     os.utime(files_root(path) / files[0][1], (old, old))  # listed: kept however old
     build(path, [("2", day(2), "a")], day(2), day(2))  # a writer of day files collects first
@@ -170,7 +169,7 @@ def test_a_retired_file_is_kept_for_a_day_after_it_was_last_listed(tmp_path):
     path = tmp_path / "warehouse.duckdb"
     build(path, [("1", day(1), "a")], day(1), day(1))
     [(_, old_file, *_)] = listed(path)
-    long_ago = time.time() - 30 * 24 * 3600
+    long_ago = (files_root(path) / old_file).stat().st_mtime - 30 * 24 * 3600
     os.utime(files_root(path) / old_file, (long_ago, long_ago))  # written a month ago
     build(path, [("1", day(1), "b")], day(1), day(1))  # retired now
     with publish(path) as con:

@@ -18,7 +18,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from conftest import make_settings
+from conftest import decoded_texts, make_settings, secrets_found  # noqa: F401 (used by the hostile tests)
 from pipelines.definitions import build_definitions
 from pipelines.defs.resources import GatewayLedger, QueryService
 from pipelines.defs.schedules import partition_range_tags
@@ -30,6 +30,7 @@ from pipelines.lib.simulator.traffic import Traffic, generate_traffic
 
 REPO = Path(__file__).resolve().parents[2]
 KEY_OWNERS = REPO / "config" / "key_owners.csv"
+BUDGETS = REPO / "config" / "budgets.csv"
 
 # A small world: six reporting days, about ten requests a day (every planted reality still falls
 # inside it, several on one day), so a full pipeline run takes seconds.
@@ -64,12 +65,14 @@ class World:
     @property
     def settings(self) -> Settings:
         return make_settings(self.home, self.sim, COMETAPI_ACCESS_TOKEN=self.sim.access_token,
-                             COMET_LEDGER_PRICES=str(self.prices), COMET_LEDGER_KEY_OWNERS=str(KEY_OWNERS))
+                             COMET_LEDGER_PRICES=str(self.prices), COMET_LEDGER_KEY_OWNERS=str(KEY_OWNERS),
+                             COMET_LEDGER_BUDGETS=str(BUDGETS))
 
     def env(self) -> dict[str, str]:
         """The environment of a child process (`comet-ledger`, the Dagster CLI) running this world."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("COMETAPI_", "COMET_LEDGER_", "DAGSTER_"))}
         return env | {
+            "COMET_LEDGER_NOW": os.environ["COMET_LEDGER_NOW"],  # the suite's clock (conftest.py)
             "COMET_LEDGER_HOME": str(self.home),
             "DAGSTER_HOME": str(self.dagster_home),
             "COMETAPI_QUERY_URL": self.sim.url,
@@ -78,6 +81,7 @@ class World:
             "COMETAPI_ACCESS_TOKEN": self.sim.access_token,
             "COMET_LEDGER_PRICES": str(self.prices),
             "COMET_LEDGER_KEY_OWNERS": str(KEY_OWNERS),
+            "COMET_LEDGER_BUDGETS": str(BUDGETS),
             "COMET_LEDGER_START_DATE": "2026-09-01",
             "PYTHONUNBUFFERED": "1",
         }
@@ -170,6 +174,8 @@ FLOAT_DIGITS = 12
 
 
 def _comparable(value):
+    if isinstance(value, list):  # e.g. budget thresholds: hashable, like every other value
+        return tuple(_comparable(v) for v in value)
     return float(f"{value:.{FLOAT_DIGITS}g}") if isinstance(value, float) else value
 
 
@@ -275,3 +281,108 @@ def invariants(warehouse: Path, truth: dict, first: date, last: date) -> dict[st
         "duplicated_recon_key_days": recon_rows - recon_key_days,
         "recon_covers_reported_key_days": set(expected) <= recon_keys,
     }
+
+
+# --- hostile answers and files (test_hostile_answers.py, test_hostile_files.py) ----------------------
+
+def run_cli(monkeypatch, world: "World", *args: str, **env: str) -> tuple[int, list[str]]:
+    """`comet-ledger ARGS` in this process with the world's environment; (exit status, stderr lines).
+    The process umask is put back afterwards (the command sets its own)."""
+    import contextlib
+    import io
+
+    from pipelines.cli import main
+
+    wanted = world.env() | env
+    for name in [n for n in os.environ if n.startswith(("COMETAPI_", "COMET_LEDGER_", "DAGSTER_"))]:
+        monkeypatch.delenv(name)
+    for name, value in wanted.items():
+        monkeypatch.setenv(name, value)
+    err = io.StringIO()
+    umask = os.umask(0o022)
+    os.umask(umask)
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            status = main(list(args))
+    finally:
+        os.umask(umask)
+    return status, [line for line in err.getvalue().splitlines() if line.strip()]
+
+
+def file_digests(root: Path, skip=lambda p: False) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and not p.name.endswith(".lock") and not skip(p)}
+
+
+class AnswerServer:
+    """A loopback HTTP server that answers every request with `body` (JSON): at once, one byte every
+    `drip_s` seconds, or declaring `declared_length` and streaming zeros. Records how many requests it
+    got and how many body bytes each sent before the client went away."""
+
+    def __init__(self, body: bytes = b"{}", *, drip_s: float | None = None, declared_length: int | None = None,
+                 chunked_bytes: int | None = None) -> None:
+        import socketserver
+        import threading
+
+        self.body, self.drip_s = body, drip_s
+        self.declared_length, self.chunked_bytes = declared_length, chunked_bytes
+        self.requests = 0
+        self.sent: list[int] = []
+        self.received = threading.Event()
+        server = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass
+                server.requests += 1
+                server.received.set()
+                server.sent.append(0)
+                try:
+                    server._answer(self.wfile)
+                except OSError:
+                    pass
+
+        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def _answer(self, out) -> None:
+        import time
+
+        if self.chunked_bytes is not None:
+            out.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+            piece = b"[" + b"0," * (2**16 // 2 - 1) + b"0"
+            while self.sent[-1] < self.chunked_bytes:
+                out.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                self.sent[-1] += len(piece)
+            out.write(b"0\r\n\r\n")
+            return
+        length = self.declared_length if self.declared_length is not None else len(self.body)
+        out.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                  b"Content-Length: %d\r\n\r\n" % length)
+        if self.declared_length is not None:
+            piece = b" " * 2**16
+            while self.sent[-1] < length:
+                out.write(piece)
+                self.sent[-1] += len(piece)
+            return
+        if self.drip_s is None:
+            out.write(self.body)
+            self.sent[-1] = len(self.body)
+            return
+        for i in range(len(self.body)):
+            out.write(self.body[i:i + 1])
+            out.flush()
+            self.sent[-1] += 1
+            time.sleep(self.drip_s)
+
+    def __enter__(self) -> "AnswerServer":
+        import threading
+
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._server.shutdown()
+        self._server.server_close()

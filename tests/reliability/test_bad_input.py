@@ -1,5 +1,5 @@
 """Bad input, one catalogue: client request-log lines, gateway ledger rows (API items and console CSV
-exports) and config rows (prices CSV, key owners CSV).
+exports), config rows (prices CSV, key owners CSV, budgets CSV) and malformed alert channel settings.
 
 Every kind in the catalogue is checked twice:
 
@@ -31,6 +31,7 @@ import pytest
 
 from conftest import materialize_days
 from pipelines.cli import main
+from pipelines.lib.budgets import BUDGET_COLUMNS
 from pipelines.lib.config_tables import KEY_OWNER_COLUMNS, PRICE_COLUMNS
 from pipelines.lib.gateway_ledger import GATEWAY_REJECT_REASONS, GatewayReject, parse_export_csv, parse_item
 from pipelines.lib.request_logs import REJECT_REASONS, Reject, parse_line
@@ -154,11 +155,10 @@ class LedgerRow:
 
 
 LEDGER_ROWS = [
-    LedgerRow("consume row without request_id", {"request_id": ""}, "missing_request_id"),
     LedgerRow("no created_at", {"created_at": ""}, "missing_created_at"),
     LedgerRow("created_at negative", {"created_at": "-5"}, "bad_created_at"),
     LedgerRow("created_at not a time", {"created_at": "yesterday"}, "bad_field_type"),
-    LedgerRow("type 9, no such log type", {"type": "9"}, "unknown_log_type"),
+    LedgerRow("type 300, beyond any log type code", {"type": "300"}, "unknown_log_type"),
     LedgerRow("no type", {"type": ""}, "unknown_log_type"),
     LedgerRow("type an unknown word", {"type": "spend"}, "bad_field_type"),
     LedgerRow("consume row without token_name", {"token_name": ""}, "missing_key_name"),
@@ -200,7 +200,7 @@ def price(base: dict = TOKEN_ROW, **changes: str) -> str:
 @dataclass(frozen=True)
 class ConfigRow:
     kind: str
-    file: str  # prices.csv or key_owners.csv
+    file: str  # prices.csv, key_owners.csv or budgets.csv
     text: str | bytes  # the whole file
     line: int
     column: str | None
@@ -213,6 +213,14 @@ def prices(*rows: str, header: str = PRICE_HEADER) -> str:
 
 def owners(*rows: str, header: str = OWNER_HEADER) -> str:
     return "\n".join([header, OWNER_ROW, *rows]) + "\n"
+
+
+BUDGET_HEADER = ",".join(BUDGET_COLUMNS)
+BUDGET_ROW = "account,,month,500,80;100,2025-01-01,"
+
+
+def budgets(*rows: str) -> str:
+    return "\n".join([BUDGET_HEADER, BUDGET_ROW, *rows]) + "\n"
 
 
 CONFIG_ROWS = [
@@ -280,6 +288,16 @@ CONFIG_ROWS = [
               owners("team-b-prod,team-b,,,2025-07-01,2025-06-01"), 3, "effective_to", "is not after effective_from"),
     ConfigRow("owners header without project", "key_owners.csv",
               owners(header=OWNER_HEADER.replace(",project", "")), 1, "project", "missing from the header"),
+    ConfigRow("budget for an unknown scope", "budgets.csv", budgets("project,search,month,50,,2025-01-01,"), 3,
+              "scope", "unknown scope 'project'"),
+    ConfigRow("budget with a negative amount", "budgets.csv", budgets("team,team-a,month,-50,,2025-01-01,"), 3,
+              "amount_usd", "-50 is negative"),
+    ConfigRow("two rows of one budget overlapping", "budgets.csv", budgets("account,,month,800,,2026-01-01,"), 3,
+              "effective_from", "budget rows of account (month) on lines 2 and 3 overlap"),
+    ConfigRow("a month budget from the middle of a month", "budgets.csv",
+              budgets("team,team-a,month,50,,2025-01-15,"), 3, "effective_from", "does not start a month"),
+    ConfigRow("budget thresholds that are not percentages", "budgets.csv",
+              budgets("key,team-a-prod,day,5,eighty,2025-01-01,"), 3, "thresholds_pct", "not a list of percentages"),
 ]
 
 KINDS = ([f"log line: {c.kind}" for c in LOG_LINES] + [f"log file: {kind}" for kind, _ in GZIP_FILES.values()]
@@ -360,11 +378,13 @@ def test_each_bad_config_row_stops_the_run_before_any_call_with_one_line_naming_
     config.mkdir()
     (config / "prices.csv").write_text(prices())
     (config / "key_owners.csv").write_text(owners())
+    (config / "budgets.csv").write_text(budgets())
     bad = config / case.file
     bad.write_bytes(case.text if isinstance(case.text, bytes) else case.text.encode())
     for name, value in {"COMET_LEDGER_HOME": str(tmp_path / "home"), "COMETAPI_KEY": sim.api_key,
                         "COMETAPI_QUERY_URL": sim.url, "COMETAPI_API_URL": sim.url,
                         "COMET_LEDGER_PRICES": "config/prices.csv", "COMET_LEDGER_KEY_OWNERS": "config/key_owners.csv",
+                        "COMET_LEDGER_BUDGETS": "config/budgets.csv",
                         "COMET_LEDGER_START_DATE": "2026-09-01", "DAGSTER_HOME": str(tmp_path / "dagster")}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("COMETAPI_ACCESS_TOKEN", raising=False)
@@ -378,6 +398,29 @@ def test_each_bad_config_row_stops_the_run_before_any_call_with_one_line_naming_
     assert case.says in message
     assert len(sim.calls) == calls  # failed fast: no API call made
     assert not (tmp_path / "home" / "warehouse.duckdb").exists()
+
+
+BAD_CHANNELS = [
+    ("COMET_LEDGER_ALERT_SLACK_URL", "hooks.example.com/services/T0/B0/SECRETPATH", "is not an http(s) URL"),
+    ("COMET_LEDGER_ALERT_WEBHOOK_URL", "https://exa mple.com/hook/SECRETPATH", "is not an http(s) URL"),
+    ("COMET_LEDGER_ALERT_SMTP_PORT", "smtp", "is set but COMET_LEDGER_ALERT_SMTP_HOST is not"),
+]
+
+
+@pytest.mark.parametrize("variable, value, says", BAD_CHANNELS, ids=[v for v, _, _ in BAD_CHANNELS])
+def test_a_malformed_alert_channel_stops_the_run_before_any_call_naming_the_variable_not_the_value(
+        variable, value, says, sim, tmp_path, monkeypatch, capsys):
+    for name, setting in {"COMET_LEDGER_HOME": str(tmp_path / "home"), "COMETAPI_KEY": sim.api_key,
+                          "COMETAPI_QUERY_URL": sim.url, "COMETAPI_API_URL": sim.url, variable: value,
+                          "COMET_LEDGER_START_DATE": "2026-09-01", "DAGSTER_HOME": str(tmp_path / "dagster")}.items():
+        monkeypatch.setenv(name, setting)
+    calls = len(sim.calls)
+    assert main(["run", "--date", LAST.isoformat()]) == 2
+    out, err = capsys.readouterr()
+    [message] = err.strip().splitlines()
+    assert message.startswith(f"comet-ledger: error: {variable}") and says in message, message
+    assert "SECRETPATH" not in out + err
+    assert len(sim.calls) == calls and not (tmp_path / "home" / "warehouse.duckdb").exists()
 
 
 # --- all of them together, through a real run ------------------------------------------------------

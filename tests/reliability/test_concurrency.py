@@ -1,7 +1,7 @@
 """Concurrency: several writers at once, and an analyst reading throughout. No lock errors, no lost
 and no duplicated rows.
 
-The cases (docs/reliability-rest.md counts them):
+The cases (docs/reliability.md counts them):
 
 1. processes opening a NEW Dagster home at the same instant (forked after import, released by a
    barrier): every one gets a working instance. Dagster's SQLite storages create their tables on

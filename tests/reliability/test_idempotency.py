@@ -52,7 +52,7 @@ PUBLIC_TABLES = {"quota_daily", "quota_restatements", "balance_snapshots", "key_
                  "chargeback_monthly", "inbox_files", "rejects", "anomalies", "model_versions", "rebuild_inputs",
                  "key_ip_daily", "warehouse_files"}
 REPLACED_DATASETS = ("request_logs", "gateway_logs", "inbox_records", "inbox_rejects", "inbox_manifest")
-APPENDED_DATASETS = ("quota_pulls", "gateway_pulls", "balance_snapshots", "key_snapshots")
+APPENDED_DATASETS = ("quota_pulls", "gateway_pulls", "gateway_checks", "balance_snapshots", "key_snapshots")
 CSV_HEADER = ["id", "created_at", "type", "content", "token_name", "model_name", "quota", "prompt_tokens",
               "completion_tokens", "use_time", "is_stream", "group", "ip", "request_id", "other"]
 
@@ -75,9 +75,9 @@ def add_awkward_input(inbox: Path, traffic) -> None:
     (inbox / "team-a-prod" / "resent.jsonl").write_text(f"{logged}\n{{\"response\": \n")
     row = next(r for r in traffic.requests_for_day(LAST) if r.log_type == 2 and r.correction_of is None)
     good = _log_item(0, row)
-    bad = good | {"request_id": "", "quota": 100}
+    bad = good | {"token_name": "", "quota": 100}  # spend without a key: missing_key_name
     out = io.StringIO()
-    writer = csv.DictWriter(out, CSV_HEADER)
+    writer = csv.DictWriter(out, CSV_HEADER, extrasaction="ignore")
     writer.writeheader()
     writer.writerows([good, bad])
     (inbox / "gateway").mkdir(parents=True, exist_ok=True)

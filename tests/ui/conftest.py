@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SIM_START, make_settings, materialize_days
+from pipelines.lib.alerts.ledger import MODEL as ALERTS_MODEL
 from pipelines.lib.cometapi.http import RetryPolicy
 from pipelines.lib.review_pack import PackResult, build_pack
 from pipelines.lib.settings import Settings
@@ -23,6 +24,7 @@ from pipelines.lib.simulator.inbox import write_inbox
 from pipelines.lib.simulator.server import SimulatorServer
 from pipelines.lib.simulator.traffic import Traffic, generate_traffic
 from pipelines.lib.smoke_test import record, run_smoke_test
+from pipelines.lib.warehouse import publish, run_model
 
 REPO = Path(__file__).resolve().parents[2]
 UI_DAYS = 10
@@ -61,6 +63,9 @@ def sim_month(tmp_path_factory) -> SimMonth:
                                                                                      max_delay=0.0), timeout=5.0)
         assert smoke.passed, smoke.failures
         record(settings.warehouse_path, smoke)  # so `smoke_tests` exists, as after `comet-ledger smoke-test`
+        # so `alerts` and `alert_deliveries` exist, as once an alert evaluation has found something
+        with publish(settings.warehouse_path) as con:
+            run_model(con, ALERTS_MODEL, {})
     pack = build_pack(settings.warehouse_path, settings.lake, settings.inbox, MONTH, settings.reports,
                       timezone=settings.timezone, built_at=BUILT_AT)
     assert pack.has_data

@@ -1,10 +1,11 @@
-"""docs/data-dictionary.md is what `python -m pipelines.lib.data_dictionary` makes of the warehouse of a
+"""docs/data-dictionary.md (and sql/warehouse_schema.json) is what `python -m pipelines.lib.data_dictionary` makes of the warehouse of a
 simulated month that has run every model: regenerated here and compared, so it never drifts from the
 `COMMENT ON` text in sql/. `COMET_LEDGER_UPDATE_DICTIONARY=1` rewrites the committed file instead."""
 
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 import subprocess
@@ -17,6 +18,7 @@ from pipelines.lib.data_dictionary import data_dictionary, read_tables, render
 from ui.conftest import REPO
 
 DICTIONARY = REPO / "docs" / "data-dictionary.md"
+SCHEMAS = REPO / "sql" / "warehouse_schema.json"
 
 
 def test_the_committed_dictionary_equals_a_fresh_one(sim_month):
@@ -29,6 +31,22 @@ def test_the_committed_dictionary_equals_a_fresh_one(sim_month):
     assert committed == fresh, ("docs/data-dictionary.md is out of date; rewrite it with "
                                 "COMET_LEDGER_UPDATE_DICTIONARY=1 .venv/bin/pytest tests/ui/test_data_dictionary.py\n"
                                 + diff)
+
+
+def test_the_committed_column_schemas_equal_fresh_ones(sim_month):
+    """sql/warehouse_schema.json, which the asset definitions show, is the same warehouse in JSON."""
+    fresh = data_dictionary(sim_month.settings.warehouse_path, as_json=True)
+    if os.environ.get("COMET_LEDGER_UPDATE_DICTIONARY") == "1":
+        SCHEMAS.write_text(fresh)
+    assert (SCHEMAS.read_text() if SCHEMAS.exists() else "") == fresh, (
+        "sql/warehouse_schema.json is out of date; rewrite it with COMET_LEDGER_UPDATE_DICTIONARY=1 "
+        ".venv/bin/pytest tests/ui/test_data_dictionary.py")
+    columns = {c["name"]: c["type"] for c in json.loads(fresh)["recon_key_daily"]["columns"]}
+    assert columns["adjustments_usd"] == "DECIMAL(18,6)" and columns["status"] == "VARCHAR"
+    done = subprocess.run([sys.executable, "-m", "pipelines.lib.data_dictionary", "--json",
+                           str(sim_month.settings.warehouse_path)], capture_output=True, text=True, timeout=60,
+                          cwd=REPO, check=False)
+    assert done.returncode == 0 and done.stdout == fresh
 
 
 def test_the_command_line_prints_the_same(sim_month):

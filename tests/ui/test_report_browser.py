@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import csv
 import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -61,6 +63,8 @@ PAGE_FACTS_JS = """
                               box: box(i), shown: shown(i)})),
     tables: [...document.querySelectorAll('table')].map(t => ({
       rows: t.rows.length, columns: t.rows.length ? t.rows[0].cells.length : 0,
+      scrollWidth: t.scrollWidth, clientWidth: t.clientWidth,
+      header: t.rows.length ? [...t.rows[0].cells].map(c => ({text: c.textContent.trim(), box: box(c)})) : [],
       heading: (() => {
         for (let e = t.previousElementSibling; e; e = e.previousElementSibling)
           if (/^H[1-4]$/.test(e.tagName)) return e.textContent.trim();
@@ -200,8 +204,10 @@ class Page:
         return Image.open(self.screenshot).convert("RGB")
 
 
-def open_page(browser: Browser, url: str, screenshot: Path) -> Page:
-    """Load `url` in a new tab, measure it, take a full-page screenshot, and close the tab."""
+def open_page(browser: Browser, url: str, screenshot: Path, *, width: int = 1280, media: str = "screen",
+              pdf: Path | None = None) -> Page:
+    """Load `url` in a new tab `width` CSS pixels wide (as `media`: screen or print), measure it, take a
+    full-page screenshot (and, given `pdf`, print it to an A4 PDF there), and close the tab."""
     base = f"http://127.0.0.1:{browser.port}"
     target = httpx.put(f"{base}/json/new?about:blank", timeout=10).raise_for_status().json()
     try:
@@ -209,6 +215,9 @@ def open_page(browser: Browser, url: str, screenshot: Path) -> Page:
             tools = DevTools(ws)
             for domain in ("Page", "Runtime", "Log", "Network"):
                 tools.call(f"{domain}.enable")
+            tools.call("Emulation.setDeviceMetricsOverride", width=width, height=900, deviceScaleFactor=1,
+                       mobile=False)
+            tools.call("Emulation.setEmulatedMedia", media=media)
             navigated = tools.call("Page.navigate", url=url)
             assert "errorText" not in navigated, f"{url}: {navigated['errorText']}"
             tools.wait_for("Page.loadEventFired")
@@ -220,6 +229,9 @@ def open_page(browser: Browser, url: str, screenshot: Path) -> Page:
                     "scale": 1}
             shot = tools.call("Page.captureScreenshot", format="png", captureBeyondViewport=True, clip=clip)
             screenshot.write_bytes(base64.b64decode(shot["data"]))
+            if pdf is not None:  # the page's own @page rule sets the paper (A4)
+                printed = tools.call("Page.printToPDF", preferCSSPageSize=True, printBackground=True)
+                pdf.write_bytes(base64.b64decode(printed["data"]))
             time.sleep(0.2)
             tools.call("Runtime.evaluate", expression="1")  # drains events that arrived meanwhile
     finally:
@@ -317,3 +329,74 @@ def test_the_checks_see_a_broken_page(browser, sim_month, tmp_path):
     assert any("planted" in e for e in page.errors), page.errors
     assert any("undefined_function" in e for e in page.errors), page.errors
     assert sorted(image["naturalWidth"] == 0 for image in page.facts["images"]) == [False, True]
+
+
+# --- the anomalies table on a laptop screen and on A4 ------------------------------------------------
+LAPTOP_WIDTH = 1400  # CSS px
+A4_LANDSCAPE_WIDTH = round((297 - 2 * 10) / 25.4 * 96)  # the printable width under the page's @page rule, CSS px
+
+
+@pytest.fixture(scope="module")
+def long_evidence_pack(sim_month, tmp_path_factory):
+    """The month's pack from a copy of its warehouse whose anomalies carry 400 request ids of evidence
+    each, unbroken by spaces: the worst a leaked key's day gives."""
+    import duckdb
+
+    from pipelines.lib.review_pack import build_pack
+    from ui.conftest import BUILT_AT
+
+    root = tmp_path_factory.mktemp("long-evidence")
+    warehouse = root / "warehouse.duckdb"
+    shutil.copyfile(sim_month.settings.warehouse_path, warehouse)
+    ids = ",".join(f"2026100502{i:06d}a9202069" for i in range(400))
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("UPDATE anomalies SET evidence = 'ips=198.51.100.66; request_ids=' || $ids", {"ids": ids})
+    settings = sim_month.settings
+    return build_pack(warehouse, settings.lake, settings.inbox, sim_month.pack.month, root / "reports",
+                      timezone=settings.timezone, built_at=BUILT_AT)
+
+
+def anomalies_table(page: Page) -> dict:
+    [table] = [t for t in page.facts["tables"] if t["heading"] == "Anomalies"]
+    return table
+
+
+def assert_laid_out_within(page: Page, width: int) -> None:
+    """Nothing wider than `width`, no table scrolling sideways, and the anomalies table readable: its
+    prose columns wide enough for sentences, its last column ("what to do") on the page."""
+    assert page.facts["page"]["width"] <= width + 1, page.facts["page"]
+    scrolling = [(t["heading"], t["scrollWidth"], t["clientWidth"]) for t in page.facts["tables"]
+                 if t["scrollWidth"] > t["clientWidth"] + 1]
+    assert scrolling == []
+    header = {cell["text"]: cell["box"] for cell in anomalies_table(page)["header"]}
+    assert header["detail"]["width"] >= 140 and header["what to do"]["width"] >= 140, header
+    assert header["what to do"]["x"] + header["what to do"]["width"] <= width + 1, header
+
+
+def test_the_anomalies_table_fits_a_laptop_screen(browser, long_evidence_pack, tmp_path_factory):
+    shot = tmp_path_factory.mktemp("laptop") / "reconciliation-1400.png"
+    page = open_page(browser, (long_evidence_pack.path / "reconciliation.html").as_uri(), shot, width=LAPTOP_WIDTH)
+    print(f"screenshot: {shot}")
+    assert page.errors == []
+    assert_laid_out_within(page, LAPTOP_WIDTH)
+    assert page.image().width == LAPTOP_WIDTH
+    # the evidence is collapsed to a line (400 ids, open, would be ~100 lines a row), whole in the CSV
+    table = anomalies_table(page)
+    assert table["box"]["height"] < 200 * table["rows"], table["box"]
+    with open(long_evidence_pack.path / f"anomalies_{long_evidence_pack.month}.csv", newline="") as fh:
+        assert all(r["evidence"].count(",") == 399 for r in csv.DictReader(fh))
+
+
+def test_the_report_prints_on_a4(browser, long_evidence_pack, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("print")
+    pdf = folder / "reconciliation.pdf"
+    page = open_page(browser, (long_evidence_pack.path / "reconciliation.html").as_uri(), folder / "print.png",
+                     width=A4_LANDSCAPE_WIDTH, media="print", pdf=pdf)
+    print(f"PDF: {pdf}")
+    assert page.errors == []
+    assert_laid_out_within(page, A4_LANDSCAPE_WIDTH)
+    data = pdf.read_bytes()
+    assert data.startswith(b"%PDF-")
+    boxes = re.findall(rb"/MediaBox\s*\[\s*0\s+0\s+([\d.]+)\s+([\d.]+)\s*\]", data)
+    assert len(boxes) >= 3  # pages
+    assert {(round(float(w)), round(float(h))) for w, h in boxes} == {(842, 595)}  # A4 landscape, in points

@@ -45,6 +45,11 @@ query Workspace {
               assetNodes {
                 assetKey { path }
                 groupName
+                metadataEntries {
+                  label
+                  ... on TableSchemaMetadataEntry { schema { columns { name type description } } }
+                  ... on TextMetadataEntry { text }
+                }
                 assetChecksOrError {
                   __typename
                   ... on AssetChecks { checks { name } }
@@ -181,3 +186,18 @@ def test_the_schedules_and_the_inbox_sensor_load(repository, expected):
     sensors = {s["name"] for s in repository["sensors"]}
     assert sensors == expected["sensors"] and "inbox_sensor" in sensors
     assert {j["name"] for j in repository["jobs"]} >= expected["jobs"]
+
+
+def test_never_materialised_assets_show_their_columns_and_table_name(repository):
+    """The webserver's instance is empty: what it shows comes from the definitions alone."""
+    for node in repository["assetNodes"]:
+        name = "/".join(node["assetKey"]["path"])
+        entries = {e["label"]: e for e in node["metadataEntries"]}
+        columns = entries["dagster/column_schema"]["schema"]["columns"]
+        assert columns and all(c["name"] and c["type"] for c in columns), name
+        if name.startswith("warehouse/"):
+            assert entries["dagster/table_name"]["text"] == f"warehouse.main.{node['assetKey']['path'][1]}"
+    recon = next(n for n in repository["assetNodes"] if n["assetKey"]["path"] == ["warehouse", "recon_key_daily"])
+    columns = {c["name"]: c for c in next(e for e in recon["metadataEntries"]
+                                          if e["label"] == "dagster/column_schema")["schema"]["columns"]}
+    assert columns["variance_usd"]["description"] == "reported - estimated"

@@ -7,14 +7,19 @@ from pathlib import Path
 
 import dagster as dg
 
-from pipelines.defs.metadata import column_schema, lake_metadata, markdown_table, preview
+from pipelines.defs.metadata import (
+    lake_metadata, lake_spec_metadata, markdown_table, preview, table_metadata, warehouse_spec_metadata,
+)
 from pipelines.defs.pools import WRITER_POOL
-from pipelines.defs.resources import LedgerHome, QueryService, utc_now
+from pipelines.defs.resources import LedgerHome, QueryService
 from pipelines.defs.window import run_days
-from pipelines.lib import lake, quota_lake
+from pipelines.lib import clock, lake, quota_lake
 from pipelines.lib.warehouse import publish, record_models, reset_models, run_model, stale_models
 
 GROUP = "quota"
+# Not partitioned: a snapshot is taken once per run, whatever the range of days. The single-run
+# policy says so to the Dagster CLI (`--partition-range` needs it on every asset it selects).
+SNAPSHOT_ONCE_PER_RUN = dg.BackfillPolicy.single_run()
 QUOTA_TABLES = ("quota_daily", "quota_restatements")  # window-incremental tables
 
 
@@ -26,6 +31,7 @@ def build_quota_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         group_name=GROUP,
         kinds={"parquet"},
         owners=["team:platform"],
+        metadata=lake_spec_metadata(quota_lake.QUOTA_DAILY),
         description=(
             "Every pull of CometAPI's `daily_quota` (spend and requests per key and day) for the run's "
             "days, kept immutably with `pulled_at`. One query-service call per chunk of days."
@@ -51,11 +57,11 @@ def build_quota_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
                    if Path(f).stem in pull_ids]
         return dg.MaterializeResult(
             metadata={
-                **lake_metadata(written, quota_lake.QUOTA_DAILY),
+                **lake_metadata(written, quota_lake.QUOTA_DAILY, dataset=lake.files(ledger.lake, "quota_daily")),
                 "window": f"{start} .. {end}",
                 "query_calls": len(pulls),
                 "days_with_usage": sum(p.days_with_usage for p in landed),
-                "reported_cost_usd": float(sum(p.cost_usd for p in landed)),
+                "reported_cost_usd": round(float(sum(p.cost_usd for p in landed)), 6),
                 "reported_requests": sum(p.requests for p in landed),
                 "pull_ids": ", ".join(p.pull_id for p in landed),
                 "preview": dg.MetadataValue.md(
@@ -68,18 +74,21 @@ def build_quota_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         specs=[
             dg.AssetSpec(
                 ["lake", "balance_snapshots"], group_name=GROUP, kinds={"parquet"}, owners=["team:platform"],
+                metadata=lake_spec_metadata(quota_lake.BALANCE_SNAPSHOTS),
                 description="Account balance, lifetime spend and request count at the moment of each run (point-in-time).",
             ),
             dg.AssetSpec(
                 ["lake", "key_snapshots"], group_name=GROUP, kinds={"parquet"}, owners=["team:platform"],
+                metadata=lake_spec_metadata(quota_lake.KEY_SNAPSHOTS),
                 description="Each key's remaining and used quota at the moment of each run; unlimited sentinels flagged.",
             ),
-        ]
+        ],
+        backfill_policy=SNAPSHOT_ONCE_PER_RUN,
     )
     def quota_snapshots_lake(context: dg.AssetExecutionContext, ledger: LedgerHome, query_service: QueryService):
         with query_service.client() as client:
             response = client.fetch_quota()
-        fetched_at = utc_now()
+        fetched_at = clock.now()
         snapshot_id = quota_lake.land_snapshot(ledger.lake, response, fetched_at)
         context.log.info(f"snapshot {snapshot_id}: balance {response.balance_usd} USD, {len(response.keys)} keys")
 
@@ -90,14 +99,16 @@ def build_quota_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         yield dg.MaterializeResult(
             asset_key=["lake", "balance_snapshots"],
             metadata={**lake_metadata(written("balance_snapshots"), quota_lake.BALANCE_SNAPSHOTS,
-                                      ["fetched_at", "username", "balance_usd", "total_used_usd", "request_count"]),
+                                      ["fetched_at", "username", "balance_usd", "total_used_usd", "request_count"],
+                                      dataset=lake.files(ledger.lake, "balance_snapshots")),
                       "snapshot_id": snapshot_id, "fetched_at": fetched_at.isoformat(),
-                      "balance_usd": float(response.balance_usd)},
+                      "balance_usd": round(float(response.balance_usd), 6)},
         )
         yield dg.MaterializeResult(
             asset_key=["lake", "key_snapshots"],
             metadata={**lake_metadata(written("key_snapshots"), quota_lake.KEY_SNAPSHOTS,
-                                      ["key_name", "remain_quota_usd", "used_quota_usd", "is_unlimited"], limit=20),
+                                      ["key_name", "remain_quota_usd", "used_quota_usd", "is_unlimited"], limit=20,
+                                      dataset=lake.files(ledger.lake, "key_snapshots")),
                       "snapshot_id": snapshot_id, "unlimited_keys": sum(k.is_unlimited for k in response.keys)},
         )
 
@@ -106,11 +117,14 @@ def build_quota_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
             dg.AssetSpec(
                 ["warehouse", "quota_daily"], deps=[["lake", "quota_daily"]], group_name=GROUP, kinds={"duckdb"},
                 owners=["team:platform"], partitions_def=partitions,
+                metadata=warehouse_spec_metadata("quota_daily", "stg_quota_pulls", "stg_quota_daily", "quota_daily"),
                 description="Reported spend and requests per reporting day and key, from the latest pull of each day.",
             ),
             dg.AssetSpec(
                 ["warehouse", "quota_restatements"], deps=[["lake", "quota_daily"]], group_name=GROUP,
                 kinds={"duckdb"}, owners=["team:platform"], partitions_def=partitions,
+                metadata=warehouse_spec_metadata("quota_restatements", "stg_quota_pulls", "stg_quota_daily",
+                                                 "quota_restatements"),
                 description="Every change of a past day's reported figure between consecutive pulls.",
             ),
         ],
@@ -135,28 +149,24 @@ def build_quota_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
             for model in ("stg_quota_pulls", "stg_quota_daily", *QUOTA_TABLES):
                 run_model(con, model, params)
             record_models(con, QUOTA_TABLES)
-            rows, cost, requests = con.execute(
-                "SELECT count(*), coalesce(sum(reported_cost_usd), 0), coalesce(sum(reported_requests), 0) "
+            cost, requests = con.execute(
+                "SELECT coalesce(sum(reported_cost_usd), 0), coalesce(sum(reported_requests), 0) "
                 "FROM quota_daily WHERE usage_date BETWEEN $start AND $end", window).fetchone()
             duplicates = con.execute(
                 "SELECT count(*) FROM (SELECT usage_date, key_name FROM quota_daily "
                 "GROUP BY ALL HAVING count(*) > 1)").fetchone()[0]
-            restated = con.execute(
-                "SELECT count(*) FROM quota_restatements WHERE usage_date BETWEEN $start AND $end", window).fetchone()[0]
             daily_meta = {
                 "window": f"{start} .. {end}",
-                "dagster/row_count": rows,
-                "reported_cost_usd": float(cost),
+                **table_metadata(con, "quota_daily", window),
+                "reported_cost_usd": round(float(cost), 6),
                 "reported_requests": int(requests),
-                "dagster/column_schema": column_schema(con, "quota_daily"),
                 "preview": preview(con, "SELECT key_name, sum(reported_cost_usd) AS cost_usd, sum(reported_requests) "
                                    "AS requests FROM quota_daily WHERE usage_date BETWEEN $start AND $end "
                                    "GROUP BY ALL ORDER BY key_name", window),
             }
             restatement_meta = {
                 "window": f"{start} .. {end}",
-                "dagster/row_count": restated,
-                "dagster/column_schema": column_schema(con, "quota_restatements"),
+                **table_metadata(con, "quota_restatements", window),
                 "preview": preview(con, "SELECT usage_date, key_name, previous_cost_usd, new_cost_usd, pulled_at "
                                    "FROM quota_restatements WHERE usage_date BETWEEN $start AND $end "
                                    "ORDER BY pulled_at DESC LIMIT 20", window),
@@ -171,12 +181,13 @@ def build_quota_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
     @dg.multi_asset(
         specs=[
             dg.AssetSpec(["warehouse", "balance_snapshots"], deps=[["lake", "balance_snapshots"]], group_name=GROUP,
-                         kinds={"duckdb"}, owners=["team:platform"],
+                         kinds={"duckdb"}, owners=["team:platform"], metadata=warehouse_spec_metadata("balance_snapshots"),
                          description="Balance at the moment of each call; a backfill never invents past balances."),
             dg.AssetSpec(["warehouse", "key_snapshots"], deps=[["lake", "key_snapshots"]], group_name=GROUP,
-                         kinds={"duckdb"}, owners=["team:platform"],
+                         kinds={"duckdb"}, owners=["team:platform"], metadata=warehouse_spec_metadata("key_snapshots"),
                          description="Per-key quota at the moment of each call; is_unlimited with NULL amounts for sentinels."),
         ],
+        backfill_policy=SNAPSHOT_ONCE_PER_RUN,
         pool=WRITER_POOL,
     )
     def quota_snapshots_warehouse(context: dg.AssetExecutionContext, ledger: LedgerHome):
@@ -185,14 +196,12 @@ def build_quota_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
             run_model(con, "balance_snapshots", params)
             run_model(con, "key_snapshots", params)
             balance_meta = {
-                "dagster/row_count": con.execute("SELECT count(*) FROM balance_snapshots").fetchone()[0],
-                "dagster/column_schema": column_schema(con, "balance_snapshots"),
+                **table_metadata(con, "balance_snapshots"),
                 "preview": preview(con, "SELECT fetched_at, username, balance_usd, total_used_usd, request_count "
                                    "FROM balance_snapshots ORDER BY fetched_at DESC LIMIT 10"),
             }
             key_meta = {
-                "dagster/row_count": con.execute("SELECT count(*) FROM key_snapshots").fetchone()[0],
-                "dagster/column_schema": column_schema(con, "key_snapshots"),
+                **table_metadata(con, "key_snapshots"),
                 "preview": preview(con, "SELECT fetched_at, key_name, remain_quota_usd, used_quota_usd, is_unlimited "
                                    "FROM key_snapshots ORDER BY fetched_at DESC, key_name LIMIT 20"),
             }

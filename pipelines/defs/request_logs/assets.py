@@ -7,21 +7,27 @@ from collections import Counter
 import dagster as dg
 import duckdb
 
-from pipelines.defs.metadata import column_schema, lake_metadata, markdown_table, preview
+from pipelines.defs.metadata import (
+    lake_metadata, lake_spec_metadata, markdown_table, preview, table_metadata, warehouse_spec_metadata,
+)
 from pipelines.defs.pools import WRITER_POOL
-from pipelines.defs.resources import GatewayLedger, LedgerHome, utc_now
+from pipelines.defs.resources import GatewayLedger, LedgerHome
 from pipelines.defs.window import run_days
-from pipelines.lib import gateway_lake, lake, request_log_lake
+from pipelines.lib import clock, gateway_lake, lake, request_log_lake
 from pipelines.lib.lake import window_days
 from pipelines.lib.warehouse import built_from, inputs_sha, publish, record_built_from, run_model
 
 GROUP = "request_logs"
+# Not partitioned: the inbox is staged whole once per run, whatever the range of days. The
+# single-run policy says so to the Dagster CLI (`--partition-range` needs it on every asset it selects).
+ONCE_PER_RUN = dg.BackfillPolicy.single_run()
 REQUEST_LOG_PREVIEW = ["usage_date", "ts", "key_name", "model", "prompt_tokens", "completion_tokens", "usage_status",
                        "file", "line_no"]
 GATEWAY_PREVIEW = ["usage_date", "created_at", "key_name", "model", "log_type_name", "billed_usd", "prompt_tokens",
                    "completion_tokens", "request_id"]
-# what warehouse/inbox_files is built from (it is kept while these are unchanged)
-INBOX_FILES_MODELS = ("stg_inbox_files", "stg_copy_ranks", "inbox_files")
+# what warehouse/inbox_files (and request_conflicts) is built from (kept while these are unchanged)
+INBOX_FILES_MODELS = ("stg_inbox_files", "stg_copy_ranks", "request_conflicts", "inbox_files")
+INBOX_FILES_TABLES = ("inbox_files", "request_conflicts")
 INBOX_FILES_PARAMS = ("inbox_manifest_files", "inbox_record_files")
 
 
@@ -38,6 +44,8 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
         group_name=GROUP,
         kinds={"parquet"},
         owners=["team:platform"],
+        metadata=lake_spec_metadata(request_log_lake.MANIFEST),
+        backfill_policy=ONCE_PER_RUN,
         description=(
             "Every version of every inbox file, parsed once: accepted lines (with file and line), rejected "
             "lines with their reason, and the file's counts. A file already staged (same path, same bytes) is "
@@ -47,8 +55,11 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
     def inbox_files_lake(context: dg.AssetExecutionContext, ledger: LedgerHome) -> dg.MaterializeResult:
         started = time.perf_counter()
         swept(context, ledger, ("inbox_records", "inbox_rejects", "inbox_manifest"))
+        skipped = request_log_lake.record_skipped(ledger.lake, ledger.inbox_path)
+        for entry in skipped:
+            context.log.warning(f"inbox: {entry.file} {entry.detail} ({entry.reason})")
         pending = request_log_lake.pending_files(ledger.lake, ledger.inbox_path)
-        now = utc_now()
+        now = clock.now()
         staged = []
         for index, done in enumerate(request_log_lake.stage_files(ledger.lake, ledger.inbox_path, pending,
                                                                  ledger.tz, now), start=1):
@@ -63,9 +74,13 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
             metadata={
                 # One row per file version staged by this run: its manifest (the records and rejects
                 # it split into are counted in lines_*).
-                **lake_metadata(manifests, request_log_lake.MANIFEST),
+                **lake_metadata(manifests, request_log_lake.MANIFEST,
+                                dataset=lake.files(ledger.lake, "inbox_manifest")),
                 "files_staged": len(staged),
                 "files_in_inbox": len(request_log_lake.inbox_files(ledger.inbox_path)),
+                "files_skipped": len(skipped),  # not read: links out of the inbox, non-UTF-8 names (see rejects)
+                "skipped": dg.MetadataValue.md(markdown_table(["file", "reason"],
+                                                              [(e.file, e.reason) for e in skipped[:20]])),
                 "lines_read": sum(s.lines_read for s in staged),
                 "lines_accepted_before_dedupe": sum(s.records for s in staged),
                 "lines_rejected": sum(s.rejected for s in staged),
@@ -86,6 +101,7 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
         group_name=GROUP,
         kinds={"parquet"},
         owners=["team:platform"],
+        metadata=lake_spec_metadata(request_log_lake.REQUEST_LOGS),
         description=(
             "One row per client-logged request, in the partition of its own reporting day, whatever file it "
             "came in: tokens in disjoint buckets (OpenAI semantics), unknown usage kept as NULL, duplicates removed."
@@ -102,7 +118,8 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
                 {"f": files}).fetchall() if sum(written.values()) else []
         return dg.MaterializeResult(
             metadata={
-                **lake_metadata(files, request_log_lake.REQUEST_LOGS, REQUEST_LOG_PREVIEW),
+                **lake_metadata(files, request_log_lake.REQUEST_LOGS, REQUEST_LOG_PREVIEW,
+                                dataset=lake.files(ledger.lake, "request_logs")),
                 "window": f"{start} .. {end}",
                 "days_with_requests": sum(1 for n in written.values() if n),
                 "shapes": dg.MetadataValue.md(markdown_table(["usage_shape", "usage_status", "requests"], shapes)),
@@ -117,15 +134,17 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
         group_name=GROUP,
         kinds={"parquet"},
         owners=["team:platform"],
+        metadata=lake_spec_metadata(gateway_lake.SCHEMAS["gateway_logs"]),
         description=(
-            "CometAPI's own per-request ledger (/api/log/self: its CSV export, else paged; plus console CSV "
-            "exports in <inbox>/gateway/): billed USD per row (quota / 500000), refunds and task corrections as "
-            "their own rows. Pulled only when COMETAPI_ACCESS_TOKEN is set."
+            "CometAPI's own per-request ledger (/api/log/self: its CSV export where it checks out, else paged to "
+            "an empty page; plus console CSV exports in <inbox>/gateway/): billed USD per row (quota / 500000), "
+            "refunds and task corrections as their own rows. Each day is checked against /api/log/self/stat and "
+            "/api/data/self before it lands. Pulled only when COMETAPI_ACCESS_TOKEN is set."
         ),
     )
     def gateway_logs_lake(context: dg.AssetExecutionContext, ledger: LedgerHome, gateway: GatewayLedger):
         start, end = run_days(context)
-        swept(context, ledger, ("gateway_logs", "gateway_rejects", "gateway_pulls"))
+        swept(context, ledger, ("gateway_logs", "gateway_rejects", "gateway_pulls", "gateway_checks"))
         exports = gateway_lake.export_files(ledger.inbox_path)
         if not gateway.configured and not exports:
             context.log.info("COMETAPI_ACCESS_TOKEN is not set and no CSV export is in the inbox: ledger skipped")
@@ -135,16 +154,18 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
                 "reason": "COMETAPI_ACCESS_TOKEN not set; no CSV export"})
         with gateway.client() if gateway.configured else contextlib.nullcontext() as client:
             pull_id, window = gateway_lake.land_window(ledger.lake, start, end, ledger.tz, client=client,
-                                                       export_files=exports, now=utc_now, warn=context.log.warning)
+                                                       export_files=exports, now=clock.now, warn=context.log.warning,
+                                                       progress=context.log.info)
         figures = gateway_lake.summary(window)
         written = [lake.partition_dir(ledger.lake, "gateway_logs", "usage_date", day) / "ledger.parquet"
                    for day in window_days(start, end)]
         return dg.MaterializeResult(
             metadata={
-                **lake_metadata(written, gateway_lake.SCHEMAS["gateway_logs"], GATEWAY_PREVIEW),
+                **lake_metadata(written, gateway_lake.SCHEMAS["gateway_logs"], GATEWAY_PREVIEW,
+                                dataset=lake.files(ledger.lake, "gateway_logs")),
                 "window": f"{start} .. {end}",
                 "pull_id": pull_id,
-                "billed_usd": float(figures["billed_usd"]),
+                "billed_usd": round(float(figures["billed_usd"]), 6),
                 "requests": figures["requests"],
                 "rows_by_type": dg.MetadataValue.json(figures["rows_by_type"]),
                 "corrections": figures["corrections"],
@@ -154,6 +175,15 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
                 "sources": ", ".join(figures["sources"]),
                 "api_method": figures["api_method"],
                 "api_calls": figures["api_calls"],
+                # completeness: each day's type-2 quota against the gateway's own totals (never `total`)
+                "checks": dg.MetadataValue.json(figures["checks"]),
+                "checks_by_day": dg.MetadataValue.md(markdown_table(
+                    ["day", "check", "status", "ledger units", "server units", "detail"],
+                    gateway_lake.check_rows(window.checks))),
+                "rows_without_request_id": figures["rows_without_request_id"],
+                "unknown_type_codes": dg.MetadataValue.json(figures["unknown_type_codes"]),
+                "subscription_rows": figures["subscription_rows"],
+                "subscription_usd": float(figures["subscription_usd"]),
             }
         )
 
@@ -161,10 +191,12 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
         specs=[
             dg.AssetSpec(["warehouse", "inbox_files"], deps=[["lake", "inbox_files"]], group_name=GROUP,
                          kinds={"duckdb"}, owners=["team:platform"],
+                         metadata=warehouse_spec_metadata("inbox_files", *INBOX_FILES_MODELS),
                          description="Every current inbox file and what became of its lines "
                                      "(read = accepted + rejected + duplicates)."),
             dg.AssetSpec(["warehouse", "rejects"], deps=[["lake", "inbox_files"], ["lake", "gateway_logs"]],
                          group_name=GROUP, kinds={"duckdb"}, owners=["team:platform"],
+                         metadata=warehouse_spec_metadata("rejects"),
                          description="Unusable client log lines and gateway ledger rows, with file, line, "
                                      "reason and raw text."),
         ],
@@ -172,6 +204,7 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
             dg.AssetCheckSpec("every_line_accounted_for", asset=["warehouse", "inbox_files"], blocking=True,
                               description="per file: lines read = accepted + rejected + duplicates"),
         ],
+        backfill_policy=ONCE_PER_RUN,
         pool=WRITER_POOL,
     )
     def inbox_warehouse(context: dg.AssetExecutionContext, ledger: LedgerHome):
@@ -184,27 +217,34 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
             # the staged files nor its SQL changed since it was built (a backfill's later runs).
             inbox_inputs = {k: params[k] for k in INBOX_FILES_PARAMS} | everything
             inputs = inputs_sha(INBOX_FILES_MODELS, inbox_inputs)
-            rebuilt = not built_from(con, ("inbox_files",), inputs)
+            rebuilt = not built_from(con, INBOX_FILES_TABLES, inputs)
             if rebuilt:
                 run_model(con, "stg_copy_ranks", inbox_inputs)
+                run_model(con, "request_conflicts", request_log_lake.conflict_params(con, ledger.lake))
                 run_model(con, "inbox_files", inbox_inputs)
-                record_built_from(con, ("inbox_files",), inputs)
+                record_built_from(con, INBOX_FILES_TABLES, inputs)
             else:
                 context.log.info("warehouse inbox_files kept: no staged file and no model changed since it was built")
             run_model(con, "rejects", params)
-            files, read, accepted, rejected, duplicates, unbalanced = con.execute(
+            files, read, accepted, rejected, duplicates, conflicts, unbalanced = con.execute(
                 "SELECT count(*), coalesce(sum(lines_read), 0), coalesce(sum(accepted), 0), "
-                "coalesce(sum(rejected), 0), coalesce(sum(duplicates), 0), count(*) FILTER (WHERE NOT balanced) "
-                "FROM inbox_files").fetchone()
+                "coalesce(sum(rejected), 0), coalesce(sum(duplicates), 0), coalesce(sum(conflicts), 0), "
+                "count(*) FILTER (WHERE NOT balanced) FROM inbox_files").fetchone()
+            if rebuilt and conflicts:
+                for request_id, file, line, landed, differs in con.execute(
+                        "SELECT request_id, file, line_no, landed_file || ':' || landed_line, differs "
+                        "FROM request_conflicts ORDER BY request_id, file, line_no LIMIT 20").fetchall():
+                    context.log.warning(f"request_id {request_id} at {file}:{line} conflicts with the copy that "
+                                        f"landed ({landed}): {differs}")
             by_reason = con.execute(
                 "SELECT source, reason, count(*) FROM rejects GROUP BY ALL ORDER BY ALL").fetchall()
             files_meta = {
-                "dagster/column_schema": column_schema(con, "inbox_files"),
+                **table_metadata(con, "inbox_files"),
                 "preview": preview(con, "SELECT file, lines_read, accepted, rejected, duplicates, balanced "
                                    "FROM inbox_files ORDER BY file LIMIT 20"),
             }
             rejects_meta = {
-                "dagster/column_schema": column_schema(con, "rejects"),
+                **table_metadata(con, "rejects"),
                 "preview": preview(con, "SELECT source, file, line, reason FROM rejects "
                                    "ORDER BY source, file, line LIMIT 20"),
             }
@@ -212,11 +252,11 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
                 raise dg.Failure(f"{unbalanced} inbox file(s) do not balance read = accepted + rejected + "
                                  "duplicates; nothing was published")
         yield dg.MaterializeResult(asset_key=["warehouse", "inbox_files"], metadata={
-            **files_meta, "rebuilt": rebuilt, "dagster/row_count": files, "lines_read": int(read),
-            "accepted": int(accepted), "rejected": int(rejected), "duplicates": int(duplicates)})
+            **files_meta, "rebuilt": rebuilt, "lines_read": int(read),
+            "accepted": int(accepted), "rejected": int(rejected), "duplicates": int(duplicates),
+            "conflicts": int(conflicts)})
         yield dg.MaterializeResult(asset_key=["warehouse", "rejects"], metadata={
-            **rejects_meta, "dagster/row_count": sum(n for _, _, n in by_reason),
-            "by_reason": dg.MetadataValue.md(markdown_table(["source", "reason", "rows"], by_reason))})
+            **rejects_meta, "by_reason": dg.MetadataValue.md(markdown_table(["source", "reason", "rows"], by_reason))})
         yield dg.AssetCheckResult(check_name="every_line_accounted_for", asset_key=["warehouse", "inbox_files"],
                                   passed=unbalanced == 0, metadata={"unbalanced_files": unbalanced})
 

@@ -5,12 +5,11 @@ import hashlib
 
 import dagster as dg
 
-from pipelines.defs.metadata import column_schema, preview
+from pipelines.defs.metadata import markdown_table, preview, table_metadata, warehouse_spec_metadata
 from pipelines.defs.pools import WRITER_POOL
 from pipelines.defs.resources import LedgerHome
 from pipelines.defs.window import run_days
-from pipelines.defs.resources import utc_now
-from pipelines.lib import anomalies, reconciliation
+from pipelines.lib import anomalies, clock, reconciliation
 from pipelines.lib.reconciliation import RECON_MODELS, load_config, rebuild_window
 from pipelines.lib.warehouse import model_path, publish, record_models, reset_models, stale_models
 
@@ -23,6 +22,17 @@ PUBLIC = {
     "cost_category_monthly": "Token-billed vs per-call spend per month.",
     "chargeback_monthly": "Spend per month, team and key, for chargebacks.",
 }
+
+# The SQL models behind each table, linked from its definition in the UI.
+MODELS = {
+    "requests": ("stg_client_requests", "stg_gateway_rows", "requests"),
+    "recon_key_daily": ("stg_gateway_rows", "stg_gateway_coverage", "recon_key_daily"),
+}
+MONTHLY = ("cost_category_monthly", "chargeback_monthly")  # marts by month: no usage_date window
+FLAGGED = ("SELECT usage_date, key_name, status, reported_cost_usd, round(estimated_cost_usd, 6) AS estimated_cost_usd, "
+           "round(variance_usd, 6) AS variance_usd, explanation FROM recon_key_daily "
+           "WHERE usage_date BETWEEN $start AND $end AND status NOT IN ('matched', 'within_tolerance') "
+           "ORDER BY usage_date, key_name")
 
 # What each table's materialisation shows in the UI: a few rows of the run's window (all months for
 # the monthly marts, as their row counts).
@@ -58,25 +68,26 @@ def build_warehouse_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
     @dg.multi_asset(
         specs=[
             dg.AssetSpec(["warehouse", "prices"], group_name=GROUP, kinds={"duckdb"}, owners=["team:finance"],
-                         code_version=code_version("prices"),
+                         code_version=code_version("prices"), metadata=warehouse_spec_metadata("prices"),
                          description="Effective-dated price versions from COMET_LEDGER_PRICES, validated."),
             dg.AssetSpec(["warehouse", "key_owners"], group_name=GROUP, kinds={"duckdb"}, owners=["team:finance"],
-                         code_version=code_version("key_owners"),
+                         code_version=code_version("key_owners"), metadata=warehouse_spec_metadata("key_owners"),
                          description="Key name -> team, project, cost centre, effective-dated (COMET_LEDGER_KEY_OWNERS)."),
         ],
+        # Not partitioned: the config is read once per run, whatever the range of days. The single-run
+        # policy says so to the Dagster CLI (`--partition-range` needs it on every asset it selects).
+        backfill_policy=dg.BackfillPolicy.single_run(),
         pool=WRITER_POOL,
     )
     def config_warehouse(context: dg.AssetExecutionContext, ledger: LedgerHome):
         with publish(ledger.warehouse_path) as con:
             prices, owners = load_config(con, ledger.prices_path, ledger.key_owners_path)
-            prices_meta = {"dagster/row_count": prices, "path": ledger.prices_path,
+            prices_meta = {**table_metadata(con, "prices"), "path": ledger.prices_path,
                            "models": con.execute("SELECT count(DISTINCT model) FROM prices").fetchone()[0],
-                           "dagster/column_schema": column_schema(con, "prices"),
                            "preview": preview(con, "SELECT model, billing_category, input_usd_per_mtok, "
                                                    "output_usd_per_mtok, per_call_usd, gateway_ratio, effective_from, "
                                                    "effective_to FROM prices ORDER BY model, effective_from")}
-            owners_meta = {"dagster/row_count": owners, "path": ledger.key_owners_path,
-                           "dagster/column_schema": column_schema(con, "key_owners"),
+            owners_meta = {**table_metadata(con, "key_owners"), "path": ledger.key_owners_path,
                            "preview": preview(con, "SELECT key_name, team, project, cost_center, effective_from, "
                                                    "effective_to FROM key_owners ORDER BY key_name, effective_from")}
         yield dg.MaterializeResult(asset_key=["warehouse", "prices"], metadata=prices_meta)
@@ -88,7 +99,8 @@ def build_warehouse_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
     @dg.multi_asset(
         specs=[
             dg.AssetSpec(["warehouse", name], deps=deps, group_name=GROUP, kinds={"duckdb"}, owners=["team:finance"],
-                         partitions_def=partitions, description=text, code_version=code_version(*RECON_MODELS))
+                         partitions_def=partitions, description=text, code_version=code_version(*RECON_MODELS),
+                         metadata=warehouse_spec_metadata(name, *MODELS.get(name, (name,))))
             for name, text in PUBLIC.items()
         ],
         check_specs=[
@@ -96,7 +108,8 @@ def build_warehouse_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
                               description="one row per request_id"),
             dg.AssetCheckSpec("token_invariants", asset=["warehouse", "requests"], blocking=True,
                               description="no negatives; cached + cache write <= prompt; reasoning <= completion; "
-                                          "total = prompt + completion"),
+                                          "total = prompt + completion; 5-minute + 1-hour writes <= cache write; "
+                                          "audio + image <= prompt"),
             dg.AssetCheckSpec("unpriced_share", asset=["warehouse", "requests"],
                               description="share of logged requests without a price (warning above 0)"),
             dg.AssetCheckSpec("allocation_sums", asset=["warehouse", "cost_key_model_daily"], blocking=True,
@@ -118,11 +131,7 @@ def build_warehouse_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
             metadata = {
                 name: {
                     "window": f"{start} .. {end}",
-                    "dagster/row_count": con.execute(
-                        f'SELECT count(*) FROM "{name}"' + (" WHERE usage_date BETWEEN $start AND $end"
-                                                           if name not in ("cost_category_monthly", "chargeback_monthly") else ""),
-                        window if name not in ("cost_category_monthly", "chargeback_monthly") else {}).fetchone()[0],
-                    "dagster/column_schema": column_schema(con, name),
+                    **table_metadata(con, name, None if name in MONTHLY else window),
                     "preview": preview(con, PREVIEWS[name], window if "$start" in PREVIEWS[name] else None),
                 }
                 for name in PUBLIC
@@ -131,10 +140,10 @@ def build_warehouse_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
                 con, "SELECT status, count(*) AS key_days, sum(reported_cost_usd) AS reported_usd, "
                      "round(sum(variance_usd), 6) AS variance_usd FROM recon_key_daily "
                      "WHERE usage_date BETWEEN $start AND $end GROUP BY ALL ORDER BY ALL", window)
-            metadata["recon_key_daily"]["flagged"] = preview(
-                con, "SELECT usage_date, key_name, status, explanation FROM recon_key_daily "
-                     "WHERE usage_date BETWEEN $start AND $end AND status NOT IN ('matched', 'within_tolerance') "
-                     "ORDER BY usage_date, key_name LIMIT 20", window)
+            flagged_rows = con.execute(FLAGGED, window)
+            flagged_columns = [d[0] for d in flagged_rows.description]
+            flagged_rows = flagged_rows.fetchall()
+            metadata["recon_key_daily"]["flagged"] = dg.MetadataValue.md(markdown_table(flagged_columns, flagged_rows))
             if duplicates or broken_tokens or unbalanced:
                 raise dg.Failure(
                     f"reconciliation invariants broken (duplicate request ids: {duplicates}, token invariant "
@@ -150,9 +159,14 @@ def build_warehouse_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
                                   metadata={"unpriced_share": float(unpriced_share)})
         yield dg.AssetCheckResult(check_name="allocation_sums", asset_key=["warehouse", "cost_key_model_daily"],
                                   passed=unbalanced == 0, metadata={"unbalanced_key_days": unbalanced})
-        yield dg.AssetCheckResult(check_name="variance_within_tolerance", asset_key=["warehouse", "recon_key_daily"],
-                                  passed=flagged == 0, severity=dg.AssetCheckSeverity.WARN,
-                                  metadata={"flagged_key_days": flagged})
+        yield dg.AssetCheckResult(
+            check_name="variance_within_tolerance", asset_key=["warehouse", "recon_key_daily"],
+            passed=flagged == 0, severity=dg.AssetCheckSeverity.WARN,
+            description=(f"{flagged} key-day(s) of {start} .. {end} beyond tolerance: "
+                         + "; ".join(f"{day} {key} {status}" for day, key, status, *_ in flagged_rows[:10])
+                         + ("; ..." if flagged > 10 else "") if flagged else "every key-day within tolerance"),
+            metadata={"flagged_key_days": flagged,
+                      "flagged": dg.MetadataValue.md(markdown_table(flagged_columns, flagged_rows, limit=100))})
 
     @dg.asset(
         key=["warehouse", "anomalies"],
@@ -165,6 +179,7 @@ def build_warehouse_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
         owners=["team:platform"],
         pool=WRITER_POOL,
         code_version=code_version(anomalies.MODEL),
+        metadata=warehouse_spec_metadata("anomalies"),
         description=(
             "Signs of a leaked key or a billing surprise, each with what to do next: spend spikes against the key's "
             "trailing median, new source IPs, gateway-billed requests missing from your logs, balance jumps and "
@@ -186,16 +201,13 @@ def build_warehouse_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
             # change the later days' findings too: re-judge every day up to the last one held. Judging
             # only the run's own days kept e.g. a spurious new_source_ip on a later day for good.
             judged_to = max(end, (reconciliation.history(ledger.lake) or (start, end))[1])
-            rebuilt = anomalies.detect(con, start, judged_to, utc_now(), timezone=ledger.timezone)
+            rebuilt = anomalies.detect(con, start, judged_to, clock.now(), timezone=ledger.timezone)
             record_models(con, (anomalies.MODEL,))
             found = anomalies.counts(con, start, end)
             meta = {
                 "window": f"{start} .. {end}",
                 "findings_rebuilt": rebuilt,
-                # the window's findings, and those of no particular day (balance, runway)
-                "dagster/row_count": con.execute("SELECT count(*) FROM anomalies WHERE usage_date BETWEEN $start "
-                                                 "AND $end OR usage_date IS NULL", window).fetchone()[0],
-                "dagster/column_schema": column_schema(con, "anomalies"),
+                **table_metadata(con, "anomalies", window),
                 "preview": preview(con, "SELECT usage_date, key_name, kind, severity, detail FROM anomalies "
                                         "WHERE usage_date BETWEEN $start AND $end OR usage_date IS NULL "
                                         "ORDER BY severity = 'critical' DESC, usage_date, kind LIMIT 30", window),

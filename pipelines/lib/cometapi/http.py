@@ -6,6 +6,21 @@ CometAPI's guide: retry 429/500/502/503/504/524 with `min(30, 2**attempt) + rand
 or an HTML page. The query service takes its key in the URL, so no httpx exception text or full URL
 ever reaches an error message or a log line: every message here is built from parts and redacted.
 `send_raw` is the same discipline for an answer that is a file (the gateway ledger's CSV export).
+
+Every attempt has a deadline from sending the request to the answer's last byte. httpx's read
+timeout restarts on every byte, so without one a server that sends a byte a second keeps a call
+going as long as it likes (a 1.9 KB answer: about 31 minutes). At the deadline a watchdog shuts the
+client's sockets down, which ends a blocked read at once, headers or body, and the attempt fails
+like a timeout. The sockets are found through httpx's documented `trace` request extension (the
+`connection.connect_tcp.complete` event of every connection these calls open). Defaults: a JSON
+answer `JSON_DEADLINE_READS` x the read timeout (60 s), a file `FILE_DEADLINE_READS` x (300 s). A
+JSON answer is at most `MAX_JSON_BYTES`: a longer one is not read further. JSON nested deeper than
+the parser allows is said to be that, and not retried (it is complete, only unreadable).
+
+A server that refuses the very first connection of a client (wrong URL, nothing listening) is
+rarely back a few seconds later: `RetryPolicy.unreachable_attempts` caps the attempts in that case
+(the command line gives up at once; a scheduled run keeps the whole budget). Every retry is logged
+with the attempt that failed and when the next one starts.
 """
 
 from __future__ import annotations
@@ -15,10 +30,13 @@ import logging
 import math
 import random
 import re
+import socket
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from importlib import metadata
 from typing import Any
@@ -26,6 +44,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from pipelines.lib import clock
 from pipelines.lib.redact import RedactingFilter, Redactor, install_log_filter, redact
 
 logger = logging.getLogger("comet_ledger.http")
@@ -33,6 +52,10 @@ logger = logging.getLogger("comet_ledger.http")
 RETRIABLE_STATUSES = frozenset({429, 500, 502, 503, 504, 524})
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 NEVER_RETRY_CODES = frozenset({"invalid_request"})
+JSON_DEADLINE_READS = 2  # a JSON answer must be complete within 2 x the read timeout (60 s)
+FILE_DEADLINE_READS = 10  # a file (a day's CSV export, ~40 MB at 100 000 requests) within 10 x (300 s)
+UNBOUNDED_READ_DEADLINE_S = 600.0  # the deadline when the client has no read timeout at all
+MAX_JSON_BYTES = 32 * 2**20  # the largest JSON answer read (a 31-day query answer for 1000 keys is ~3 MB)
 
 # httpx logs every request URL (query string and key included) at INFO on "httpx"; httpcore logs
 # response headers (a Location may echo the key) at DEBUG. Their records are redacted at the source.
@@ -62,7 +85,9 @@ class CometAPIError(Exception):
     """A CometAPI call that failed; `str()` is one redacted line a person can act on.
 
     `kind` says what went wrong: "http_status", "error_body" (HTTP 2xx carrying an error envelope),
-    "redirect", "not_json", "truncated", "transport", "unexpected_body" (JSON of the wrong shape).
+    "redirect", "not_json", "truncated", "transport", "deadline" (no complete answer in time),
+    "too_large" (more than MAX_JSON_BYTES), "unexpected_body" (JSON of the wrong shape, or nested
+    too deeply to read).
     """
 
     def __init__(
@@ -105,11 +130,16 @@ class RetryPolicy:
     base_delay: float = 1.0
     max_delay: float = 30.0
     max_retry_after: float = 120.0
+    # Attempts when a client that never had an answer cannot connect at all (refused, unreachable,
+    # DNS); None: max_attempts. Once a server has answered, a refused connection gets every attempt.
+    unreachable_attempts: int | None = None
     rng: Callable[[], float] = field(default=random.random, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ValueError(f"RetryPolicy.max_attempts must be at least 1, got {self.max_attempts}")
+        if self.unreachable_attempts is not None and self.unreachable_attempts < 1:
+            raise ValueError(f"RetryPolicy.unreachable_attempts must be at least 1, got {self.unreachable_attempts}")
         if min(self.base_delay, self.max_delay, self.max_retry_after) < 0:
             raise ValueError("RetryPolicy delays must not be negative")
 
@@ -153,6 +183,11 @@ class _Failure:
     code: str | None = None
     retry_after: float | None = None
     hint: str = ""
+    unreachable: bool = False  # no connection could be made (refused, unreachable, DNS)
+
+
+# Clients that have had at least one answer (see RetryPolicy.unreachable_attempts).
+_ANSWERED: weakref.WeakSet[httpx.Client] = weakref.WeakSet()
 
 
 def make_client(
@@ -199,15 +234,18 @@ def send_json(
     parse_float: Callable[[str], Any] | None = None,
     auth_hint: str | None = None,
     url_hint: str | None = None,
+    deadline_s: float | None = None,
 ) -> JsonReply:
     """Send one request with retries; return the JSON reply or raise a redacted `CometAPIError`.
 
     `auth_hint` / `url_hint` name the setting to check when the answer says the credential or the
     URL is wrong (e.g. "COMETAPI_KEY", "COMETAPI_QUERY_URL"). `parse_float=Decimal` keeps money exact.
+    `deadline_s`: each attempt's deadline (default: JSON_DEADLINE_READS x the client's read timeout).
     """
+    deadline_s = deadline_s or _deadline(client, JSON_DEADLINE_READS)
     return _send(client, method, path, lambda request: _attempt(client, request, parse_float), params=params,
                  headers=headers, json=json, secrets=secrets, policy=policy, sleep=sleep, service=service,
-                 auth_hint=auth_hint, url_hint=url_hint)
+                 auth_hint=auth_hint, url_hint=url_hint, deadline_s=deadline_s)
 
 
 def send_raw(
@@ -224,6 +262,7 @@ def send_raw(
     auth_hint: str | None = None,
     url_hint: str | None = None,
     consume: Callable[[Iterator[bytes]], Any] = b"".join,
+    deadline_s: float | None = None,
 ) -> RawReply:
     """`send_json` for an answer that is a file (a CSV export), with the same retries and redaction.
 
@@ -233,11 +272,84 @@ def send_raw(
     for again from the start; whatever `consume` raises propagates untouched. A 2xx JSON body is a
     failure (an error envelope such as `{"success": false}` is `error_body`, anything else
     `unexpected_body`), and so is a 2xx HTML page (a console that serves its web app for an
-    unknown path): neither is worth retrying.
+    unknown path): neither is worth retrying. `deadline_s`: each attempt's deadline (default:
+    FILE_DEADLINE_READS x the client's read timeout).
     """
+    deadline_s = deadline_s or _deadline(client, FILE_DEADLINE_READS)
     return _send(client, method, path, lambda request: _attempt_file(client, request, consume), params=params,
                  headers=headers, json=None, secrets=secrets, policy=policy, sleep=sleep, service=service,
-                 auth_hint=auth_hint, url_hint=url_hint)
+                 auth_hint=auth_hint, url_hint=url_hint, deadline_s=deadline_s)
+
+
+def _deadline(client: httpx.Client, reads: int) -> float:
+    read = client.timeout.read
+    return reads * read if read else UNBOUNDED_READ_DEADLINE_S
+
+
+class _Sockets:
+    """The sockets of the connections one client opened for these calls (weakly held), so that a
+    watchdog can end a read blocked on any of them; `trace` is the request extension that finds them."""
+
+    def __init__(self) -> None:
+        self._held: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        if event == "connection.connect_tcp.complete":
+            stream = info.get("return_value")
+            found = stream.get_extra_info("socket") if stream is not None else None
+            if isinstance(found, socket.socket):
+                with self._lock:
+                    self._held.add(found)
+
+    def shut_down(self) -> None:
+        with self._lock:
+            held = list(self._held)
+        for sock in held:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:  # already closed
+                pass
+
+
+_CLIENT_SOCKETS: weakref.WeakKeyDictionary[httpx.Client, _Sockets] = weakref.WeakKeyDictionary()
+_CLIENT_SOCKETS_LOCK = threading.Lock()
+
+
+def _sockets_of(client: httpx.Client) -> _Sockets:
+    with _CLIENT_SOCKETS_LOCK:
+        found = _CLIENT_SOCKETS.get(client)
+        if found is None:
+            found = _CLIENT_SOCKETS[client] = _Sockets()
+        return found
+
+
+class _Watchdog:
+    """Shuts the client's sockets down if the attempt inside is still going after `seconds`.
+
+    Every socket of the client: the clients here make one call at a time (the ledger's pulls run one
+    after another, in one thread), so the others are idle and are simply opened again when needed;
+    a call of another thread on the same client would fail like a reset and be retried.
+    (It waits with `clock.wait_for`, which returns under libfaketime, unlike `threading.Timer`.)"""
+
+    def __init__(self, sockets: _Sockets, seconds: float) -> None:
+        self.fired = False
+        self._sockets = sockets
+        self._seconds = seconds
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="comet-ledger-deadline", daemon=True)
+
+    def _watch(self) -> None:
+        if not clock.wait_for(self._done, self._seconds):
+            self.fired = True
+            self._sockets.shut_down()
+
+    def __enter__(self) -> _Watchdog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._done.set()
 
 
 def _send(
@@ -255,37 +367,48 @@ def _send(
     service: str,
     auth_hint: str | None,
     url_hint: str | None,
+    deadline_s: float,
 ) -> Any:
     """The retry loop shared by `send_json` and `send_raw`: `attempt_once` sends and judges one try."""
     policy = policy or RetryPolicy()
     secrets = tuple(s for s in secrets if s)
     protect_secrets(*secrets)
-    request = client.build_request(method, path, params=params, headers=headers, json=json)
+    sockets = _sockets_of(client)
+    request = client.build_request(method, path, params=params, headers=headers, json=json,
+                                   extensions={"trace": sockets.trace})
     url_path = redact(request.url.path, secrets)
     where = f"{service} {method.upper()} {url_path}"
 
     failure: _Failure | None = None
-    attempt = 0
-    for attempt in range(1, policy.max_attempts + 1):
-        outcome = attempt_once(request)
+    attempt, attempts = 0, policy.max_attempts
+    while attempt < attempts:
+        attempt += 1
+        with _Watchdog(sockets, deadline_s) as watchdog:
+            outcome = attempt_once(request)
+        if watchdog.fired and isinstance(outcome, _Failure):
+            outcome = _Failure(kind="deadline", retriable=True,
+                               reason=f"no complete answer within the {deadline_s:g}s deadline (the server "
+                                      "sent too slowly or stalled)")
         if not isinstance(outcome, _Failure):
             return outcome
         failure = outcome
-        if not failure.retriable or attempt == policy.max_attempts:
+        if failure.unreachable and policy.unreachable_attempts and client not in _ANSWERED:
+            attempts = min(attempts, max(attempt, policy.unreachable_attempts))
+        if not failure.retriable or attempt >= attempts:
             break
         delay = policy.delay(attempt, failure.retry_after)
-        logger.warning(
-            "%s",
-            redact(
-                f"{where} attempt {attempt}/{policy.max_attempts} failed: {failure.reason}; "
-                f"retrying in {delay:.1f}s",
-                secrets,
-            ),
-        )
+        logger.warning("%s", redact(_retry_line(where, attempt, attempts, failure.reason, delay), secrets))
         sleep(delay)
 
     assert failure is not None
     raise _error(failure, where, url_path, attempt, secrets, auth_hint, url_hint) from None
+
+
+def _retry_line(where: str, attempt: int, attempts: int, reason: str, delay: float) -> str:
+    """`... attempt 1/5 failed: <reason>; attempt 2/5 in 2.3 s, at 06:15:03 UTC`."""
+    at = clock.now() + timedelta(seconds=delay)
+    return (f"{where} attempt {attempt}/{attempts} failed: {reason}; "
+            f"attempt {attempt + 1}/{attempts} in {delay:.1f} s, at {at:%H:%M:%S} UTC")
 
 
 def _error(
@@ -322,11 +445,36 @@ def _attempt(
     client: httpx.Client, request: httpx.Request, parse_float: Callable[[str], Any] | None
 ) -> JsonReply | _Failure:
     try:
-        response = client.send(request)
+        response = client.send(request, stream=True)
     except httpx.HTTPError as exc:
         # Never keep the exception: its text and its request carry the full URL.
         return _transport_failure(exc, client.timeout)
-    return _judge(response, parse_float)
+    _ANSWERED.add(client)
+    try:
+        body = _read_capped(response, MAX_JSON_BYTES)
+    except httpx.HTTPError as exc:
+        return _transport_failure(exc, client.timeout)
+    finally:
+        response.close()
+    if body is None:
+        return _Failure(kind="too_large", retriable=False, status=response.status_code,
+                        reason=f"HTTP {response.status_code} answer larger than {MAX_JSON_BYTES // 2**20} MiB, "
+                               "the most a JSON answer may be (not read further)")
+    return _judge(response, parse_float, body)
+
+
+def _read_capped(response: httpx.Response, limit: int) -> bytes | None:
+    """The whole body, or None as soon as it is known to be longer than `limit` bytes."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    pieces, size = [], 0
+    for piece in response.iter_bytes():
+        size += len(piece)
+        if size > limit:
+            return None
+        pieces.append(piece)
+    return b"".join(pieces)
 
 
 def _attempt_file(
@@ -337,11 +485,12 @@ def _attempt_file(
         response = client.send(request, stream=True)
     except httpx.HTTPError as exc:
         return _transport_failure(exc, client.timeout)
+    _ANSWERED.add(client)
     status = response.status_code
     content_type = _content_type(response)
     try:
         if 200 <= status < 300 and content_type and "html" not in content_type and "json" not in content_type:
-            return RawReply(consume(response.iter_bytes()), status, content_type, datetime.now(UTC))
+            return RawReply(consume(response.iter_bytes()), status, content_type, clock.now())
         response.read()
     except httpx.HTTPError as exc:  # cut off mid-body: the whole file is asked for again
         return _transport_failure(exc, client.timeout)
@@ -356,19 +505,22 @@ def _content_type(response: httpx.Response) -> str:
     return response.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-def _judge(response: httpx.Response, parse_float: Callable[[str], Any] | None) -> JsonReply | _Failure:
-    """A read response as a JSON reply, or what went wrong."""
-    received_at = datetime.now(UTC)
+def _judge(response: httpx.Response, parse_float: Callable[[str], Any] | None,
+           body: bytes | None = None) -> JsonReply | _Failure:
+    """A read response (its body given, or read) as a JSON reply, or what went wrong."""
+    received_at = clock.now()
     status = response.status_code
     content_type = _content_type(response)
-    body = response.content
+    body = response.content if body is None else body
 
     if 300 <= status < 400:
         return _redirect_failure(status, response.headers.get("location", ""))
 
     try:
         data = json.loads(body, parse_float=parse_float) if body.strip() else _EMPTY
-    except (ValueError, RecursionError):
+    except RecursionError:
+        return _too_deep_failure(status, body)
+    except ValueError:
         data = _EMPTY
     if data is _EMPTY:
         return _not_json_failure(status, content_type, body, response.headers)
@@ -403,6 +555,12 @@ def _judge(response: httpx.Response, parse_float: Callable[[str], Any] | None) -
 _EMPTY = object()
 
 
+def _too_deep_failure(status: int, body: bytes) -> _Failure:
+    return _Failure(kind="unexpected_body", retriable=False, status=status,
+                    reason=f"HTTP {status} JSON nested deeper than the parser allows ({len(body)} bytes): "
+                           "not an answer this client can read, not retried")
+
+
 def _unlabelled_file(
     status: int, content_type: str, body: bytes, consume: Callable[[Iterator[bytes]], Any]
 ) -> RawReply | _Failure:
@@ -419,7 +577,9 @@ def _unlabelled_file(
     if "json" in content_type or head[:1] in (b"{", b"["):
         try:
             data = json.loads(body)
-        except (ValueError, RecursionError):
+        except RecursionError:
+            return _too_deep_failure(status, body)
+        except ValueError:
             data = _EMPTY
         if data is not _EMPTY:
             envelope = _error_envelope(data)
@@ -431,7 +591,7 @@ def _unlabelled_file(
                                 hint="auth" if _looks_like_auth(code, message) else "")
             return _Failure(kind="unexpected_body", reason=f"HTTP {status} answered JSON, not a file",
                             retriable=False, status=status)
-    return RawReply(consume(iter((body,))), status, content_type, datetime.now(UTC))
+    return RawReply(consume(iter((body,))), status, content_type, clock.now())
 
 _TRANSPORT_REASONS: tuple[tuple[type[Exception], str, bool], ...] = (
     (httpx.ConnectTimeout, "connect timeout (no connection within {connect}s)", True),
@@ -455,7 +615,9 @@ def _transport_failure(exc: httpx.HTTPError, timeout: httpx.Timeout) -> _Failure
     for exc_type, text, retriable in _TRANSPORT_REASONS:
         if isinstance(exc, exc_type):
             reason = text.format(connect=timeout.connect, read=timeout.read)
-            return _Failure(kind="transport", reason=f"{reason} [{type(exc).__name__}]", retriable=retriable)
+            refused = isinstance(exc, httpx.ConnectError)
+            return _Failure(kind="transport", reason=f"{reason} [{type(exc).__name__}]", retriable=retriable,
+                            unreachable=refused, hint="url" if refused else "")
     return _Failure(kind="transport", reason=f"request failed [{type(exc).__name__}]", retriable=False)
 
 
@@ -567,7 +729,8 @@ def _status_hint(status: int) -> str:
 
 
 def _retry_after(headers: httpx.Headers) -> float | None:
-    """Seconds from a `Retry-After` header (delta-seconds or HTTP-date), or None."""
+    """Seconds from a `Retry-After` header (delta-seconds or HTTP-date), or None. An HTTP-date is
+    measured from the answer's own `Date` header when it has one (the server's clock), else from now."""
     value = headers.get("retry-after", "").strip()
     if not value:
         return None
@@ -581,9 +744,18 @@ def _retry_after(headers: httpx.Headers) -> float | None:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
+    return max((_aware(when) - _server_now(headers)).total_seconds(), 0.0)
+
+
+def _server_now(headers: httpx.Headers) -> datetime:
+    try:
+        return _aware(parsedate_to_datetime(headers.get("date", "")))
+    except (TypeError, ValueError, IndexError):
+        return clock.now()
+
+
+def _aware(when: datetime) -> datetime:
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def _one_line(text: str) -> str:

@@ -3,6 +3,16 @@
 Totals and `keys[]` describe the moment of the call; only `daily_quota` is historical. Money is
 parsed from the JSON number's text (`Decimal`), so 2.099206 stays 2.099206. "Unlimited" sentinels
 (`-1`, or a remain_quota of 999999999 and more) become `is_unlimited=True` with no amounts.
+
+What an answer must be, checked here before anything is stored (each failure is one line naming the
+field, and for `daily_quota` the day and the key, and the value):
+- a dated pull (`fetch_daily`) must carry `daily_quota`: a day without usage is a day absent from
+  it, so an answer without the field (or with `null`) says nothing about the days, and taking it
+  for "no usage" would replace every reported figure of the window by nothing;
+- money fits the warehouse's DECIMAL(18,6) (at most 6 decimal places, less than 10^12 USD) and
+  counts fit a BIGINT;
+- no object names a key twice (a date twice in `daily_quota` would silently keep the last);
+- at most `MAX_KEYS` entries in `keys[]` (the answer's size is capped in `http.MAX_JSON_BYTES`).
 """
 
 from __future__ import annotations
@@ -28,13 +38,17 @@ from pipelines.lib.cometapi.http import (
     make_client,
     send_json,
 )
-from pipelines.lib.redact import mask, redact
+from pipelines.lib.redact import mask, redact, remember
 
 SERVICE = "CometAPI query service"
 QUOTA_PATH = "/user/quota"
 UNLIMITED_REMAIN = Decimal(999999999)
 UNLIMITED_MARK = Decimal(-1)
 DEFAULT_CHUNK_DAYS = 31
+MAX_KEYS = 100_000  # keys[] entries an answer may list (an account has tens; a million is not an answer)
+MONEY_PLACES = 6  # the warehouse's DECIMAL(18,6)
+MONEY_LIMIT = Decimal(10) ** 12  # amounts must be below this (18 digits, 6 of them decimals)
+COUNT_LIMIT = 2**63  # counts must be below this (BIGINT)
 _DATE_KEY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _NOT_JSON = object()
 
@@ -100,18 +114,24 @@ def parse_quota(
     Raises `CometAPIError` (kind "unexpected_body", not retriable) naming the offending field.
     """
     raw = body.encode() if isinstance(body, str) else body
+    problem = None
     try:
         data = json.loads(raw, parse_float=Decimal)
-    except (ValueError, RecursionError):
-        data = _NOT_JSON
-    if data is _NOT_JSON:  # raised outside the handler: no __context__ holding the body
-        raise _unexpected("it is not valid JSON") from None
+    except RecursionError:
+        problem = "its JSON is nested deeper than the parser allows"
+    except ValueError:
+        problem = "it is not valid JSON"
+    if problem is not None:  # raised outside the handler: no __context__ holding the body
+        raise _unexpected(problem) from None
     return _validated(data, raw, keep, fetched_at)
 
 
-def _validated(data: Any, raw: bytes, keep: tuple[date, date] | None, fetched_at: datetime | None) -> QuotaResponse:
+def _validated(data: Any, raw: bytes, keep: tuple[date, date] | None, fetched_at: datetime | None,
+               *, dated: bool = False) -> QuotaResponse:
+    """`dated`: the call asked for a date range, so `daily_quota` must be there."""
     try:
-        return _quota(data, keep, hashlib.sha256(raw).hexdigest(), fetched_at)
+        _check_unique_keys(raw)
+        return _quota(data, keep, hashlib.sha256(raw).hexdigest(), fetched_at, dated)
     except _BodyError as exc:
         problem = str(exc)
     except ValidationError as exc:  # a rule the hand-written checks missed
@@ -130,11 +150,47 @@ def _unexpected(problem: str) -> CometAPIError:
     )
 
 
-def _quota(data: Any, keep: tuple[date, date] | None, sha: str, fetched_at: datetime | None) -> QuotaResponse:
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict:
+    found: dict = {}
+    for name, value in pairs:
+        if name in found:
+            raise _DuplicateKey(name)
+        found[name] = value
+    return found
+
+
+def _check_unique_keys(raw: bytes) -> None:
+    """Refuse an answer in which an object names a key twice (JSON parsers silently keep the last)."""
+    try:
+        json.loads(raw, object_pairs_hook=_unique_pairs)
+    except _DuplicateKey as exc:
+        name = exc.args[0]
+        if _DATE_KEY.match(name):
+            raise _BodyError(f"daily_quota has the date {json.dumps(name)} twice: which figures hold cannot be "
+                             "told") from None
+        raise _BodyError(f"an object names the key {json.dumps(name[:40])} twice: which value holds cannot "
+                         "be told") from None
+    except (ValueError, RecursionError):  # already parsed once: cannot happen for a body that got here
+        pass
+
+
+def _quota(data: Any, keep: tuple[date, date] | None, sha: str, fetched_at: datetime | None,
+           dated: bool = False) -> QuotaResponse:
     if not isinstance(data, dict):
         raise _BodyError(f"the body is {_json_type(data)}, not an object")
     keys_raw = _field(data, "keys", "the body", list)
+    if len(keys_raw) > MAX_KEYS:
+        raise _BodyError(f"keys[] lists {len(keys_raw)} keys, more than the {MAX_KEYS} an answer may list")
     daily_raw = data.get("daily_quota")
+    if daily_raw is None and dated:
+        state = "daily_quota is null" if "daily_quota" in data else "it has no daily_quota"
+        span = f"{keep[0]}..{keep[1]}" if keep else "the requested days"
+        raise _BodyError(f"{state}, though the call asked for {span} (a day without usage is left out of "
+                         "daily_quota, not the whole field); nothing was stored")
     daily, dropped = (None, []) if daily_raw is None else _daily(daily_raw, keep)
     return QuotaResponse(
         username=_field(data, "username", "the body", str),
@@ -160,6 +216,7 @@ def _key(item: Any, where: str) -> KeySnapshot:
     for field_name, value in (("remain_quota", remain), ("used_quota", used)):
         if value < 0:
             raise _BodyError(f"{where}.{field_name} is negative ({value}) and not the -1 'unlimited' mark")
+        _storable(value, where, field_name, name)
     return KeySnapshot(name=name, remain_quota_usd=remain, used_quota_usd=used, is_unlimited=False)
 
 
@@ -193,7 +250,7 @@ def _daily_entry(entry: Any, where: str) -> tuple[str, Decimal, int]:
         raise _BodyError(f"{where} is {_json_type(entry)}, not an object")
     name_field = "token_name" if "token_name" in entry or "name" not in entry else "name"
     name = _field(entry, name_field, where, str)
-    return name, _money(entry, "quota_used", where), _count(entry, "request_count", where)
+    return name, _money(entry, "quota_used", where, key=name), _count(entry, "request_count", where, key=name)
 
 
 def _date_key(key: str) -> date:
@@ -227,24 +284,44 @@ def _number(obj: dict, name: str, where: str) -> Decimal:
     return number
 
 
-def _money(obj: dict, name: str, where: str, *, allow_negative: bool = False) -> Decimal:
+def _money(obj: dict, name: str, where: str, *, allow_negative: bool = False, key: str | None = None) -> Decimal:
     value = _number(obj, name, where)
     if value < 0 and not allow_negative:
-        raise _BodyError(f"{_at(where, name)} is negative ({value})")
+        raise _BodyError(f"{_at(where, name, key)} is negative ({_shown(value)})")
+    return _storable(value, where, name, key)
+
+
+def _storable(value: Decimal, where: str, name: str, key: str | None = None) -> Decimal:
+    """`value` if the warehouse's DECIMAL(18,6) holds it exactly, else why not."""
+    if abs(value) >= MONEY_LIMIT:
+        raise _BodyError(f"{_at(where, name, key)} is {_shown(value)}: out of range (amounts must be below "
+                         f"{MONEY_LIMIT:,} USD)")
+    if value != value.quantize(Decimal(1).scaleb(-MONEY_PLACES)):
+        raise _BodyError(f"{_at(where, name, key)} is {_shown(value)}: more than {MONEY_PLACES} decimal places, "
+                         "finer than the warehouse stores (USD to the micro-dollar)")
     return value
 
 
-def _count(obj: dict, name: str, where: str) -> int:
+def _count(obj: dict, name: str, where: str, *, key: str | None = None) -> int:
     value = _number(obj, name, where)
     if value != value.to_integral_value():
-        raise _BodyError(f"{_at(where, name)} is not a whole number ({value})")
+        raise _BodyError(f"{_at(where, name, key)} is not a whole number ({_shown(value)})")
     if value < 0:
-        raise _BodyError(f"{_at(where, name)} is negative ({value})")
+        raise _BodyError(f"{_at(where, name, key)} is negative ({_shown(value)})")
+    if value >= COUNT_LIMIT:
+        raise _BodyError(f"{_at(where, name, key)} is {_shown(value)}: out of range (counts must be below 2^63)")
     return int(value)
 
 
-def _at(where: str, name: str) -> str:
-    return name if where == "the body" else f"{where}.{name}"
+def _shown(value: Decimal) -> str:
+    """A number as the answer wrote it, shortened when it is long (1E+20 stays 1E+20)."""
+    text = str(value)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def _at(where: str, name: str, key: str | None = None) -> str:
+    field_path = name if where == "the body" else f"{where}.{name}"
+    return field_path if key is None else f"{field_path} (key {json.dumps(key[:60])})"
 
 
 def _json_type(value: Any) -> str:
@@ -306,6 +383,7 @@ class QueryClient:
             raise ValueError("the query service needs an API key (COMETAPI_KEY)")
         self.base_url = base_url
         self._api_key = api_key
+        remember(api_key)  # masked everywhere from now on, by every client (redact.py)
         self._policy = policy
         self._sleep = sleep
         self._client = make_client(base_url, timeout, transport)
@@ -330,7 +408,8 @@ class QueryClient:
     def _pulls(self, ranges: list[tuple[date, date]]) -> Iterator[DailyPull]:
         for kept_start, kept_end in ranges:
             requested_end = kept_end + timedelta(days=1)
-            response = self._fetch(kept_start.isoformat(), requested_end.isoformat(), keep=(kept_start, kept_end))
+            response = self._fetch(kept_start.isoformat(), requested_end.isoformat(), keep=(kept_start, kept_end),
+                                   dated=True)
             yield DailyPull(
                 kept_start=kept_start,
                 kept_end=kept_end,
@@ -355,10 +434,13 @@ class QueryClient:
             raise
         return False
 
-    def _fetch(self, start_date: str | None, end_date: str | None, *, keep: tuple[date, date] | None) -> QuotaResponse:
+    def _fetch(self, start_date: str | None, end_date: str | None, *, keep: tuple[date, date] | None,
+               dated: bool = False) -> QuotaResponse:
+        """`dated`: a pull of days (`fetch_daily`): an answer without `daily_quota` is refused. The smoke
+        test's dated calls (`fetch_quota`) take it and report it in their own words."""
         params = {} if start_date is None else {"start_date": start_date, "end_date": end_date}
         reply = self._send(params)
-        return _validated(reply.data, reply.body, keep, reply.received_at)
+        return _validated(reply.data, reply.body, keep, reply.received_at, dated=dated)
 
     def _send(self, extra: dict[str, str]) -> JsonReply:
         return send_json(

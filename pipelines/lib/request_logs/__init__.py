@@ -5,9 +5,11 @@ one record per request_id and counts what happened per file.
 """
 
 from pipelines.lib.request_logs.normalize import (
+    DETAIL_FIELDS,
     RECORD_SCHEMA,
     REJECT_REASONS,
     TOKEN_FIELDS,
+    USAGE_FIELDS,
     USAGE_SHAPES,
     USAGE_STATUSES,
     Reject,
@@ -32,9 +34,11 @@ from pipelines.lib.request_logs.reader import (
 )
 
 __all__ = [
+    "DETAIL_FIELDS",
     "RECORD_SCHEMA",
     "REJECT_REASONS",
     "TOKEN_FIELDS",
+    "USAGE_FIELDS",
     "USAGE_SHAPES",
     "USAGE_STATUSES",
     "Deduped",

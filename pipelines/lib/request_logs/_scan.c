@@ -57,6 +57,7 @@ typedef struct {
     Buf data;   /* string bytes */
     Buf valid;  /* bitmap, one bit per row */
     int is_string;
+    Py_ssize_t rows; /* a sparse column: rows written so far (see put_sparse) */
 } Column;
 
 /* ---- JSON values as the rules see them --------------------------------------------------- */
@@ -75,30 +76,40 @@ typedef struct {
 /* The objects whose keys the rules read. Each has a fixed key list; a key found twice declines. */
 enum { E_REQUEST_ID, E_TS, E_KEY_NAME, E_MODEL, E_ENDPOINT, E_STATUS, E_SOURCE_IP, E_LATENCY, E_RESPONSE, E_N };
 enum { B_OBJECT, B_TYPE, B_ID, B_MODEL, B_CREATED, B_CREATED_AT, B_USAGE, B_CHOICES, B_RESPONSE, B_ERROR,
-       B_DATA, B_TASK_ID, B_CODE, B_RESULT, B_N };
-enum { C_ID, C_MODEL, C_CREATED, C_CREATED_AT, C_USAGE, C_N };
-enum { U_PROMPT, U_COMPLETION, U_TOTAL, U_HIT, U_PROMPT_DET, U_COMPLETION_DET, U_INPUT, U_OUTPUT, U_INPUT_DET,
-       U_OUTPUT_DET, U_CACHE_CREATION, U_CACHE_READ, U_N };
-enum { D_CACHED, D_CACHED_CREATION, D_REASONING, D_N };
+       B_DATA, B_TASK_ID, B_CODE, B_RESULT, B_TOOL_USAGE, B_N };
+enum { C_ID, C_MODEL, C_CREATED, C_CREATED_AT, C_USAGE, C_TOOL_USAGE, C_N };
+enum { U_PROMPT, U_COMPLETION, U_TOTAL, U_HIT, U_MISS, U_PROMPT_DET, U_COMPLETION_DET, U_INPUT, U_OUTPUT, U_INPUT_DET,
+       U_OUTPUT_DET, U_CACHE_CREATION, U_CACHE_READ, U_CACHE_SPLIT, U_SERVER_TOOLS, U_N };
+enum { D_CACHED, D_CACHED_CREATION, D_CACHE_WRITE, D_AUDIO, D_IMAGE, D_REASONING, D_THINKING, D_N };
+enum { W_5M, W_1H, W_N };                /* usage.cache_creation (Anthropic's cache writes by duration) */
+enum { X_WEB_SEARCH, X_WEB_FETCH, X_N }; /* usage.server_tool_use */
 enum { T_TASK_ID, T_N };
 
 static const char *const ENV_KEYS[E_N] = {"request_id", "ts", "key_name", "model", "endpoint", "status",
                                           "source_ip", "latency_ms", "response"};
 static const char *const BODY_KEYS[B_N] = {"object", "type", "id", "model", "created", "created_at", "usage",
-                                           "choices", "response", "error", "data", "task_id", "code", "result"};
-static const char *const CARRIED_KEYS[C_N] = {"id", "model", "created", "created_at", "usage"};
+                                           "choices", "response", "error", "data", "task_id", "code", "result",
+                                           "tool_usage"};
+static const char *const CARRIED_KEYS[C_N] = {"id", "model", "created", "created_at", "usage", "tool_usage"};
 static const char *const USAGE_KEYS[U_N] = {
-    "prompt_tokens", "completion_tokens", "total_tokens", "prompt_cache_hit_tokens", "prompt_tokens_details",
-    "completion_tokens_details", "input_tokens", "output_tokens", "input_tokens_details", "output_tokens_details",
-    "cache_creation_input_tokens", "cache_read_input_tokens"};
-static const char *const DETAIL_KEYS[D_N] = {"cached_tokens", "cached_creation_tokens", "reasoning_tokens"};
+    "prompt_tokens", "completion_tokens", "total_tokens", "prompt_cache_hit_tokens", "prompt_cache_miss_tokens",
+    "prompt_tokens_details", "completion_tokens_details", "input_tokens", "output_tokens", "input_tokens_details",
+    "output_tokens_details", "cache_creation_input_tokens", "cache_read_input_tokens", "cache_creation",
+    "server_tool_use"};
+static const char *const DETAIL_KEYS[D_N] = {"cached_tokens", "cached_creation_tokens", "cache_write_tokens",
+                                             "audio_tokens", "image_tokens", "reasoning_tokens", "thinking_tokens"};
+static const char *const SPLIT_KEYS[W_N] = {"ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens"};
+static const char *const TOOL_KEYS[X_N] = {"web_search_requests", "web_fetch_requests"};
+/* a Responses object's tool_usage.web_search.num_requests (hosted tools, beside usage) */
+static const char *const TOOL_USAGE_KEYS[1] = {"web_search"};
+static const char *const WEB_SEARCH_KEYS[1] = {"num_requests"};
 static const char *const DATA_KEYS[T_N] = {"task_id"};
 
 typedef struct Level Level;
 struct Level {
     int nkeys;
     const char *const *names;
-    Py_ssize_t lens[16]; /* strlen of each name */
+    Py_ssize_t lens[16]; /* strlen of each name (no object read has more keys: asserted below) */
     Val *slots;
     Level **children; /* per key: the level its object value is read into, or NULL */
     int dirty;        /* slots were written since the last clear */
@@ -111,17 +122,31 @@ typedef struct {
 typedef struct {
     Val v[U_N];
     Details det[4]; /* prompt, completion, input, output */
-    Level level, det_level[4];
+    Val split[W_N], tools[X_N];
+    Level level, det_level[4], split_level, tools_level;
     Level *children[U_N];
 } Usage;
+
+#define USAGE_LEVELS 7 /* a usage object, its four details, its cache_creation and its server_tool_use */
+
+typedef struct {
+    Val tool_usage[1], web_search[1];
+    Level level, search_level;
+    Level *children[1];
+} ToolUsage;
+
+#define LEVELS (4 + 2 * USAGE_LEVELS + 2 * 2)
 
 typedef struct {
     Val env[E_N], body[B_N], carried[C_N], data[T_N];
     Usage body_usage, carried_usage;
+    ToolUsage body_tools, carried_tools;
     Level env_level, body_level, carried_level, data_level;
     Level *env_children[E_N], *body_children[B_N], *carried_children[C_N];
-    Level *levels[14]; /* every level above, for clear() */
+    Level *levels[LEVELS]; /* every level above, for clear() */
 } Line;
+
+_Static_assert(E_N <= 16 && B_N <= 16 && C_N <= 16 && U_N <= 16 && D_N <= 16, "Level.lens holds 16 names");
 
 static Level level_of(int nkeys, const char *const *names, Val *slots, Level **children) {
     Level level = {.nkeys = nkeys, .names = names, .slots = slots, .children = children};
@@ -137,6 +162,23 @@ static void wire_usage(Usage *u) {
         u->det_level[k] = level_of(D_N, DETAIL_KEYS, u->det[k].det, NULL);
         u->children[det_key[k]] = &u->det_level[k];
     }
+    u->split_level = level_of(W_N, SPLIT_KEYS, u->split, NULL);
+    u->children[U_CACHE_SPLIT] = &u->split_level;
+    u->tools_level = level_of(X_N, TOOL_KEYS, u->tools, NULL);
+    u->children[U_SERVER_TOOLS] = &u->tools_level;
+}
+
+static void usage_levels(Usage *u, Level **out) {
+    out[0] = &u->level;
+    for (int k = 0; k < 4; k++) out[1 + k] = &u->det_level[k];
+    out[5] = &u->split_level;
+    out[6] = &u->tools_level;
+}
+
+static void wire_tools(ToolUsage *t) {
+    t->level = level_of(1, TOOL_USAGE_KEYS, t->tool_usage, t->children);
+    t->search_level = level_of(1, WEB_SEARCH_KEYS, t->web_search, NULL);
+    t->children[0] = &t->search_level;
 }
 
 static void wire(Line *l) {
@@ -149,23 +191,27 @@ static void wire(Line *l) {
     l->data_level = level_of(T_N, DATA_KEYS, l->data, NULL);
     wire_usage(&l->body_usage);
     wire_usage(&l->carried_usage);
+    wire_tools(&l->body_tools);
+    wire_tools(&l->carried_tools);
+    l->body_children[B_TOOL_USAGE] = &l->body_tools.level;
+    l->carried_children[C_TOOL_USAGE] = &l->carried_tools.level;
     l->env_children[E_RESPONSE] = &l->body_level;
     l->body_children[B_USAGE] = &l->body_usage.level;
     l->body_children[B_RESPONSE] = &l->carried_level;
     l->body_children[B_DATA] = &l->data_level;
     l->carried_children[C_USAGE] = &l->carried_usage.level;
-    Level *levels[14] = {&l->env_level, &l->body_level, &l->carried_level, &l->data_level, &l->body_usage.level,
-                         &l->carried_usage.level};
-    for (int k = 0; k < 4; k++) {
-        levels[6 + k] = &l->body_usage.det_level[k];
-        levels[10 + k] = &l->carried_usage.det_level[k];
-    }
+    Level *levels[LEVELS] = {&l->env_level, &l->body_level, &l->carried_level, &l->data_level};
+    usage_levels(&l->body_usage, levels + 4);
+    usage_levels(&l->carried_usage, levels + 4 + USAGE_LEVELS);
+    Level *tools[4] = {&l->body_tools.level, &l->body_tools.search_level, &l->carried_tools.level,
+                       &l->carried_tools.search_level};
+    memcpy(levels + 4 + 2 * USAGE_LEVELS, tools, sizeof tools);
     memcpy(l->levels, levels, sizeof levels);
 }
 
 /* Every slot back to absent (only the levels the last line wrote to). */
 static void clear(Line *l) {
-    for (int k = 0; k < 14; k++) {
+    for (int k = 0; k < LEVELS; k++) {
         Level *level = l->levels[k];
         if (level->dirty) {
             memset(level->slots, 0, level->nkeys * sizeof(Val));
@@ -566,6 +612,18 @@ static int timestamp_us(const Val *ts, const Val *created, const Val *created_at
         *out = v->i * 1000000;
         return OK;
     }
+    if (v->type == T_FLOAT) { /* 1772611588.0, as the openai SDK writes Responses' created_at; nothing else */
+        Py_ssize_t dot = 0;
+        while (dot < v->n && v->s[dot] >= '0' && v->s[dot] <= '9') dot++;
+        if (dot == 0 || dot > 12 || dot + 1 >= v->n || v->s[dot] != '.') return DECLINE;
+        for (Py_ssize_t i = dot + 1; i < v->n; i++)
+            if (v->s[i] != '0') return DECLINE;
+        int64_t seconds = 0;
+        for (Py_ssize_t i = 0; i < dot; i++) seconds = seconds * 10 + (v->s[i] - '0');
+        if (seconds > 253402300799LL) return DECLINE;
+        *out = seconds * 1000000;
+        return OK;
+    }
     if (v == ts && v->type == T_STRING && !v->escaped) return iso_us(v->s, v->n, out) ? OK : DECLINE;
     return DECLINE;
 }
@@ -618,57 +676,87 @@ enum { S_CHAT, S_CHUNK, S_RESPONSE, S_RESPONSE_COMPLETED, S_MESSAGE, S_MESSAGE_D
 static const char *const SHAPES[] = {"chat_completion", "chat_completion_chunk", "response", "response_completed",
                                      "anthropic_message", "anthropic_message_delta", "task"};
 
+#define NTOKENS 13          /* normalize.USAGE_FIELDS */
+#define TOKEN_WEB_SEARCH 11 /* its web_search_requests */
+
 typedef struct {
     Text request_id, key_name, model, endpoint, source_ip, response_id;
     int64_t ts_us, status, latency; /* -1: None */
     int shape;
     int known; /* usage_status: 1 known, 0 unknown, 2 per_call */
-    int64_t tokens[7];
+    int64_t tokens[NTOKENS]; /* -1: None */
     const Val *usage; /* NULL: no raw usage */
 } Row;
 
+static int is_object_key(int k) {
+    return k == U_PROMPT_DET || k == U_COMPLETION_DET || k == U_INPUT_DET || k == U_OUTPUT_DET || k == U_CACHE_SPLIT ||
+           k == U_SERVER_TOOLS;
+}
+
 /* Validate every count a usage object may hold (stricter than parse_line, which reads only the shape's). */
-static int usage_counts(const Usage *u, int64_t c[U_N], int64_t det[4][D_N]) {
-    for (int k = 0; k < U_N; k++) {
-        const Val *v = &u->v[k];
-        if (k == U_PROMPT_DET || k == U_COMPLETION_DET || k == U_INPUT_DET || k == U_OUTPUT_DET) {
-            if (v->type != T_ABSENT && v->type != T_NULL && v->type != T_OBJECT) return DECLINE;
-            continue;
-        }
-        if (!count_field(v, &c[k])) return DECLINE;
+/* The counts of one object's slots (-1: absent); all absent when the object itself is not there. */
+static int counts_of(const Val *object, const Val *slots, int n, int64_t *out) {
+    if (object->type != T_OBJECT) {
+        for (int k = 0; k < n; k++) out[k] = -1;
+        return object->type == T_ABSENT || object->type == T_NULL;
     }
-    for (int d = 0; d < 4; d++)
-        for (int k = 0; k < D_N; k++)
-            if (!count_field(&u->det[d].det[k], &det[d][k])) return DECLINE;
+    for (int k = 0; k < n; k++)
+        if (!count_field(&slots[k], &out[k])) return DECLINE;
     return OK;
+}
+
+static int usage_counts(const Usage *u, int64_t c[U_N], int64_t det[4][D_N], int64_t split[W_N], int64_t tools[X_N]) {
+    static const int det_key[4] = {U_PROMPT_DET, U_COMPLETION_DET, U_INPUT_DET, U_OUTPUT_DET};
+    for (int k = 0; k < U_N; k++)
+        if (!is_object_key(k) && !count_field(&u->v[k], &c[k])) return DECLINE;
+    for (int d = 0; d < 4; d++)
+        if (!counts_of(&u->v[det_key[d]], u->det[d].det, D_N, det[d])) return DECLINE;
+    return counts_of(&u->v[U_CACHE_SPLIT], u->split, W_N, split) &&
+           counts_of(&u->v[U_SERVER_TOOLS], u->tools, X_N, tools);
 }
 
 static int64_t or_zero(int64_t v) { return v < 0 ? 0 : v; }
 
+/* normalize._larger: one count reported under two names (-1: not reported). */
+static int64_t larger(int64_t a, int64_t b) { return a > b ? a : b; }
+
 /* _read_usage for the token shapes: known tokens, or unknown (prompt or completion missing). */
 static int tokens_of(int shape, const Usage *u, Row *row) {
-    int64_t c[U_N], det[4][D_N];
-    if (!usage_counts(u, c, det)) return DECLINE;
+    int64_t c[U_N], det[4][D_N], split[W_N], tools[X_N];
+    if (!usage_counts(u, c, det, split, tools)) return DECLINE;
     int64_t prompt, completion, total = c[U_TOTAL], cached, cache_write, reasoning;
-    if (shape == S_CHAT || shape == S_CHUNK) {
-        prompt = c[U_PROMPT];
-        completion = c[U_COMPLETION];
-        cached = det[0][D_CACHED] >= 0 ? det[0][D_CACHED] : c[U_HIT];
-        cache_write = det[0][D_CACHED_CREATION];
-        reasoning = det[1][D_REASONING];
-    } else if (shape == S_RESPONSE || shape == S_RESPONSE_COMPLETED) {
-        prompt = c[U_INPUT];
-        completion = c[U_OUTPUT];
-        cached = det[2][D_CACHED];
-        cache_write = det[2][D_CACHED_CREATION];
-        reasoning = det[3][D_REASONING];
+    int64_t w5 = -1, w1 = -1, audio = -1, image = -1, search = -1, fetch = -1;
+    if (shape != S_MESSAGE && shape != S_MESSAGE_DELTA) { /* OpenAI semantics: the prompt includes the cache */
+        int chat = shape == S_CHAT || shape == S_CHUNK;
+        const int64_t *d = det[chat ? 0 : 2];
+        prompt = c[chat ? U_PROMPT : U_INPUT];
+        completion = c[chat ? U_COMPLETION : U_OUTPUT];
+        cached = d[D_CACHED];
+        cache_write = larger(d[D_CACHE_WRITE], d[D_CACHED_CREATION]);
+        audio = d[D_AUDIO];
+        image = d[D_IMAGE];
+        if (chat && (c[U_HIT] >= 0 || c[U_MISS] >= 0)) { /* DeepSeek's hit / miss counts */
+            int64_t hits = c[U_HIT], misses = c[U_MISS];
+            if (misses >= 0 && prompt >= 0) {
+                if (misses > prompt || (hits >= 0 && hits + misses != prompt)) return DECLINE;
+                hits = prompt - misses;
+            }
+            cached = larger(cached, hits);
+        }
+        reasoning = det[chat ? 1 : 3][D_REASONING];
     } else { /* Anthropic: input_tokens excludes the cache */
         cached = c[U_CACHE_READ];
         cache_write = c[U_CACHE_CREATION];
+        w5 = split[W_5M];
+        w1 = split[W_1H];
+        if (cache_write < 0) cache_write = or_zero(w5) + or_zero(w1);
+        if (cache_write >= MAX_TOKENS) return DECLINE;
+        search = tools[X_WEB_SEARCH];
+        fetch = tools[X_WEB_FETCH];
         completion = c[U_OUTPUT];
+        reasoning = det[3][D_THINKING];
         prompt = c[U_INPUT] < 0 ? -1 : c[U_INPUT] + or_zero(cache_write) + or_zero(cached);
         if (prompt >= MAX_TOKENS) return DECLINE;
-        reasoning = -1;
     }
     if (prompt < 0 || completion < 0) {
         row->known = 0;
@@ -677,13 +765,25 @@ static int tokens_of(int shape, const Usage *u, Row *row) {
     cached = or_zero(cached);
     cache_write = or_zero(cache_write);
     reasoning = or_zero(reasoning);
-    if ((total >= 0 && total != prompt + completion) || cached + cache_write > prompt || reasoning > completion)
+    if ((total >= 0 && total != prompt + completion) || cached + cache_write > prompt || reasoning > completion ||
+        or_zero(w5) + or_zero(w1) > cache_write || or_zero(audio) + or_zero(image) > prompt)
         return DECLINE;
     row->known = 1;
-    int64_t t[7] = {prompt, completion, prompt + completion, cached, cache_write, reasoning,
-                    prompt - cached - cache_write};
+    int64_t t[NTOKENS] = {prompt, completion, prompt + completion, cached, cache_write, reasoning,
+                          prompt - cached - cache_write, w5, w1, audio, image, search, fetch};
     memcpy(row->tokens, t, sizeof t);
     return OK;
+}
+
+/* _hosted_web_searches: a Responses object's tool_usage.web_search.num_requests (-1: not reported). */
+static int web_searches(const Val *tool_usage, const ToolUsage *t, int64_t *out) {
+    *out = -1;
+    if (tool_usage->type == T_ABSENT || tool_usage->type == T_NULL) return OK;
+    if (tool_usage->type != T_OBJECT) return DECLINE;
+    const Val *search = &t->tool_usage[0];
+    if (search->type == T_ABSENT || search->type == T_NULL) return OK;
+    if (search->type != T_OBJECT) return DECLINE;
+    return count_field(&t->web_search[0], out);
 }
 
 static int rules(Line *l, Text fallback_key, int64_t earliest_us, int64_t latest_us, Row *row, char *digits) {
@@ -765,7 +865,7 @@ static int rules(Line *l, Text fallback_key, int64_t earliest_us, int64_t latest
     const Val *usage = carried_usage;
     const Usage *u = usage == &l->carried[C_USAGE] ? &l->carried_usage : &l->body_usage;
     row->usage = (usage->type == T_ABSENT || usage->type == T_NULL) ? NULL : usage;
-    for (int k = 0; k < 7; k++) row->tokens[k] = -1;
+    for (int k = 0; k < NTOKENS; k++) row->tokens[k] = -1;
     if (row->shape == S_TASK) {
         row->known = 2;
         return OK;
@@ -775,17 +875,27 @@ static int rules(Line *l, Text fallback_key, int64_t earliest_us, int64_t latest
         return OK;
     }
     if (usage->type != T_OBJECT) return DECLINE;
-    return tokens_of(row->shape, u, row);
+    if (!tokens_of(row->shape, u, row)) return DECLINE;
+    if (row->shape == S_RESPONSE || row->shape == S_RESPONSE_COMPLETED) {
+        int completed = row->shape == S_RESPONSE_COMPLETED;
+        int64_t searches;
+        if (!web_searches(completed ? &l->carried[C_TOOL_USAGE] : &body[B_TOOL_USAGE],
+                          completed ? &l->carried_tools : &l->body_tools, &searches))
+            return DECLINE;
+        if (row->known == 1 && searches >= 0) row->tokens[TOKEN_WEB_SEARCH] = searches;
+    }
+    return OK;
 }
 
 /* ---- output ---------------------------------------------------------------------------------- */
 
 enum { COL_REQUEST_ID, COL_KEY_NAME, COL_MODEL, COL_ENDPOINT, COL_SOURCE_IP, COL_RESPONSE_ID, COL_RAW_USAGE,
-       COL_TS, COL_STATUS, COL_LATENCY, COL_SHAPE, COL_USAGE_STATUS, COL_LINE_NO, COL_TOKENS, NCOLS = COL_TOKENS + 7 };
+       COL_TS, COL_STATUS, COL_LATENCY, COL_SHAPE, COL_USAGE_STATUS, COL_LINE_NO, COL_TOKENS, NCOLS = COL_TOKENS + NTOKENS };
 static const char *const COLUMN_NAMES[NCOLS] = {
     "request_id", "key_name", "model", "endpoint", "source_ip", "response_id", "raw_usage_json", "ts", "status",
     "latency_ms", "usage_shape", "usage_status", "line_no", "prompt_tokens", "completion_tokens", "total_tokens",
-    "cached_tokens", "cache_write_tokens", "reasoning_tokens", "uncached_prompt_tokens"};
+    "cached_tokens", "cache_write_tokens", "reasoning_tokens", "uncached_prompt_tokens", "cache_write_5m_tokens",
+    "cache_write_1h_tokens", "audio_prompt_tokens", "image_prompt_tokens", "web_search_requests", "web_fetch_requests"};
 
 static int set_valid(Column *c, Py_ssize_t row, int valid) {
     if ((row & 7) == 0) {
@@ -866,6 +976,31 @@ static int put_int(Column *c, Py_ssize_t row, int64_t v, int width) {
     return set_valid(c, row, valid);
 }
 
+/* A sparse column (the usage splits: NULL on nearly every row) is written only where it has a value:
+ * the NULL rows before it are filled in at once, the last ones by the end of the block. */
+static int pad_nulls(Column *c, Py_ssize_t upto) {
+    if (upto <= c->rows) return 0;
+    Py_ssize_t more = (upto - c->rows) * 8, bytes = (upto + 7) / 8;
+    if (buf_reserve(&c->values, more) < 0) return -1;
+    memset(c->values.data + c->values.len, 0, more);
+    c->values.len += more;
+    if (bytes > c->valid.len) {
+        if (buf_reserve(&c->valid, bytes - c->valid.len) < 0) return -1;
+        memset(c->valid.data + c->valid.len, 0, bytes - c->valid.len);
+        c->valid.len = bytes;
+    }
+    c->rows = upto;
+    return 0;
+}
+
+static int put_sparse(Column *c, Py_ssize_t row, int64_t v) {
+    if (pad_nulls(c, row) < 0 || put_int(c, row, v, 8) < 0) return -1;
+    c->rows = row + 1;
+    return 0;
+}
+
+#define DENSE_TOKENS 7 /* the buckets; the splits after them are sparse */
+
 static int put_row(Column *cols, Py_ssize_t row, const Row *r, int64_t line_no) {
     if (put_text(&cols[COL_REQUEST_ID], row, r->request_id) < 0 || put_text(&cols[COL_KEY_NAME], row, r->key_name) < 0 ||
         put_text(&cols[COL_MODEL], row, r->model) < 0 || put_text(&cols[COL_ENDPOINT], row, r->endpoint) < 0 ||
@@ -878,8 +1013,10 @@ static int put_row(Column *cols, Py_ssize_t row, const Row *r, int64_t line_no) 
         put_int(&cols[COL_SHAPE], row, r->shape, 1) < 0 || put_int(&cols[COL_USAGE_STATUS], row, r->known, 1) < 0 ||
         put_int(&cols[COL_LINE_NO], row, line_no, 8) < 0)
         return -1;
-    for (int k = 0; k < 7; k++)
+    for (int k = 0; k < DENSE_TOKENS; k++)
         if (put_int(&cols[COL_TOKENS + k], row, r->known == 1 ? r->tokens[k] : -1, 8) < 0) return -1;
+    for (int k = DENSE_TOKENS; k < NTOKENS; k++)
+        if (r->known == 1 && r->tokens[k] >= 0 && put_sparse(&cols[COL_TOKENS + k], row, r->tokens[k]) < 0) return -1;
     return 0;
 }
 
@@ -908,7 +1045,7 @@ static PyObject *scan(PyObject *self, PyObject *args) {
         }
         wire(line);
     }
-    for (int k = 0; k < NCOLS; k++) cols[k].values.len = cols[k].data.len = cols[k].valid.len = 0;
+    for (int k = 0; k < NCOLS; k++) cols[k].values.len = cols[k].data.len = cols[k].valid.len = cols[k].rows = 0;
     declined.len = 0;
     Text fallback_key = {fallback_n ? fallback : NULL, fallback_n};
     const char *data = block.buf, *end = data + block.len;
@@ -938,6 +1075,11 @@ static PyObject *scan(PyObject *self, PyObject *args) {
         rows += accepted;
         start = nl ? nl + 1 : end;
     }
+    for (int k = COL_TOKENS + DENSE_TOKENS; k < NCOLS; k++)
+        if (pad_nulls(&cols[k], rows) < 0) {
+            PyErr_NoMemory();
+            goto done;
+        }
     PyObject *columns = PyDict_New();
     if (!columns) goto done;
     for (int k = 0; k < NCOLS; k++) {

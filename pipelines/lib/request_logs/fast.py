@@ -77,9 +77,25 @@ NUMBERED_SCHEMA: Final = RECORD_SCHEMA.append(pa.field("line_no", pa.int64()))
 
 
 class _Details(Struct, gc=False):
+    """Any `*_tokens_details` object (prompt, completion, input, output): the counts read from one."""
+
     cached_tokens: int | None = None
     cached_creation_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    audio_tokens: int | None = None
+    image_tokens: int | None = None
     reasoning_tokens: int | None = None
+    thinking_tokens: int | None = None
+
+
+class _CacheCreation(Struct, gc=False):
+    ephemeral_5m_input_tokens: int | None = None
+    ephemeral_1h_input_tokens: int | None = None
+
+
+class _ServerToolUse(Struct, gc=False):
+    web_search_requests: int | None = None
+    web_fetch_requests: int | None = None
 
 
 class _Usage(Struct, gc=False):
@@ -87,6 +103,7 @@ class _Usage(Struct, gc=False):
     completion_tokens: int | None = None
     total_tokens: int | None = None
     prompt_cache_hit_tokens: int | None = None
+    prompt_cache_miss_tokens: int | None = None
     prompt_tokens_details: _Details | None = None
     completion_tokens_details: _Details | None = None
     input_tokens: int | None = None
@@ -95,6 +112,18 @@ class _Usage(Struct, gc=False):
     output_tokens_details: _Details | None = None
     cache_creation_input_tokens: int | None = None
     cache_read_input_tokens: int | None = None
+    cache_creation: _CacheCreation | None = None
+    server_tool_use: _ServerToolUse | None = None
+
+
+class _WebSearch(Struct, gc=False):
+    num_requests: int | None = None
+
+
+class _ToolUsage(Struct, gc=False):
+    """A Responses object's `tool_usage` (hosted tools, beside `usage`)."""
+
+    web_search: _WebSearch | None = None
 
 
 class _Empty(Struct, gc=False):
@@ -110,9 +139,10 @@ class _Carried(Struct, gc=False):
 
     id: str | int | None = None
     model: str | None = None
-    created: int | None = None
-    created_at: int | None = None
+    created: int | float | None = None
+    created_at: int | float | None = None
     usage: Raw = UNSET
+    tool_usage: _ToolUsage | None = None
 
 
 class _Data(Struct, gc=False):
@@ -124,9 +154,10 @@ class _Body(Struct, gc=False):
     type: str | None = None
     id: str | int | None = None
     model: str | None = None
-    created: int | None = None
-    created_at: int | None = None
+    created: int | float | None = None
+    created_at: int | float | None = None  # the openai SDK types Responses' created_at as a float
     usage: Raw = UNSET
+    tool_usage: _ToolUsage | None = None
     choices: list[_Choice] | None = None
     response: _Carried | None | UnsetType = UNSET
     error: Raw = UNSET
@@ -404,6 +435,13 @@ def _fast_row(env: _Envelope, fallback_key: str | None, latest_us: int, endpoint
         usage = UNSET
     raw_usage = None if usage is UNSET else _compact(usage, indent=-1).decode()
     usage_status, tokens = _usage(shape, usage)
+    if shape[0] == "r" and carried.tool_usage is not None and carried.tool_usage.web_search is not None:
+        searches = carried.tool_usage.web_search.num_requests
+        if searches is not None:
+            if not 0 <= searches < MAX_TOKENS:
+                raise _Declined
+            if usage_status == "known":
+                tokens = (*tokens[:-2], searches, tokens[-1])
     return (request_id, ts_us, key_name, model, endpoint, status, _text(env.source_ip), latency, shape,
             usage_status, *tokens, response_id, raw_usage)
 
@@ -450,6 +488,10 @@ def _timestamp_us(ts: str | int | None, carried: _Body | _Carried) -> int:
         ts = carried.created if carried.created is not None else carried.created_at
         if ts is None:
             raise _Declined
+    if type(ts) is float:  # 1772611588.0 (a float unix time with a fraction: parse_line decides)
+        if not ts.is_integer():
+            raise _Declined
+        ts = int(ts)
     if type(ts) is int:
         return ts * _US_PER_S
     if len(ts) not in _ISO_LENGTHS or ts[10] != "T":  # other spellings: parse_line decides
@@ -463,7 +505,7 @@ def _timestamp_us(ts: str | int | None, carried: _Body | _Carried) -> int:
     return _us(parsed)
 
 
-_NO_TOKENS: Final = (None,) * 7
+_NO_TOKENS: Final = (None,) * 13
 
 
 def _usage(shape: str, usage: Raw | UnsetType) -> tuple[str, tuple]:
@@ -474,33 +516,55 @@ def _usage(shape: str, usage: Raw | UnsetType) -> tuple[str, tuple]:
     if _first(usage) != b"{":
         raise _Declined
     u = _decode_usage(usage)
-    if shape.startswith("chat_"):
-        details, out = u.prompt_tokens_details, u.completion_tokens_details
-        prompt, completion = u.prompt_tokens, u.completion_tokens
-        cached = details.cached_tokens if details is not None else None
-        if cached is None:
-            cached = u.prompt_cache_hit_tokens
-        cache_write = details.cached_creation_tokens if details is not None else None
-    elif shape.startswith("response"):
-        details, out = u.input_tokens_details, u.output_tokens_details
-        prompt, completion = u.input_tokens, u.output_tokens
-        cached = details.cached_tokens if details is not None else None
-        cache_write = details.cached_creation_tokens if details is not None else None
+    write_5m = write_1h = audio = image = web_search = web_fetch = None
+    if shape[0] != "a":  # chat_* and response*: OpenAI semantics
+        chat = shape[0] == "c"
+        details, out = (u.prompt_tokens_details, u.completion_tokens_details) if chat else (
+            u.input_tokens_details, u.output_tokens_details)
+        prompt, completion = (u.prompt_tokens, u.completion_tokens) if chat else (u.input_tokens, u.output_tokens)
+        cached = cache_write = None
+        if details is not None:
+            cached, audio, image = details.cached_tokens, details.audio_tokens, details.image_tokens
+            cache_write = _larger(details.cache_write_tokens, details.cached_creation_tokens)
+        if chat and (u.prompt_cache_hit_tokens is not None or u.prompt_cache_miss_tokens is not None):
+            hits, misses = u.prompt_cache_hit_tokens, u.prompt_cache_miss_tokens
+            if misses is not None and prompt is not None:
+                if misses > prompt or (hits is not None and hits + misses != prompt):
+                    raise _Declined
+                hits = prompt - misses
+            cached = _larger(cached, hits)
+        reasoning = out.reasoning_tokens if out is not None else None
     else:
-        details = out = None
-        cached, cache_write = u.cache_read_input_tokens, u.cache_creation_input_tokens
-        completion = u.output_tokens
+        cache_write, cached, completion = u.cache_creation_input_tokens, u.cache_read_input_tokens, u.output_tokens
+        if u.cache_creation is not None:
+            write_5m, write_1h = u.cache_creation.ephemeral_5m_input_tokens, u.cache_creation.ephemeral_1h_input_tokens
+            if cache_write is None:
+                cache_write = (write_5m or 0) + (write_1h or 0)
+        if u.server_tool_use is not None:
+            web_search, web_fetch = u.server_tool_use.web_search_requests, u.server_tool_use.web_fetch_requests
+        out = u.output_tokens_details
+        reasoning = out.thinking_tokens if out is not None else None
         prompt = None if u.input_tokens is None else u.input_tokens + (cache_write or 0) + (cached or 0)
         if u.input_tokens is not None and not 0 <= u.input_tokens < MAX_TOKENS:
             raise _Declined
-    reasoning = out.reasoning_tokens if out is not None else None
-    for value in (prompt, completion, u.total_tokens, cached, cache_write, reasoning):
+    for value in (prompt, completion, u.total_tokens, cached, cache_write, reasoning, write_5m, write_1h, audio,
+                  image, web_search, web_fetch, u.prompt_cache_hit_tokens, u.prompt_cache_miss_tokens):
         if value is not None and not 0 <= value < MAX_TOKENS:
             raise _Declined
     if prompt is None or completion is None:
         return "unknown", _NO_TOKENS
     cached, cache_write, reasoning = cached or 0, cache_write or 0, reasoning or 0
     total = prompt + completion
-    if (u.total_tokens is not None and u.total_tokens != total) or cached + cache_write > prompt or reasoning > completion:
+    if ((u.total_tokens is not None and u.total_tokens != total) or cached + cache_write > prompt
+            or reasoning > completion or (write_5m or 0) + (write_1h or 0) > cache_write
+            or (audio or 0) + (image or 0) > prompt):
         raise _Declined
-    return "known", (prompt, completion, total, cached, cache_write, reasoning, prompt - cached - cache_write)
+    return "known", (prompt, completion, total, cached, cache_write, reasoning, prompt - cached - cache_write,
+                     write_5m, write_1h, audio, image, web_search, web_fetch)
+
+
+def _larger(a: int | None, b: int | None) -> int | None:
+    """normalize._larger: one count under two names, the larger."""
+    if a is None:
+        return b
+    return a if b is None or a >= b else b

@@ -1,6 +1,6 @@
 """Turn one captured request-log line into a `RequestRecord`, or a `Reject` with a reason code.
 
-A line is an envelope (`CONTRACT.md`, "Request-log inbox") around a response body. The body's
+A line is an envelope (README.md, "Request logs") around a response body. The body's
 *structure* decides its usage shape; the shape decides how its token counts are read; every
 shape is normalised to OpenAI semantics so that the token buckets are disjoint:
 
@@ -12,15 +12,11 @@ Shapes (`USAGE_SHAPES`) and how they are recognised:
 
 - `chat_completion` / `chat_completion_chunk`: `object` is `chat.completion` / `.chunk` (or no
   `object` but a `choices` list: a chunk if a choice has a `delta` or the list is empty).
-  `usage.prompt_tokens` already includes cache reads; `prompt_tokens_details.cached_tokens`
-  (DeepSeek's `prompt_cache_hit_tokens` when absent) is the read subset, absent means 0. OpenAI
-  reports no cache writes; new-api's `prompt_tokens_details.cached_creation_tokens` is read as
-  the write subset when present, otherwise 0.
+  `usage.prompt_tokens` already includes cache reads and writes.
 - `response` / `response_completed`: `object: "response"`, or the `response.completed` event
-  whose `response` carries the object. input/output tokens are prompt/completion.
+  whose `response` carries the object. input/output tokens are prompt/completion, read like chat.
 - `anthropic_message`: `type: "message"`. `input_tokens` EXCLUDES the cache, so prompt =
-  input + cache_creation_input_tokens + cache_read_input_tokens (absent or null cache fields
-  count 0). Anthropic does not break reasoning out of `output_tokens`: reasoning is 0.
+  input + cache writes + cache_read_input_tokens (absent or null cache fields count 0).
 - `anthropic_message_delta`: the stream's last event. Its usage always has the final
   `output_tokens` but only sometimes the input side. Decision: with `input_tokens` present it
   is read like a message (absent cache fields count 0); without it the record is accepted with
@@ -34,6 +30,33 @@ Shapes (`USAGE_SHAPES`) and how they are recognised:
 - `error`: an `{"error": ...}` body with an envelope status >= 400. Kept with usage `unknown`
   (the gateway may still have billed it). An error body without such a status is `unknown_shape`.
 
+Where each count comes from (`details` is `prompt_tokens_details` for chat, `input_tokens_details`
+for Responses; what the official SDKs write, openai 3.63 and anthropic 2.17, and new-api's names):
+
+| column | OpenAI chat / Responses | Anthropic message / delta |
+|---|---|---|
+| cached_tokens (reads) | `details.cached_tokens`; chat: DeepSeek's `prompt_cache_hit_tokens` (or prompt - `prompt_cache_miss_tokens`) | `cache_read_input_tokens` |
+| cache_write_tokens | `details.cache_write_tokens` (OpenAI); new-api's `details.cached_creation_tokens` | `cache_creation_input_tokens`, else the sum of its split |
+| cache_write_5m_tokens / _1h_ | never reported (NULL) | `cache_creation.ephemeral_5m_input_tokens` / `ephemeral_1h_input_tokens` |
+| audio_prompt_tokens / image_ | `details.audio_tokens` / `details.image_tokens` | never reported (NULL) |
+| reasoning_tokens | `completion_tokens_details` / `output_tokens_details.reasoning_tokens` | `output_tokens_details.thinking_tokens` |
+| web_search_requests / web_fetch_ | Responses: `tool_usage.web_search.num_requests` (beside `usage`) / NULL | `server_tool_use.web_search_requests` / `web_fetch_requests` |
+
+- Absent and null are the same: "not reported". The four columns of the disjoint buckets
+  (cached, cache_write, reasoning, and through them uncached) count an unreported kind as 0;
+  the splits and the server-tool counts stay NULL when not reported, so that NULL never
+  reads as "0 tokens of that kind" (an Anthropic write whose duration is not reported is counted
+  in cache_write_tokens, and in neither split).
+- Two names for the same tokens (DeepSeek's hit count beside `cached_tokens`; OpenAI's
+  `cache_write_tokens` beside new-api's `cached_creation_tokens`): the larger reported value is
+  taken, never their sum, so that a 0 filled in by a proxy cannot hide tokens reported under the
+  other name. DeepSeek's hit + miss, when both are reported, must equal prompt_tokens.
+- Subsets: cached + cache_write <= prompt; 5m + 1h <= cache_write (a remainder is a write of
+  unreported duration); audio + image <= prompt; reasoning <= completion.
+- Not read (no price here depends on them): `text_tokens` (the rest of the prompt), output audio
+  and prediction counts, the Responses `cache_write_tokens_details` retention split (30 minutes /
+  12 hours) and `tool_usage.image_gen` tokens.
+
 Usage status: `known` (counts read), `unknown` (a token shape without final usage: tokens
 NULL, never 0) or `per_call`. A token shape whose usage object lacks its core counts (prompt
 and completion, or input and output) is `unknown` too; the counts that *are* present are still
@@ -41,8 +64,7 @@ validated.
 
 Token values are strict: JSON integers only, 0 <= n < 2**53. `true`, `12.0`, `"12"` are
 `bad_token_type`. A present `total_tokens` must equal prompt + completion (for Anthropic shapes
-the normalised prompt), cached + cache_write must not exceed prompt, reasoning must not exceed
-completion: otherwise `inconsistent_tokens`.
+the normalised prompt), and every subset rule above must hold: otherwise `inconsistent_tokens`.
 
 Envelope fields win over the body; a missing (absent, null or blank) field falls back:
 `request_id` -> the body's id (the carried object's for events; a task's id; a `message_delta`
@@ -59,7 +81,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Final
 from zoneinfo import ZoneInfo
@@ -106,7 +128,16 @@ TOKEN_FIELDS: Final = (
     "cache_write_tokens",
     "reasoning_tokens",
     "uncached_prompt_tokens",
-)
+)  # the disjoint buckets: NULL exactly when the usage is not known
+DETAIL_FIELDS: Final = (
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "audio_prompt_tokens",
+    "image_prompt_tokens",
+    "web_search_requests",
+    "web_fetch_requests",
+)  # splits and server-tool counts: NULL also when known usage does not report them
+USAGE_FIELDS: Final = TOKEN_FIELDS + DETAIL_FIELDS  # every count a record carries, in column order
 TASK_PATH_SEGMENTS: Final = frozenset(
     {"mj", "suno", "kling", "runway", "runwayml", "luma", "pika", "videos", "images"}
 )
@@ -149,6 +180,12 @@ class RequestRecord:
     cache_write_tokens: int | None
     reasoning_tokens: int | None
     uncached_prompt_tokens: int | None
+    cache_write_5m_tokens: int | None  # the splits and server-tool counts: NULL when not reported
+    cache_write_1h_tokens: int | None
+    audio_prompt_tokens: int | None
+    image_prompt_tokens: int | None
+    web_search_requests: int | None
+    web_fetch_requests: int | None
     response_id: str | None
     raw_usage_json: str | None
 
@@ -171,7 +208,7 @@ RECORD_SCHEMA: Final = pa.schema(
         pa.field("latency_ms", pa.int64()),
         pa.field("usage_shape", pa.string(), nullable=False),
         pa.field("usage_status", pa.string(), nullable=False),
-        *(pa.field(name, pa.int64()) for name in TOKEN_FIELDS),
+        *(pa.field(name, pa.int64()) for name in USAGE_FIELDS),
         pa.field("response_id", pa.string()),
         pa.field("raw_usage_json", pa.string()),
     ]
@@ -213,6 +250,12 @@ class _Tokens:
     cached: int
     cache_write: int
     reasoning: int
+    cache_write_5m: int | None = None
+    cache_write_1h: int | None = None
+    audio: int | None = None
+    image: int | None = None
+    web_search: int | None = None
+    web_fetch: int | None = None
 
 
 def _parse(text: str | bytes, *, fallback_key: str | None, tz: ZoneInfo, now: datetime) -> RequestRecord:
@@ -247,7 +290,7 @@ def _parse(text: str | bytes, *, fallback_key: str | None, tz: ZoneInfo, now: da
         raise _Rejected("missing_model", "no model in the envelope or the response body")
 
     usage = body.get("usage") if shape == "anthropic_message_delta" else carried.get("usage")
-    usage_status, tokens = _read_usage(shape, usage)
+    usage_status, tokens = _read_usage(shape, usage, carried)
     return RequestRecord(
         request_id=request_id,
         ts=ts,
@@ -469,7 +512,7 @@ def _to_utc(value: Any, name: str) -> datetime:
 # --- usage -------------------------------------------------------------------------------------
 
 
-def _read_usage(shape: str, usage: Any) -> tuple[str, _Tokens | None]:
+def _read_usage(shape: str, usage: Any, carried: dict[str, Any]) -> tuple[str, _Tokens | None]:
     if shape == "task":
         return "per_call", None
     if shape in ("error", "anthropic_message_start") or usage is None:
@@ -480,50 +523,106 @@ def _read_usage(shape: str, usage: Any) -> tuple[str, _Tokens | None]:
         tokens = _chat_tokens(usage)
     elif shape.startswith("response"):
         tokens = _responses_tokens(usage)
+        searches = _hosted_web_searches(carried)
+        if tokens is not None and searches is not None:
+            tokens = replace(tokens, web_search=searches)
     else:
         tokens = _anthropic_tokens(usage)
     return ("unknown", None) if tokens is None else ("known", tokens)
 
 
 def _chat_tokens(usage: dict[str, Any]) -> _Tokens | None:
-    prompt = _count(usage, "prompt_tokens")
-    completion = _count(usage, "completion_tokens")
-    total = _count(usage, "total_tokens")
-    prompt_details = _details(usage, "prompt_tokens_details")
-    cached = _count(prompt_details, "cached_tokens", "prompt_tokens_details.")
-    if cached is None:
-        cached = _count(usage, "prompt_cache_hit_tokens")
-    cache_write = _count(prompt_details, "cached_creation_tokens", "prompt_tokens_details.")
-    completion_details = _details(usage, "completion_tokens_details")
-    reasoning = _count(completion_details, "reasoning_tokens", "completion_tokens_details.")
-    if prompt is None or completion is None:
-        return None
-    return _checked(prompt, completion, total, cached or 0, cache_write or 0, reasoning or 0)
+    return _openai_tokens(usage, "prompt_tokens", "completion_tokens", "prompt_tokens_details",
+                          "completion_tokens_details", deepseek=True)
 
 
 def _responses_tokens(usage: dict[str, Any]) -> _Tokens | None:
-    prompt = _count(usage, "input_tokens")
-    completion = _count(usage, "output_tokens")
+    return _openai_tokens(usage, "input_tokens", "output_tokens", "input_tokens_details",
+                          "output_tokens_details", deepseek=False)
+
+
+def _openai_tokens(usage: dict[str, Any], prompt_name: str, completion_name: str, details_name: str,
+                   out_details_name: str, *, deepseek: bool) -> _Tokens | None:
+    prompt = _count(usage, prompt_name)
+    completion = _count(usage, completion_name)
     total = _count(usage, "total_tokens")
-    input_details = _details(usage, "input_tokens_details")
-    cached = _count(input_details, "cached_tokens", "input_tokens_details.")
-    cache_write = _count(input_details, "cached_creation_tokens", "input_tokens_details.")
-    output_details = _details(usage, "output_tokens_details")
-    reasoning = _count(output_details, "reasoning_tokens", "output_tokens_details.")
+    details = _details(usage, details_name)
+    where = details_name + "."
+    cached = _count(details, "cached_tokens", where)
+    if deepseek:
+        cached = _larger(cached, _deepseek_hits(usage, prompt))
+    cache_write = _larger(_count(details, "cache_write_tokens", where), _count(details, "cached_creation_tokens", where))
+    audio = _count(details, "audio_tokens", where)
+    image = _count(details, "image_tokens", where)
+    reasoning = _count(_details(usage, out_details_name), "reasoning_tokens", out_details_name + ".")
     if prompt is None or completion is None:
         return None
-    return _checked(prompt, completion, total, cached or 0, cache_write or 0, reasoning or 0)
+    return _checked(prompt, completion, total, cached or 0, cache_write or 0, reasoning or 0, audio=audio, image=image)
+
+
+def _hosted_web_searches(response: dict[str, Any]) -> int | None:
+    """A Responses object's billable web searches: `tool_usage.web_search.num_requests` (beside `usage`)."""
+    tools = response.get("tool_usage")
+    if tools is None:
+        return None
+    if not isinstance(tools, dict):
+        raise _Rejected("bad_field_type", f"response tool_usage is {_kind(tools)}, expected an object")
+    search = tools.get("web_search")
+    if search is None:
+        return None
+    if not isinstance(search, dict):
+        raise _Rejected("bad_field_type", f"response tool_usage.web_search is {_kind(search)}, expected an object")
+    value = search.get("num_requests")
+    if value is None:
+        return None
+    if type(value) is not int:
+        raise _Rejected("bad_token_type", f"tool_usage.web_search.num_requests is {_short(value)}, expected an integer")
+    if value < 0:
+        raise _Rejected("negative_tokens", f"tool_usage.web_search.num_requests is {value}")
+    if value >= MAX_TOKENS:
+        raise _Rejected("bad_token_type", f"tool_usage.web_search.num_requests is {value}, beyond 2**53")
+    return value
+
+
+def _deepseek_hits(usage: dict[str, Any], prompt: int | None) -> int | None:
+    """DeepSeek's cache reads: prompt_cache_hit_tokens, else prompt - prompt_cache_miss_tokens."""
+    hits = _count(usage, "prompt_cache_hit_tokens")
+    misses = _count(usage, "prompt_cache_miss_tokens")
+    if misses is None or prompt is None:
+        return hits
+    if hits is not None and hits + misses != prompt:
+        raise _Rejected("inconsistent_tokens", f"cache hits {hits} + misses {misses} != prompt {prompt}")
+    if misses > prompt:
+        raise _Rejected("inconsistent_tokens", f"cache misses {misses} exceed prompt {prompt}")
+    return prompt - misses
+
+
+def _larger(a: int | None, b: int | None) -> int | None:
+    """One count reported under two names: the larger, None when neither is reported."""
+    if a is None:
+        return b
+    return a if b is None or a >= b else b
 
 
 def _anthropic_tokens(usage: dict[str, Any]) -> _Tokens | None:
     uncached = _count(usage, "input_tokens")
     completion = _count(usage, "output_tokens")
-    cache_write = _count(usage, "cache_creation_input_tokens") or 0
+    cache_write = _count(usage, "cache_creation_input_tokens")
+    split = _details(usage, "cache_creation")
+    write_5m = _count(split, "ephemeral_5m_input_tokens", "cache_creation.")
+    write_1h = _count(split, "ephemeral_1h_input_tokens", "cache_creation.")
+    if cache_write is None:
+        cache_write = (write_5m or 0) + (write_1h or 0)
     cached = _count(usage, "cache_read_input_tokens") or 0
     total = _count(usage, "total_tokens")  # not Anthropic's; a proxy may add one
+    reasoning = _count(_details(usage, "output_tokens_details"), "thinking_tokens", "output_tokens_details.")
+    tools = _details(usage, "server_tool_use")
+    web_search = _count(tools, "web_search_requests", "server_tool_use.")
+    web_fetch = _count(tools, "web_fetch_requests", "server_tool_use.")
     if uncached is None or completion is None:
         return None
-    return _checked(uncached + cache_write + cached, completion, total, cached, cache_write, 0)
+    return _checked(uncached + cache_write + cached, completion, total, cached, cache_write, reasoning or 0,
+                    write_5m=write_5m, write_1h=write_1h, web_search=web_search, web_fetch=web_fetch)
 
 
 def _details(usage: dict[str, Any], name: str) -> dict[str, Any]:
@@ -550,7 +649,9 @@ def _count(container: dict[str, Any], name: str, prefix: str = "") -> int | None
 
 
 def _checked(
-    prompt: int, completion: int, total: int | None, cached: int, cache_write: int, reasoning: int
+    prompt: int, completion: int, total: int | None, cached: int, cache_write: int, reasoning: int, *,
+    write_5m: int | None = None, write_1h: int | None = None, audio: int | None = None, image: int | None = None,
+    web_search: int | None = None, web_fetch: int | None = None,
 ) -> _Tokens:
     if total is not None and total != prompt + completion:
         detail = f"total {total} != prompt {prompt} + completion {completion}"
@@ -558,14 +659,20 @@ def _checked(
     if cached + cache_write > prompt:
         detail = f"cache reads {cached} + cache writes {cache_write} exceed prompt {prompt}"
         raise _Rejected("inconsistent_tokens", detail)
+    if (write_5m or 0) + (write_1h or 0) > cache_write:
+        detail = f"5-minute {write_5m or 0} + 1-hour {write_1h or 0} cache writes exceed cache writes {cache_write}"
+        raise _Rejected("inconsistent_tokens", detail)
+    if (audio or 0) + (image or 0) > prompt:
+        raise _Rejected("inconsistent_tokens", f"audio {audio or 0} + image {image or 0} tokens exceed prompt {prompt}")
     if reasoning > completion:
         raise _Rejected("inconsistent_tokens", f"reasoning {reasoning} exceeds completion {completion}")
-    return _Tokens(prompt, completion, cached, cache_write, reasoning)
+    return _Tokens(prompt, completion, cached, cache_write, reasoning, write_5m, write_1h, audio, image,
+                   web_search, web_fetch)
 
 
 def _token_columns(tokens: _Tokens | None) -> dict[str, int | None]:
     if tokens is None:
-        return dict.fromkeys(TOKEN_FIELDS)
+        return dict.fromkeys(USAGE_FIELDS)
     return {
         "prompt_tokens": tokens.prompt,
         "completion_tokens": tokens.completion,
@@ -574,4 +681,10 @@ def _token_columns(tokens: _Tokens | None) -> dict[str, int | None]:
         "cache_write_tokens": tokens.cache_write,
         "reasoning_tokens": tokens.reasoning,
         "uncached_prompt_tokens": tokens.prompt - tokens.cached - tokens.cache_write,
+        "cache_write_5m_tokens": tokens.cache_write_5m,
+        "cache_write_1h_tokens": tokens.cache_write_1h,
+        "audio_prompt_tokens": tokens.audio,
+        "image_prompt_tokens": tokens.image,
+        "web_search_requests": tokens.web_search,
+        "web_fetch_requests": tokens.web_fetch,
     }

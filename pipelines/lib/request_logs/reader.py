@@ -8,6 +8,13 @@ escapes. A truncated stream only loses its tail, but gzip checks its CRC at the 
 so bytes flipped inside the data can come through as altered or unreadable lines before the
 `corrupt_gzip` reject names the file: such a file is "damaged" and loses every tie in `dedupe`.
 
+The inbox is listed by `walk_inbox`, which reads only what is the inbox's own: a symbolic link whose
+target lies outside the inbox is not followed (it could make the pipeline read, and store the lines
+of, any file the service account can read, such as a `.env`), and a name that is not UTF-8 cannot
+be stored or reported as text. Both are skipped and reported (`SkippedFile`) and the run goes on.
+Links inside the inbox are read where they point; links to folders are never followed (a loop
+cannot be walked forever, and the folder's files are listed where they are).
+
 `dedupe` keeps one record per `request_id`. Which copy wins does not depend on the order files
 arrive in: a copy with usage (`known` or `per_call`) beats one with `unknown` usage (a complete
 log of a stream beats an interrupted one), then a copy from an undamaged file beats one from a
@@ -21,6 +28,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
+import stat
 import zlib
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator
@@ -103,11 +112,103 @@ def is_inbox_file(path: Path) -> bool:
     return path.is_file() and name.lower().endswith(INBOX_SUFFIXES) and not name.startswith(".")
 
 
-def inbox_files(inbox_root: Path) -> list[Path]:
-    """Every inbox file under `inbox_root`, sorted by path; hidden files are skipped."""
+def is_export_file(relative: str) -> bool:
+    """A console CSV export dropped into `<inbox>/gateway/` (read by the gateway ledger's step)."""
+    folder, _, name = relative.partition("/")
+    return folder == "gateway" and "/" not in name and name.lower().endswith(".csv") and not name.startswith(".")
+
+
+# Why an entry of the inbox was not read (the `reason` of a SkippedFile).
+SKIP_REASONS: Final = {
+    "link_outside_inbox": "a symbolic link whose target is outside the inbox: not followed",
+    "name_not_utf8": "a name that is not UTF-8 text: cannot be stored or reported as text",
+    "unreadable": "a folder that could not be listed (permissions)",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedFile:
+    """An inbox entry that was not read: its inbox-relative name (bytes that are not UTF-8 shown as
+    `\\xNN`), why (`SKIP_REASONS`), and a sentence for the operator."""
+
+    file: str
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class InboxListing:
+    files: list[Path]  # every regular file the inbox holds, sorted by inbox-relative path
+    skipped: list[SkippedFile]  # sorted by name
+
+
+def walk_inbox(inbox_root: Path) -> InboxListing:
+    """Every file under `inbox_root` that is the inbox's own (see the module docstring), and what was
+    skipped: links leaving the inbox and non-UTF-8 names, where they would have been read (an inbox
+    or export file name, or a folder). Hidden entries are ignored."""
     if not inbox_root.is_dir():
-        return []
-    return sorted(p for p in inbox_root.rglob("*") if is_inbox_file(p))
+        return InboxListing([], [])
+    real_root = os.fsencode(os.path.realpath(inbox_root))
+    files: list[Path] = []
+    skipped: list[SkippedFile] = []
+    pending = [(os.fsencode(inbox_root), b"")]  # bytes throughout: a name need not be text
+    while pending:
+        folder, relative_folder = pending.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as exc:
+            skipped.append(_skip(relative_folder, "unreadable", f"skipped: the folder could not be listed "
+                                                                f"({exc.strerror})"))
+            continue
+        for entry in entries:
+            if entry.name.startswith(b"."):
+                continue
+            relative = entry.name if not relative_folder else relative_folder + b"/" + entry.name
+            try:
+                name = relative.decode("utf-8")
+            except UnicodeDecodeError:
+                if _would_read(entry, relative.decode("utf-8", "replace")):
+                    skipped.append(_skip(relative, "name_not_utf8", "skipped: its name is not UTF-8 text; rename it"))
+                continue
+            if entry.is_symlink():
+                target = os.path.realpath(entry.path)
+                if target != real_root and not target.startswith(real_root + b"/"):
+                    if _would_read(entry, name):
+                        skipped.append(_skip(relative, "link_outside_inbox", "skipped: a symbolic link to "
+                                             "something outside the inbox is not followed"))
+                elif entry.is_file():
+                    files.append(Path(os.fsdecode(entry.path)))
+            elif entry.is_dir(follow_symlinks=False):
+                pending.append((entry.path, relative))
+            elif entry.is_file(follow_symlinks=False):
+                files.append(Path(os.fsdecode(entry.path)))
+    files.sort()
+    skipped.sort(key=lambda s: s.file)
+    return InboxListing(files, skipped)
+
+
+def _would_read(entry: os.DirEntry, name: str) -> bool:
+    """Whether the pipeline would read this entry: an inbox file, an export, or a folder."""
+    try:
+        is_folder = entry.is_dir(follow_symlinks=True)
+    except OSError:
+        is_folder = False
+    return _is_inbox_name(name) or is_export_file(name) or is_folder
+
+
+def _skip(relative: bytes, reason: str, detail: str) -> SkippedFile:
+    shown = relative.decode("utf-8", "backslashreplace") or "."
+    return SkippedFile(shown, reason, detail)
+
+
+def inbox_files(inbox_root: Path) -> list[Path]:
+    """Every inbox file under `inbox_root`, sorted by path (`walk_inbox`: links out of the inbox and
+    non-UTF-8 names are skipped; hidden files too)."""
+    return [p for p in walk_inbox(inbox_root).files if _is_inbox_name(p.name)]
+
+
+def _is_inbox_name(name: str) -> bool:
+    return name.lower().endswith(INBOX_SUFFIXES)
 
 
 def fallback_key_for(path: Path, inbox_root: Path) -> str | None:

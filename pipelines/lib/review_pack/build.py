@@ -1,7 +1,11 @@
 """Write the monthly budget-review evidence pack: `out_dir/review-YYYY-MM/`.
 
 The pack is built in a hidden sibling folder and swapped in whole, so a reader sees the previous
-pack or the new one, never a half-written mix; a re-run replaces it. Every file is a function of
+pack or the new one, never a half-written mix; a re-run replaces it. The CSVs are opened in
+spreadsheets, which run a cell that starts with `=`, `+`, `-`, `@`, a tab or a carriage return as a
+formula (a key name from a client log, a team from key_owners.csv): such a text cell is written
+with a leading `'` (OWASP's advice), which spreadsheets show as text and do not run; numbers are
+written as they are. Every file is a function of
 the warehouse, the lake and the inbox alone: the same month built twice from the same data gives
 the same bytes, except `built_at` in manifest.json.
 """
@@ -22,15 +26,17 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.lib import disk
 from pipelines.lib.lake import fsync_dir
 from pipelines.lib.review_pack import charts
 from pipelines.lib.review_pack.compose import PackFiles, compose, data_coverage
 from pipelines.lib.review_pack.document import usd
-from pipelines.lib.review_pack.figures import MonthFigures, read_month
+from pipelines.lib.review_pack.figures import ANOMALY_COLUMNS, MonthFigures, read_month
 from pipelines.lib.review_pack.period import day_ranges, parse_month
 from pipelines.lib.review_pack.render import to_html, to_markdown
 from pipelines.lib.review_pack.sample import sample_jsonl, sample_responses
@@ -48,7 +54,7 @@ EXPORT_SCHEMA = pa.schema([
 RECON_COLUMNS = ("usage_date", "key_name", "team", "reported_cost_usd", "reported_requests", "estimated_cost_usd",
                  "logged_requests", "billed_cost_usd", "gateway_requests", "variance_usd", "variance_pct",
                  "tolerance_usd", "status", "coverage_pct", "unpriced_requests", "unknown_usage_requests",
-                 "gateway_only_requests", "gateway_only_usd", "explanation")
+                 "gateway_only_requests", "gateway_only_usd", "client_only_requests", "adjustments_usd", "explanation")
 PERCENT_COLUMNS = {"variance_pct", "coverage_pct"}
 
 
@@ -62,6 +68,7 @@ class PackResult:
     days_with_data: int
     coverage: str  # the pack's sentence on which days have data
     has_data: bool
+    partial: bool  # built before the month ended
     flagged_key_days: int
     anomalies: int | None  # None: anomaly detection has not run
     sample_size: int
@@ -73,23 +80,29 @@ def build_pack(warehouse_path: Path, lake_root: Path, inbox: Path, month: str, o
     if built_at.tzinfo is None:
         raise ValueError("built_at must be timezone-aware")
     period = parse_month(month, timezone)
+    today = built_at.astimezone(ZoneInfo(timezone)).date()
+    if period.first_day > today:
+        raise ValueError(f"month {month} has not started yet: today is {today} in {timezone}")
     figures = read_month(Path(warehouse_path), Path(lake_root), period)
     sample = sample_responses(Path(lake_root), Path(inbox), period, SAMPLE_PER_SHAPE)
 
     names = PackFiles(
         export_csv=f"quota_daily_{month}.csv", export_parquet=f"quota_daily_{month}.parquet",
-        recon_csv=f"recon_key_daily_{month}.csv", sample="sample_responses.jsonl",
+        recon_csv=f"recon_key_daily_{month}.csv", anomalies_csv=f"anomalies_{month}.csv",
+        sample="sample_responses.jsonl",
         spend_chart="daily_spend_by_key.svg", variance_chart="estimated_vs_reported.svg",
         sample_count=len(sample), sample_shapes=tuple(sorted({r["usage_shape"] for r in sample})),
         sample_unavailable=sum(1 for r in sample if r["response"] is None), sample_per_shape=SAMPLE_PER_SHAPE,
     )
     images = {names.spend_chart: charts.daily_spend_by_key(figures),
               names.variance_chart: charts.estimated_vs_reported(figures)}
-    document = compose(figures, names)
+    partial = built_at < period.ends_at  # the month is not over: its figures are the month so far
+    document = compose(figures, names, partial=partial)
     contents: dict[str, bytes] = {
         names.export_csv: _export_csv(figures),
         names.export_parquet: _export_parquet(figures),
         names.recon_csv: _recon_csv(figures),
+        names.anomalies_csv: _anomalies_csv(figures),
         names.sample: sample_jsonl(sample),
         **images,
         "reconciliation.md": to_markdown(document).encode(),
@@ -104,6 +117,7 @@ def build_pack(warehouse_path: Path, lake_root: Path, inbox: Path, month: str, o
             "timezone": timezone, "days_in_month": period.days_in_month,
             "days_with_data": len(figures.reported_days), "data_days": day_ranges(figures.reported_days),
             "coverage": data_coverage(figures),
+            "partial": partial,
         },
         "built_at": built_at.astimezone(UTC).isoformat(),
         "totals": totals,
@@ -112,12 +126,12 @@ def build_pack(warehouse_path: Path, lake_root: Path, inbox: Path, month: str, o
     contents["manifest.json"] = (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode()
 
     target = Path(out_dir) / f"review-{month}"
-    _write_atomically(target, contents)
+    write_folder_atomically(target, contents, "writing the review pack")
     return PackResult(
         path=target, month=month,
         files={name: hashlib.sha256(data).hexdigest() for name, data in sorted(contents.items())},
         totals=totals, days_in_month=period.days_in_month, days_with_data=len(figures.reported_days),
-        coverage=data_coverage(figures), has_data=figures.has_data,
+        coverage=data_coverage(figures), has_data=figures.has_data, partial=partial,
         flagged_key_days=int(figures.totals["flagged_key_days"]),
         anomalies=None if figures.anomalies is None else len(figures.anomalies), sample_size=len(sample),
     )
@@ -143,6 +157,13 @@ def _recon_csv(figures: MonthFigures) -> bytes:
     return _csv(list(RECON_COLUMNS), [[_cell(r[name], name) for name in RECON_COLUMNS] for r in figures.recon])
 
 
+def _anomalies_csv(figures: MonthFigures) -> bytes:
+    """The month's findings, evidence in full (the report shortens it); the header alone when none
+    were found or detection has not run."""
+    columns = figures.anomaly_columns or list(ANOMALY_COLUMNS)
+    return _csv(columns, [[_cell(r[name], name) for name in columns] for r in figures.anomalies or []])
+
+
 def _csv(header: list[str], rows: list[list[str]]) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -151,10 +172,16 @@ def _csv(header: list[str], rows: list[list[str]]) -> bytes:
     return buffer.getvalue().encode()
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _cell(value: Any, column: str) -> str:
-    """CSV text: money with 6 decimals, UTC instants in ISO 8601 with `Z`, empty for NULL."""
+    """CSV text: money with 6 decimals, UTC instants in ISO 8601 with `Z`, empty for NULL; a text
+    that a spreadsheet would run as a formula is prefixed with `'`."""
     if value is None:
         return ""
+    if isinstance(value, str):
+        return "'" + value if value.startswith(FORMULA_STARTS) else value
     if column in PERCENT_COLUMNS:
         return f"{float(value):.4f}"
     if isinstance(value, (Decimal, float)):
@@ -187,7 +214,7 @@ def _manifest_totals(figures: MonthFigures, sample_size: int) -> dict[str, Any]:
                          else f"{100 * float(t['estimated_cost_usd']) / float(t['reported_cost_usd']):.2f}"),
         "requests": int(t["requests"]),
         "unpriced_requests": int(t["unpriced_requests"]),
-        "opening_balance_usd": None if figures.opening is None else usd(figures.opening["balance_usd"]),
+        "opening_balance_usd": None if figures.opening_balance is None else usd(figures.opening_balance["balance_usd"]),
         "closing_balance_usd": None if figures.closing is None else usd(figures.closing["balance_usd"]),
         "anomalies": None if figures.anomalies is None else len(figures.anomalies),
         "sample_responses": sample_size,
@@ -200,22 +227,24 @@ def _manifest_totals(figures: MonthFigures, sample_size: int) -> dict[str, Any]:
 # --- publishing --------------------------------------------------------------------------------
 
 
-def _write_atomically(target: Path, contents: dict[str, bytes]) -> None:
-    """Write every file into a hidden sibling folder, then swap it in for `target`."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+def write_folder_atomically(target: Path, contents: dict[str, bytes], what: str) -> None:
+    """Write every file into a hidden sibling folder, then swap it in for `target` (also used by the
+    FOCUS export, pipelines/lib/focus.py); `what` names the write if the disk fills up."""
     staging = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    staging.mkdir()
-    try:
-        for name, data in contents.items():
-            with open(staging / name, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-        fsync_dir(staging)
-        _swap_in(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+    with disk.writing(target / "manifest.json", what):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
+        try:
+            for name, data in contents.items():
+                with open(staging / name, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            fsync_dir(staging)
+            _swap_in(staging, target)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging)
     fsync_dir(target.parent)
 
 

@@ -29,6 +29,7 @@ class PackFiles:
     export_csv: str
     export_parquet: str
     recon_csv: str
+    anomalies_csv: str
     sample: str
     spend_chart: str
     variance_chart: str
@@ -38,21 +39,29 @@ class PackFiles:
     sample_per_shape: int
 
 
-def compose(figures: MonthFigures, files: PackFiles) -> Document:
+def compose(figures: MonthFigures, files: PackFiles, *, partial: bool = False) -> Document:
+    """The document; `partial`: the month was not over when the pack was built, and it says so."""
     period = figures.period
+    intro = [Paragraph(
+        f"CometAPI spend for {period.month}, reconciled by Comet Ledger: reporting days "
+        f"{day(period.first_day)}..{day(period.last_day)} in {period.timezone}. Every figure comes from the "
+        "warehouse (`warehouse.duckdb`); money is USD with 6 decimals, and n/a marks a figure nobody knows.")]
+    if partial:
+        intro.append(Paragraph(
+            f"Partial month: this pack was built before {period.month} ended, so its figures are the month so far, "
+            f"not the month. Build it again after {day(period.last_day)} (the monthly schedule does, on the 2nd) "
+            "for the pack to hand over."))
     return Document(
-        title=f"Budget review evidence pack: {period.month}",
-        intro=(Paragraph(
-            f"CometAPI spend for {period.month}, reconciled by Comet Ledger: reporting days "
-            f"{day(period.first_day)}..{day(period.last_day)} in {period.timezone}. Every figure comes from the "
-            "warehouse (`warehouse.duckdb`); money is USD with 6 decimals, and n/a marks a figure nobody knows."),),
+        title=f"Budget review evidence pack: {period.month}" + (" (partial month)" if partial else ""),
+        intro=tuple(intro),
         sections=(
             _summary(figures),
             _balances(figures),
             _spend(figures, files),
             _estimated_vs_reported(figures, files),
             _coverage(figures),
-            _anomalies(figures),
+            _ledger_completeness(figures),
+            _anomalies(figures, files),
             _prices(figures),
             _caveats(figures),
             _pack_files(figures, files),
@@ -93,8 +102,7 @@ def _summary(f: MonthFigures) -> Section:
         f"Key-days flagged (status other than matched): {count(t['flagged_key_days'])} of {count(t['key_days'])}"
         + (f" ({_status_counts(f)})." if t["flagged_key_days"] else "."),
         _anomaly_sentence(f),
-        f"Opening balance: {_balance_phrase(f.opening, f.period.starts_at)}; "
-        f"closing balance: {_balance_phrase(f.closing, f.period.ends_at)}.",
+        f"Opening balance: {_opening_phrase(f)}; closing balance: {_balance_phrase(f.closing, f.period.ends_at)}.",
     ]
     logged_only = sorted(set(f.logged_days) - set(f.reported_days))
     blocks = [Paragraph(data_coverage(f)), Bullets(tuple(items))]
@@ -126,6 +134,15 @@ def _anomaly_sentence(f: MonthFigures) -> str:
     return f"Anomalies: {len(f.anomalies)} finding(s) for the month" + (f" ({split})." if split else ".")
 
 
+def _opening_phrase(f: MonthFigures) -> str:
+    if f.opening_balance is not None:
+        return _balance_phrase(f.opening_balance, f.period.starts_at)
+    if f.opening is None:
+        return f"no opening balance recorded (no snapshot at or after {instant(f.period.starts_at)})"
+    return ("no opening balance recorded (no snapshot was taken during the month; the nearest one is under "
+            "Opening and closing balance)")
+
+
 def _balance_phrase(snapshot: Row | None, boundary: datetime) -> str:
     if snapshot is None:
         return f"none (no snapshot at or after {instant(boundary)})"
@@ -136,7 +153,8 @@ def _balance_phrase(snapshot: Row | None, boundary: datetime) -> str:
 def _balances(f: MonthFigures) -> Section:
     period = f.period
     rows = []
-    for label, boundary, snap in (("opening", period.starts_at, f.opening), ("closing", period.ends_at, f.closing)):
+    opening_label = "opening" if f.opening is None or f.opening_balance is not None else "nearest to the start"
+    for label, boundary, snap in ((opening_label, period.starts_at, f.opening), ("closing", period.ends_at, f.closing)):
         if snap is None:
             rows.append((label, instant(boundary), "none", NA, NA, NA, NA))
         else:
@@ -147,10 +165,11 @@ def _balances(f: MonthFigures) -> Section:
         if snap is None:
             notes.append(f"No {label} balance: no balance snapshot was taken at or after {instant(boundary)}. "
                          "None is invented: past balances cannot be fetched, only recorded when a pull runs.")
-    if f.opening is not None and f.opening["fetched_at"] >= period.ends_at:
+    if f.opening is not None and f.opening_balance is None:
         notes.append("The snapshot closest to the month's start was taken after the month ended, so it is not an "
-                     "opening balance for the month: no snapshot was taken during it.")
-    if f.opening is not None and f.closing is not None:
+                     "opening balance for the month: no snapshot was taken during it, and no opening balance is "
+                     "recorded.")
+    if f.opening_balance is not None and f.closing is not None:
         if f.opening["snapshot_id"] == f.closing["snapshot_id"]:
             notes.append("Opening and closing are the same snapshot: the month's change in balance cannot be read "
                          "from snapshots.")
@@ -302,7 +321,39 @@ def _coverage(f: MonthFigures) -> Section:
     ))
 
 
-def _anomalies(f: MonthFigures) -> Section:
+CHECK_NAMES = {"log_stat": "type-2 quota vs /api/log/self/stat", "data_self": "type-2 quota vs /api/data/self",
+               "total": "rows vs the pages' total"}
+
+
+def _ledger_completeness(f: MonthFigures) -> Section:
+    """How each day's gateway ledger pull was checked for completeness (the latest pull of the day)."""
+    if not f.gateway_checks:
+        return Section("Gateway ledger completeness", (Paragraph(
+            "No gateway ledger pull of this month recorded completeness checks (the ledger was not pulled, or "
+            "was pulled before they existed): billed figures are complete only as far as paging made them."),))
+    summary: dict[tuple[str, str], int] = {}
+    for r in f.gateway_checks:
+        summary[(r["check_name"], r["status"])] = summary.get((r["check_name"], r["status"]), 0) + 1
+    lines = [f"{CHECK_NAMES.get(name, name)}: {status.replace('_', ' ')} on {n} day(s)"
+             for (name, status), n in sorted(summary.items())]
+    not_checked = sorted({r["detail"] for r in f.gateway_checks if r["status"] == "not_checked" and r["detail"]})
+    rows = tuple((day(r["usage_date"]), CHECK_NAMES.get(r["check_name"], r["check_name"]), r["status"],
+                  text(r["ledger_units"]), text(r["server_units"]), text(r["api_method"]))
+                 for r in f.gateway_checks)
+    blocks = [
+        Paragraph("Each day's ledger rows were compared with the gateway's own totals before they were landed; a "
+                  "day that disagreed was not landed. A check the gateway does not offer is \"not checked\", never "
+                  "passed. Units are CometAPI quota units (500 000 = 1 USD)."),
+        Bullets(tuple(lines)),
+    ]
+    if not_checked:
+        blocks.append(Paragraph("Why not checked: " + "; ".join(not_checked) + "."))
+    blocks.append(Table(("day", "check", "status", "ledger units", "gateway units", "read by"), rows,
+                        numeric=frozenset({3, 4})))
+    return Section("Gateway ledger completeness", tuple(blocks))
+
+
+def _anomalies(f: MonthFigures, files: PackFiles) -> Section:
     if f.anomalies is None:
         return Section("Anomalies", (Paragraph(
             "Anomaly detection has not run: the warehouse has no anomalies table. No finding is reported, which is "
@@ -312,9 +363,13 @@ def _anomalies(f: MonthFigures) -> Section:
     labels = tuple(ANOMALY_LABELS.get(c, c) for c in columns)
     return Section("Anomalies", (
         Paragraph("Findings of the anomaly detection (`anomalies`) for the month's days, and account-level "
-                  "findings detected during it."),
+                  f"findings detected during it. The evidence (request ids, IPs) is shortened here; every "
+                  f"finding is in `{files.anomalies_csv}` with its evidence in full."),
         Table(labels, tuple(tuple(text(r[c]) for c in columns) for r in f.anomalies), numeric=numeric,
-              empty="Anomaly detection ran and found nothing for this month."),
+              empty="Anomaly detection ran and found nothing for this month.",
+              prose=frozenset(i for i, c in enumerate(columns) if c in ("detail", "action")),
+              long_text=frozenset(i for i, c in enumerate(columns) if c == "evidence"),
+              full_text_in=files.anomalies_csv),
     ))
 
 
@@ -387,6 +442,7 @@ def _pack_files(f: MonthFigures, files: PackFiles) -> Section:
         "usage_date, key_name, team, reported_cost_usd, reported_requests, pulled_at, pull_id), ordered by day "
         "and key.",
         f"`{files.recon_csv}`: every key-day's reconciliation (recon_key_daily) with status and explanation.",
+        f"`{files.anomalies_csv}`: the month's anomaly findings (anomalies) with their evidence in full.",
         f"`{files.sample}`: {sample}.",
         f"`{files.spend_chart}` and `{files.variance_chart}`: the charts above.",
         "`reconciliation.md` and `reconciliation.html`: this report (the HTML embeds the charts and needs no network).",

@@ -37,6 +37,11 @@ class Table:
     total: tuple[str, ...] | None = None
     numeric: frozenset[int] = frozenset()  # right-aligned columns
     empty: str = "No rows."
+    prose: frozenset[int] = frozenset()  # sentences: kept wide enough to read, never a word per line
+    # Columns of long unbroken evidence (lists of ids): shortened in the table, whole in `full_text_in`
+    # (a file of the pack) and, in HTML, in a collapsible block.
+    long_text: frozenset[int] = frozenset()
+    full_text_in: str | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,14 @@ def share(part: Decimal | float | None, whole: Decimal | float | None) -> str:
     if part is None or not whole:
         return NA
     return pct(100 * float(part) / float(whole))
+
+
+SHORT_TEXT = 40  # characters of a long_text cell shown before it is cut
+
+
+def shortened(value: str) -> str:
+    """The start of a long cell (a list of ids), cut at SHORT_TEXT characters."""
+    return value if len(value) <= SHORT_TEXT else value[:SHORT_TEXT].rstrip(",; ") + "…"
 
 
 def day(value: date | None) -> str:

@@ -36,8 +36,8 @@ class MonthFigures:
     totals: Row
     export: list[Row]  # quota_daily for the month, with the key's team
     recon: list[Row]  # recon_key_daily for the month
-    opening: Row | None
-    closing: Row | None
+    opening: Row | None  # the first snapshot at or after the month's start (see opening_balance)
+    closing: Row | None  # the first snapshot at or after the month's end
     by_key: list[Row]
     by_team: list[Row]
     by_model: list[Row]
@@ -54,10 +54,19 @@ class MonthFigures:
     pricing_status: list[Row] = field(default_factory=list)
     inbox: Row | None = None
     gateway_days: int = 0  # days of the month the gateway ledger covers (billed figures known)
+    gateway_checks: list[Row] = field(default_factory=list)  # the latest pull's completeness checks per day
 
     @property
     def has_data(self) -> bool:
         return bool(self.reported_days or self.logged_days)
+
+    @property
+    def opening_balance(self) -> Row | None:
+        """The opening snapshot when it is one: taken during the month. The first snapshot at or after
+        the month's start, taken only after the month ended, says nothing of how the month began."""
+        if self.opening is None or self.opening["fetched_at"] >= self.period.ends_at:
+            return None
+        return self.opening
 
 
 EXPORT = """
@@ -72,7 +81,8 @@ ORDER BY q.usage_date, q.key_name, q.pull_id
 RECON = """
 SELECT usage_date, key_name, team, reported_cost_usd, reported_requests, estimated_cost_usd, logged_requests,
        billed_cost_usd, gateway_requests, variance_usd, variance_pct, tolerance_usd, status, coverage_pct,
-       unpriced_requests, unknown_usage_requests, gateway_only_requests, gateway_only_usd, explanation
+       unpriced_requests, unknown_usage_requests, gateway_only_requests, gateway_only_usd, client_only_requests,
+       adjustments_usd, explanation
 FROM recon_key_daily
 WHERE usage_date BETWEEN $first AND $last
 ORDER BY usage_date, key_name
@@ -284,6 +294,7 @@ def read_month(warehouse_path: Path, lake_root: Path, period: Period) -> MonthFi
         )
         if "anomalies" in tables:
             figures.anomalies, figures.anomaly_columns = _anomalies(con, period)
+        figures.gateway_checks = _gateway_checks(lake_root, period)
         return figures
 
 
@@ -323,6 +334,20 @@ def _pulled_days(lake_root: Path, period: Period) -> set[date]:
             WHERE d::DATE BETWEEN $first AND $last""",
             {"files": files, "first": period.first_day, "last": period.last_day}).fetchall()
     return {day for (day,) in rows}
+
+
+def _gateway_checks(lake_root: Path, period: Period) -> list[Row]:
+    """Per day of the month and check: what the latest ledger pull of that day found (lake/gateway_checks)."""
+    files = lake.files(lake_root, "gateway_checks") if (lake_root / "gateway_checks").is_dir() else []
+    if not files:
+        return []
+    with duckdb.connect() as con:
+        return _rows(con, """
+            SELECT usage_date, check_name, status, ledger_units, server_units, detail, api_method, pulled_at
+            FROM read_parquet($files, hive_partitioning = false, union_by_name = true)
+            WHERE usage_date BETWEEN $first AND $last
+            QUALIFY pulled_at = max(pulled_at) OVER (PARTITION BY usage_date)
+            ORDER BY usage_date, check_name""", {"files": files, "first": period.first_day, "last": period.last_day})
 
 
 def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: dict) -> list[Row]:

@@ -13,7 +13,9 @@ import re
 from collections.abc import Mapping
 from string import Template
 
-from pipelines.lib.review_pack.document import Block, Bullets, Document, Image, Paragraph, Section, Table
+from pipelines.lib.review_pack.document import (
+    Block, Bullets, Document, Image, Paragraph, Section, Table, shortened,
+)
 
 # --- Markdown ----------------------------------------------------------------------------------
 
@@ -50,8 +52,13 @@ def _md_table(table: Table) -> str:
     def line(cells) -> str:
         return "| " + " | ".join(_md_cell(c) for c in cells) + " |"
 
+    def short(cells) -> tuple[str, ...]:
+        where = f" (in full in `{table.full_text_in}`)" if table.full_text_in else ""
+        return tuple(shortened(c) + where if i in table.long_text and shortened(c) != c else c
+                     for i, c in enumerate(cells))
+
     align = ["---:" if i in table.numeric else "---" for i in range(len(table.columns))]
-    lines = [line(table.columns), "| " + " | ".join(align) + " |", *(line(r) for r in table.rows)]
+    lines = [line(table.columns), "| " + " | ".join(align) + " |", *(line(short(r)) for r in table.rows)]
     if table.total is not None:
         lines.append(line([f"**{c}**" if c else "" for c in table.total]))
     return "\n".join(lines)
@@ -77,9 +84,24 @@ h2 { font-size: 1.3rem; margin-top: 2.2rem; color: #1f4e79; border-bottom: 1px s
 h3 { font-size: 1.05rem; margin-top: 1.4rem; }
 nav ol { columns: 2; font-size: .95rem; }
 table { border-collapse: collapse; margin: .6rem 0 1rem; font-size: .85rem; display: block; overflow-x: auto; }
-th, td { border: 1px solid #d0d7de; padding: .25rem .5rem; vertical-align: top; }
+th, td { border: 1px solid #d0d7de; padding: .25rem .5rem; vertical-align: top; overflow-wrap: break-word; }
 th { background: #f3f6f9; text-align: left; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.prose { min-width: 14rem; }
+td.long { min-width: 9rem; max-width: 16rem; overflow-wrap: anywhere; font-size: .8rem; }
+td.long summary { cursor: pointer; color: #1f4e79; }
+td.long details div { margin-top: .2rem; }
+@page { size: A4 landscape; margin: 10mm; }
+@media print {
+  body { max-width: none; margin: 0; padding: 0; font-size: 9pt; }
+  table { display: table; width: 100%; font-size: 7pt; }
+  th, td { padding: .1rem .25rem; }
+  td.prose { min-width: 9rem; }
+  td.long { min-width: 6rem; max-width: none; }
+  details::details-content { content-visibility: visible; display: block; }
+  nav, figure { break-inside: avoid; }
+  tr { break-inside: avoid; }
+}
 tr.total td { font-weight: 600; background: #f8f8f8; }
 code { background: #f3f6f9; padding: 0 .25rem; border-radius: 3px; }
 figure { margin: 1rem 0; }
@@ -136,9 +158,19 @@ def _html_table(table: Table) -> str:
     if not table.rows:
         return f'<p class="empty">{_esc(table.empty)}</p>'
 
+    def cell(i: int, value: str) -> str:
+        if i in table.numeric:
+            return f'<td class="num">{_esc(value)}</td>'
+        if i in table.long_text and shortened(value) != value:
+            where = f" (in full in <code>{_esc(table.full_text_in)}</code>)" if table.full_text_in else ""
+            return (f'<td class="long"><details><summary>{_esc(shortened(value))}</summary>'
+                    f"<div>{_esc(value)}{where}</div></details></td>")
+        if i in table.long_text:
+            return f'<td class="long">{_esc(value)}</td>'
+        return f'<td class="prose">{_esc(value)}</td>' if i in table.prose else f"<td>{_esc(value)}</td>"
+
     def row(cells, css: str = "") -> str:
-        tds = "".join(f'<td class="num">{_esc(c)}</td>' if i in table.numeric else f"<td>{_esc(c)}</td>"
-                      for i, c in enumerate(cells))
+        tds = "".join(cell(i, c) for i, c in enumerate(cells))
         return f'<tr class="{css}">{tds}</tr>' if css else f"<tr>{tds}</tr>"
 
     head = "<tr>" + "".join(f"<th>{_esc(c)}</th>" for c in table.columns) + "</tr>"

@@ -2,7 +2,7 @@
 
 `write_inbox()` writes one file per key and reporting day, `inbox/<key_name>/<YYYY-MM-DD>.<ext>`,
 with the extension rotating by calendar day through `.jsonl`, `.jsonl.gz` and `.ndjson`. Each line
-is an envelope of CONTRACT.md "Request-log inbox" around a faithful response body
+is an envelope of README.md "Request logs" around a faithful response body
 (`response_body()`), one per usage shape, modelled on the published examples (copies in tests/fixtures/cometapi):
 
 - `chat_completion`: a `chat.completion` (glm-4.6, a non-OpenAI model, omits the `*_details`);

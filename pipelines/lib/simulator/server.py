@@ -13,16 +13,20 @@
   raw token. A bad token is HTTP 200 with `success: false`. `p` from 1; `page_size` defaults to 20 and
   is capped at `MAX_PAGE_SIZE` (100) rows, the cap echoed in `data.page_size`. Filters: `type` (0 or
   absent: all), `start_timestamp` / `end_timestamp` (unix seconds, inclusive), `token_name`,
-  `model_name`, `group`. `id` is a running id modulo 1024; `ip` is
-  empty for task rows and for about one token row in 13. For Claude rows `prompt_tokens` is Anthropic's
-  `input_tokens` (cache excluded) and `other.usage_semantic = "anthropic"` says so; cache reads and
-  writes are in `other.cache_tokens` / `other.cache_creation_tokens`.
-- `GET /api/log/self/export`: the same rows for the same filters (no paging), same auth, as one CSV
-  (`text/csv`, streamed in chunks): a header of the item fields (`EXPORT_COLUMNS`), then one row per
-  item, newest first, cells as in the items (`created_at` unix seconds, `is_stream` true/false, `other`
-  the JSON string, empty for none): the console-export format `gateway_ledger.parse_export_csv` reads.
-  Fault `export_unavailable` makes it answer like a gateway without it (404 page, 405, 200 HTML app
-  page, or 200 `success: false`).
+  `model_name`, `group`. As upstream new-api does (model/log.go): `total` is capped at 10 000
+  (`total_cap`, logSearchCountLimit); `id` is the row's place in the listing (`row_ids="page"`, since
+  2026-02) or `id % 1024` (`"mod1024"`); `request_id` is omitted on rows logged before 2026-02-04 and on
+  task refunds, corrections and logins (`SimRequest.logs_request_id`); token-billed calls carry the
+  provider's `response_id`. `ip` is empty for task rows and for about one token row in 13. For Claude
+  rows `prompt_tokens` is Anthropic's `input_tokens` (cache excluded) and `other.usage_semantic =
+  "anthropic"` says so; cache reads and writes are in `other.cache_tokens` / `other.cache_creation_tokens`.
+- `GET /api/log/self/stat`: `{quota, rpm, tpm}`, `quota` the sum of the window's type-2 rows
+  (controller/log.go, model/log.go SumUsedQuota); `stat=False` serves no such route.
+- `GET /api/data/self`: the consume rows' hourly totals per model (controller/usedata.go,
+  model/usedata.go), at most a month per call; `data_self=False` serves no such route.
+- `GET /api/log/self/export`: CometAPI's own (no route upstream): only with `export=True`, else 404 as
+  upstream answers an unknown /api path (controller/relay.go RelayNotFound). The same rows for the
+  same filters (no paging), same auth, as one CSV
 - `GET /api/models`: the catalogue at the current price version. Documented fields are
   `pricing.input` / `pricing.output` (USD per 1M tokens) and `pricing.per_request` /
   `pricing.per_second`; this simulator states them before the group ratio and adds `group_ratio`,
@@ -31,7 +35,13 @@
 - `GET /api/usage/token`: the calling key's identity (`ledger-query`, quota 0, or unlimited with
   `query_key_unlimited=True`).
 - `POST /v1/chat/completions`: a small deterministic completion (stream or not); not billed.
-- Anything else: 301 to https://www.cometapi.com/ with an HTML body, like the real service.
+- Anything else: 301 to https://www.cometapi.com/ with an HTML body, like the real service (an /api or
+  /v1 path: upstream's 404 JSON).
+
+Rate limits, as upstream by default (common/init.go, middleware/rate-limit.go, common/rate-limit.go):
+360 requests per 180 s per client IP on `/api`, 20 per 1 200 s on `/api/usage/token`, a sliding
+window in whole unix seconds; a refusal is HTTP 429 with an empty body and no `Retry-After`
+(`rate_limit`, `critical_limit`: None switches one off; `whole_seconds=False` counts fractions).
 
 Restatement: the late correction of `traffic.planted["restatement"]` is hidden until a `/user/quota`
 response whose `daily_quota` covers its day has been handed to the socket (a truncated body does not
@@ -45,7 +55,6 @@ import hashlib
 import io
 import ipaddress
 import json
-import operator
 import socket
 import struct
 import threading
@@ -58,10 +67,20 @@ from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+from pipelines.lib import clock
 from pipelines.lib.simulator.catalog import GROUP, GROUP_RATIO, current_catalog, json_number
 from pipelines.lib.simulator.faults import FaultPlan, Injected
-from pipelines.lib.simulator.inbox import chat_usage
-from pipelines.lib.simulator.traffic import LOG_ERROR, LOG_REFUND, SimRequest, Traffic, generate_traffic
+from pipelines.lib.simulator.inbox import chat_usage, response_body
+from pipelines.lib.simulator.traffic import (
+    LOG_CONSUME,
+    LOG_ERROR,
+    LOG_LOGIN,
+    LOG_REFUND,
+    NO_USAGE_CONTENT,
+    SimRequest,
+    Traffic,
+    generate_traffic,
+)
 
 DEFAULT_API_KEY = "sk-sim-query-key-0000"
 DEFAULT_ACCESS_TOKEN = "sim-access-token-0000"
@@ -70,10 +89,22 @@ UNLIMITED_REMAIN = 999999999
 HOME_URL = "https://www.cometapi.com/"
 LOG_PATH = "/api/log/self"
 EXPORT_PATH = "/api/log/self/export"
+STAT_PATH = "/api/log/self/stat"
+DATA_PATH = "/api/data/self"
+TOKEN_USAGE_PATH = "/api/usage/token"
+# model/log.go: the user-log count runs with Limit(logSearchCountLimit), so `total` stops at 10 000
+TOTAL_CAP = 10_000
+# controller/usedata.go GetUserQuotaDates: at most one month (2 592 000 s) per call
+DATA_MAX_SPAN_S = 2_592_000
+# common/init.go defaults: GLOBAL_API_RATE_LIMIT 360 per GLOBAL_API_RATE_LIMIT_DURATION 180 s per client
+# IP on /api; middleware/rate-limit.go CriticalRateLimit (20 per 1200 s) on /api/usage/token
+API_RATE_LIMIT = (360, 180.0)
+CRITICAL_RATE_LIMIT = (20, 1200.0)
+CRITICAL_PATHS = (TOKEN_USAGE_PATH, "/api/log/token")
 MAX_PAGE_SIZE = 100  # rows per /api/log/self page, whatever page_size asks for
 DEFAULT_PAGE_SIZE = 20
 EXPORT_COLUMNS = ("id", "created_at", "type", "content", "token_name", "model_name", "quota", "prompt_tokens",
-                  "completion_tokens", "use_time", "is_stream", "group", "ip", "request_id", "other")
+                  "completion_tokens", "use_time", "is_stream", "group", "ip", "request_id", "response_id", "other")
 _EXPORT_BATCH_ROWS = 2000  # rows per streamed chunk
 BAD_TOKEN_MESSAGE = "无权进行此操作，access token 无效"
 _STATUS_CODES = {
@@ -193,6 +224,14 @@ class SimulatorServer:
         initial_credit_usd: float = 500.0,
         query_key_unlimited: bool = False,
         username: str = "sim_user",
+        export: bool = False,
+        stat: bool = True,
+        data_self: bool = True,
+        total_cap: int | None = TOTAL_CAP,
+        row_ids: str = "page",
+        rate_limit: tuple[int, float] | None = API_RATE_LIMIT,
+        critical_limit: tuple[int, float] | None = CRITICAL_RATE_LIMIT,
+        whole_seconds: bool = True,
     ):
         if not is_loopback(host):
             raise ValueError(f"the simulator serves on loopback only (127.0.0.1, ::1, localhost), not {host!r}")
@@ -207,7 +246,19 @@ class SimulatorServer:
         self.unlimited_style = unlimited_style
         self.initial_credit_usd = Decimal(str(initial_credit_usd))
         self.query_key_unlimited = query_key_unlimited
+        if row_ids not in ("page", "mod1024"):
+            raise ValueError("row_ids is 'page' (upstream since 2026-02) or 'mod1024' (before)")
         self.username = username
+        self.export = export
+        self.stat = stat
+        self.data_self = data_self
+        self.total_cap = total_cap
+        self.stat_adjust_units = 0  # added to /api/log/self/stat's quota: a gateway whose totals disagree
+        self.row_ids = row_ids
+        self.limiters = [
+            _SlidingWindow(*limit, paths, whole_seconds=whole_seconds)
+            for limit, paths in ((rate_limit, ("/api/",)), (critical_limit, CRITICAL_PATHS)) if limit is not None
+        ]
         self.faults = FaultPlan()
         self.calls: list[CallRecord] = []
         self._calls_lock = threading.Lock()
@@ -292,6 +343,11 @@ class SimulatorServer:
         body = handler.rfile.read(length) if length > 0 else b""
         shown = {k: ("***" if k == "key" else v) for k, v in params.items()}
 
+        if any(not limiter.allow(handler.client_address[0], path) for limiter in self.limiters):
+            # middleware/rate-limit.go: c.Status(http.StatusTooManyRequests); c.Abort(): no body, no Retry-After
+            self._record(CallRecord(method, path, shown, 429, "rate_limited"))
+            _send(handler, method, _Reply(429, b"", ""))
+            return
         injected = self.faults.mode("maintenance", path) or self.faults.take(path)
         kind = injected.kind if injected else None
         if kind == "reset":
@@ -340,12 +396,16 @@ class SimulatorServer:
             "/user/quota": ("GET", self._user_quota),
             LOG_PATH: ("GET", self._log_self),
             EXPORT_PATH: ("GET", self._log_export),
+            STAT_PATH: ("GET", self._log_stat),
+            DATA_PATH: ("GET", self._data_self),
             "/api/models": ("GET", self._models),
             "/api/usage/token": ("GET", self._usage_token),
             "/v1/chat/completions": ("POST", self._chat),
         }
         route = routes.get(path.rstrip("/") or "/")
-        if route is None:
+        if route is None or not self._offers(path.rstrip("/")):
+            if path.startswith(("/api", "/v1")):
+                return _relay_not_found(method, path)
             return _html_reply(301, _redirect_html(HOME_URL), headers={"Location": HOME_URL})
         allowed, fn = route
         if method != allowed:
@@ -435,6 +495,10 @@ class SimulatorServer:
             params.get("group") or None,
         )
 
+    def _offers(self, path: str) -> bool:
+        """Whether this gateway has the route: the export is CometAPI's own (no route upstream)."""
+        return {EXPORT_PATH: self.export, STAT_PATH: self.stat, DATA_PATH: self.data_self}.get(path, True)
+
     def _log_self(self, handler: _Handler, params: dict, body: bytes) -> _Reply:
         if not self._access_token_ok(handler):
             return _json_reply(200, {"success": False, "message": BAD_TOKEN_MESSAGE})
@@ -442,9 +506,50 @@ class SimulatorServer:
         page_size = _int(params.get("page_size"), DEFAULT_PAGE_SIZE)
         page_size = DEFAULT_PAGE_SIZE if page_size <= 0 else min(page_size, MAX_PAGE_SIZE)
         rows = self._log_rows(self._log_filters(params))
-        window = rows[(page - 1) * page_size : page * page_size]
-        items = [_log_item(running_id, row) for running_id, row in window]
-        data = {"page": page, "page_size": page_size, "total": len(rows), "items": items}
+        start = (page - 1) * page_size
+        window = rows[start : start + page_size]
+        # model/log.go formatUserLogs: `id` is the row's place on the page (startIdx + i + 1) since
+        # 2026-02, `id % 1024` before: it identifies nothing
+        items = [_log_item(start + i + 1 if self.row_ids == "page" else running_id % 1024, row)
+                 for i, (running_id, row) in enumerate(window)]
+        total = len(rows) if self.total_cap is None else min(len(rows), self.total_cap)
+        data = {"page": page, "page_size": page_size, "total": total, "items": items}
+        return _json_reply(200, {"success": True, "message": "", "data": data})
+
+    def _log_stat(self, handler: _Handler, params: dict, body: bytes) -> _Reply:
+        """controller/log.go GetLogsSelfStat -> model/log.go SumUsedQuota: `quota` sums the type-2 rows
+        of the window (refunds not subtracted, whatever `type` asks); rpm/tpm cover the last 60 s."""
+        if not self._access_token_ok(handler):
+            return _json_reply(200, {"success": False, "message": BAD_TOKEN_MESSAGE})
+        restated, _, *rest = self._log_filters(params)
+        rows = self._log_rows((restated, LOG_CONSUME, *rest))
+        quota = sum(row.quota_units for _, row in rows) + self.stat_adjust_units
+        return _json_reply(200, {"success": True, "message": "", "data": {"quota": quota, "rpm": 0, "tpm": 0}})
+
+    def _data_self(self, handler: _Handler, params: dict, body: bytes) -> _Reply:
+        """controller/usedata.go GetUserQuotaDates / model/usedata.go: the consume rows' hourly totals per
+        model (LogQuotaData truncates created_at to the hour), the hour inside [start, end]; at most a month."""
+        if not self._access_token_ok(handler):
+            return _json_reply(200, {"success": False, "message": BAD_TOKEN_MESSAGE})
+        try:
+            start, end = int(params.get("start_timestamp", "")), int(params.get("end_timestamp", ""))
+        except ValueError:
+            return _json_reply(400, {"success": False, "message": "start_timestamp 格式错误"})
+        if end - start > DATA_MAX_SPAN_S:
+            return _json_reply(200, {"success": False, "message": "时间跨度不能超过 1 个月"})
+        rows = self._log_rows((self.restated, LOG_CONSUME, start - 3600, end + 3600, None, None, None))
+        buckets: dict[tuple[str, int], list[int]] = {}
+        for _, row in rows:
+            created = int(row.ts.timestamp())
+            hour = created - created % 3600
+            if start <= hour <= end:
+                entry = buckets.setdefault((row.model, hour), [0, 0, 0])
+                entry[0] += row.prompt_tokens + row.completion_tokens
+                entry[1] += 1
+                entry[2] += row.quota_units
+        data = [{"id": 0, "user_id": 1, "username": self.username, "model_name": model, "created_at": hour,
+                 "token_used": used, "count": count, "quota": quota}
+                for (model, hour), (used, count, quota) in sorted(buckets.items(), key=lambda kv: (kv[0][1], kv[0][0]))]
         return _json_reply(200, {"success": True, "message": "", "data": data})
 
     def _log_export(self, handler: _Handler, params: dict, body: bytes) -> _Reply:
@@ -551,9 +656,10 @@ class SimulatorServer:
         model = str(request.get("model") or "gpt-4o-mini")
         text = "".join(str(m.get("content", "")) if isinstance(m, dict) else str(m) for m in request["messages"])
         prompt = 7 + 4 * len(request["messages"]) + len(text) // 4
-        created = int(time.time())
+        now = clock.now()
+        created = int(now.timestamp())
         digest = hashlib.blake2b(f"{model}:{text}".encode(), digest_size=8).hexdigest()
-        request_id = datetime.now(UTC).strftime("%Y%m%d%H%M%S") + digest[:10]
+        request_id = now.strftime("%Y%m%d%H%M%S") + digest[:10]
         head = {"id": "chatcmpl-sim" + request_id[-12:], "created": created, "model": model}
         usage = chat_usage(prompt, 2)
         headers = {"X-Cometapi-Request-Id": request_id}
@@ -581,11 +687,11 @@ class SimulatorServer:
 
 
 # --- ledger items -----------------------------------------------------------------------------
-def _log_item(running_id: int, row: SimRequest) -> dict:
+def _log_item(row_id: int, row: SimRequest) -> dict:
     anthropic = row.other.get("usage_semantic") == "anthropic"
-    consume = row.log_type not in (LOG_ERROR, LOG_REFUND) and row.correction_of is None
-    return {
-        "id": running_id % 1024,
+    consume = row.log_type == LOG_CONSUME and row.correction_of is None
+    item = {
+        "id": row_id,
         "created_at": int(row.ts.timestamp()),
         "type": row.log_type,
         "content": _content(row),
@@ -601,16 +707,33 @@ def _log_item(running_id: int, row: SimRequest) -> dict:
         "request_id": row.request_id,
         "other": json.dumps(row.other, separators=(",", ":")),
     }
+    if not row.logs_request_id:
+        del item["request_id"]  # model/log.go: `request_id,omitempty`, and empty before 2026-02
+    response_id = _response_id(row) if consume and row.usage_shape != "task" else ""
+    if response_id:
+        # the provider's response id, the `id` the client received (CometAPI's CLI reads `response_id`)
+        item["response_id"] = response_id
+    return item
+
+
+def _response_id(row: SimRequest) -> str:
+    body = response_body(row)
+    carried = body.get("response") or body.get("message") or body
+    return str(carried.get("id") or body.get("id") or "")
 
 
 def _content(row: SimRequest) -> str:
     other = row.other
     if row.log_type == LOG_ERROR:
         return f"upstream error: status {other.get('status_code', 500)}"
-    if row.log_type == LOG_REFUND:
-        return f"task {row.refund_of} failed, refund {Decimal(row.quota_units) / 500000:.6f}"
     if row.correction_of:
-        return f"task {row.correction_of} billing correction {Decimal(row.quota_units) / 500000:+.6f}"
+        return "adaptor调整"  # service/task_billing.go RecalculateTaskQuota logs its `reason` as the content
+    if row.log_type == LOG_REFUND:
+        return ""  # service/task_billing.go RefundTaskQuota: no content, the reason is in other
+    if row.log_type == LOG_LOGIN:
+        return f"用户登录，登录方式：{other['op']['params']['method']}"  # model/log.go RecordLoginLog
+    if row.log_type == LOG_CONSUME and not row.usage_known_to_client:
+        return NO_USAGE_CONTENT  # service/text_quota.go: usage == nil -> "上游无计费信息"
     if other.get("model_price", -1) != -1:
         return f"fixed price {other['model_price']}, group ratio {other['group_ratio']}"
     return (
@@ -624,9 +747,11 @@ def _export_chunks(rows: list[tuple[int, SimRequest]]) -> Iterator[bytes]:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(EXPORT_COLUMNS)
-    cells = operator.itemgetter(*EXPORT_COLUMNS)
+    def cells(item: dict) -> list:
+        return [item.get(column, "") for column in EXPORT_COLUMNS]
+
     for first in range(0, len(rows), _EXPORT_BATCH_ROWS):
-        batch = [_log_item(running_id, row) for running_id, row in rows[first : first + _EXPORT_BATCH_ROWS]]
+        batch = [_log_item(first + i + 1, row) for i, (_, row) in enumerate(rows[first : first + _EXPORT_BATCH_ROWS])]
         for item in batch:
             item["is_stream"] = "true" if item["is_stream"] else "false"
         writer.writerows(map(cells, batch))
@@ -634,6 +759,41 @@ def _export_chunks(rows: list[tuple[int, SimRequest]]) -> Iterator[bytes]:
         out.seek(0)
         out.truncate()
     yield out.getvalue().encode("utf-8")
+
+
+def _relay_not_found(method: str, path: str) -> _Reply:
+    """controller/relay.go RelayNotFound, what upstream answers for an /api or /v1 path it has no route for."""
+    return _json_reply(404, {"error": {"message": f"Invalid URL ({method} {path})", "type": "invalid_request_error",
+                                       "param": "", "code": ""}})
+
+
+class _SlidingWindow:
+    """common/rate-limit.go InMemoryRateLimiter.Request, per client IP: the arrival times of the last
+    `limit` allowed requests; a request is refused while the oldest of them is less than `window` old.
+    Upstream counts whole unix seconds (`whole_seconds`); refused requests are not recorded."""
+
+    def __init__(self, limit: int, window: float, paths: tuple[str, ...], *, whole_seconds: bool = True) -> None:
+        self.limit, self.window, self.paths, self.whole_seconds = limit, window, paths, whole_seconds
+        self._queues: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+        self.refused = 0
+
+    def allow(self, ip: str, path: str) -> bool:
+        if not any(path == p or path.startswith(p) for p in self.paths):
+            return True
+        now = time.time()
+        now = float(int(now)) if self.whole_seconds else now
+        with self._lock:
+            queue = self._queues.setdefault(ip, [])
+            if len(queue) < self.limit:
+                queue.append(now)
+                return True
+            if now - queue[0] >= self.window:
+                queue.pop(0)
+                queue.append(now)
+                return True
+            self.refused += 1
+            return False
 
 
 def _export_unavailable(style: str) -> _Reply:
@@ -653,7 +813,8 @@ def _send(handler: _Handler, method: str, reply: _Reply) -> None:
         handler.send_response(reply.status)
         for name, value in reply.headers.items():
             handler.send_header(name, value)
-        handler.send_header("Content-Type", reply.content_type)
+        if reply.content_type:
+            handler.send_header("Content-Type", reply.content_type)
         if reply.stream is not None:
             handler.send_header("Transfer-Encoding", "chunked")
             handler.end_headers()

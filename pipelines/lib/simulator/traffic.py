@@ -12,14 +12,21 @@ reconciliation must find. With `days=30` all of them fall inside the window:
 - `unpriced_model`: `research-batch` calls glm-4.6 (billed, absent from `prices_csv()`) on every day
   whose ordinal is divisible by 4.
 - `restatement`: day `start + days - 3`, key `media-tasks`: a kling_video task whose late billing
-  correction (+0.175 USD) is a type-2 row of its own, `correction_of` the task, and
-  `visible_after_first_pull`: the server shows it only after it has once served that day.
-- `negative_correction`: day `start + days - 8`, `media-tasks`: a suno_music task corrected by
-  -0.04 USD, visible from the start.
+  correction (+0.175 USD) is a type-2 row of its own (`other.task_id`, `pre_consumed_quota`,
+  `actual_quota`: upstream service/task_billing.go), and `visible_after_first_pull`: the server shows
+  it only after it has once served that day.
+- `negative_correction`: day `start + days - 8`, `media-tasks`: a suno_music task whose final price
+  is 0.04 USD lower: a type-6 row giving the difference back (since 2026-02), or, on a day before
+  `REQUEST_IDS_FROM`, the legacy type-2 row with a negative quota (model/log.go RecordReConsumeLog).
 - `refund`: day `start + days - 12`, `media-tasks`: a mj_imagine task that failed upstream and
-  was refunded in full (a type-6 row later the same day).
+  was refunded in full (a type-6 row later the same day, `other.task_id` and `reason`).
 - `unknown_usage`: day `start + days - 10`, `team-a-dev`: 3 streamed gpt-4o calls whose stream
-  broke before the usage chunk: billed, client-logged, but the client does not know the usage.
+  broke before the usage chunk: the client does not know the usage, and the gateway bills its own
+  estimate of the prompt (no completion tokens; upstream service/text_quota.go).
+
+Every day also has the account's console login, a type-7 row (upstream's LogTypeLogin) without key
+or quota. Ledger rows carry a `request_id` only from `REQUEST_IDS_FROM` (2026-02-04) on, and task
+refunds and corrections never do (`SimRequest.logs_request_id`).
 
 Days outside `[start, start + days)` are clamped into the window, so short simulations keep every
 planted fact (possibly several on one day).
@@ -46,6 +53,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from pipelines.lib import clock
 from pipelines.lib.simulator.catalog import (
     CATALOG,
     PRICE_CHANGE_MODEL,
@@ -60,6 +68,13 @@ from pipelines.lib.simulator.catalog import (
 LOG_CONSUME = 2
 LOG_ERROR = 5
 LOG_REFUND = 6
+LOG_LOGIN = 7  # upstream model/log.go LogTypeLogin (added after CometAPI's CLI mapped 1-6)
+# Upstream added request_id to log rows in 2026-02 (new-api commit 3570bc2d8, model/log.go
+# `request_id,omitempty`): rows logged before this day carry none.
+REQUEST_IDS_FROM = date(2026, 2, 4)
+# What upstream writes into `content` when the provider returned no usage (service/text_quota.go
+# PostTextConsumeQuota): the call is billed on the gateway's own estimate of the prompt.
+NO_USAGE_CONTENT = "上游无计费信息"
 
 LEAK_IP = "198.51.100.66"
 MISSING_LOGS_COUNT = 7
@@ -172,6 +187,7 @@ class SimRequest:
     response_model: str = ""  # the model name the upstream answers with (a dated snapshot for OpenAI)
     ip_logged: bool = True  # whether the gateway ledger shows `source_ip` (else "")
     seq: int = field(default=0, compare=False)  # position key inside the day; unique per day
+    task_billing: bool = False  # a task's later refund or correction (no request id, service/task_billing.go)
 
     @property
     def usd(self) -> Decimal:
@@ -183,6 +199,12 @@ class SimRequest:
     def is_request(self) -> bool:
         """Counted as a request by the query service."""
         return self.log_type == LOG_CONSUME and self.correction_of is None
+
+    @property
+    def logs_request_id(self) -> bool:
+        """Whether the gateway's ledger row carries `request_id` (upstream: since 2026-02, and never on
+        task billing rows: model/log.go RecordTaskBillingLog)."""
+        return not self.task_billing and self.ts.date() >= REQUEST_IDS_FROM
 
     @property
     def uncached_prompt_tokens(self) -> int:
@@ -280,6 +302,7 @@ class Traffic:
         for key_index, key in enumerate(self.keys):
             rows.extend(self._key_day(day, key_index, key.name, epoch0, length))
         rows.extend(self._planted_rows(day, epoch0, length))
+        rows.append(self._login_row(day, epoch0))
         rows.sort(key=lambda r: (r.ts, r.seq))
         return tuple(rows)
 
@@ -450,6 +473,19 @@ class Traffic:
             rows += self._task_with_follow_up(day, epoch0, "kling_video", 10, "restatement")
         return rows
 
+    def _login_row(self, day: date, epoch0: int) -> SimRequest:
+        """The account holder's console login that day: a type-7 row (upstream model/log.go RecordLoginLog),
+        user-level, with no key, no request id and no quota."""
+        rng = self._planted_rng(day, _PLANTED_KIND["login"])
+        ts = datetime.fromtimestamp(epoch0 + 8 * 3600 + int(rng.integers(0, 3600)), UTC)
+        return SimRequest(
+            request_id="", ts=ts, key_name="", model="", endpoint="", is_stream=False, usage_shape="task",
+            prompt_tokens=0, completion_tokens=0, cached_tokens=0, cache_write_tokens=0, reasoning_tokens=0,
+            quota_units=0, log_type=LOG_LOGIN, source_ip="203.0.113.7", latency_ms=0, client_logged=False,
+            usage_known_to_client=False, other={"op": {"action": "login", "params": {"method": "password"}}},
+            ip_logged=True, seq=_planted_seq("login"), task_billing=True,
+        )
+
     def _planted_rng(self, day: date, kind: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, day.toordinal(), 100 + kind])
 
@@ -471,13 +507,17 @@ class Traffic:
         return rows
 
     def _unknown_usage(self, day: date, epoch0: int) -> list[SimRequest]:
-        """3 streamed calls whose final usage chunk never reached the client."""
+        """3 streamed calls whose final usage chunk never reached the client, nor the gateway.
+
+        Upstream bills such a call on its own estimate of the prompt, with no completion tokens, and
+        says so in `content` (service/text_quota.go: `usage == nil` -> GetEstimatePromptTokens).
+        """
         rng = self._planted_rng(day, _PLANTED_KIND["unknown_usage"])
         offsets = np.sort(rng.integers(14 * 3600, 16 * 3600, UNKNOWN_USAGE_COUNT))
         price = price_at("gpt-4o", day, self.start, self.days)
         return [
             self._token_row(day, epoch0 + off, _planted_seq("unknown_usage") + i, "team-a-dev", price,
-                            int(rng.integers(800, 3000)), int(rng.integers(50, 400)),
+                            int(rng.integers(800, 3000)), _no_completion(rng.integers(50, 400)),
                             source_ip=_PROFILES["team-a-dev"].ips[0], client_logged=True, stream=True,
                             usage_known=False, latency=int(rng.integers(5000, 30000)))
             for i, off in enumerate(offsets.tolist())
@@ -550,14 +590,28 @@ class Traffic:
             ip_logged=False,
             seq=seq,
         )
+        upstream_task_id = "task_" + _hex_id(task_id, 24)
+        pre_consumed = price.call_units()
         if follow_up == "refund":
+            # service/task_billing.go RefundTaskQuota: a type-6 row giving the whole pre-consumed quota back
             later = task_epoch + 1200 + int(rng.integers(0, 600))
-            units, log_type, extra = price.call_units(), LOG_REFUND, {"refund_of": task_id, "task_status": "FAILURE"}
+            units, log_type = pre_consumed, LOG_REFUND
+            extra = {"task_id": upstream_task_id, "reason": "task failed upstream: FAILURE"}
         else:
             later = task_epoch + (11 if follow_up == "restatement" else 12) * 3600 + int(rng.integers(0, 1800))
-            units = RESTATEMENT_DELTA_UNITS if follow_up == "restatement" else NEGATIVE_CORRECTION_UNITS
-            log_type, extra = LOG_CONSUME, {"correction_of": task_id, "task_status": "SUCCESS"}
-        other = price.other() | extra | {"total_ms": 0, "request_path": price.endpoint}
+            delta = RESTATEMENT_DELTA_UNITS if follow_up == "restatement" else NEGATIVE_CORRECTION_UNITS
+            if datetime.fromtimestamp(later, UTC).date() >= REQUEST_IDS_FROM:
+                # service/task_billing.go RecalculateTaskQuota (since 2026-02): a higher final price is a
+                # type-2 row with a positive quota, a lower one a type-6 row giving the difference back
+                units, log_type = abs(delta), LOG_CONSUME if delta > 0 else LOG_REFUND
+                extra = {"task_id": upstream_task_id, "pre_consumed_quota": pre_consumed,
+                         "actual_quota": pre_consumed + delta}
+            else:
+                # model/log.go RecordReConsumeLog (before): a type-2 row with the signed delta
+                units, log_type = delta, LOG_CONSUME
+                extra = {"task_id": upstream_task_id, "pre_consumed": pre_consumed, "actual_quota": pre_consumed + delta,
+                         "quota_delta": delta}
+        other = price.other() | extra | {"request_path": price.endpoint}
         # The follow-up row is the task's own row with the gateway's later bookkeeping applied.
         follow = replace(
             task,
@@ -571,6 +625,7 @@ class Traffic:
             usage_known_to_client=False,
             other=other,
             correction_of=task_id if follow_up != "refund" else None,
+            task_billing=True,
             visible_after_first_pull=follow_up == "restatement",
             refund_of=task_id if follow_up == "refund" else None,
             seq=seq + 1,
@@ -703,7 +758,8 @@ class _Columns:
 
 
 _PLANTED_SEQ = 0xF000_0000  # planted rows take seq numbers far above any ordinary row's
-_PLANTED_KIND = {"missing_logs": 1, "unknown_usage": 2, "refund": 3, "negative_correction": 4, "restatement": 5}
+_PLANTED_KIND = {"missing_logs": 1, "unknown_usage": 2, "refund": 3, "negative_correction": 4, "restatement": 5,
+                 "login": 6}
 
 
 def _planted_seq(kind: str) -> int:
@@ -721,6 +777,16 @@ def _day_totals(rows: Iterable[SimRequest]) -> dict[str, list[int]]:
         entry[1 if r.visible_after_first_pull else 0] += units
         entry[2] += r.is_request
     return totals
+
+
+def _no_completion(drawn) -> int:
+    """An interrupted stream bills no completion tokens; the draw is kept so later draws stay the same."""
+    del drawn
+    return 0
+
+
+def _hex_id(text: str, length: int) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()[:length]
 
 
 def _day_hash(seed: int, day: date) -> int:
@@ -783,5 +849,5 @@ def generate_traffic(
     Nothing is generated until a day is asked for.
     """
     if start is None:
-        start = datetime.now(UTC).date() - timedelta(days=days)
+        start = clock.today("UTC") - timedelta(days=days)
     return Traffic(seed=seed, start=start, days=days, requests_per_day=requests_per_day, service_tz=service_tz)
