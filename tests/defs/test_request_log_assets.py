@@ -22,6 +22,8 @@ def lake_rows(settings, dataset: str, sql_tail: str = "", params: dict | None = 
 
     files = sorted(str(p) for p in (settings.lake / dataset).glob("*/*.parquet"))
     with duckdb.connect() as con:
+        # as the product's own connections do: timestamps come back in UTC, whatever the process's TZ
+        con.execute("SET TimeZone = 'UTC'")
         result = con.execute(f"SELECT * FROM read_parquet($f) {sql_tail}", {"f": files, **(params or {})})
         names = [d[0] for d in result.description]
         return [dict(zip(names, row)) for row in result.fetchall()]
