@@ -295,6 +295,53 @@ def test_planted_corrections_refund_and_errors(traffic):
     assert changed == {(START + timedelta(days=DAYS - 3), "media-tasks")}
 
 
+def test_a_task_refund_or_correction_names_the_task_id_its_client_was_answered_with(traffic, tmp_path):
+    write_inbox(traffic, tmp_path)
+    replies = {env["request_id"]: env["response"] for _, env in read_inbox(tmp_path)}
+    rows = list(traffic.iter_requests())
+    by_id = {r.request_id: r for r in rows}
+    follow_ups = [r for r in rows if r.task_billing and r.model]
+    assert len(follow_ups) == 3
+    for row in follow_ups:
+        task = by_id[row.refund_of or row.correction_of]
+        reply = replies[task.request_id]
+        named = {"mj_imagine": reply.get("result"), "suno_music": reply.get("data"),
+                 "kling_video": reply.get("task_id")}[task.model]
+        assert named == row.other["task_id"] == task.public_task_id and named.startswith("task_")
+        assert "task_id" not in task.other  # the submit's own charge names no task
+    tasks = [r for r in rows if r.usage_shape == "task" and r.client_logged and r.log_type == 2 and not r.task_billing]
+    assert len(tasks) > 20  # every task reply names its task, not only the planted ones
+    assert all(task.public_task_id in json.dumps(replies[task.request_id]) for task in tasks)
+    assert len({task.public_task_id for task in tasks}) == len(tasks)
+
+
+def test_a_refund_delay_books_the_refund_after_midnight_on_the_next_day():
+    plain = generate_traffic(seed=7, start=date(2026, 10, 31), days=2, requests_per_day=5)
+    late = generate_traffic(seed=7, start=date(2026, 10, 31), days=2, requests_per_day=5,
+                            refund_delay=timedelta(hours=13))
+    refund = late.planted["refund"]
+    assert refund["date"] == date(2026, 10, 31) and refund["booked_date"] == date(2026, 11, 1)
+    assert plain.planted["refund"]["booked_date"] == date(2026, 10, 31)
+    (row,) = [r for r in late.requests_for_day(date(2026, 11, 1)) if r.refund_of]
+    (task,) = [r for r in late.requests_for_day(date(2026, 10, 31)) if r.request_id == refund["task_request_id"]]
+    assert row.ts - task.ts == timedelta(hours=13) and row.refund_of == task.request_id
+    assert row.other["task_id"] == refund["task_id"] and row.usd == -refund["task_usd"] < 0
+    assert not [r for r in late.requests_for_day(date(2026, 10, 31)) if r.refund_of]
+    before, after = plain.reported_daily(True), late.reported_daily(True)
+    day1, day2 = (date(2026, 10, 31), "media-tasks"), (date(2026, 11, 1), "media-tasks")
+    assert after[day1][0] == before[day1][0] + refund["task_usd"]  # the refund left the task's day ...
+    assert after[day2][0] == before.get(day2, (Decimal(0), 0))[0] - refund["task_usd"]  # ... for the next
+    assert after[day1][1] == before[day1][1]  # a refund is no request
+    # nothing else moves; a refund after the window is not seen at all
+    assert {k: v for k, v in after.items() if k not in (day1, day2)} == \
+        {k: v for k, v in before.items() if k not in (day1, day2)}
+    cut = generate_traffic(seed=7, start=date(2026, 10, 31), days=1, requests_per_day=5,
+                           refund_delay=timedelta(hours=13))
+    assert not [r for r in cut.iter_requests() if r.refund_of]
+    with pytest.raises(ValueError, match="refund_delay must be positive"):
+        generate_traffic(seed=7, start=date(2026, 10, 31), days=2, refund_delay=timedelta(0))
+
+
 # --- inbox ------------------------------------------------------------------------------------------
 def test_inbox_lines_follow_the_contract(traffic, tmp_path):
     counts = write_inbox(traffic, tmp_path)

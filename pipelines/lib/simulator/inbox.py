@@ -11,7 +11,8 @@ is an envelope of README.md "Request logs" around a faithful response body
 - `response` / `response_completed`: a Responses API object / its `response.completed` event;
 - `anthropic_message` / `anthropic_message_delta`: an Anthropic message / its final
   `message_delta` event, with the full final usage (input_tokens excludes cache reads and writes);
-- `task`: the task service's submit reply (Midjourney, Suno, Kling), without token usage.
+- `task`: the gateway's reply to a task submit (Midjourney, Suno, Kling), without token usage,
+  naming the task by the public id its later refund or correction names (`other.task_id`).
 
 Only consume rows that a client logged appear: never the gateway's corrections, refunds, errors,
 nor the planted unlogged calls. A deterministic minority of lines exercises the contract's
@@ -262,28 +263,32 @@ def _anthropic_delta(req: SimRequest) -> dict:
 
 # --- per-call task services -------------------------------------------------------------------
 def _task_reply(req: SimRequest) -> dict:
+    """The gateway's answer to a task submit, which names the task by its public id (`task_…`,
+    upstream model/task.go GenerateTaskID): the id its later refund or correction names in
+    `other.task_id`. Upstream's adaptors put it where the provider's own reply has its task id:
+    Suno's `data` (relay/channel/task/suno/adaptor.go), an OpenAI video object's `id` and `task_id`
+    for video models such as Kling (relay/channel/task/*/adaptor.go DoResponse, dto NewOpenAIVideo);
+    the simulator bills Midjourney through the same task billing, so its `result` carries it too."""
+    task_id = req.public_task_id
     if req.model == "mj_imagine":
         return {
             "code": 1,
             "description": "Submit success",
-            "result": str(1_700_000_000_000_000 + _hash_int(req.request_id, "mj") % 10**14),
+            "result": task_id,
             "properties": {
                 "discordChannelId": str(1_100_000_000_000_000_000 + _hash_int(req.request_id, "ch") % 10**17)
             },
         }
     if req.model == "suno_music":
-        h = _hex(req.request_id, "suno", 32)
-        return {"code": "success", "message": "", "data": f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"}
-    created_ms = int(req.ts.timestamp()) * 1000
+        return {"code": "success", "message": "", "data": task_id}
     return {
-        "code": 0,
-        "message": "SUCCEED",
-        "data": {
-            "task_id": str(760_000_000_000_000_000 + _hash_int(req.request_id, "kling") % 10**17),
-            "task_status": "submitted",
-            "created_at": created_ms,
-            "updated_at": created_ms,
-        },
+        "id": task_id,
+        "task_id": task_id,
+        "object": "video",
+        "model": req.model,
+        "status": "queued",
+        "progress": 0,
+        "created_at": int(req.ts.timestamp()),
     }
 
 

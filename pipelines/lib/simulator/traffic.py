@@ -19,7 +19,12 @@ reconciliation must find. With `days=30` all of them fall inside the window:
   is 0.04 USD lower: a type-6 row giving the difference back (since 2026-02), or, on a day before
   `REQUEST_IDS_FROM`, the legacy type-2 row with a negative quota (model/log.go RecordReConsumeLog).
 - `refund`: day `start + days - 12`, `media-tasks`: a mj_imagine task that failed upstream and
-  was refunded in full (a type-6 row later the same day, `other.task_id` and `reason`).
+  was refunded in full (a type-6 row later the same day, `other.task_id` and `reason`; with
+  `refund_delay` that long after the task, possibly on the next day, as a task that fails after
+  midnight is refunded then).
+
+A task's client log (the submit reply) names the task by the public id that its refund or
+correction names in `other.task_id` (`SimRequest.public_task_id`); its own consume row does not.
 - `unknown_usage`: day `start + days - 10`, `team-a-dev`: 3 streamed gpt-4o calls whose stream
   broke before the usage chunk: the client does not know the usage, and the gateway bills its own
   estimate of the prompt (no completion tokens; upstream service/text_quota.go).
@@ -207,6 +212,15 @@ class SimRequest:
         return not self.task_billing and self.ts.date() >= REQUEST_IDS_FROM
 
     @property
+    def public_task_id(self) -> str | None:
+        """The id the gateway gives a per-call task and answers its client with (upstream model/task.go
+        GenerateTaskID, `task_` + random characters; relay/relay_task.go hands it to the adaptor, whose
+        reply carries it: relay/channel/task/suno/adaptor.go `data`, the video adaptors `id`/`task_id`).
+        A later refund or correction of the task names it in `other.task_id` (service/task_billing.go
+        RefundTaskQuota / RecalculateTaskQuota); the submit's own charge does not (LogTaskConsumption)."""
+        return "task_" + _hex_id(self.request_id, 24) if self.usage_shape == "task" and not self.task_billing else None
+
+    @property
     def uncached_prompt_tokens(self) -> int:
         return self.prompt_tokens - self.cached_tokens - self.cache_write_tokens
 
@@ -218,12 +232,16 @@ class SimRequest:
 class Traffic:
     """The simulated account's traffic over `[start, start + days)` (reporting days in `service_tz`)."""
 
-    def __init__(self, seed: int, start: date, days: int, requests_per_day: int, service_tz: str = "UTC"):
+    def __init__(self, seed: int, start: date, days: int, requests_per_day: int, service_tz: str = "UTC",
+                 refund_delay: timedelta | None = None):
         if days < 1:
             raise ValueError(f"days must be at least 1, got {days}")
         if requests_per_day < 0:
             raise ValueError(f"requests_per_day must not be negative, got {requests_per_day}")
+        if refund_delay is not None and refund_delay <= timedelta(0):
+            raise ValueError(f"refund_delay must be positive, got {refund_delay}")
         self.seed = seed
+        self.refund_delay = refund_delay
         self.start = start
         self.days = days
         self.requests_per_day = requests_per_day
@@ -465,12 +483,11 @@ class Traffic:
             rows += self._missing_logs(day, epoch0)
         if day == dates["unknown_usage"]:
             rows += self._unknown_usage(day, epoch0)
-        if day == dates["refund"]:
-            rows += self._task_with_follow_up(day, epoch0, "mj_imagine", 11, "refund")
-        if day == dates["negative_correction"]:
-            rows += self._task_with_follow_up(day, epoch0, "suno_music", 9, "negative_correction")
-        if day == dates["restatement"]:
-            rows += self._task_with_follow_up(day, epoch0, "kling_video", 10, "restatement")
+        # A task's follow-up is booked on its own reporting day: with `refund_delay` the refund can come
+        # after midnight, on the day after the task's.
+        for kind in _FOLLOW_UPS:
+            if day - timedelta(days=1) <= dates[kind] <= day:
+                rows += [r for r in self._task_with_follow_up(kind) if self.day_of(r.ts) == day]
         return rows
 
     def _login_row(self, day: date, epoch0: int) -> SimRequest:
@@ -555,8 +572,14 @@ class Traffic:
             seq=seq,
         )
 
-    def _task_with_follow_up(self, day: date, epoch0: int, model: str, hour: int, follow_up: str) -> list[SimRequest]:
-        """A per-call task on media-tasks plus its refund or its (late) billing correction."""
+    def _task_with_follow_up(self, follow_up: str) -> list[SimRequest]:
+        """A per-call task on media-tasks plus its refund or its (late) billing correction.
+
+        The refund comes 20-30 minutes after the task, or `refund_delay` after it when that is set
+        (possibly on the next reporting day, or after the window, where it is not seen)."""
+        day = self.planted_dates[follow_up]
+        epoch0, _ = self.day_bounds(day)
+        model, hour = _FOLLOW_UPS[follow_up]
         kind = _PLANTED_KIND[follow_up]
         rng = self._planted_rng(day, kind)
         price = price_at(model, day, self.start, self.days)
@@ -590,11 +613,13 @@ class Traffic:
             ip_logged=False,
             seq=seq,
         )
-        upstream_task_id = "task_" + _hex_id(task_id, 24)
+        upstream_task_id = task.public_task_id
         pre_consumed = price.call_units()
         if follow_up == "refund":
             # service/task_billing.go RefundTaskQuota: a type-6 row giving the whole pre-consumed quota back
             later = task_epoch + 1200 + int(rng.integers(0, 600))
+            if self.refund_delay is not None:
+                later = task_epoch + int(self.refund_delay.total_seconds())
             units, log_type = pre_consumed, LOG_REFUND
             extra = {"task_id": upstream_task_id, "reason": "task failed upstream: FAILURE"}
         else:
@@ -637,12 +662,14 @@ class Traffic:
         """The planted realities: dates, keys, counts, request ids and USD amounts."""
         dates = self.planted_dates
         by_kind: dict[str, list[SimRequest]] = {}
-        for name in ("missing_logs", "unknown_usage", "refund", "negative_correction", "restatement"):
+        for name in ("missing_logs", "unknown_usage"):
             day = dates[name]
             epoch0, length = self.day_bounds(day)
             rows = self._planted_rows(day, epoch0, length)
             lo = _planted_seq(name)
             by_kind[name] = [r for r in rows if lo <= r.seq < lo + 0x100]
+        for name in _FOLLOW_UPS:
+            by_kind[name] = self._task_with_follow_up(name)
 
         def usd(rows: list[SimRequest]) -> Decimal:
             return sum((r.usd for r in rows), Decimal(0)).quantize(_USD_QUANTUM)
@@ -654,8 +681,10 @@ class Traffic:
                 "key": "media-tasks",
                 "model": task.model,
                 "task_request_id": task.request_id,
+                "task_id": task.public_task_id,
                 "task_usd": task.usd,
                 "request_id": row.request_id,
+                "booked_date": self.day_of(row.ts),
                 "usd": row.usd,
                 "visible_after_first_pull": row.visible_after_first_pull,
             }
@@ -757,6 +786,9 @@ class _Columns:
     frt_share: np.ndarray
 
 
+# planted task -> (model, hour of the day it is submitted)
+_FOLLOW_UPS = {"refund": ("mj_imagine", 11), "negative_correction": ("suno_music", 9),
+               "restatement": ("kling_video", 10)}
 _PLANTED_SEQ = 0xF000_0000  # planted rows take seq numbers far above any ordinary row's
 _PLANTED_KIND = {"missing_logs": 1, "unknown_usage": 2, "refund": 3, "negative_correction": 4, "restatement": 5,
                  "login": 6}
@@ -843,6 +875,7 @@ def generate_traffic(
     days: int = 30,
     requests_per_day: int = 40,
     service_tz: str = "UTC",
+    refund_delay: timedelta | None = None,
 ) -> Traffic:
     """Traffic for `days` reporting days from `start` (default: the `days` days before today, UTC).
 
@@ -850,4 +883,5 @@ def generate_traffic(
     """
     if start is None:
         start = clock.today("UTC") - timedelta(days=days)
-    return Traffic(seed=seed, start=start, days=days, requests_per_day=requests_per_day, service_tz=service_tz)
+    return Traffic(seed=seed, start=start, days=days, requests_per_day=requests_per_day, service_tz=service_tz,
+                   refund_delay=refund_delay)
