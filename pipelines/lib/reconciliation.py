@@ -27,12 +27,12 @@ from pipelines.lib.warehouse import day_files, record_models, replace_days, rese
 
 CONFIG_MODELS = ("prices", "key_owners")
 # The tables the window rebuild maintains (each downstream of the one before).
-RECON_TABLES = ("requests", "key_ip_daily", "recon_key_daily", "cost_key_model_daily", "cost_model_daily",
-                "cost_category_monthly", "chargeback_monthly")
+RECON_TABLES = ("requests", "key_ip_daily", "ledger_task_adjustments", "recon_key_daily", "cost_key_model_daily",
+                "cost_model_daily", "cost_category_monthly", "chargeback_monthly")
 RECON_MODELS = (
     "stg_client_requests", "stg_gateway_rows", "stg_gateway_coverage",
-    "requests", "key_ip_daily", "recon_key_daily", "cost_key_model_daily", "cost_model_daily",
-    "cost_category_monthly", "chargeback_monthly",
+    "requests", "key_ip_daily", "ledger_task_adjustments", "recon_key_daily", "cost_key_model_daily",
+    "cost_model_daily", "cost_category_monthly", "chargeback_monthly",
 )
 
 

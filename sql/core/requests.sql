@@ -14,6 +14,8 @@
 -- Model -> price: an exact price row, else the model without one trailing snapshot suffix
 -- (-YYYY-MM-DD or -YYYYMMDD), else unpriced. The estimate is never 0 for want of a price:
 -- pricing_status says why it is NULL (unpriced, unknown_usage, missing_price).
+-- task_id: the id the gateway answered a task submit with (your logs only), which ties the ledger's
+-- later refund or correction of the task to it (ledger_task_adjustments).
 -- The splits and server-tool counts (cache_write_1h_tokens, audio/image_prompt_tokens,
 -- web_search/fetch_requests) come from client logs only, NULL when not reported: an unreported
 -- kind is priced as the classic buckets price it (1-hour writes as cache writes, audio and image
@@ -47,7 +49,8 @@ CREATE OR REPLACE TEMP TABLE requests_window (
     price_version_id VARCHAR,
     pricing_status VARCHAR NOT NULL,
     seen_in VARCHAR NOT NULL,
-    source_ip VARCHAR
+    source_ip VARCHAR,
+    task_id VARCHAR
 );
 
 INSERT INTO requests_window
@@ -91,7 +94,8 @@ joined AS (
         g.cache_write_tokens AS g_cache_write,
         g.billed_usd AS billed_cost_usd,
         g.billing_category AS gateway_category,
-        coalesce(c.source_ip, g.source_ip) AS source_ip
+        coalesce(c.source_ip, g.source_ip) AS source_ip,
+        c.task_id
     FROM stg_client_requests AS c
     FULL OUTER JOIN gateway AS g ON g.match_id = c.request_id
 ),
@@ -191,7 +195,8 @@ SELECT
          WHEN c.prompt_tokens IS NULL OR c.completion_tokens IS NULL THEN 'unknown_usage'
          ELSE 'missing_price' END AS pricing_status,
     c.seen_in,
-    c.source_ip
+    c.source_ip,
+    c.task_id
 FROM costed AS c
 LEFT JOIN key_owners AS o
     ON o.key_name = c.key_name

@@ -32,3 +32,4 @@ COMMENT ON COLUMN requests.key_name IS 'key display name (client log, else gatew
 COMMENT ON COLUMN requests.completion_tokens IS 'output tokens, reasoning included';
 COMMENT ON COLUMN requests.total_tokens IS 'prompt_tokens + completion_tokens';
 
+COMMENT ON COLUMN requests.task_id IS 'a per-call task''s id as the gateway answered its submit (your logs); CometAPI''s ledger names it on the task''s later refund or correction (ledger_task_adjustments). NULL for other requests and for tasks your logs do not hold';

@@ -4,7 +4,7 @@ key-day flagged, per-request costs equal an independent computation, allocations
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -14,6 +14,7 @@ from conftest import SIM_DAYS, SIM_START, make_settings, materialize_days, table
 from pipelines.lib.simulator.catalog import GROUP_RATIO, prices_csv, price_at
 from pipelines.lib.simulator.inbox import write_inbox
 from pipelines.lib.simulator.server import SimulatorServer
+from pipelines.lib.simulator.traffic import generate_traffic
 
 LAST = SIM_START + timedelta(days=SIM_DAYS - 1)
 REPO_OWNERS = str(Path(__file__).resolve().parents[2] / "config" / "key_owners.csv")
@@ -134,6 +135,45 @@ def test_teams_follow_the_key_owners_dates(reconciled):
     assert len(teams) == 2 and teams[0][2] < teams[1][1]
 
 
+def test_task_refunds_and_corrections_are_tied_to_the_task_they_adjust(reconciled, traffic):
+    rows = table_rows(reconciled, "SELECT usage_date, key_name, model, kind, billed_usd, task_id, task_request_id, "
+                                  "task_usage_date, task_key_name, task_model FROM ledger_task_adjustments ORDER BY ALL")
+    expected = []
+    for name, kind in (("refund", "refund"), ("negative_correction", "correction"), ("restatement", "correction")):
+        p = traffic.planted[name]
+        expected.append((p["booked_date"], "media-tasks", p["model"], kind, p["usd"], p["task_id"],
+                         p["task_request_id"], p["date"], "media-tasks", p["model"]))
+    assert rows == sorted(expected)
+    # the link is the task id your logs hold: the submit's reply, never the ledger's own consume row
+    tasks = table_rows(reconciled, "SELECT request_id, task_id, seen_in FROM requests WHERE task_id IS NOT NULL")
+    assert {p["task_request_id"] for p in map(traffic.planted.get, ("refund", "restatement"))} <= {r for r, _, _ in tasks}
+    assert all(t.startswith("task_") and seen != "gateway" for _, t, seen in tasks) and len(tasks) > 20
+    # the amounts are the ledger's adjustments, as recon_key_daily counts them
+    [(adjusted,)] = table_rows(reconciled, "SELECT sum(adjustments_usd) FROM recon_key_daily")
+    assert sum(r[4] for r in rows) == adjusted
+
+
+def test_a_refund_after_midnight_is_tied_to_the_task_of_the_day_before_whichever_day_is_built_first(tmp_path):
+    late = generate_traffic(seed=7, start=date(2026, 10, 31), days=2, requests_per_day=20,
+                            refund_delay=timedelta(hours=13))
+    refund = late.planted["refund"]
+    assert (refund["date"], refund["booked_date"]) == (date(2026, 10, 31), date(2026, 11, 1))
+    query = ("SELECT usage_date, kind, billed_usd, task_request_id, task_usage_date, task_model "
+             "FROM ledger_task_adjustments WHERE task_id = $t")
+    linked = [(date(2026, 11, 1), "refund", refund["usd"], refund["task_request_id"], date(2026, 10, 31), "mj_imagine")]
+    with SimulatorServer(late) as sim:
+        prices = tmp_path / "prices.csv"
+        prices.write_text(prices_csv(date(2026, 10, 31), 2))
+        settings = make_settings(tmp_path / "home", sim, COMETAPI_ACCESS_TOKEN=sim.access_token,
+                                 COMET_LEDGER_PRICES=str(prices), COMET_LEDGER_KEY_OWNERS=REPO_OWNERS)
+        write_inbox(late, settings.inbox)
+        materialize_days(settings, date(2026, 11, 1), date(2026, 11, 1))  # the refund's day first: no task yet
+        unlinked = [(date(2026, 11, 1), "refund", refund["usd"], None, None, None)]
+        assert table_rows(settings, query, {"t": refund["task_id"]}) == unlinked
+        materialize_days(settings, date(2026, 10, 31), date(2026, 10, 31))  # the task's day links it
+        assert table_rows(settings, query, {"t": refund["task_id"]}) == linked
+
+
 def test_incremental_windows_equal_a_full_rebuild(tmp_path, sim, traffic):
     whole = recon_settings(tmp_path, sim, traffic, "whole")
     materialize_days(whole, SIM_START, LAST)
@@ -141,8 +181,8 @@ def test_incremental_windows_equal_a_full_rebuild(tmp_path, sim, traffic):
     pieces = recon_settings(tmp_path, sim, traffic, "pieces")
     for first in range(0, SIM_DAYS, 10):
         materialize_days(pieces, SIM_START + timedelta(days=first), SIM_START + timedelta(days=first + 9))
-    tables = ("requests", "recon_key_daily", "cost_key_model_daily", "cost_model_daily", "cost_category_monthly",
-              "chargeback_monthly")
+    tables = ("requests", "ledger_task_adjustments", "recon_key_daily", "cost_key_model_daily", "cost_model_daily",
+              "cost_category_monthly", "chargeback_monthly")
     a, b = warehouse_digest(whole), warehouse_digest(pieces)
     assert {t: a[t] for t in tables} == {t: b[t] for t in tables}
 

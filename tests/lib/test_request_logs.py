@@ -241,6 +241,10 @@ def test_message_start_alone_is_an_interrupted_stream() -> None:
         ("/suno/submit/music", {"code": "success", "message": "", "data": "736a6f88-bd29"}, "736a6f88-bd29"),
         ("/runwayml/v1/image_to_video", {"id": "rw-1", "status": "PENDING"}, "rw-1"),
         ("https://api.cometapi.com/v1/videos?x=1", {"id": "video_9", "object": "video", "status": "queued"}, "video_9"),
+        # new-api's reply to a task submit names the task by its public id (model/task.go GenerateTaskID)
+        ("/kling/v1/videos/text2video", {"id": "task_9f2c", "task_id": "task_9f2c", "object": "video",
+                                         "model": "kling_video", "status": "queued", "progress": 0}, "task_9f2c"),
+        ("/suno/submit/music", {"code": "success", "message": "", "data": "task_5e1a"}, "task_5e1a"),
     ],
 )
 def test_task_replies_are_per_call(endpoint: str | None, body: dict, request_id: str) -> None:

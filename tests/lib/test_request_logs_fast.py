@@ -185,7 +185,8 @@ def bodies(draw) -> dict:
         body = render(kind, draw(usages), total=draw(st.booleans()), details=draw(st.booleans()), rich=draw(st.booleans()))
     elif kind == "task":
         body = draw(st.sampled_from([{"code": 1, "result": "17122"}, {"code": "success", "data": "abc-1"},
-                                     {"data": {"task_id": "k-7"}}, {"task_id": 99}, {"id": "v1", "status": "queued"}]))
+                                     {"data": {"task_id": "k-7"}}, {"task_id": 99}, {"id": "v1", "status": "queued"},
+                                     {"id": "task_a", "task_id": "task_a", "object": "video", "progress": 0}]))
     elif kind == "error":
         body = {"error": draw(st.one_of(st.just({"message": "x"}), odd_values))}
     elif kind == "message_start":
