@@ -39,8 +39,8 @@ from pipelines.lib.warehouse import model_path
 
 FOCUS_VERSION = "1.2"
 MODEL = "focus_charges"
-REQUIRED_TABLES = ("recon_key_daily", "cost_key_model_daily", "requests", "quota_restatements", "key_owners",
-                   "balance_snapshots")
+REQUIRED_TABLES = ("recon_key_daily", "cost_key_model_daily", "requests", "ledger_task_adjustments",
+                   "quota_restatements", "key_owners", "balance_snapshots")
 # What the provider (CometAPI) supports, in the validator's terms (`--applicability-criteria`): the
 # conditional FOCUS columns these bring are in the export. docs/focus.md says why the others are not.
 APPLICABILITY_CRITERIA = ("ACCOUNT_NAMING_SUPPORTED", "SUB_ACCOUNT_SUPPORTED", "TAGGING_SUPPORTED",
@@ -84,6 +84,7 @@ SCHEMA = pa.schema([
     ("Tags", pa.string()),
     ("x_AllocationBasis", pa.string()),
     ("x_BillingCategory", pa.string()),
+    ("x_BookedAt", pa.timestamp("us", tz="UTC")),
     ("x_CachedTokens", pa.int64()),
     ("x_ChargeKind", pa.string()),
     ("x_CompletionTokens", pa.int64()),
@@ -224,7 +225,7 @@ def _instant(value: datetime) -> str:
 
 
 def _summary(table: pa.Table, period: Period, partial: bool, today: date) -> dict[str, Any]:
-    rows = table.select(["BilledCost", "x_ChargeKind", "ChargePeriodStart"]).to_pylist()
+    rows = table.select(["BilledCost", "x_ChargeKind", "ChargeClass", "ChargePeriodStart"]).to_pylist()
     by_kind: dict[str, Decimal] = {}
     for row in rows:
         by_kind[row["x_ChargeKind"]] = by_kind.get(row["x_ChargeKind"], Decimal("0.000000")) + row["BilledCost"]
@@ -233,8 +234,8 @@ def _summary(table: pa.Table, period: Period, partial: bool, today: date) -> dic
         note = (f"No charges for {period.month}: the warehouse holds no usage, ledger billing or restatement for the "
                 "month, so the dataset has its columns and no rows.")
     else:
-        days = len({r["ChargePeriodStart"] for r in rows if r["x_ChargeKind"] != "restatement"})
-        corrections = sum(1 for r in rows if r["x_ChargeKind"] == "restatement")
+        days = len({r["ChargePeriodStart"] for r in rows if r["ChargeClass"] != "Correction"})
+        corrections = sum(1 for r in rows if r["ChargeClass"] == "Correction")
         note = (f"{_count(len(rows) - corrections, 'charge')} on {days} of the month's {period.days_in_month} days, "
                 f"{_count(corrections, 'correction')} of earlier months.")
     if partial:

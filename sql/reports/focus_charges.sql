@@ -1,14 +1,18 @@
 -- focus_charges: one month's charges in FOCUS 1.2 (the FinOps Open Cost and Usage Specification)
 -- columns, which pipelines/lib/focus.py writes as reports/focus-YYYY-MM/ (Parquet and CSV).
 -- A read-only query: it creates nothing. docs/focus.md maps every column to its source.
--- Grain: one charge, of one of three kinds (x_ChargeKind):
+-- Grain: one charge, of one of four kinds (x_ChargeKind):
 --   usage              key x model x reporting day of the month;
 --   ledger_adjustment  key x model x reporting day: refunds and late billing corrections the gateway
---                      ledger booked that day (what it billed the model beyond the calls themselves);
+--                      ledger booked that day (what it billed the model beyond the calls themselves),
+--                      but for those of a task charged before the month;
+--   ledger_correction  one ledger refund or correction booked this month of a task charged on a day
+--                      of an earlier month (ledger_task_adjustments: the task's charge is known), at
+--                      that day (FOCUS ChargeClass 'Correction');
 --   restatement        key x restated day x pull: a query-service pull made this month that changed a
 --                      day of an earlier month (FOCUS ChargeClass 'Correction').
--- Inputs: recon_key_daily, cost_key_model_daily, requests, quota_restatements, key_owners,
--- balance_snapshots. Parameters: $first, $last (the month's reporting days), $starts_at, $ends_at
+-- Inputs: recon_key_daily, cost_key_model_daily, requests, ledger_task_adjustments, quota_restatements,
+-- key_owners, balance_snapshots. Parameters: $first, $last (the month's reporting days), $starts_at, $ends_at
 -- (the first instant of the month and the first after it, UTC), $timezone (COMET_LEDGER_TIMEZONE),
 -- $partial (the month has not ended: every row says so in x_PartialMonth).
 --
@@ -17,6 +21,9 @@
 --   ledger billed. A usage row carries the model's calls (requests.billed_cost_usd); whatever else
 --   the ledger booked for the model that day (refunds, corrections) is a ledger_adjustment row, so
 --   that a key-day's rows add up to recon_key_daily.billed_cost_usd.
+--   A ledger refund or correction of a task charged in an earlier month (ledger_task_adjustments
+--   links it to the task's charge) is taken out of its ledger_adjustment row and is a
+--   ledger_correction row of its own, so the key-day still adds up.
 -- - any other day: the query service's figure for the key-day spread over models as
 --   cost_key_model_daily spreads it (allocated_cost_usd).
 -- - a key-day of this month that a pull after the month's end restated: its usage rows carry the
@@ -55,6 +62,19 @@ per_model AS (
       AND (r.seen_in <> 'client' OR NOT coalesce(c.covered, false))
     GROUP BY r.usage_date, r.key_name, r.model
 ),
+-- a ledger refund or correction booked this month of a task charged before the month
+earlier_task_adjustments AS (
+    SELECT a.*, r.billing_category, r.priced_model
+    FROM ledger_task_adjustments AS a
+    JOIN covered_days AS c ON c.usage_date = a.usage_date AND c.covered
+    LEFT JOIN requests AS r ON r.usage_date = a.task_usage_date AND r.request_id = a.task_request_id
+    WHERE a.usage_date BETWEEN $first AND $last AND a.task_usage_date < $first
+),
+moved_out AS (
+    SELECT usage_date, key_name, model, sum(billed_usd) AS moved_usd
+    FROM earlier_task_adjustments
+    GROUP BY ALL
+),
 later_restatements AS (
     SELECT usage_date, key_name, sum(delta_cost_usd) AS later_delta_usd,
            sum(new_requests - previous_requests) AS later_delta_requests
@@ -83,6 +103,7 @@ lines AS (
         coalesce(p.unknown_usage_requests, 0) AS unknown_usage_requests,
         coalesce(p.unpriced_requests, 0) AS unpriced_requests,
         p.estimated_cost_usd, coalesce(p.calls_billed_usd, 0) AS calls_billed_usd,
+        coalesce(m.moved_usd, 0) AS moved_usd,
         coalesce(q.reported_requests, 0) - coalesce(lr.later_delta_requests, 0) AS reported_requests,
         -- the key-day's figure as delivered with this month (micro-dollars); NULL: the warehouse's own allocation stands
         CASE WHEN NOT coalesce(cd.covered, false) AND coalesce(lr.later_delta_usd, 0) <> 0
@@ -95,6 +116,7 @@ lines AS (
     LEFT JOIN recon_key_daily AS q USING (usage_date, key_name)
     LEFT JOIN later_restatements AS lr USING (usage_date, key_name)
     LEFT JOIN covered_days AS cd USING (usage_date)
+    LEFT JOIN moved_out AS m USING (usage_date, key_name, model)
     WINDOW kd AS (PARTITION BY k.usage_date, k.key_name)
 ),
 shared AS (
@@ -128,7 +150,8 @@ charges AS (
         unpriced_requests, estimated_cost_usd, reported_requests, billed_usd,
         CASE WHEN covered THEN 'gateway_ledger' ELSE 'query_service' END AS cost_source,
         CASE WHEN covered THEN NULL ELSE allocation_basis END AS allocation_basis,
-        NULL::DECIMAL(18, 6) AS previous_usd, NULL::DECIMAL(18, 6) AS new_usd, NULL::TIMESTAMPTZ AS restated_at
+        NULL::DECIMAL(18, 6) AS previous_usd, NULL::DECIMAL(18, 6) AS new_usd, NULL::TIMESTAMPTZ AS restated_at,
+        NULL::TIMESTAMPTZ AS booked_at, NULL::DATE AS booked_date, NULL::VARCHAR AS adjustment
     FROM (
         SELECT
             *,
@@ -141,19 +164,31 @@ charges AS (
     )
     WHERE requests > 0 OR billed_usd <> 0
     UNION ALL
-    -- ledger_adjustment: what the ledger booked for the model that day beyond its calls
+    -- ledger_adjustment: what the ledger booked for the model that day beyond its calls, but for the
+    -- ledger_correction rows below
     SELECT
         'ledger_adjustment', usage_date, key_name, model, billing_category, priced_model, NULL,
         NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-        (ledger_billed_usd - calls_billed_usd)::DECIMAL(18, 6), 'gateway_ledger', NULL, NULL, NULL, NULL
+        (ledger_billed_usd - calls_billed_usd - moved_usd)::DECIMAL(18, 6), 'gateway_ledger', NULL, NULL, NULL, NULL,
+        NULL, NULL, NULL
     FROM lines
-    WHERE covered AND ledger_billed_usd <> calls_billed_usd
+    WHERE covered AND ledger_billed_usd - calls_billed_usd - moved_usd <> 0
+    UNION ALL
+    -- ledger_correction: a refund or correction booked this month of a task charged in an earlier one
+    SELECT
+        'ledger_correction', task_usage_date, key_name, model, billing_category, priced_model, NULL,
+        NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+        billed_usd, 'gateway_ledger', NULL, NULL, NULL, NULL,
+        booked_at, usage_date, kind
+    FROM earlier_task_adjustments
+    WHERE billed_usd <> 0
     UNION ALL
     -- restatement: a pull made this month that changed a day of an earlier month the ledger does not cover
     SELECT
         'restatement', q.usage_date, q.key_name, NULL, NULL, NULL, NULL,
         NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-        q.delta_cost_usd, 'query_service', NULL, q.previous_cost_usd, q.new_cost_usd, q.pulled_at
+        q.delta_cost_usd, 'query_service', NULL, q.previous_cost_usd, q.new_cost_usd, q.pulled_at,
+        NULL, NULL, NULL
     FROM quota_restatements AS q
     LEFT JOIN covered_days AS c USING (usage_date)
     WHERE q.pulled_at >= $starts_at AND q.pulled_at < $ends_at AND q.usage_date < $first
@@ -186,7 +221,7 @@ SELECT
     $ends_at::TIMESTAMPTZ AS "BillingPeriodEnd",
     $starts_at::TIMESTAMPTZ AS "BillingPeriodStart",
     CASE WHEN d.kind = 'ledger_adjustment' THEN 'Adjustment' ELSE 'Usage' END AS "ChargeCategory",
-    CASE WHEN d.kind = 'restatement' THEN 'Correction' END AS "ChargeClass",
+    CASE WHEN d.kind IN ('restatement', 'ledger_correction') THEN 'Correction' END AS "ChargeClass",
     CASE d.kind
         WHEN 'usage' THEN
             CASE WHEN d.model = '(unattributed)'
@@ -199,6 +234,10 @@ SELECT
                                               replace(d.allocation_basis, '_', ' ')) END) END
         WHEN 'ledger_adjustment' THEN
             printf('refunds and late billing corrections CometAPI''s ledger booked for %s on key %s', d.model, d.key_name)
+        WHEN 'ledger_correction' THEN
+            printf('%s of a %s task on key %s charged on %s, booked by CometAPI''s ledger on %s',
+                   CASE d.adjustment WHEN 'refund' THEN 'refund' ELSE 'late price correction' END, d.model,
+                   d.key_name, strftime(d.usage_date, '%Y-%m-%d'), strftime(d.booked_date, '%Y-%m-%d'))
         ELSE printf('restatement of key %s on %s by a query-service pull on %s: $%.6f -> $%.6f', d.key_name,
                     strftime(d.usage_date, '%Y-%m-%d'), strftime(timezone($timezone, d.restated_at), '%Y-%m-%d'),
                     d.previous_usd, d.new_usd)
@@ -240,6 +279,7 @@ SELECT
                   lambda e: e.v IS NOT NULL)))::VARCHAR END AS "Tags",
     d.allocation_basis AS "x_AllocationBasis",
     d.billing_category AS "x_BillingCategory",
+    d.booked_at AS "x_BookedAt",
     d.cached_tokens AS "x_CachedTokens",
     d.kind AS "x_ChargeKind",
     d.completion_tokens AS "x_CompletionTokens",
@@ -256,4 +296,5 @@ SELECT
 FROM described AS d
 CROSS JOIN account AS a
 ORDER BY d.usage_date, d.key_name, d.model NULLS LAST,
-         CASE d.kind WHEN 'usage' THEN 0 WHEN 'ledger_adjustment' THEN 1 ELSE 2 END, d.restated_at
+         CASE d.kind WHEN 'usage' THEN 0 WHEN 'ledger_adjustment' THEN 1 WHEN 'ledger_correction' THEN 2 ELSE 3 END,
+         d.restated_at, d.booked_at, d.adjustment, d.billed_usd
