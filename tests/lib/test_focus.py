@@ -88,6 +88,28 @@ def build_restated(root: Path) -> None:
         materialize_days(settings, date(2026, 10, 29), date(2026, 10, 31))
 
 
+LATE_START = date(2026, 10, 31)
+
+
+def late_refund_traffic():
+    """31 October and 1 November, every planted task on 31 October; the mj_imagine task fails and the
+    ledger refunds it 13 hours later, after midnight (20 requests a day: 1 November's own tasks keep
+    the key-day's spend above the refund)."""
+    return generate_traffic(seed=7, start=LATE_START, days=2, requests_per_day=20, refund_delay=timedelta(hours=13))
+
+
+def build_late_refund(root: Path) -> None:
+    traffic = late_refund_traffic()
+    with SimulatorServer(traffic) as sim:
+        prices = root / "sim-prices.csv"
+        prices.write_text(prices_csv(LATE_START, 2))
+        settings = make_settings(root / "home", sim, COMETAPI_ACCESS_TOKEN=sim.access_token,
+                                 COMET_LEDGER_PRICES=str(prices), COMET_LEDGER_KEY_OWNERS=OWNERS)
+        write_inbox(traffic, settings.inbox)
+        materialize_days(settings, LATE_START, LATE_START + timedelta(days=1))
+        materialize_days(settings, LATE_START, LATE_START + timedelta(days=1))  # the re-pull: the late kling correction
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory, worker_id):
     """The demo month with CometAPI's ledger pulled: backfilled, re-pulled as the daily schedule does
@@ -106,6 +128,15 @@ def restated(tmp_path_factory, worker_id):
     settings = make_settings(root / "home", STAND_IN, COMET_LEDGER_PRICES=str(root / "sim-prices.csv"),
                              COMET_LEDGER_KEY_OWNERS=OWNERS)
     return settings, restated_traffic()
+
+
+@pytest.fixture(scope="module")
+def late_refund(tmp_path_factory, worker_id):
+    """A task charged on 31 October and refunded by the ledger on 1 November, with the ledger pulled."""
+    root = shared_world(tmp_path_factory, worker_id, "focus-late-refund", build_late_refund)
+    settings = make_settings(root / "home", STAND_IN, COMET_LEDGER_PRICES=str(root / "sim-prices.csv"),
+                             COMET_LEDGER_KEY_OWNERS=OWNERS)
+    return settings, late_refund_traffic()
 
 
 def export(settings, month: str, out_dir: Path, *, now: datetime = AFTER, partial: bool = False) -> focus.FocusExport:
@@ -250,6 +281,62 @@ def test_a_restated_day_is_a_correction_in_the_month_of_the_pull(restated, tmp_p
     assert f"${previous:.6f} -> ${new:.6f}" in correction["ChargeDescription"]
     assert october.billed_cost_usd + november.billed_cost_usd == warehouse  # nothing lost, nothing counted twice
     assert "1 correction of earlier months" in november.note
+
+
+def booked_day(row: dict) -> date:
+    """The reporting day (UTC here) whose recon_key_daily figure a row is part of: the day the ledger booked
+    it for a ledger_correction, whose ChargePeriod is the day of the charge it corrects."""
+    return (row["x_BookedAt"] if row["x_ChargeKind"] == "ledger_correction" else row["ChargePeriodStart"]).date()
+
+
+def test_a_task_refunded_after_midnight_is_a_correction_in_the_month_of_the_refund(late_refund, tmp_path):
+    settings, traffic = late_refund
+    refund = traffic.planted["refund"]
+    assert (refund["date"], refund["booked_date"], refund["model"]) == (LATE_START, date(2026, 11, 1), "mj_imagine")
+    october = export(settings, "2026-10", tmp_path)
+    november = export(settings, "2026-11", tmp_path, now=datetime(2026, 11, 2, 9, 0, tzinfo=UTC), partial=True)
+    oct_rows, nov_rows = rows_of(october), rows_of(november)
+
+    assert [r for r in oct_rows if r["ChargeClass"] is not None] == []
+    [correction] = [r for r in nov_rows if r["ChargeClass"] is not None]
+    assert (correction["x_ChargeKind"], correction["ChargeClass"], correction["ChargeCategory"]) == \
+        ("ledger_correction", "Correction", "Usage")
+    assert correction["BilledCost"] == refund["usd"] == -refund["task_usd"] < 0
+    assert (correction["SubAccountId"], correction["x_Model"]) == ("media-tasks", "mj_imagine")
+    assert correction["ChargePeriodStart"] == datetime(2026, 10, 31, tzinfo=UTC)  # the day of the charge
+    assert correction["ChargePeriodEnd"] == datetime(2026, 11, 1, tzinfo=UTC)
+    assert correction["BillingPeriodStart"] == datetime(2026, 11, 1, tzinfo=UTC)  # billed in the month of the refund
+    assert correction["x_BookedAt"].date() == date(2026, 11, 1) and correction["x_CostSource"] == "gateway_ledger"
+    assert correction["ChargeDescription"] == ("refund of a mj_imagine task on key media-tasks charged on 2026-10-31, "
+                                               "booked by CometAPI's ledger on 2026-11-01")
+    assert "1 correction of earlier months" in november.note
+    # the refund is not also an adjustment of 1 November; the corrections of tasks charged the same
+    # day (31 October's suno and kling tasks) stay adjustments of their month
+    assert not [r for r in nov_rows if r["x_ChargeKind"] == "ledger_adjustment" and r["x_Model"] == "mj_imagine"]
+    same_month = [r for r in oct_rows if r["x_ChargeKind"] == "ledger_adjustment"]
+    assert {r["x_Model"] for r in same_month} == {"suno_music", "kling_video"}
+    assert all(r["ChargeClass"] is None and r["ChargeCategory"] == "Adjustment" for r in same_month)
+    assert [r["x_BookedAt"] for r in oct_rows + nov_rows if r["x_ChargeKind"] != "ledger_correction"] == \
+        [None] * (len(oct_rows) + len(nov_rows) - 1)
+
+    # each month equals the warehouse per key-day (the day the ledger booked a charge) and in total
+    for result, rows, (first, last) in ((october, oct_rows, ("2026-10-01", "2026-10-31")),
+                                        (november, nov_rows, ("2026-11-01", "2026-11-30"))):
+        per_key_day = dict(((d, k), v) for d, k, v in table_rows(
+            settings, "SELECT usage_date, key_name, billed_cost_usd FROM recon_key_daily "
+                      "WHERE usage_date BETWEEN $first AND $last", {"first": first, "last": last}))
+        assert per_key_day and None not in per_key_day.values()
+        exported: dict[tuple, Decimal] = {}
+        for r in rows:
+            key = (booked_day(r), r["SubAccountId"])
+            exported[key] = exported.get(key, Decimal(0)) + r["BilledCost"]
+        assert exported == {k: v for k, v in per_key_day.items() if v != 0 or k in exported}
+        assert result.billed_cost_usd == sum(per_key_day.values()) == sum(r["BilledCost"] for r in rows)
+    assert november.by_kind["ledger_correction"] == refund["usd"]
+
+    report = validate(november.path / focus.file_names("2026-11")[0])
+    assert set(report.failed_rules) == documented_failures("a month with charges"), report.output[-3000:]
+    assert re.search(r"^\S+ ChargeClass-C-000-M: PASS", report.output, re.M)
 
 
 # --- re-runs, partial months, the command ------------------------------------------------------
