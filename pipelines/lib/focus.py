@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 
 from pipelines.lib.review_pack.build import FORMULA_STARTS, write_folder_atomically
 from pipelines.lib.review_pack.period import Period, parse_month
-from pipelines.lib.warehouse import model_path
+from pipelines.lib.warehouse import define_macros, model_path
 
 FOCUS_VERSION = "1.2"
 MODEL = "focus_charges"
@@ -172,6 +172,7 @@ def read_charges(warehouse_path: Path, period: Period, *, partial: bool) -> pa.T
         raise FocusError(f"no warehouse at {warehouse_path}: run `comet-ledger run` or `comet-ledger backfill` first")
     with duckdb.connect(str(warehouse_path), read_only=True) as con:
         con.execute("SET TimeZone = 'UTC'")
+        define_macros(con)
         present = {name for (name,) in con.execute(
             "SELECT table_name FROM duckdb_tables() UNION SELECT view_name FROM duckdb_views()").fetchall()}
         missing = [t for t in REQUIRED_TABLES if t not in present]

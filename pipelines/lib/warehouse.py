@@ -107,7 +107,14 @@ def run_model(con: duckdb.DuckDBPyConnection, name: str, params: Mapping[str, An
 
 
 def model_sha(name: str) -> str:
-    return hashlib.sha256(model_path(name).read_bytes()).hexdigest()
+    """The version of a model: its SQL and that of every shared macro it calls (a changed macro
+    rebuilds the tables built with it)."""
+    text = model_path(name).read_bytes()
+    digest = hashlib.sha256(text)
+    for macro in sorted((sql_dir() / "macros").glob("*.sql")):
+        if macro.stem.encode() in text:
+            digest.update(macro.read_bytes())
+    return digest.hexdigest()
 
 
 def stale_models(con: duckdb.DuckDBPyConnection, names: tuple[str, ...]) -> list[str]:
@@ -485,10 +492,19 @@ def _days(start: date, end: date) -> list[date]:
     return [start + timedelta(days=i) for i in range((end - start).days + 1)]
 
 
+def define_macros(con: duckdb.DuckDBPyConnection) -> None:
+    """Define the shared SQL macros (`sql/macros/*.sql`, temporary: each connection that runs a model
+    using one defines them; a read-only connection can too)."""
+    for path in sorted((sql_dir() / "macros").glob("*.sql")):
+        con.execute(path.read_text())
+
+
 def _open(path: Path) -> duckdb.DuckDBPyConnection:
-    """A read-write connection whose session time zone is UTC (timestamps are stored as UTC)."""
+    """A read-write connection whose session time zone is UTC (timestamps are stored as UTC), with the
+    shared macros defined."""
     con = duckdb.connect(str(path))
     con.execute("SET TimeZone = 'UTC'")
+    define_macros(con)
     return con
 
 

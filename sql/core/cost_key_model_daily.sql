@@ -6,7 +6,8 @@
 -- Proportions: where the gateway ledger covers the key-day, its billed amounts per model (calls,
 -- corrections and refunds; negative totals count as 0); otherwise estimated cost per model;
 -- otherwise request counts. A key-day with nothing to spread over goes to model '(unattributed)'.
--- Rounding: largest remainder in micro-dollars, so each key-day sums to the reported figure exactly.
+-- Rounding: largest remainder in micro-dollars (sql/macros/largest_remainder.sql), so each key-day sums to
+-- the reported figure exactly.
 CREATE TABLE IF NOT EXISTS cost_key_model_daily (
     usage_date DATE NOT NULL,
     key_name VARCHAR NOT NULL,
@@ -120,27 +121,11 @@ spread AS (
     WHERE NOT EXISTS (SELECT 1 FROM reported AS r WHERE r.usage_date = w.usage_date AND r.key_name = w.key_name)
        OR coalesce(w.share, 0) <= 0
 ),
-floored AS (
-    SELECT
-        *,
-        sign(micros) * floor(abs(micros) * share)::HUGEINT AS base_micros,
-        abs(micros) * share - floor(abs(micros) * share) AS fraction
-    FROM spread
-),
-ranked AS (
-    SELECT
-        *,
-        micros - sum(base_micros) OVER k AS leftover,
-        row_number() OVER (PARTITION BY usage_date, key_name ORDER BY fraction DESC, model) AS place
-    FROM floored
-    WINDOW k AS (PARTITION BY usage_date, key_name)
-)
 SELECT
     usage_date, key_name, model, billing_category, requests,
     prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens,
     estimated_cost_usd, billed_cost_usd::DECIMAL(18, 6), allocation_basis,
-    ((base_micros + CASE WHEN place <= abs(leftover) AND share > 0 THEN sign(leftover) ELSE 0 END) / 1000000.0)::DECIMAL(18, 6)
-        AS allocated_cost_usd
-FROM ranked
+    (allocated_micros / 1000000.0)::DECIMAL(18, 6) AS allocated_cost_usd
+FROM largest_remainder_micros(spread)  -- sql/macros/largest_remainder.sql
 ORDER BY usage_date, key_name, model;
 COMMIT;

@@ -127,20 +127,13 @@ shared AS (
              WHEN model_place = 1 THEN 1.0 ELSE 0.0 END AS share
     FROM lines
 ),
-floored AS (
-    SELECT
-        *,
-        sign(delivered_micros) * floor(abs(delivered_micros) * share)::HUGEINT AS base_micros,
-        abs(delivered_micros) * share - floor(abs(delivered_micros) * share) AS fraction
-    FROM shared
+shared_micros AS (
+    SELECT * RENAME (delivered_micros AS micros) FROM shared
 ),
 spread AS (
-    SELECT
-        *,
-        delivered_micros - sum(base_micros) OVER kd AS leftover,
-        row_number() OVER (PARTITION BY usage_date, key_name ORDER BY fraction DESC, model) AS remainder_place
-    FROM floored
-    WINDOW kd AS (PARTITION BY usage_date, key_name)
+    -- the delivered figure spread over the models by largest remainder (sql/macros/largest_remainder.sql)
+    SELECT * RENAME (micros AS delivered_micros)
+    FROM largest_remainder_micros(shared_micros)
 ),
 charges AS (
     -- usage: one row per key x model x day with something billed or used
@@ -157,8 +150,7 @@ charges AS (
             *,
             CASE WHEN covered THEN calls_billed_usd
                  WHEN delivered_micros IS NULL THEN allocated_cost_usd
-                 ELSE ((base_micros + CASE WHEN remainder_place <= abs(leftover) AND share > 0
-                                           THEN sign(leftover) ELSE 0 END) / 1000000.0)::DECIMAL(18, 6)
+                 ELSE (allocated_micros / 1000000.0)::DECIMAL(18, 6)
             END AS billed_usd
         FROM spread
     )
