@@ -122,8 +122,9 @@ def build_warehouse_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
     )
     def reconciliation_warehouse(context: dg.AssetExecutionContext, ledger: LedgerHome):
         start, end = run_days(context)
-        with publish(ledger.warehouse_path) as con:
-            start, end = rebuild_window(con, ledger.lake, start, end, ledger.tolerance_usd, ledger.tolerance_pct)
+        with publish(ledger.warehouse_path, zone=ledger.timezone) as con:
+            start, end = rebuild_window(con, ledger.lake, start, end, ledger.tolerance_usd, ledger.tolerance_pct,
+                                        say=context.log.warning)
             window = {"start": start, "end": end}
             checks = reconciliation.window_checks(con, start, end)
             duplicates, broken_tokens = checks.duplicate_request_ids, checks.broken_tokens
@@ -191,16 +192,16 @@ def build_warehouse_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
     )
     def anomalies_warehouse(context: dg.AssetExecutionContext, ledger: LedgerHome):
         start, end = run_days(context)
-        with publish(ledger.warehouse_path) as con:
-            if stale_models(con, (anomalies.MODEL,)):  # built by older SQL: rebuild the whole history
+        with publish(ledger.warehouse_path, zone=ledger.timezone) as con:
+            if stale_models(con, (anomalies.MODEL,)):  # built by older SQL or in another zone: rebuild it all
                 reset_models(con, (anomalies.MODEL,))
-                start, end = reconciliation.history(ledger.lake) or (start, end)
+                start, end = reconciliation.history(ledger.lake, ledger.timezone) or (start, end)
             window = {"start": start, "end": end}
             # A key-day finding judges its day against the days before it (baseline, IPs seen before),
             # so days published after later ones (partitions backfilled in parallel or out of order)
             # change the later days' findings too: re-judge every day up to the last one held. Judging
             # only the run's own days kept e.g. a spurious new_source_ip on a later day for good.
-            judged_to = max(end, (reconciliation.history(ledger.lake) or (start, end))[1])
+            judged_to = max(end, (reconciliation.history(ledger.lake, ledger.timezone) or (start, end))[1])
             rebuilt = anomalies.detect(con, start, judged_to, clock.now(), timezone=ledger.timezone)
             record_models(con, (anomalies.MODEL,))
             found = anomalies.counts(con, start, end)

@@ -337,7 +337,7 @@ def _ledger_completeness(f: MonthFigures) -> Section:
     lines = [f"{CHECK_NAMES.get(name, name)}: {status.replace('_', ' ')} on {n} day(s)"
              for (name, status), n in sorted(summary.items())]
     not_checked = sorted({r["detail"] for r in f.gateway_checks if r["status"] == "not_checked" and r["detail"]})
-    rows = tuple((day(r["usage_date"]), CHECK_NAMES.get(r["check_name"], r["check_name"]), r["status"],
+    rows = tuple((day(r["utc_date"]), CHECK_NAMES.get(r["check_name"], r["check_name"]), r["status"],
                   text(r["ledger_units"]), text(r["server_units"]), text(r["api_method"]))
                  for r in f.gateway_checks)
     blocks = [
@@ -348,7 +348,7 @@ def _ledger_completeness(f: MonthFigures) -> Section:
     ]
     if not_checked:
         blocks.append(Paragraph("Why not checked: " + "; ".join(not_checked) + "."))
-    blocks.append(Table(("day", "check", "status", "ledger units", "gateway units", "read by"), rows,
+    blocks.append(Table(("UTC day", "check", "status", "ledger units", "gateway units", "read by"), rows,
                         numeric=frozenset({3, 4})))
     return Section("Gateway ledger completeness", tuple(blocks))
 

@@ -337,17 +337,20 @@ def _pulled_days(lake_root: Path, period: Period) -> set[date]:
 
 
 def _gateway_checks(lake_root: Path, period: Period) -> list[Row]:
-    """Per day of the month and check: what the latest ledger pull of that day found (lake/gateway_checks)."""
+    """Per UTC day covering the month and check: what the latest ledger pull of that day found
+    (lake/gateway_checks; the ledger is pulled by UTC day)."""
     files = lake.files(lake_root, "gateway_checks") if (lake_root / "gateway_checks").is_dir() else []
     if not files:
         return []
     with duckdb.connect() as con:
         return _rows(con, """
-            SELECT usage_date, check_name, status, ledger_units, server_units, detail, api_method, pulled_at
+            SELECT utc_date, check_name, status, ledger_units, server_units, detail, api_method, pulled_at
             FROM read_parquet($files, hive_partitioning = false, union_by_name = true)
-            WHERE usage_date BETWEEN $first AND $last
-            QUALIFY pulled_at = max(pulled_at) OVER (PARTITION BY usage_date)
-            ORDER BY usage_date, check_name""", {"files": files, "first": period.first_day, "last": period.last_day})
+            WHERE utc_date BETWEEN $first AND $last
+            QUALIFY pulled_at = max(pulled_at) OVER (PARTITION BY utc_date)
+            ORDER BY utc_date, check_name""",
+                     dict(zip(("first", "last"), lake.utc_days_covering(period.first_day, period.last_day,
+                                                                         period.timezone))) | {"files": files})
 
 
 def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: dict) -> list[Row]:
