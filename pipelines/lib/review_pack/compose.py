@@ -408,7 +408,9 @@ def _caveats(f: MonthFigures) -> Section:
     items = [
         f"Day time zone: a day is a reporting day in {tz} (COMET_LEDGER_TIMEZONE). CometAPI does not document "
         f"which time zone its daily figures use; if it is not {tz}, spend near midnight lands on a neighbouring "
-        "day and day-level variances pair up with the opposite sign on the next day.",
+        "day and day-level variances pair up with the opposite sign on the next day. "
+        + (f"Read off the data (table service_day_boundary): {f.day_boundary}." if f.day_boundary else
+           "The service's day boundary has not been inferred yet (no reconciliation has run)."),
         "Rates to verify at the source: estimates use the price table"
         + (f" (source: {', '.join(sources)})" if sources else "")
         + ", not CometAPI's live prices. Verify every rate and the gateway ratio on CometAPI's pricing page and "

@@ -15,7 +15,7 @@ from typing import Any
 
 import duckdb
 
-from pipelines.lib import lake
+from pipelines.lib import day_boundary, lake
 from pipelines.lib.review_pack.period import Period
 
 REQUIRED_TABLES = ("quota_daily", "recon_key_daily", "requests", "prices", "balance_snapshots",
@@ -55,6 +55,7 @@ class MonthFigures:
     inbox: Row | None = None
     gateway_days: int = 0  # days of the month the gateway ledger covers (billed figures known)
     gateway_checks: list[Row] = field(default_factory=list)  # the latest pull's completeness checks per day
+    day_boundary: str | None = None  # what the service's day boundary was inferred to be (day_boundary.Verdict.line)
 
     @property
     def has_data(self) -> bool:
@@ -295,6 +296,8 @@ def read_month(warehouse_path: Path, lake_root: Path, period: Period) -> MonthFi
         if "anomalies" in tables:
             figures.anomalies, figures.anomaly_columns = _anomalies(con, period)
         figures.gateway_checks = _gateway_checks(lake_root, period)
+        found = day_boundary.verdict(con)
+        figures.day_boundary = found.line() if found is not None else None
         return figures
 
 
