@@ -132,7 +132,6 @@ def warm_up(sim: dict, days: int, chunks: list[int], prerendered: bool) -> None:
 def child(url: str, token: str, days: int, method: str, chunk_days: int) -> None:
     sys.path.insert(0, str(ROOT))
     import tempfile
-    from zoneinfo import ZoneInfo
 
     import httpx
     import pyarrow as pa
@@ -143,13 +142,12 @@ def child(url: str, token: str, days: int, method: str, chunk_days: int) -> None
     from pipelines.lib.cometapi.http import RetryPolicy
 
     start_ts, end_ts = window(days)
-    utc = ZoneInfo("UTC")
     client = GatewayClient(url, token, policy=RetryPolicy(max_attempts=1), timeout=httpx.Timeout(600.0))
     with tempfile.TemporaryDirectory() as lake, client:
         started, cpu_started = time.perf_counter(), time.process_time()
         if method == "ledger":
             last = START + timedelta(days=days - 1)
-            _, landed = gateway_lake.land_window(Path(lake), START, last, utc, client=client,
+            _, landed = gateway_lake.land_window(Path(lake), START, last, client=client,
                                                  now=lambda: datetime.now(UTC))
             outcome = {"method": landed.api_method, "calls": landed.api_calls, "rows": landed.rows,
                        "fallbacks": landed.fallbacks}
@@ -164,7 +162,7 @@ def child(url: str, token: str, days: int, method: str, chunk_days: int) -> None
             rows = pa.concat_tables(pq.read_table(f, columns=key)
                                     for f in sorted(Path(lake).glob("gateway_logs/*/*.parquet")))
         else:
-            rows = pa.concat_tables(gateway_lake.chunk_records(chunk, utc)[0] for chunk in pulled.chunks)
+            rows = pa.concat_tables(gateway_lake.chunk_records(chunk)[0] for chunk in pulled.chunks)
     created = [int(t.timestamp()) for t in rows["created_at"].to_pylist()]
     keys = sorted(zip(rows["request_id"].to_pylist(), rows["log_type"].to_pylist(), created,
                       rows["quota_units"].to_pylist(), strict=True))
@@ -280,8 +278,6 @@ def main() -> None:
 def rate(limit: int, window_s: float, calls: int) -> None:
     """Pull days of ledger through the paced client against upstream's limiter until `calls` calls are made."""
     sys.path.insert(0, str(ROOT))
-    from zoneinfo import ZoneInfo
-
     from pipelines.lib.cometapi.gateway import GatewayClient
     from pipelines.lib.cometapi.pacing import RateLimit
     from pipelines.lib.gateway_lake import calls_per_day, day_bounds
@@ -296,7 +292,7 @@ def rate(limit: int, window_s: float, calls: int) -> None:
             GatewayClient(sim.url, sim.access_token, rate_limit=allowed) as client:
         made, started, day = 0, time.perf_counter(), START
         while made < calls:
-            chunk = client.pull_span(*day_bounds(day, day, ZoneInfo("UTC")), export=False)
+            chunk = client.pull_span(*day_bounds(day, day), export=False)
             made += chunk.calls
             day += timedelta(days=1)
         elapsed = time.perf_counter() - started

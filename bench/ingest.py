@@ -36,7 +36,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
 NOW = datetime(2026, 4, 1, tzinfo=timezone.utc)
-TZ = "Asia/Shanghai"
 DAYS = 10
 LINES_PER_REQUEST = 0.955  # the simulator logs ~95% of its requests to the inbox
 ENVELOPE = {
@@ -84,7 +83,7 @@ def run_engine(engine: str, inbox: Path, out: Path) -> int:
         lake = out.with_suffix("")
         shutil.rmtree(lake, ignore_errors=True)
         items = request_log_lake.pending_files(lake, inbox)
-        staged = list(request_log_lake.stage_files(lake, inbox, items, _zone(), datetime.now(UTC)))
+        staged = list(request_log_lake.stage_files(lake, inbox, items, datetime.now(UTC)))
         return sum(s.lines_read for s in staged)
     if engine == "duckdb":
         import duckdb
@@ -139,12 +138,12 @@ def profile(inbox: Path, every: int) -> None:
     latest = fast._us(datetime.now(UTC) + timedelta(days=1))
     scanned = [fast._scan.scan(block, first, b"k", fast._EARLIEST_US, latest) for first, block in blocks]
     declined = sum(len(d) // 24 for _, _, d in scanned)
-    table = pa.concat_tables(fast._scanned_table(rows, columns, _zone()) for rows, columns, _ in scanned)
+    table = pa.concat_tables(fast._scanned_table(rows, columns) for rows, columns, _ in scanned)
     steps = {
         "read blocks (incl. gunzip)": lambda: [list(numbered_blocks(path)) for path in files],
         "compiled scanner (parse + rules)": lambda: [fast._scan.scan(b, f, b"k", fast._EARLIEST_US, latest)
                                                      for f, b in blocks],
-        "buffers -> Arrow table": lambda: [fast._scanned_table(rows, columns, _zone()) for rows, columns, _ in scanned],
+        "buffers -> Arrow table": lambda: [fast._scanned_table(rows, columns) for rows, columns, _ in scanned],
         "Parquet write (zstd)": lambda: pq.write_table(table, OUT / "parquet" / "profile.parquet", compression="zstd"),
     }
     print(f"profile: {lines:,} lines from {len(files)} files, one process; {declined:,} declined by the scanner")
@@ -179,7 +178,7 @@ def phases(inbox: Path, workers: int) -> dict:
     shutil.rmtree(lake, ignore_errors=True)
     items = request_log_lake.pending_files(lake, inbox)
     hashed = time.perf_counter()
-    list(request_log_lake.stage_files(lake, inbox, items, _zone(), datetime.now(UTC), workers=workers))
+    list(request_log_lake.stage_files(lake, inbox, items, datetime.now(UTC), workers=workers))
     done = time.perf_counter()
     return {"import": imported - started, "hash": hashed - imported, "stage": done - hashed, "total": done - started}
 
@@ -207,10 +206,6 @@ def _cpu(step) -> float:
         gc.enable()
 
 
-def _zone():
-    from zoneinfo import ZoneInfo
-
-    return ZoneInfo(TZ)
 
 
 def child(engine: str, inbox: Path, out: Path) -> None:

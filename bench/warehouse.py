@@ -244,7 +244,7 @@ def generate_day(index: int, per_day: int, ips: dict[str, list[str]]):
     client = pa.table({
         "request_id": request_id,
         "ts": ts,
-        "usage_date": pa.array(np.full(n, day), pa.date32()),
+        "utc_date": pa.array(np.full(n, day), pa.date32()),
         "key_name": key_arr,
         "model": model_arr,
         "endpoint": endpoints,
@@ -289,7 +289,7 @@ def generate_day(index: int, per_day: int, ips: dict[str, list[str]]):
                                  pc.take(request_id, take)),
         "log_id": pa.array(rows % 1024, pa.int64()),
         "created_at": pc.take(seconds, take).cast(pa.timestamp("us", tz="UTC")),  # the log's second: same day
-        "usage_date": pa.array(np.full(m, day), pa.date32()),
+        "utc_date": pa.array(np.full(m, day), pa.date32()),
         "log_type": pa.array(np.where(is_err, 5, 2), pa.int8()),
         "log_type_name": _pick(["consume", "error"], is_err),
         "key_name": pc.take(key_arr, take),
@@ -365,8 +365,8 @@ def generate_lake(days: int, per_day: int) -> Path:
     for index in range(days):
         day = day_of(index)
         client, gateway = generate_day(index, per_day, ips[index])
-        lake.write_partition_file(lake_root, "request_logs", "usage_date", day, "requests", client)
-        lake.write_partition_file(lake_root, "gateway_logs", "usage_date", day, "ledger", gateway)
+        lake.write_partition_file(lake_root, "request_logs", "utc_date", day, "requests", client)
+        lake.write_partition_file(lake_root, "gateway_logs", "utc_date", day, "ledger", gateway)
         reported.append(reported_by_key(gateway))
         # the daily run for this day: a quota pull of the day and the 3 before, a ledger pull of the same
         # days, and one balance snapshot
@@ -436,7 +436,8 @@ def link_lake(cache: Path, history: int, home: Path) -> None:
         if index is not None:
             if index > history - 1:
                 continue
-        elif rel.parts[1].startswith("usage_date=") and date.fromisoformat(rel.parts[1][11:]) > last:
+        elif rel.parts[1].split("=")[0] in ("usage_date", "utc_date") and \
+                date.fromisoformat(rel.parts[1].split("=", 1)[1]) > last:
             continue
         dst = home / "lake" / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -563,7 +564,7 @@ def data_work(home: Path, start: date, end: date) -> dict[str, float]:
     done("config_warehouse")
 
     step("reconciliation_warehouse")
-    with publish(path) as con:
+    with publish(path, zone=settings.timezone) as con:
         r_start, r_end = reconciliation.rebuild_window(con, lake_root, start, end, settings.tolerance_usd,
                                                        settings.tolerance_pct)
         checks = getattr(reconciliation, "window_checks", None)
@@ -572,7 +573,7 @@ def data_work(home: Path, start: date, end: date) -> dict[str, float]:
     done("reconciliation_warehouse")
 
     step("anomalies_warehouse")
-    with publish(path) as con:
+    with publish(path, zone=settings.timezone) as con:
         a_start, a_end = start, end
         if stale_models(con, (anomalies.MODEL,)):
             reset_models(con, (anomalies.MODEL,))

@@ -354,7 +354,7 @@ def cmd_reprice(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.lib.reprice import dry_run
 
     window, changes = dry_run(settings.warehouse_path, settings.lake, settings.prices_path, settings.key_owners_path,
-                              settings.tolerance_usd, settings.tolerance_pct)
+                              settings.tolerance_usd, settings.tolerance_pct, settings.timezone)
     if window is None:
         print("the warehouse holds no history yet: nothing to re-price", file=sys.stderr)
         return 0

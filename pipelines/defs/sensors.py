@@ -9,7 +9,7 @@ from datetime import date
 import dagster as dg
 
 from pipelines.defs.schedules import partition_range_tags
-from pipelines.lib import request_log_lake
+from pipelines.lib import lake, request_log_lake
 from pipelines.lib.request_logs.reader import inbox_files
 from pipelines.lib.settings import Settings
 
@@ -50,11 +50,14 @@ def build_inbox_sensor(settings: Settings, partitions: dg.TimeWindowPartitionsDe
             requests.append(dg.RunRequest(run_key=f"stage-{digest}", job_name=STAGING_JOB))
 
         fresh = [m for m in request_log_lake.read_manifests(settings.lake)
-                 if m["staged_at"].isoformat() > cursor["assembled_through"] and m["first_usage_date"]]
+                 if m["staged_at"].isoformat() > cursor["assembled_through"] and m.get("first_utc_date")]
         keys = partitions.get_partition_keys()
         if fresh and keys:
-            first = max(min(m["first_usage_date"] for m in fresh), date.fromisoformat(keys[0]))
-            last = min(max(m["last_usage_date"] for m in fresh), date.fromisoformat(keys[-1]))
+            # the staged UTC days touch these reporting days
+            touched = lake.reporting_days_of(min(m["first_utc_date"] for m in fresh),
+                                             max(m["last_utc_date"] for m in fresh), settings.timezone)
+            first = max(touched[0], date.fromisoformat(keys[0]))
+            last = min(touched[1], date.fromisoformat(keys[-1]))
             through = max(m["staged_at"] for m in fresh).isoformat()
             if first <= last:
                 requests.append(dg.RunRequest(run_key=f"assemble-{through}", job_name=ASSEMBLY_JOB,

@@ -16,7 +16,7 @@ from datetime import date, datetime
 
 import duckdb
 
-from pipelines.lib.warehouse import relation_exists, run_model
+from pipelines.lib.warehouse import bind_reporting_day, bound_zone, relation_exists, run_model
 
 MODEL = "anomalies"
 KINDS = (
@@ -71,8 +71,9 @@ def detect(con: duckdb.DuckDBPyConnection, start: date, end: date, detected_at: 
     if missing:
         raise LookupError(f"anomaly detection needs the warehouse tables {', '.join(missing)}: "
                           "materialise the quota and reconciliation assets first")
-    run_model(con, MODEL, {"start": start, "end": end, "detected_at": detected_at, "timezone": timezone,
-                           **asdict(rules)})
+    if bound_zone(con) is None:  # a connection not opened by warehouse.publish(zone=...)
+        bind_reporting_day(con, timezone)
+    run_model(con, MODEL, {"start": start, "end": end, "detected_at": detected_at, **asdict(rules)})
     return con.execute(
         "SELECT count(*) FROM anomalies WHERE usage_date BETWEEN $start AND $end "
         "OR kind IN ('top_up', 'balance_jump', 'runway')", {"start": start, "end": end}).fetchone()[0]

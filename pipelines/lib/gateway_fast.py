@@ -20,7 +20,7 @@ of 100 000 requests takes seconds. This module gives the same answer in bulk:
    spelt unusually, anything else in `other`) becomes an item through `export_row_item` and a record
    or a reject through `parse_item`, so every reject and every edge case comes from the reference.
 3. `number_repeats` and `dedupe_sorted` are `gateway_ledger.number_repeats` and `dedupe` (first
-   occurrence kept) on a table, the latter in the lake's order (usage_date, created_at, request_id,
+   occurrence kept) on a table, the latter in the lake's order (utc_date, created_at, request_id,
    log_type).
 
 So the fast path may decline anything, but never accepts differently: for every row it takes, the
@@ -38,7 +38,6 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
-from zoneinfo import ZoneInfo
 
 import msgspec
 import numpy as np
@@ -71,7 +70,7 @@ from pipelines.lib.gateway_ledger import (
 )
 
 DEDUP_KEY: Final = ("request_id", "log_type", "created_at", "quota_units")
-SORT_KEY: Final = ("usage_date", "created_at", "request_id", "log_type")
+SORT_KEY: Final = ("utc_date", "created_at", "request_id", "log_type")
 MAX_BRACKETS: Final = 256  # deeper `other` goes to parse_item (json.loads' recursion limit decides)
 _BOM: Final = b"\xef\xbb\xbf"
 _EXACT: Final = 2.0**53  # floats below this are whole numbers exactly
@@ -206,9 +205,8 @@ class ParsedCells:
     fast: int
 
 
-def records_from_cells(cells: pa.Table, *, tz: ZoneInfo | str, source: str = "api") -> ParsedCells:
+def records_from_cells(cells: pa.Table, *, source: str = "api") -> ParsedCells:
     """`parse_item` over every row of an `export_cells` table, each row the item `export_items` makes of it."""
-    zone = ZoneInfo(tz) if isinstance(tz, str) else tz
     n = cells.num_rows
     text = {field: (cells.column(field).combine_chunks() if field in cells.column_names
                     else pa.nulls(n, pa.string())).fill_null("")
@@ -217,9 +215,9 @@ def records_from_cells(cells: pa.Table, *, tz: ZoneInfo | str, source: str = "ap
     other = _OtherColumns.decode(text["other"], common)
     common &= other.usable
     fast_rows = np.flatnonzero(common)
-    fast = _fast_records(text, other, fast_rows, zone, source)
+    fast = _fast_records(text, other, fast_rows, source)
     slow_rows = np.flatnonzero(~common)
-    slow, slow_positions, rejects = _reference_records(cells, slow_rows, zone, source)
+    slow, slow_positions, rejects = _reference_records(cells, slow_rows, source)
     if not slow.num_rows:
         return ParsedCells(fast, rejects, len(fast_rows))
     order = np.argsort(np.concatenate([fast_rows, slow_positions]), kind="stable")
@@ -327,7 +325,7 @@ def _decoded(text: str) -> tuple:
         return _UNDECODED
 
 
-def _fast_records(text: dict[str, pa.Array], other: _OtherColumns, rows: np.ndarray, zone: ZoneInfo,
+def _fast_records(text: dict[str, pa.Array], other: _OtherColumns, rows: np.ndarray,
                   source: str) -> pa.Table:
     """The records of the common-form `rows`, by parse_item's rules as column operations."""
     everything = len(rows) == len(text["type"])  # the usual case: no copy
@@ -359,7 +357,7 @@ def _fast_records(text: dict[str, pa.Array], other: _OtherColumns, rows: np.ndar
         "request_id": cell("request_id"),
         "log_id": count("id"),
         "created_at": pc.cast(pc.multiply(seconds, _US_PER_S), pa.timestamp("us", tz="UTC")),
-        "usage_date": _local_dates(seconds, zone),
+        "utc_date": _utc_dates(seconds),
         "log_type": log_type,
         "log_type_name": _LOG_TYPE_NAMES.take(log_type),
         "key_name": _null_if_empty(cell("token_name")),
@@ -409,11 +407,10 @@ def _scatter(values: pa.Array, rows: np.ndarray, n: int) -> pa.Array:
     return values.take(pa.array(slot, mask=slot < 0))
 
 
-def _local_dates(seconds: pa.Array, zone: ZoneInfo) -> pa.Array:
-    """Each unix time's calendar day in `zone`, by datetime.fromtimestamp itself (once per distinct time)."""
-    distinct = pc.unique(seconds)
-    days = pa.array([datetime.fromtimestamp(ts, zone).date() for ts in distinct.to_pylist()], pa.date32())
-    return days.take(pc.index_in(seconds, value_set=distinct))
+def _utc_dates(seconds: pa.Array) -> pa.Array:
+    """Each unix time's calendar day in UTC (floor division: a time before 1970 is on an earlier day)."""
+    days = pc.floor(pc.divide(pc.cast(seconds, pa.float64()), 86_400.0))
+    return pc.cast(pc.cast(days, pa.int32()), pa.date32())
 
 
 def _billed_usd(units: np.ndarray) -> pa.Array:
@@ -439,12 +436,12 @@ def _content_matches(content: pa.Array, pattern) -> np.ndarray:
     return said.take(pc.index_in(content, value_set=distinct)).fill_null(False).to_numpy(zero_copy_only=False)
 
 
-def _reference_records(cells: pa.Table, rows: np.ndarray, zone: ZoneInfo,
+def _reference_records(cells: pa.Table, rows: np.ndarray,
                        source: str) -> tuple[pa.Table, np.ndarray, list[GatewayReject]]:
     """(records, their row numbers, rejects) of `rows` by the reference: export_row_item, then parse_item."""
     records, positions, rejects = [], [], []
     for position, row in zip(rows.tolist(), cells.take(pa.array(rows, pa.int64())).to_pylist(), strict=True):
-        outcome = parse_item(export_row_item(row), tz=zone, source=source)
+        outcome = parse_item(export_row_item(row), source=source)
         if isinstance(outcome, GatewayReject):
             rejects.append(outcome)
         else:

@@ -1,9 +1,12 @@
 """CometAPI's gateway ledger → lake datasets.
 
-- `gateway_logs/usage_date=D/ledger.parquet`: every ledger row of reporting day D (all types:
+- `gateway_logs/utc_date=D/ledger.parquet`: every ledger row created on UTC day D (all types:
   consume, refund, error, corrections), deduplicated. Replaced whole each time day D is pulled:
-  the ledger is the gateway's current word on the day (late corrections included).
-- `gateway_pulls/pulled_date=P/<pull_id>.parquet`: one row per pull: the days it covered, where
+  the ledger is the gateway's current word on the day (late corrections included). The lake keeps
+  UTC days whatever the reporting zone: the warehouse derives the reporting day
+  (`sql/staging/reporting_day.sql`), and a reporting day is landed as the UTC days that cover it
+  (`lake.utc_days_covering`).
+- `gateway_pulls/pulled_date=P/<pull_id>.parquet`: one row per pull: the UTC days it covered, where
   the rows came from (`api`, `csv_export`), and how the API was read (`api_method`: `export`,
   `paging`, `export+paging` or `none`; `api_calls`). Written last; a day is "covered by the gateway
   ledger" only when a pull record says so, so an empty day and an unpulled day are told apart.
@@ -36,11 +39,10 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
-from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -80,13 +82,14 @@ GATEWAY_PULLS = pa.schema(
         ("rows_without_request_id", pa.int64()),
         ("unknown_type_rows", pa.int64()),
         ("subscription_rows", pa.int64()),
+        ("day_basis", pa.string()),  # what first_day..last_day count in: "utc" (lake_layout converts older pulls)
     ]
 )
 GATEWAY_CHECKS = pa.schema(
     [
         ("pull_id", pa.string()),
         ("pulled_at", UTC_TS),
-        ("usage_date", pa.date32()),
+        ("utc_date", pa.date32()),
         ("check_name", pa.string()),  # log_stat | data_self | total
         ("status", pa.string()),  # passed | failed | not_checked
         ("ledger_units", pa.int64()),  # the pulled rows' type-2 quota (rows, for total)
@@ -131,22 +134,18 @@ class GatewayWindow:
         return method_of(self.exported, self.paged)
 
 
-def day_bounds(first: date, last: date, tz: ZoneInfo) -> tuple[int, int]:
-    """Unix seconds [start, end] covering reporting days first..last (the API's filter is inclusive).
-
-    Every instant in [start, end] falls on a day first..last by `datetime.fromtimestamp` (checked for
-    every zone over 1975-2040); a day a zone skipped (Samoa's 2011-12-30) has end < start.
-    """
-    start = datetime.combine(first, time(), tz)
-    end = datetime.combine(last + timedelta(days=1), time(), tz)
+def day_bounds(first: date, last: date) -> tuple[int, int]:
+    """Unix seconds [start, end] covering UTC days first..last (the API's filter is inclusive)."""
+    start = datetime.combine(first, time(), UTC)
+    end = datetime.combine(last + timedelta(days=1), time(), UTC)
     return int(start.timestamp()), int(end.timestamp()) - 1
 
 
-def land_window(lake_root: Path, first: date, last: date, tz: ZoneInfo, *, client: GatewayClient | None = None,
+def land_window(lake_root: Path, first: date, last: date, *, client: GatewayClient | None = None,
                 export_files: Iterable[Path] = (), now: Callable[[], datetime],
                 warn: Callable[[str], object] = lambda line: None,
                 progress: Callable[[str], object] = lambda line: None) -> tuple[str, GatewayWindow]:
-    """Pull [first, last] from `client` (None: the inbox exports only) and land it a day at a time.
+    """Pull UTC days [first, last] from `client` (None: the inbox exports only) and land them a day at a time.
 
     Returns (pull id, figures). `warn` gets each line saying why a day was paged; `progress` a line
     per day pulled (rows, calls, time left at the client's pace); `now` says when the pull was, once
@@ -156,15 +155,15 @@ def land_window(lake_root: Path, first: date, last: date, tz: ZoneInfo, *, clien
     started = time_module.monotonic()
 
     def pull(day: date) -> LogChunk | None:
-        start_ts, end_ts = day_bounds(day, day, tz)
-        if client is None or start_ts > end_ts:
+        start_ts, end_ts = day_bounds(day, day)
+        if client is None:
             return None
         try:
             return client.pull_span(start_ts, end_ts)
         except LedgerIncomplete as exc:
             raise LedgerIncomplete(f"gateway ledger of {day} not landed, the lake keeps what it had: {exc}") from None
 
-    with Landing(lake_root, first, last, tz, export_files) as landing:
+    with Landing(lake_root, first, last, export_files) as landing:
 
         def records(pulled: tuple[date, LogChunk | None]) -> pa.Table:
             day, chunk = pulled
@@ -238,7 +237,7 @@ def _pulled_ahead(days: list[date], pull: Callable[[date], LogChunk | None]) -> 
             yield day, chunk
 
 
-def chunk_records(chunk: LogChunk, tz: ZoneInfo) -> tuple[pa.Table, list[GatewayReject], int]:
+def chunk_records(chunk: LogChunk) -> tuple[pa.Table, list[GatewayReject], int]:
     """(records in the order they came, rejects, lists of items read) of one pulled span.
 
     An export read in bulk goes through `gateway_fast`, pages (and an export read item by item)
@@ -246,7 +245,7 @@ def chunk_records(chunk: LogChunk, tz: ZoneInfo) -> tuple[pa.Table, list[Gateway
     """
     parts, rejects, lists = [], [], 0
     if chunk.cells is not None and chunk.cells.num_rows:
-        parsed = gateway_fast.records_from_cells(chunk.cells, tz=tz)
+        parsed = gateway_fast.records_from_cells(chunk.cells)
         parts.append(parsed.records)
         rejects += parsed.rejects
         lists += 1
@@ -254,7 +253,7 @@ def chunk_records(chunk: LogChunk, tz: ZoneInfo) -> tuple[pa.Table, list[Gateway
     for page in chunk.pages:
         lists += 1
         for item in page:
-            outcome = parse_item(item, tz=tz, source="api")
+            outcome = parse_item(item, source="api")
             (rejects if isinstance(outcome, GatewayReject) else records).append(outcome)
     parts.append(records_to_table(records))
     return gateway_fast.number_repeats(pa.concat_tables(parts)), rejects, lists
@@ -267,9 +266,8 @@ class Landing:
     Leaving a `with` block without `commit` (an exception) removes the day files staged so far.
     """
 
-    def __init__(self, lake_root: Path, first: date, last: date, tz: ZoneInfo, export_files: Iterable[Path] = ()):
+    def __init__(self, lake_root: Path, first: date, last: date, export_files: Iterable[Path] = ()):
         self.lake_root = lake_root
-        self.tz = tz
         self.window = GatewayWindow(first, last)
         self._staged: list[tuple[Path, Path]] = []  # (temporary, final) day files
         self._inbox: dict[date, list[GatewayRecord]] = {}
@@ -290,14 +288,14 @@ class Landing:
         # (export_files): "gateway/<name>". The absolute path was stored before, so the same bad row
         # read from two data homes (or a moved one) was two different rejects.
         name = f"{path.parent.name}/{path.name}"
-        outcomes = parse_export_csv(path, tz=self.tz)
+        outcomes = parse_export_csv(path)
         for outcome in outcomes:
             if isinstance(outcome, GatewayReject):
                 self._inbox_rejects.append(("gateway_csv", name, outcome))
         records = number_repeats(o for o in outcomes if not isinstance(o, GatewayReject))
         for record in records:
-            if self.window.first <= record.usage_date <= self.window.last:
-                self._inbox.setdefault(record.usage_date, []).append(record)
+            if self.window.first <= record.utc_date <= self.window.last:
+                self._inbox.setdefault(record.utc_date, []).append(record)
 
     def add_day(self, day: date, chunk: LogChunk | None) -> int:
         """`day_records`, `deduplicated`, then `stage` them; returns the day's row count."""
@@ -317,7 +315,7 @@ class Landing:
         with that day's own pull.
         """
         parts = [self._api_rows(chunk)] if chunk is not None else []
-        parts = [pc.filter(rows, pc.equal(rows["usage_date"], pa.scalar(day, pa.date32()))) for rows in parts]
+        parts = [pc.filter(rows, pc.equal(rows["utc_date"], pa.scalar(day, pa.date32()))) for rows in parts]
         inbox = self._inbox.pop(day, [])
         if inbox:
             self.window.sources.add("csv_export")
@@ -337,7 +335,7 @@ class Landing:
         window.exported += chunk.method == "export"
         window.paged += chunk.method == "paging"
         window.fallbacks += [chunk.fallback] if chunk.fallback else []
-        rows, rejects, lists = chunk_records(chunk, self.tz)
+        rows, rejects, lists = chunk_records(chunk)
         window.pages += lists
         if lists:
             window.sources.add("api")
@@ -366,7 +364,7 @@ class Landing:
 
     def stage(self, day: date, rows: pa.Table) -> None:
         """Write day D's file beside its ledger, hidden (`.*.tmp`), complete and on disk; `commit` renames it."""
-        final = lake.partition_dir(self.lake_root, "gateway_logs", "usage_date", day) / "ledger.parquet"
+        final = lake.partition_dir(self.lake_root, "gateway_logs", "utc_date", day) / "ledger.parquet"
         final.parent.mkdir(parents=True, exist_ok=True)
         temporary = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
         self._staged.append((temporary, final))
@@ -394,7 +392,7 @@ class Landing:
             lake.write_partition_file(self.lake_root, "gateway_rejects", "pull_id", pull_id, "rejects",
                                       pa.Table.from_pylist(rows, schema=REJECTS))
         if window.checks:
-            checks = [{"pull_id": pull_id, "pulled_at": pulled_at, "usage_date": day, "check_name": check.name,
+            checks = [{"pull_id": pull_id, "pulled_at": pulled_at, "utc_date": day, "check_name": check.name,
                        "status": check.status, "ledger_units": check.ledger_units, "server_units": check.server_units,
                        "detail": check.detail or None, "api_method": method}
                       for day, method, check in window.checks]
@@ -414,6 +412,7 @@ class Landing:
             "rows_without_request_id": window.rows_without_request_id,
             "unknown_type_rows": sum(window.unknown_type_codes.values()),
             "subscription_rows": window.subscription_rows,
+            "day_basis": "utc",
         }
         lake.write_partition_file(self.lake_root, "gateway_pulls", "pulled_date", record["pulled_date"], pull_id,
                                   pa.Table.from_pylist([record], schema=GATEWAY_PULLS))

@@ -25,7 +25,8 @@ Identity:
   (`row_identity`: `<type name>-<created_at>-<digest of its values>`); `number_repeats` numbers rows
   that look exactly alike, each a charge of its own. `response_id` (the provider's id, the `id` a
   client received) is kept to match such rows to client logs.
-- `created_at` is unix seconds (a JSON integer); `usage_date` is its calendar day in `tz`.
+- `created_at` is unix seconds (a JSON integer); `utc_date` is its calendar day in UTC
+  (the lake's partition; the reporting day is derived in the warehouse, `sql/staging/reporting_day.sql`).
 - consume and refund rows need a key (`token_name`), else `missing_key_name`: spend that cannot be
   attributed to a key cannot be reconciled against the query service's per-key figures.
 - `type` must be a whole number 0..127 (else `bad_field_type` / `unknown_log_type`). The other
@@ -154,7 +155,7 @@ class GatewayRecord:
     request_id: str
     log_id: int | None  # the item's `id`: NOT unique (id % 1024), kept for audit
     created_at: datetime  # aware, UTC
-    usage_date: date  # created_at's calendar day in the reporting time zone
+    utc_date: date  # created_at's calendar day in UTC
     log_type: int
     log_type_name: str
     key_name: str | None
@@ -234,7 +235,7 @@ GATEWAY_SCHEMA: Final = pa.schema(
         pa.field("request_id", pa.string(), nullable=False),
         pa.field("log_id", pa.int64()),
         pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
-        pa.field("usage_date", pa.date32(), nullable=False),
+        pa.field("utc_date", pa.date32(), nullable=False),
         pa.field("log_type", pa.int8(), nullable=False),
         pa.field("log_type_name", pa.string(), nullable=False),
         pa.field("key_name", pa.string()),
@@ -292,16 +293,15 @@ class _Rejected(Exception):
         self.detail = detail
 
 
-def parse_item(item: Mapping[str, Any], *, tz: ZoneInfo | str, source: str = "api") -> GatewayRecord | GatewayReject:
+def parse_item(item: Mapping[str, Any], *, source: str = "api") -> GatewayRecord | GatewayReject:
     """Normalise one `/api/log/self` item. Never raises for bad input."""
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
-    zone = ZoneInfo(tz) if isinstance(tz, str) else tz
     if not isinstance(item, Mapping):
         return GatewayReject("not_an_object", f"a ledger item is a JSON object, not {type(item).__name__}",
                              _raw(item), source=source)
     try:
-        return _parse(item, zone, source)
+        return _parse(item, source)
     except _Rejected as rejected:
         request_id = item.get("request_id")
         return GatewayReject(
@@ -313,7 +313,7 @@ def parse_item(item: Mapping[str, Any], *, tz: ZoneInfo | str, source: str = "ap
         )
 
 
-def _parse(item: Mapping[str, Any], zone: ZoneInfo, source: str) -> GatewayRecord:
+def _parse(item: Mapping[str, Any], source: str) -> GatewayRecord:
     log_type = _log_type(item)
     created_at = _created_at(item)
     quota = _quota(item, log_type)
@@ -333,7 +333,7 @@ def _parse(item: Mapping[str, Any], zone: ZoneInfo, source: str) -> GatewayRecor
         request_id=request_id or "",
         log_id=_count(item, "id"),
         created_at=datetime.fromtimestamp(created_at, UTC),
-        usage_date=datetime.fromtimestamp(created_at, zone).date(),
+        utc_date=datetime.fromtimestamp(created_at, UTC).date(),
         log_type=log_type,
         log_type_name=LOG_TYPE_NAMES.get(log_type, UNKNOWN_TYPE_NAME),
         key_name=key_name,
@@ -656,8 +656,9 @@ class KeyDayTotal(NamedTuple):
     requests: int
 
 
-def summarise(records: Iterable[GatewayRecord]) -> dict[tuple[date, str | None], KeyDayTotal]:
-    """Per (usage_date, key_name): what the query service's `daily_quota` should say for it.
+def summarise(records: Iterable[GatewayRecord], zone: str = "UTC") -> dict[tuple[date, str | None], KeyDayTotal]:
+    """Per (day in `zone`, key_name): what the query service's `daily_quota` should say for it, when
+    the service's days are days in `zone`.
 
     `billed_usd` sums the money rows (consume incl. corrections, minus refunds; `billed_usd`
     already carries the sign); `requests` counts consume rows that are not corrections (a refunded
@@ -665,11 +666,12 @@ def summarise(records: Iterable[GatewayRecord]) -> dict[tuple[date, str | None],
     lowers that day. Key-days without a money row are absent, as in `daily_quota`. Pass
     deduplicated records (`dedupe`).
     """
+    tz = ZoneInfo(zone)
     totals: dict[tuple[date, str | None], KeyDayTotal] = {}
     for r in records:
         if r.log_type not in MONEY_TYPES:
             continue
-        key = (r.usage_date, r.key_name)
+        key = (r.created_at.astimezone(tz).date(), r.key_name)
         usd, count = totals.get(key, (Decimal("0.000000"), 0))
         totals[key] = KeyDayTotal(usd + r.billed_usd, count + r.is_request)
     return totals
@@ -710,7 +712,7 @@ _INT = re.compile(r"[+-]?\d+")
 _CSV_INT_FIELDS: Final = ("id", "quota", "prompt_tokens", "completion_tokens", "use_time")
 
 
-def parse_export_csv(path_or_text: str | Path, *, tz: ZoneInfo | str) -> list[GatewayRecord | GatewayReject]:
+def parse_export_csv(path_or_text: str | Path) -> list[GatewayRecord | GatewayReject]:
     """Normalise the console's CSV export, row by row, through `parse_item` (source `csv_export`).
 
     `path_or_text` is a `Path`, a path string, or the CSV text itself (a string with a newline).
@@ -727,7 +729,6 @@ def parse_export_csv(path_or_text: str | Path, *, tz: ZoneInfo | str) -> list[Ga
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
     mapping, usd_column = csv_mapping(name, header or [])
-    zone = ZoneInfo(tz) if isinstance(tz, str) else tz
     out: list[GatewayRecord | GatewayReject] = []
     for row in reader:
         if not any(cell.strip() for cell in row):
@@ -742,7 +743,7 @@ def parse_export_csv(path_or_text: str | Path, *, tz: ZoneInfo | str) -> list[Ga
             out.append(GatewayReject(rejected.reason, rejected.detail, raw,
                                      request_id=cells.get("request_id") or None, source="csv_export", line=line))
             continue
-        parsed = parse_item(item, tz=zone, source="csv_export")
+        parsed = parse_item(item, source="csv_export")
         out.append(replace(parsed, raw=raw, line=line) if isinstance(parsed, GatewayReject) else parsed)
     return out
 

@@ -16,9 +16,10 @@ import os
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import TypeVar
+from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -30,6 +31,26 @@ UTC_TS = pa.timestamp("us", tz="UTC")
 
 def window_days(start: date, end: date) -> list[date]:
     return [start + timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def utc_days_covering(start: date, end: date, zone: str | ZoneInfo) -> tuple[date, date]:
+    """The UTC days [first, last] that hold every instant of reporting days [start, end] in `zone`.
+
+    The lake keeps request logs and the gateway ledger by UTC day; a reporting day in a zone ahead
+    of or behind UTC spans two of them (Asia/Shanghai's D is 16:00 UTC on D-1 to 16:00 UTC on D).
+    """
+    tz = ZoneInfo(zone) if isinstance(zone, str) else zone
+    first = datetime.combine(start, time(), tz).astimezone(UTC).date()
+    last = (datetime.combine(end + timedelta(days=1), time(), tz).astimezone(UTC) - timedelta(microseconds=1)).date()
+    return first, max(first, last)
+
+
+def reporting_days_of(first_utc: date, last_utc: date, zone: str | ZoneInfo) -> tuple[date, date]:
+    """The reporting days in `zone` that UTC days [first_utc, last_utc] touch."""
+    tz = ZoneInfo(zone) if isinstance(zone, str) else zone
+    first = datetime.combine(first_utc, time(), UTC).astimezone(tz).date()
+    last = (datetime.combine(last_utc + timedelta(days=1), time(), UTC) - timedelta(microseconds=1)).astimezone(tz).date()
+    return first, last
 
 
 # What an unusable input line or row looks like in the lake, whatever its source.

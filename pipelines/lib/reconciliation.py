@@ -15,15 +15,25 @@ not time-ordered it reads the request_id column of every overlapping day: still 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
 import duckdb
 
-from pipelines.lib import config_tables, gateway_lake, lake, request_log_lake
+from pipelines.lib import config_tables, gateway_lake, lake, lake_layout, request_log_lake
 from pipelines.lib.lake import window_days
-from pipelines.lib.warehouse import day_files, record_models, replace_days, reset_models, run_model, stale_models
+from pipelines.lib.warehouse import (
+    bound_zone,
+    day_files,
+    record_models,
+    recorded_zones,
+    replace_days,
+    reset_models,
+    run_model,
+    stale_models,
+)
 
 CONFIG_MODELS = ("prices", "key_owners")
 # The tables the window rebuild maintains (each downstream of the one before).
@@ -36,9 +46,11 @@ RECON_MODELS = (
 )
 
 
-def window_params(lake_root: Path, start: date, end: date, tolerance_usd: float, tolerance_pct: float) -> dict:
-    """SQL parameters for the reconciliation models over [start, end]: the lake files they read."""
-    days = window_days(start, end)
+def window_params(lake_root: Path, start: date, end: date, tolerance_usd: float, tolerance_pct: float,
+                  zone: str) -> dict:
+    """SQL parameters for the reconciliation models over reporting days [start, end] in `zone`: the
+    lake files they read (the UTC days that cover the window)."""
+    days = window_days(*lake.utc_days_covering(start, end, zone))
 
     def listed(dataset: str, schema, column: str | None = None, values=None) -> list[str]:
         return lake.files(lake_root, dataset, column, values) or [lake.empty_file(lake_root, dataset, schema)]
@@ -52,8 +64,8 @@ def window_params(lake_root: Path, start: date, end: date, tolerance_usd: float,
         "tolerance_usd": float(tolerance_usd),
         "tolerance_pct": float(tolerance_pct),
         # with the schema-only file always: day files written before a column existed read it as NULL
-        "request_log_files": with_schema("request_logs", request_log_lake.REQUEST_LOGS, "usage_date", days),
-        "gateway_log_files": with_schema("gateway_logs", gateway_lake.GATEWAY_SCHEMA, "usage_date", days),
+        "request_log_files": with_schema("request_logs", request_log_lake.REQUEST_LOGS, "utc_date", days),
+        "gateway_log_files": with_schema("gateway_logs", gateway_lake.GATEWAY_SCHEMA, "utc_date", days),
         "gateway_pull_files": listed("gateway_pulls", gateway_lake.GATEWAY_PULLS),
     }
 
@@ -71,19 +83,25 @@ def load_config(con: duckdb.DuckDBPyConnection, prices_path: Path | str, key_own
     return prices.num_rows, owners.num_rows
 
 
-def history(lake_root: Path) -> tuple[date, date] | None:
-    """First and last reporting day any lake dataset holds."""
-    days = [d for dataset in ("quota_daily", "request_logs", "gateway_logs")
-            for d in lake.partition_values(lake_root, dataset, "usage_date")]
-    return (date.fromisoformat(min(days)), date.fromisoformat(max(days))) if days else None
+def history(lake_root: Path, zone: str = "UTC") -> tuple[date, date] | None:
+    """First and last reporting day (in `zone`) any lake dataset holds: quota_daily's own days, and
+    the reporting days the UTC days of request_logs and gateway_logs touch."""
+    quota = [date.fromisoformat(d) for d in lake.partition_values(lake_root, "quota_daily", "usage_date")]
+    utc = [date.fromisoformat(d) for dataset in ("request_logs", "gateway_logs")
+           for d in lake.partition_values(lake_root, dataset, "utc_date")]
+    days = quota + (list(lake.reporting_days_of(min(utc), max(utc), zone)) if utc else [])
+    return (min(days), max(days)) if days else None
 
 
 def rebuild_window(con: duckdb.DuckDBPyConnection, lake_root: Path, start: date, end: date,
-                   tolerance_usd: float, tolerance_pct: float) -> tuple[date, date]:
+                   tolerance_usd: float, tolerance_pct: float,
+                   say: Callable[[str], object] = lambda line: None) -> tuple[date, date]:
     """Delete and rebuild every reconciliation model for [start, end]; returns the window rebuilt.
 
-    When the SQL of a model changed since its table was built, every reconciliation table is
-    dropped and the whole history in the lake is rebuilt, so no row made by older SQL survives.
+    `con` is bound to the reporting zone (`warehouse.publish(zone=...)`). When the SQL of a model
+    changed since its table was built, or the reporting zone did, every reconciliation table is
+    dropped and the whole history in the lake is rebuilt, so no row made by older SQL, or whose
+    days were derived in another zone, survives; a zone change is said in one line (`say`).
 
     A window is rebuilt one calendar month at a time, so a long one (a backfill, a re-price, that
     whole-history rebuild) needs the memory of a month, not of the history (a year of 100k
@@ -91,13 +109,21 @@ def rebuild_window(con: duckdb.DuckDBPyConnection, lake_root: Path, start: date,
     docs/benchmarks.md). Each day is built from its own lake files either way; a month's marts
     are recomputed once its last day is.
     """
+    converted = lake_layout.ensure_utc_days(lake_root)
+    if converted:
+        say(converted)
+    zone = bound_zone(con)
+    if zone is None:
+        raise RuntimeError("the reconciliation models need a connection bound to the reporting zone "
+                           "(warehouse.publish(zone=...))")
+    before = [z for z in recorded_zones(con, RECON_TABLES) if z != zone]
     if stale_models(con, RECON_TABLES):
         reset_models(con, RECON_TABLES)
-        span = history(lake_root)
+        span = history(lake_root, zone)
         if span:
             start, end = min(start, span[0]), max(end, span[1])
     for first, last in month_chunks(start, end):
-        params = window_params(lake_root, first, last, tolerance_usd, tolerance_pct)
+        params = window_params(lake_root, first, last, tolerance_usd, tolerance_pct, zone)
         for model in RECON_MODELS:
             run_model(con, model, params)
             if model == "requests":  # the rows -> one Parquet file per day, and the view over them
@@ -105,6 +131,10 @@ def rebuild_window(con: duckdb.DuckDBPyConnection, lake_root: Path, start: date,
                              key="request_id")
                 con.execute("DROP TABLE requests_window")
     record_models(con, RECON_TABLES)
+    if before:
+        days = (end - start).days + 1
+        say(f"reporting zone changed from {', '.join(before)} to {zone}: rebuilt {', '.join(RECON_TABLES)} for "
+            f"{start} .. {end} ({days} days) from the lake")
     return start, end
 
 

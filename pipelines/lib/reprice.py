@@ -51,9 +51,11 @@ def history(con: duckdb.DuckDBPyConnection) -> tuple[date, date] | None:
 
 
 def dry_run(warehouse_path: Path, lake_root: Path, prices_path: Path, key_owners_path: Path,
-            tolerance_usd: float, tolerance_pct: float) -> tuple[tuple[date, date] | None, list[PriceDelta]]:
-    """(history window, changes per month and model); the warehouse itself is not touched."""
-    with scratch(warehouse_path) as con:
+            tolerance_usd: float, tolerance_pct: float, zone: str = "UTC"
+            ) -> tuple[tuple[date, date] | None, list[PriceDelta]]:
+    """(history window, changes per month and model); the warehouse itself is not touched. `zone`:
+    the reporting zone (COMET_LEDGER_TIMEZONE)."""
+    with scratch(warehouse_path, zone=zone) as con:
         window = history(con)
         if window is None:
             return None, []

@@ -13,9 +13,13 @@
    inbox, a name that is not UTF-8: `reader.walk_inbox`) is listed, as of the latest run, in
    `inbox_skipped/listing=current/skipped.parquet` (rejects rows with source `inbox_file`).
 
-2. Assembly, per reporting day. `request_logs/usage_date=D/requests.parquet` holds one row per
-   request_id whose winning copy falls on day D, from the current version of every file (rule in
+2. Assembly, per UTC day. `request_logs/utc_date=D/requests.parquet` holds one row per request_id
+   whose winning copy was made on UTC day D, from the current version of every file (rule in
    `sql/staging/stg_copy_ranks.sql`). It is replaced whole, also when it becomes empty.
+
+Nothing here depends on the reporting time zone: records keep their UTC instant (`ts`) and UTC day
+(`utc_date`), and the warehouse derives the reporting day (`sql/staging/reporting_day.sql`), so a
+file staged once serves any zone.
 """
 
 from __future__ import annotations
@@ -28,7 +32,6 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_compl
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import duckdb
 import pyarrow as pa
@@ -71,8 +74,8 @@ MANIFEST = pa.schema(
         ("records", pa.int64()),
         ("rejected", pa.int64()),
         ("damaged", pa.bool_()),
-        ("first_usage_date", pa.date32()),
-        ("last_usage_date", pa.date32()),
+        ("first_utc_date", pa.date32()),
+        ("last_utc_date", pa.date32()),
     ]
 )
 REQUEST_LOGS = RECORD_SCHEMA.append(pa.field("file", pa.string())).append(pa.field("line_no", pa.int64()))
@@ -89,8 +92,8 @@ class StagedFile:
     records: int
     rejected: int
     reject_reasons: dict[str, int]
-    first_usage_date: date | None
-    last_usage_date: date | None
+    first_utc_date: date | None
+    last_utc_date: date | None
 
 
 def file_id(relative: str, content_sha256: str) -> str:
@@ -180,7 +183,7 @@ def _known_hashes(lake_root: Path) -> dict[str, tuple[tuple[int, int, int, int],
     return {file: ((size, mtime, ctime, inode), digest) for file, size, mtime, ctime, inode, digest in zip(*columns)}
 
 
-def stage_file(lake_root: Path, inbox: Path, item: InboxFile, tz: ZoneInfo, now: datetime) -> StagedFile:
+def stage_file(lake_root: Path, inbox: Path, item: InboxFile, now: datetime) -> StagedFile:
     """Parse one file version into the staging datasets (records, rejects, then the manifest)."""
     path, relative, fid = item.path, item.relative, item.file_id
     records_path = lake.partition_dir(lake_root, "inbox_records", "file_id", fid) / "records.parquet"
@@ -190,7 +193,7 @@ def stage_file(lake_root: Path, inbox: Path, item: InboxFile, tz: ZoneInfo, now:
     days: set[date] = set()
 
     def batches():
-        for batch in read_file_batches(path, inbox_root=inbox, tz=tz, now=now):
+        for batch in read_file_batches(path, inbox_root=inbox, now=now):
             counts["blank"] += batch.blank
             counts["read"] += batch.records.num_rows + len(batch.rejects)
             counts["records"] += batch.records.num_rows
@@ -199,7 +202,7 @@ def stage_file(lake_root: Path, inbox: Path, item: InboxFile, tz: ZoneInfo, now:
                 rejects.append({"file_id": fid, "source": "client_log", "file": relative, "line": line_no,
                                 "reason": reject.reason, "detail": reject.detail, "raw": raw_text(line)})
             if batch.records.num_rows:
-                days.update(pc.unique(batch.records["usage_date"]).to_pylist())
+                days.update(pc.unique(batch.records["utc_date"]).to_pylist())
             rows = batch.records.num_rows
             yield (batch.records.append_column("file_id", pa.array([fid] * rows, pa.string()))
                    .append_column("file", pa.array([relative] * rows, pa.string()))
@@ -220,16 +223,16 @@ def stage_file(lake_root: Path, inbox: Path, item: InboxFile, tz: ZoneInfo, now:
         "records": counts["records"],
         "rejected": len(rejects),
         "damaged": reasons.get("corrupt_gzip", 0) > 0,
-        "first_usage_date": min(days) if days else None,
-        "last_usage_date": max(days) if days else None,
+        "first_utc_date": min(days) if days else None,
+        "last_utc_date": max(days) if days else None,
     }
     lake.write_partition_file(lake_root, "inbox_manifest", "file_id", fid, "manifest",
                               pa.Table.from_pylist([manifest], schema=MANIFEST))
     return StagedFile(relative, fid, counts["read"], counts["records"], len(rejects), reasons,
-                      manifest["first_usage_date"], manifest["last_usage_date"])
+                      manifest["first_utc_date"], manifest["last_utc_date"])
 
 
-def stage_files(lake_root: Path, inbox: Path, items: list[InboxFile], tz: ZoneInfo, now: datetime, *,
+def stage_files(lake_root: Path, inbox: Path, items: list[InboxFile], now: datetime, *,
                 workers: int | None = None) -> Iterator[StagedFile]:
     """`stage_file` for each item, in worker processes when there is enough work to share (yields as they finish).
 
@@ -240,7 +243,7 @@ def stage_files(lake_root: Path, inbox: Path, items: list[InboxFile], tz: ZoneIn
     size = sum(item.path.stat().st_size for item in items)
     if workers <= 1 or len(items) <= 1 or size < PARALLEL_MIN_BYTES:
         for item in items:
-            yield stage_file(lake_root, inbox, item, tz, now)
+            yield stage_file(lake_root, inbox, item, now)
         return
     context = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads (Dagster's)
     # a spawned worker starts knowing no secret: it is told the configured ones, to mask them in raw text
@@ -248,7 +251,7 @@ def stage_files(lake_root: Path, inbox: Path, items: list[InboxFile], tz: ZoneIn
                              initializer=remember, initargs=remembered()) as pool:
         # Largest files first, so that one big file does not start last and run alone.
         ordered = sorted(items, key=lambda item: item.path.stat().st_size, reverse=True)
-        futures = [pool.submit(stage_file, lake_root, inbox, item, tz, now) for item in ordered]
+        futures = [pool.submit(stage_file, lake_root, inbox, item, now) for item in ordered]
         for future in as_completed(futures):
             yield future.result()
 
@@ -277,7 +280,7 @@ def conflict_params(con: duckdb.DuckDBPyConnection, lake_root: Path) -> dict:
 
 
 def assemble(lake_root: Path, start: date, end: date) -> dict[date, int]:
-    """Rewrite `request_logs` for every day in [start, end]; returns rows per day."""
+    """Rewrite `request_logs` for every UTC day in [start, end]; returns rows per day."""
     with duckdb.connect() as con:
         con.execute("SET TimeZone = 'UTC'")
         params = staging_params(lake_root)
@@ -295,12 +298,12 @@ def assemble(lake_root: Path, start: date, end: date) -> dict[date, int]:
         run_model(con, "stg_request_logs", window | {"inbox_record_files": found})
 
         def day_rows(day: date) -> pa.Table:
-            table = con.sql("SELECT * EXCLUDE (file_id) FROM stg_request_logs WHERE usage_date = $day "
+            table = con.sql("SELECT * EXCLUDE (file_id) FROM stg_request_logs WHERE utc_date = $day "
                             "ORDER BY ts, request_id", params={"day": day}).to_arrow_table()
             return table.select(REQUEST_LOGS.names).cast(REQUEST_LOGS)  # by name: older files order columns otherwise
 
         def write(day: date, table: pa.Table) -> int:
-            lake.write_partition_file(lake_root, "request_logs", "usage_date", day, "requests", table)
+            lake.write_partition_file(lake_root, "request_logs", "utc_date", day, "requests", table)
             return table.num_rows
 
         days = window_days(start, end)

@@ -26,7 +26,11 @@ What it checks, in order:
 5. the query key's identity (`/api/usage/token`): its name goes to `query_key_name`, and a warning
    says so plainly when the key can spend money (the docs advise a quota-0 key for balance queries).
    This step never fails the test: when the endpoint does not answer, the name stays NULL and a
-   warning says why.
+   warning says why;
+6. (`run_from_settings`) the service's day boundary as the warehouse inferred it
+   (`day_boundary`, table `service_day_boundary`): a warning with the numbers when `daily_quota`'s
+   days fit another boundary better than COMET_LEDGER_TIMEZONE, or when it cannot be inferred
+   (no gateway ledger); nothing before the first reconciliation. Never fails the test.
 
 What it deliberately does NOT assert: token counts, USD figures, uptime or latency. Those vary from
 call to call and from day to day, and measuring them is the pipeline's job (reconciliation compares
@@ -281,7 +285,7 @@ def run_from_settings(
     """`run_smoke_test` with the configured URLs and key; `today` defaults to today in
     `COMET_LEDGER_TIMEZONE`. Raises the settings' `ConfigError` when COMETAPI_KEY is missing."""
     api_key = settings.require_api_key()
-    return run_smoke_test(
+    result = run_smoke_test(
         settings.query_url,
         settings.api_url,
         api_key,
@@ -294,6 +298,12 @@ def run_from_settings(
         policy=policy,
         timeout=timeout,
     )
+    from pipelines.lib.day_boundary import read_verdict
+
+    boundary = read_verdict(settings.warehouse_path)  # None before the first reconciliation
+    if boundary is not None and not (boundary.inferable and boundary.configured_fits):
+        result.warnings.append(boundary.line())
+    return result
 
 
 def record(warehouse_path: Path, result: SmokeTestResult) -> None:

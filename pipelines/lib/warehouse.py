@@ -117,21 +117,53 @@ def model_sha(name: str) -> str:
     return digest.hexdigest()
 
 
-def stale_models(con: duckdb.DuckDBPyConnection, names: tuple[str, ...]) -> list[str]:
-    """Models whose table was built by a different version of their SQL than the one installed.
+def bind_reporting_day(con: duckdb.DuckDBPyConnection, zone: str) -> None:
+    """Define `reporting_day(ts)` on this connection for `zone` (sql/staging/reporting_day.sql)."""
+    run_model(con, "reporting_day", {"timezone": zone})
 
-    Window-incremental tables only replace the days a run covers, so rows built by older SQL would
-    otherwise sit beside new ones (and a changed column list would break the insert). The caller
-    drops them with `reset_models` and rebuilds the whole history.
-    """
+
+def bound_zone(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The reporting zone this connection was bound to (`bind_reporting_day`), or None."""
+    [(zone,)] = con.execute("SELECT getvariable('reporting_zone')").fetchall()
+    return zone
+
+
+def _ensure_model_versions(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("CREATE TABLE IF NOT EXISTS model_versions (model VARCHAR PRIMARY KEY, sql_sha256 VARCHAR NOT NULL, "
                 "built_at TIMESTAMPTZ NOT NULL)")
-    con.execute("COMMENT ON TABLE model_versions IS 'Which version of each SQL model built its table (internal)'")
+    con.execute("ALTER TABLE model_versions ADD COLUMN IF NOT EXISTS reporting_zone VARCHAR")
+    con.execute("COMMENT ON TABLE model_versions IS 'Which version of each SQL model built its table, and in which "
+                "reporting zone (internal)'")
     con.execute("COMMENT ON COLUMN model_versions.model IS 'model name (sql/<layer>/<model>.sql)'")
     con.execute("COMMENT ON COLUMN model_versions.sql_sha256 IS 'SHA-256 of the SQL text that built the table'")
     con.execute("COMMENT ON COLUMN model_versions.built_at IS 'when that version first built it'")
-    recorded = dict(con.execute("SELECT model, sql_sha256 FROM model_versions").fetchall())
-    return [n for n in names if relation_exists(con, n) and recorded.get(n) != model_sha(n)]
+    con.execute("COMMENT ON COLUMN model_versions.reporting_zone IS 'COMET_LEDGER_TIMEZONE its reporting days were "
+                "derived in (NULL: a table that has no reporting day of its own)'")
+
+
+def recorded_zones(con: duckdb.DuckDBPyConnection, names: tuple[str, ...]) -> list[str]:
+    """The reporting zones the existing tables of `names` were built in (empty for a new warehouse)."""
+    _ensure_model_versions(con)
+    return [z for (z,) in con.execute(
+        "SELECT DISTINCT reporting_zone FROM model_versions WHERE model IN (SELECT unnest($names)) "
+        "AND reporting_zone IS NOT NULL ORDER BY 1", {"names": list(names)}).fetchall()]
+
+
+def stale_models(con: duckdb.DuckDBPyConnection, names: tuple[str, ...]) -> list[str]:
+    """Models whose table was built by a different version of their SQL than the one installed, or,
+    on a connection bound to a reporting zone, in another zone (or in none recorded).
+
+    Window-incremental tables only replace the days a run covers, so rows built by older SQL (or
+    whose days were derived in another zone) would otherwise sit beside new ones (and a changed
+    column list would break the insert). The caller drops them with `reset_models` and rebuilds the
+    whole history.
+    """
+    _ensure_model_versions(con)
+    zone = bound_zone(con)
+    recorded = {m: (sha, z) for m, sha, z in con.execute(
+        "SELECT model, sql_sha256, reporting_zone FROM model_versions").fetchall()}
+    return [n for n in names if relation_exists(con, n) and (
+        recorded.get(n, (None, None))[0] != model_sha(n) or (zone is not None and recorded[n][1] != zone))]
 
 
 def reset_models(con: duckdb.DuckDBPyConnection, names: tuple[str, ...]) -> None:
@@ -159,12 +191,16 @@ def _is_view(con: duckdb.DuckDBPyConnection, name: str) -> bool:
 
 
 def record_models(con: duckdb.DuckDBPyConnection, names: tuple[str, ...]) -> None:
+    """Record the installed SQL of `names` (and the connection's reporting zone) as what built their tables."""
+    _ensure_model_versions(con)
+    zone = bound_zone(con)
     for name in names:
         con.execute(
-            "INSERT INTO model_versions VALUES ($m, $s, now()) ON CONFLICT (model) DO UPDATE SET "
-            "sql_sha256 = excluded.sql_sha256, built_at = excluded.built_at "
-            "WHERE model_versions.sql_sha256 <> excluded.sql_sha256",
-            {"m": name, "s": model_sha(name)},
+            "INSERT INTO model_versions (model, sql_sha256, built_at, reporting_zone) VALUES ($m, $s, now(), $z) "
+            "ON CONFLICT (model) DO UPDATE SET sql_sha256 = excluded.sql_sha256, built_at = excluded.built_at, "
+            "reporting_zone = excluded.reporting_zone WHERE model_versions.sql_sha256 <> excluded.sql_sha256 "
+            "OR model_versions.reporting_zone IS DISTINCT FROM excluded.reporting_zone",
+            {"m": name, "s": model_sha(name), "z": zone},
         )
 
 
@@ -225,9 +261,10 @@ def writer_lock(path: Path, timeout_s: float = 3600.0) -> Iterator[None]:
 
 
 @contextmanager
-def publish(path: Path, timeout_s: float = 3600.0) -> Iterator[duckdb.DuckDBPyConnection]:
+def publish(path: Path, timeout_s: float = 3600.0, *, zone: str | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-write connection to a private copy of the warehouse, swapped in on success
-    (`timeout_s`: how long to wait for the writer before us).
+    (`timeout_s`: how long to wait for the writer before us; `zone`: the reporting zone, which
+    defines `reporting_day(ts)` for the models, see sql/staging/reporting_day.sql).
 
     Whatever fails before the swap (the copy, a model, the checkpoint, a full disk, a SIGTERM)
     removes the copy and its WAL, and a full disk is said as such (`disk.NoSpace`)."""
@@ -242,6 +279,8 @@ def publish(path: Path, timeout_s: float = 3600.0) -> Iterator[duckdb.DuckDBPyCo
             con = _open(build)
             try:
                 _attach_files(con, [files_root(path)])
+                if zone is not None:
+                    bind_reporting_day(con, zone)
                 yield con
                 con.execute("CHECKPOINT")
             finally:
@@ -259,7 +298,7 @@ def publish(path: Path, timeout_s: float = 3600.0) -> Iterator[duckdb.DuckDBPyCo
 
 
 @contextmanager
-def scratch(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+def scratch(path: Path, *, zone: str | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-write connection to a throwaway copy of the warehouse (for dry runs); never published.
 
     Day files it writes go to its own temporary folder; the published ones are only read."""
@@ -272,6 +311,8 @@ def scratch(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
         con = _open(copy)
         try:
             _attach_files(con, [files_root(copy), files_root(path)])
+            if zone is not None:
+                bind_reporting_day(con, zone)
             yield con
         finally:
             con.close()

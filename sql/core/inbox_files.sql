@@ -2,10 +2,12 @@
 -- lines_read = accepted + rejected + duplicates (blank lines are counted apart, not as read);
 -- conflicts (a part of duplicates) are copies that disagree with the copy that landed.
 -- Grain: one row per inbox-relative path. Inputs: stg_inbox_files, stg_copy_ranks (ranked over
--- all days), request_conflicts (built first). Full rebuild.
+-- all days), request_conflicts (built first). Full rebuild; first/last_usage_date are reporting days
+-- (reporting_day, sql/staging/reporting_day.sql).
 CREATE OR REPLACE TABLE inbox_files AS
 WITH copies AS (
-    SELECT file_id, count(*) FILTER (WHERE copy_rank = 1) AS accepted, count(*) FILTER (WHERE copy_rank > 1) AS duplicates
+    SELECT file_id, count(*) FILTER (WHERE copy_rank = 1) AS accepted, count(*) FILTER (WHERE copy_rank > 1) AS duplicates,
+        reporting_day(min(ts)) AS first_usage_date, reporting_day(max(ts)) AS last_usage_date
     FROM stg_copy_ranks
     GROUP BY file_id
 ),
@@ -25,8 +27,8 @@ SELECT
     coalesce(c.duplicates, 0)::BIGINT AS duplicates,
     coalesce(x.conflicts, 0)::BIGINT AS conflicts,
     f.damaged,
-    f.first_usage_date,
-    f.last_usage_date,
+    c.first_usage_date,
+    c.last_usage_date,
     f.lines_read = coalesce(c.accepted, 0) + f.rejected + coalesce(c.duplicates, 0) AS balanced
 FROM stg_inbox_files AS f
 LEFT JOIN copies AS c USING (file_id)

@@ -4,7 +4,7 @@
 -- the same data gives the same ids). Inputs: quota_daily, quota_restatements, recon_key_daily,
 -- requests (the window's days only), key_ip_daily (every day up to $end), balance_snapshots.
 -- Parameters: $start, $end: the reporting days rebuilt; $detected_at: the build's time (stamped on
--- every row rebuilt); $timezone: COMET_LEDGER_TIMEZONE (a snapshot's reporting day);
+-- every row rebuilt); a snapshot's reporting day is reporting_day(fetched_at) (sql/staging/reporting_day.sql);
 -- $baseline_days, $min_history_days, $spike_ratio, $spike_mads, $spike_min_usd (spend_spike);
 -- $balance_tolerance_usd, $balance_tolerance_pct (balance_jump, top_up); $burn_days,
 -- $runway_critical_days, $runway_warning_days (runway); $restatement_warning_usd,
@@ -278,7 +278,7 @@ snapshots AS (
     SELECT
         username, snapshot_id, fetched_at,
         balance_usd::DOUBLE AS balance_usd, total_used_usd::DOUBLE AS used_usd,
-        timezone($timezone::VARCHAR, fetched_at)::DATE AS snapshot_day,
+        reporting_day(fetched_at) AS snapshot_day,
         strftime(timezone('UTC', fetched_at), '%Y-%m-%d %H:%M UTC') AS fetched_text
     FROM balance_snapshots
 ),

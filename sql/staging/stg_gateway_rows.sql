@@ -1,6 +1,7 @@
 -- stg_gateway_rows: CometAPI's ledger rows in the window, with tokens restated in OpenAI semantics.
 -- Grain: one ledger row (consume, correction, refund, error). Input: lake/gateway_logs
--- ($gateway_log_files: the window's days). The gateway logs Anthropic-style rows with prompt_tokens
+-- ($gateway_log_files: the UTC days that cover the window). usage_date is reporting_day(created_at)
+-- (sql/staging/reporting_day.sql). The gateway logs Anthropic-style rows with prompt_tokens
 -- excluding the cache (usage_semantic = 'anthropic'); here prompt_tokens always includes cache reads
 -- and writes, like the client side. Rows written before the ledger kept request ids, response ids,
 -- task and surcharge fields read those columns as absent (the schema-only file in $gateway_log_files
@@ -11,7 +12,7 @@ CREATE OR REPLACE TEMP TABLE stg_gateway_rows AS
 SELECT
     request_id,
     created_at::TIMESTAMPTZ AS created_at,
-    usage_date,
+    reporting_day(created_at) AS usage_date,
     log_type,
     log_type_name,
     key_name,
@@ -37,4 +38,4 @@ SELECT
         AS has_unmodelled_price,
     coalesce(usage_estimated, false) AS usage_estimated
 FROM read_parquet($gateway_log_files, hive_partitioning = false, union_by_name = true)
-WHERE usage_date BETWEEN $start AND $end;
+WHERE reporting_day(created_at) BETWEEN $start AND $end;

@@ -13,7 +13,7 @@ SELECT
     records,
     rejected,
     damaged,
-    first_usage_date,
-    last_usage_date
+    first_utc_date,
+    last_utc_date
 FROM read_parquet($inbox_manifest_files, hive_partitioning = false, union_by_name = true)
 QUALIFY row_number() OVER (PARTITION BY file ORDER BY staged_at DESC, file_id DESC) = 1;

@@ -115,7 +115,7 @@ def test_row_counts_say_what_the_table_holds_and_what_the_run_covered(materialis
     assert value("lake/key_snapshots", "dagster/row_count") == lake_rows("key_snapshots") == 2 * value(
         "lake/key_snapshots", "rows_written") > 0
     assert value("lake/request_logs", "dagster/row_count") == lake_rows("request_logs")
-    assert value("lake/request_logs", "rows_written") == lake_rows("request_logs", f"usage_date = DATE '{last}'") > 0
+    assert value("lake/request_logs", "rows_written") == lake_rows("request_logs", f"utc_date = DATE '{last}'") > 0
     assert value("lake/gateway_logs", "dagster/row_count") == lake_rows("gateway_logs") > value(
         "lake/gateway_logs", "rows_written") > 0
     assert value("lake/inbox_files", "dagster/row_count") == lake_rows("inbox_manifest") > 0
@@ -133,7 +133,7 @@ def test_lake_schemas_come_from_the_parquet_files(materialised):
     assert columns == {"usage_date": "DATE", "key_name": "VARCHAR", "cost_usd": "DECIMAL(18,6)",
                        "requests": "BIGINT", "pull_id": "VARCHAR", "pulled_at": "TIMESTAMP WITH TIME ZONE"}
     preview = metadata["lake/request_logs"]["preview"].value
-    assert preview.splitlines()[0].startswith("| usage_date | ts | key_name | model |")
+    assert preview.splitlines()[0].startswith("| utc_date | ts | key_name | model |")
 
 
 def test_the_definitions_carry_each_tables_columns_name_and_code(materialised):

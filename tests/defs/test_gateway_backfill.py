@@ -48,7 +48,7 @@ def test_every_day_is_billed_to_the_cent_and_checked(backfilled):
     checks = pq.read_table(lake.files(settings.lake, "gateway_checks")).to_pylist()
     assert {(c["check_name"], c["status"]) for c in checks} == {
         ("log_stat", "passed"), ("data_self", "passed"), ("total", "passed")}
-    assert len({c["usage_date"] for c in checks}) == DAYS
+    assert len({c["utc_date"] for c in checks}) == DAYS
 
 
 def test_rows_before_request_ids_match_client_logs_by_response_id(backfilled):

@@ -39,7 +39,7 @@ def test_new_files_are_staged_then_their_days_assembled(tmp_path, sim):
 
         # Once staged, the days the files touch are assembled (one range run).
         for item in request_log_lake.pending_files(settings.lake, settings.inbox):
-            request_log_lake.stage_file(settings.lake, settings.inbox, item, settings.tz, datetime.now(timezone.utc))
+            request_log_lake.stage_file(settings.lake, settings.inbox, item, datetime.now(timezone.utc))
         result, cursor = evaluate(sensor, instance, cursor)
         [request] = result.run_requests
         assert request.job_name == "request_logs_assembly"

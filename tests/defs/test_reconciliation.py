@@ -206,7 +206,7 @@ def test_tables_built_by_older_sql_are_rebuilt_over_the_whole_history(tmp_path, 
     settings = recon_settings(tmp_path, sim, traffic)
     materialize_days(settings, SIM_START, LAST)
     before = warehouse_digest(settings)
-    with publish(settings.warehouse_path) as con:
+    with publish(settings.warehouse_path, zone=settings.timezone) as con:
         # a row left by an older version of the SQL, outside the window rebuilt below; `requests` (a
         # view over its day files) is the model whose SQL changed
         con.execute("UPDATE recon_key_daily SET explanation = 'older' WHERE usage_date = $d", {"d": SIM_START})

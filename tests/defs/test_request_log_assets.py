@@ -50,9 +50,9 @@ def test_client_logs_land_once_each_on_their_own_day(ledger_settings, traffic):
     assert len(ids) == len(set(ids))
     assert set(ids) == client_logged(traffic)
     by_id = {r.request_id: r for r in traffic.iter_requests()}
-    # every request sits in the partition of its own day, with the simulator's own token counts
+    # every request sits in the partition of its own UTC day, with the simulator's own token counts
     for row in landed:
-        assert row["usage_date"] == by_id[row["request_id"]].ts.date() == row["ts"].date()
+        assert row["utc_date"] == by_id[row["request_id"]].ts.date() == row["ts"].date()
     statuses = Counter(row["usage_status"] for row in landed)
     tasks = {r.request_id for r in traffic.iter_requests() if r.usage_shape == "task"} & client_logged(traffic)
     assert statuses == {"known": len(landed) - len(tasks) - 3, "per_call": len(tasks), "unknown": 3}
@@ -86,9 +86,9 @@ def test_the_gateway_ledger_matches_the_query_service_and_shows_the_unlogged_req
     billed: dict = {}
     for r in rows:
         if r["log_type"] in (2, 6):
-            cost, n = billed.get((r["usage_date"], r["key_name"]), (0, 0))
+            cost, n = billed.get((r["utc_date"], r["key_name"]), (0, 0))
             is_request = r["log_type"] == 2 and not r["is_correction"]
-            billed[(r["usage_date"], r["key_name"])] = (cost + r["billed_usd"], n + int(is_request))
+            billed[(r["utc_date"], r["key_name"])] = (cost + r["billed_usd"], n + int(is_request))
     assert billed == sim.truth()
     # the planted leak: billed by the gateway, absent from the client logs
     planted = traffic.planted["missing_logs"]
@@ -175,8 +175,8 @@ def test_a_console_csv_export_feeds_the_ledger_without_a_token(tmp_path, sim, tr
             writer.writerow({c: json.dumps(v) if isinstance(v, bool) else v for c, v in values.items()})
     materialize_days(settings, SIM_START, LAST)
     rows = lake_rows(settings, "gateway_logs")
-    expected = [gateway_ledger.parse_item(i, tz="UTC") for i in items]
-    in_window = [e for e in expected if SIM_START <= e.usage_date <= LAST]
+    expected = [gateway_ledger.parse_item(i) for i in items]
+    in_window = [e for e in expected if SIM_START <= e.utc_date <= LAST]
     assert sorted(r["request_id"] for r in rows) == sorted(e.request_id for e in in_window)
     assert {r["source"] for r in rows} == {"csv_export"}
 
@@ -226,7 +226,7 @@ def test_a_run_removes_the_temporary_files_a_killed_pull_left_over_a_day_ago(led
     from pipelines.lib.lake import STALE_TEMPORARY_S
 
     materialize_days(ledger_settings, SIM_START, SIM_START)
-    day = ledger_settings.lake / "gateway_logs" / f"usage_date={SIM_START.isoformat()}"
+    day = ledger_settings.lake / "gateway_logs" / f"utc_date={SIM_START.isoformat()}"
     left = day / ".ledger.parquet.0123456789abcdef.tmp"
     at_work = day / ".ledger.parquet.fedcba9876543210.tmp"
     for path, age in ((left, STALE_TEMPORARY_S + 60), (at_work, 60)):

@@ -22,7 +22,7 @@ from pipelines.lib.cometapi.http import CometAPIError, RetryPolicy
 from pipelines.lib.gateway_ledger import GatewayRecord, parse_item, records_to_table, summarise
 from pipelines.lib.simulator.server import SimulatorServer
 
-UTC = gateway_lake.ZoneInfo("UTC")
+UTC = gateway_lake.UTC
 PULLED_AT = gateway_lake.datetime(2026, 11, 1, tzinfo=UTC)
 # Ten days holding every planted reality of the 30-day simulation: the refund (day 18), the unknown
 # usage (20), the negative correction (22), the leak (24) and the late positive correction (27).
@@ -39,7 +39,7 @@ def gateway(url: str, token: str, transport: httpx.BaseTransport | None = None, 
 
 def ledger_rows(pulled: LogPull) -> tuple[pa.Table, int]:
     """(rows, rejects) of a pull as the lake keeps them: parsed, deduplicated, in the lake's order."""
-    parsed = [gateway_lake.chunk_records(chunk, UTC) for chunk in pulled.chunks]
+    parsed = [gateway_lake.chunk_records(chunk) for chunk in pulled.chunks]
     rows, _ = gateway_fast.dedupe_sorted(pa.concat_tables([records for records, _, _ in parsed]))
     return without_ids(rows), sum(len(rejects) for _, rejects, _ in parsed)
 
@@ -50,7 +50,7 @@ def without_ids(rows: pa.Table) -> pa.Table:
 
 
 def pull(sim: SimulatorServer, **options) -> tuple[LogPull, pa.Table]:
-    start_ts, end_ts = gateway_lake.day_bounds(FIRST, LAST, UTC)
+    start_ts, end_ts = gateway_lake.day_bounds(FIRST, LAST)
     with gateway(sim.url, sim.access_token) as client:
         pulled = client.pull_log(start_ts, end_ts, **options)
     rows, rejects = ledger_rows(pulled)
@@ -61,7 +61,7 @@ def pull(sim: SimulatorServer, **options) -> tuple[LogPull, pa.Table]:
 def land(sim: SimulatorServer, lake) -> gateway_lake.GatewayWindow:
     """The window landed as the asset lands it (a day at a time)."""
     with gateway(sim.url, sim.access_token) as client:
-        _, window = gateway_lake.land_window(lake, FIRST, LAST, UTC, client=client, now=lambda: PULLED_AT)
+        _, window = gateway_lake.land_window(lake, FIRST, LAST, client=client, now=lambda: PULLED_AT)
     return window
 
 
@@ -125,10 +125,10 @@ def test_export_lands_exactly_the_rows_paging_lands(sim, paged, tmp_path):
     ignore = {"api_method": "", "api_calls": 0, "fallbacks": [], "pages": 0, "checks": {}}  # paging also checks total
     assert gateway_lake.summary(paging) | ignore == gateway_lake.summary(exported) | ignore
     for day in (FIRST + timedelta(days=i) for i in range(DAYS)):
-        part = f"gateway_logs/usage_date={day}/ledger.parquet"
+        part = f"gateway_logs/utc_date={day}/ledger.parquet"
         exported_day = without_ids(pq.read_table(tmp_path / "export" / part))
         assert exported_day == without_ids(pq.read_table(tmp_path / "paging" / part))
-        assert exported_day == rows.filter(pa.compute.equal(rows["usage_date"], day))
+        assert exported_day == rows.filter(pa.compute.equal(rows["utc_date"], day))
     pulls = [row for f in (tmp_path / "export" / "gateway_pulls").rglob("*.parquet")
              for row in pq.read_table(f).to_pylist()]
     assert [(p["api_method"], p["api_calls"], p["sources"], p["rows"]) for p in pulls] == [
@@ -174,7 +174,7 @@ def test_a_pull_failing_on_a_later_day_leaves_the_lake_as_it_was(sim, tmp_path):
     land(sim, tmp_path)  # the window landed once: files to keep
     before = files_of(tmp_path)
     with gateway(sim.url, sim.access_token) as client, pytest.raises(CometAPIError):
-        gateway_lake.land_window(tmp_path, FIRST, LAST, UTC, client=FailsOnDay(client, 6), now=lambda: PULLED_AT)
+        gateway_lake.land_window(tmp_path, FIRST, LAST, client=FailsOnDay(client, 6), now=lambda: PULLED_AT)
     assert files_of(tmp_path) == before  # five days parsed and staged, none put in place, no temporaries left
 
 
@@ -323,8 +323,8 @@ def test_an_export_that_checks_out_is_used():
     assert (pulled.method, pulled.calls, pulled.items) == ("export", 3, 2)  # stat, data (absent), export
     (chunk,) = pulled.chunks
     assert chunk.cells.column("request_id").to_pylist() == ["r1", "r2"]  # read in bulk
-    expected = [parse_item({**r, "content": None, "ip": None, "other": None}, tz=UTC) for r in ROWS]
-    assert gateway_lake.chunk_records(chunk, UTC) == (records_to_table(expected), [], 1)
+    expected = [parse_item({**r, "content": None, "ip": None, "other": None}) for r in ROWS]
+    assert gateway_lake.chunk_records(chunk) == (records_to_table(expected), [], 1)
 
 
 class BreaksMidBody(httpx.SyncByteStream):
@@ -412,7 +412,7 @@ def test_no_export_failure_leaks_the_access_token(tmp_path, caplog, capfd, kind,
         texts += pulled.fallbacks
         (chunk,) = pulled.chunks
         day = gateway_lake.datetime.fromtimestamp(START_TS, UTC).date()
-        with gateway_lake.Landing(tmp_path / "lake", day, day, UTC) as landing:
+        with gateway_lake.Landing(tmp_path / "lake", day, day) as landing:
             assert landing.add_day(day, chunk) == 2
             landing.commit(PULLED_AT)
         assert texts and any(EXPORT_PATH in t for t in texts)
@@ -432,7 +432,7 @@ def test_simulator_export_failures_leak_nothing_into_logs_or_the_lake(traffic, t
         sim.faults.add(fault, times=None, **opts)
         window = land(sim, tmp_path / "lake")
         with gateway(sim.url, CANARY + "-wrong") as client, pytest.raises(CometAPIError) as caught:
-            client.pull_span(*gateway_lake.day_bounds(FIRST, FIRST, UTC))
+            client.pull_span(*gateway_lake.day_bounds(FIRST, FIRST))
     assert window.api_method in ("paging", "export+paging") and window.fallbacks and window.rows
     assert "check COMETAPI_ACCESS_TOKEN" in str(caught.value)
     out, err = capfd.readouterr()

@@ -43,20 +43,20 @@ NAME = "the export of a day"
 EXAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "cometapi" / "gateway_log_page.json"
 
 
-def reference(body: bytes, tz: ZoneInfo, start_ts: int, end_ts: int):
+def reference(body: bytes, start_ts: int, end_ts: int):
     try:
         items = export_items(csv_lines([body]), start_ts=start_ts, end_ts=end_ts, name=NAME)
     except ExportError as exc:
         return "refused", str(exc), exc.lasting
-    outcomes = [parse_item(i, tz=tz, source="api") for i in items]
+    outcomes = [parse_item(i, source="api") for i in items]
     records = [o for o in outcomes if not isinstance(o, GatewayReject)]
     return records_to_table(records), [o for o in outcomes if isinstance(o, GatewayReject)]
 
 
-def assert_same(body: bytes | str, *, tz: ZoneInfo = ZONES[0], start_ts: int = START_TS, end_ts: int = END_TS) -> int:
+def assert_same(body: bytes | str, *, start_ts: int = START_TS, end_ts: int = END_TS) -> int:
     """Read `body` both ways and compare; returns how many rows the fast path took (-1: refused, -2: declined)."""
     body = body.encode("utf-8", errors="surrogatepass") if isinstance(body, str) else body
-    expected = reference(body, tz, start_ts, end_ts)
+    expected = reference(body, start_ts, end_ts)
     try:
         cells = export_cells(bytearray(body), start_ts=start_ts, end_ts=end_ts, name=NAME)
     except ExportError as exc:
@@ -65,7 +65,7 @@ def assert_same(body: bytes | str, *, tz: ZoneInfo = ZONES[0], start_ts: int = S
     if isinstance(cells, list):  # the reader was not sure of the body: the reference's items
         assert cells == export_items(csv_lines([body]), start_ts=start_ts, end_ts=end_ts, name=NAME)
         return -2
-    parsed = records_from_cells(cells, tz=tz)
+    parsed = records_from_cells(cells)
     assert expected[0] != "refused", f"refused by the reference, not by the fast path: {expected}"
     records, rejects = expected
     assert parsed.rejects == rejects
@@ -107,8 +107,8 @@ def test_the_simulator_export_goes_the_fast_way_with_the_reference_rows(sim, tra
     assert rows > 1000
     without_request_id = sum(1 for line in body.decode().splitlines()[1:] if ",," in line and _no_request_id(line))
     assert without_request_id > 30  # task refunds, corrections and logins: no request id, parse_item's rows
-    assert assert_same(body, tz=tz, start_ts=start, end_ts=end) == rows - without_request_id  # the rest, fast
-    table = records_from_cells(export_cells(body, start_ts=start, end_ts=end), tz=tz).records
+    assert assert_same(body, start_ts=start, end_ts=end) == rows - without_request_id  # the rest, fast
+    table = records_from_cells(export_cells(body, start_ts=start, end_ts=end)).records
     kinds = set(zip(table["log_type"].to_pylist(), table["is_correction"].to_pylist(), strict=True))
     assert {(2, False), (2, True), (5, False), (6, False), (7, False)} <= kinds  # calls, corrections, errors,
     # refunds, logins; task refunds and corrections have no request id: they are the reference's rows
@@ -237,12 +237,12 @@ def row_cells(draw) -> dict:
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(rows=st.lists(row_cells(), min_size=1, max_size=12), tz=st.sampled_from(ZONES),
+@given(rows=st.lists(row_cells(), min_size=1, max_size=12),
        columns=st.sampled_from([ITEM_FIELDS, list(reversed(ITEM_FIELDS)), ITEM_FIELDS[:-1], ITEM_FIELDS[1:]]))
-def test_generated_rows(rows, tz, columns):
+def test_generated_rows(rows, columns):
     if "created_at" not in columns:
         columns = [*columns, "created_at"]
-    assert_same(csv_of(rows, columns), tz=tz)
+    assert_same(csv_of(rows, columns))
 
 
 @settings(max_examples=200, deadline=None)
@@ -299,10 +299,10 @@ def plain_row(draw) -> dict:
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(rows=st.lists(plain_row(), min_size=1, max_size=12), tz=st.sampled_from(ZONES))
-def test_generated_rows_in_the_common_form(rows, tz):
+@given(rows=st.lists(plain_row(), min_size=1, max_size=12))
+def test_generated_rows_in_the_common_form(rows):
     """Rows the fast path mostly takes: every value it takes must come out as parse_item's."""
-    assert assert_same(csv_of(rows), tz=tz) >= 0
+    assert assert_same(csv_of(rows)) >= 0
 
 
 # --- CSV spelt every way ------------------------------------------------------------------------------------
@@ -334,12 +334,12 @@ def test_csv_spelt_every_way(body):
 
 def test_dedupe_sorted_is_dedupe_then_the_lake_order(sim, traffic):
     body, start, end = simulator_export(sim, traffic.start, traffic.start + timedelta(days=3))
-    records = [parse_item(i, tz="UTC") for i in export_items(body.decode(), start_ts=start, end_ts=end)]
-    twins = [parse_item(item(request_id="tie", created_at=1774412483, quota=q, id=i), tz="UTC")
+    records = [parse_item(i) for i in export_items(body.decode(), start_ts=start, end_ts=end)]
+    twins = [parse_item(item(request_id="tie", created_at=1774412483, quota=q, id=i))
              for q, i in ((5, 1), (7, 2), (5, 3), (6, 4))]  # the same sort key; (5, *) twice: a duplicate
     repeated = records + twins + records[::7] + [r for r in records[::5]]
     kept, duplicates = dedupe(repeated)
-    expected = sorted(kept, key=lambda r: (r.usage_date, r.created_at, r.request_id, r.log_type))
+    expected = sorted(kept, key=lambda r: (r.utc_date, r.created_at, r.request_id, r.log_type))
     table, dropped = dedupe_sorted(records_to_table(repeated))
     assert dropped == len(duplicates) and table.equals(records_to_table(expected))
     assert [r["log_id"] for r in table.to_pylist() if r["request_id"] == "tie"] == [1, 2, 4]

@@ -58,14 +58,14 @@ def item(**overrides) -> dict:
     return base
 
 
-def record(it: dict, tz: ZoneInfo = UTC_ZONE) -> GatewayRecord:
-    parsed = parse_item(it, tz=tz)
+def record(it: dict) -> GatewayRecord:
+    parsed = parse_item(it)
     assert isinstance(parsed, GatewayRecord), parsed
     return parsed
 
 
 def reject(it: dict) -> GatewayReject:
-    parsed = parse_item(it, tz=UTC_ZONE)
+    parsed = parse_item(it)
     assert isinstance(parsed, GatewayReject), parsed
     return parsed
 
@@ -78,7 +78,7 @@ def test_example_token_item_parses_exactly(example_items):
     assert r.request_id == "20260325123456789abcdef"
     assert r.log_id == 517
     assert r.created_at == datetime(2026, 3, 25, 4, 21, 23, tzinfo=UTC)
-    assert r.usage_date == date(2026, 3, 25)
+    assert r.utc_date == date(2026, 3, 25)
     assert (r.log_type, r.log_type_name) == (2, "consume")
     assert (r.key_name, r.model) == ("team-a-prod", "gpt-4.1-nano-2025-04-14")
     assert r.quota_units == 1
@@ -267,7 +267,7 @@ def test_each_reject_reason(overrides, reason):
 
 
 def test_non_object_is_rejected():
-    r = parse_item(["not", "an", "item"], tz=UTC_ZONE)  # type: ignore[arg-type]
+    r = parse_item(["not", "an", "item"])  # type: ignore[arg-type]
     assert isinstance(r, GatewayReject) and r.reason == "not_an_object"
 
 
@@ -280,13 +280,13 @@ def test_reject_reasons_are_a_closed_vocabulary_all_exercised():
 # --- time zones ----------------------------------------------------------------------------------
 
 
-def test_usage_date_follows_the_reporting_time_zone():
-    ts = int(datetime(2026, 3, 25, 20, 0, tzinfo=UTC).timestamp())
-    assert record(item(created_at=ts), UTC_ZONE).usage_date == date(2026, 3, 25)
-    shanghai = record(item(created_at=ts), SHANGHAI)
-    assert shanghai.usage_date == date(2026, 3, 26)
-    assert shanghai.created_at == datetime(2026, 3, 25, 20, 0, tzinfo=UTC)
-    assert parse_item(item(created_at=ts), tz="Asia/Shanghai") == shanghai
+def test_a_row_keeps_its_utc_day_the_reporting_day_is_the_warehouses():
+    ts = int(datetime(2026, 3, 25, 20, 0, tzinfo=UTC).timestamp())  # 26 March in Shanghai
+    parsed = record(item(created_at=ts))
+    assert parsed.utc_date == date(2026, 3, 25)
+    assert parsed.created_at == datetime(2026, 3, 25, 20, 0, tzinfo=UTC)
+    late = record(item(created_at=int(datetime(2026, 3, 25, 23, 59, 59, tzinfo=UTC).timestamp())))
+    assert late.utc_date == date(2026, 3, 25)
 
 
 # --- dedupe --------------------------------------------------------------------------------------
@@ -357,7 +357,7 @@ def _as_item(n: int, spec: dict) -> dict:
 )
 def test_summarise_equals_signed_quota_over_500000(specs, zone):
     items = [_as_item(n, spec) for n, spec in enumerate(specs)]
-    records = [record(it, zone) for it in items]
+    records = [record(it) for it in items]
     expected: dict[tuple[date, str], list] = {}
     for it in items:
         if it["type"] == 5:
@@ -366,7 +366,7 @@ def test_summarise_equals_signed_quota_over_500000(specs, zone):
         entry = expected.setdefault((day, it["token_name"]), [0, 0])
         entry[0] += -it["quota"] if it["type"] == 6 else it["quota"]
         entry[1] += it["type"] == 2 and it["quota"] > 0
-    got = summarise(records)
+    got = summarise(records, zone.key)
     assert got == {k: KeyDayTotal(Decimal(units) / Decimal(500000), n) for k, (units, n) in expected.items()}
     for total in got.values():
         assert total.billed_usd.as_tuple().exponent == -6  # exact 6-decimal Decimals
@@ -388,8 +388,8 @@ def _csv(items: list[dict], columns: list[str] = ITEM_FIELDS, rename: dict | Non
 def test_csv_export_round_trips_to_the_api_records(example_items, tmp_path):
     path = tmp_path / "export.csv"
     path.write_text("\ufeff" + _csv(example_items, list(reversed(ITEM_FIELDS))), encoding="utf-8")
-    from_csv = parse_export_csv(path, tz=SHANGHAI)
-    from_api = [record(i, SHANGHAI) for i in example_items]
+    from_csv = parse_export_csv(path)
+    from_api = [record(i) for i in example_items]
     assert all(isinstance(r, GatewayRecord) for r in from_csv)
     assert [replace(r, source="api") for r in from_csv] == from_api
     assert {r.source for r in from_csv} == {"csv_export"}
@@ -406,7 +406,7 @@ def test_csv_console_variants_datetime_text_and_usd_cost(example_items):
         row["type"] = "consume"
         rows.append(row)
     text = _csv(rows, columns, rename={"token_name": "Token Name", "model_name": "Model", "created_at": "Time"})
-    parsed = parse_export_csv(text, tz=UTC_ZONE)
+    parsed = parse_export_csv(text)
     assert [replace(r, source="api") for r in parsed] == [record(i) for i in example_items]
 
 
@@ -416,7 +416,7 @@ def test_csv_rows_are_validated_like_items():
     columns = ITEM_FIELDS + ["cost_usd"]
     rows[0]["cost_usd"], rows[1]["cost_usd"] = "0.003", "0.0000031"
     rows[1]["quota"] = None
-    parsed = parse_export_csv(_csv(rows, columns), tz=UTC_ZONE)
+    parsed = parse_export_csv(_csv(rows, columns))
     assert isinstance(parsed[0], GatewayRecord) and parsed[0].billed_usd == Decimal("0.003000")
     assert [(p.reason, p.line) for p in parsed[1:]] == [
         ("bad_quota", 3), ("missing_key_name", 4), ("bad_field_type", 5)]
@@ -427,7 +427,7 @@ def test_csv_rows_are_validated_like_items():
 def test_csv_quota_and_cost_must_agree():
     it = item()
     it["cost"] = "0.5"
-    (parsed,) = parse_export_csv(_csv([it], ITEM_FIELDS + ["cost"]), tz=UTC_ZONE)
+    (parsed,) = parse_export_csv(_csv([it], ITEM_FIELDS + ["cost"]))
     assert isinstance(parsed, GatewayReject) and parsed.reason == "bad_quota"
 
 
@@ -435,12 +435,12 @@ def test_unknown_csv_header_raises_one_line_naming_the_file(tmp_path):
     path = tmp_path / "weird-export.csv"
     path.write_text("when,who,what,how much\n2026-03-25,alice,gpt-4o,0.1\n")
     with pytest.raises(ValueError) as caught:
-        parse_export_csv(path, tz=UTC_ZONE)
+        parse_export_csv(path)
     message = str(caught.value)
     assert "\n" not in message
     assert str(path) in message and "request_id" in message and "created_at" in message
     with pytest.raises(ValueError, match="two columns for token_name"):
-        parse_export_csv("token,key_name,request_id,created_at,type,quota\n", tz=UTC_ZONE)
+        parse_export_csv("token,key_name,request_id,created_at,type,quota\n")
 
 
 # --- a CSV export fetched from the API: all or nothing ----------------------------------------------
@@ -461,7 +461,7 @@ def test_export_items_are_the_items_the_pages_would_have_given(example_items):
 
 def test_an_exported_row_that_is_a_bad_item_is_rejected_as_the_paged_one_would_be():
     (exported,) = export_items(_csv([item(token_name=None)]), **WINDOW)
-    outcome = parse_item(exported, tz=UTC_ZONE)
+    outcome = parse_item(exported)
     assert isinstance(outcome, GatewayReject) and outcome.reason == "missing_key_name"
 
 
@@ -495,7 +495,7 @@ def test_simulator_ledger_sums_to_daily_quota(sim, traffic):
     start = int(datetime.combine(traffic.start, datetime.min.time(), UTC).timestamp())
     end = int(datetime.combine(traffic.end, datetime.min.time(), UTC).timestamp()) - 1
     with GatewayClient(sim.url, sim.access_token, policy=RetryPolicy(max_attempts=1)) as client:
-        parsed = [parse_item(it, tz=ZoneInfo(traffic.service_tz)) for page in client.iter_log_pages(start, end)
+        parsed = [parse_item(it) for page in client.iter_log_pages(start, end)
                   for it in page]
     rejects = [p for p in parsed if isinstance(p, GatewayReject)]
     assert rejects == []
@@ -503,7 +503,7 @@ def test_simulator_ledger_sums_to_daily_quota(sim, traffic):
     assert duplicates == []
     truth = sim.truth()
     assert len(truth) > 30
-    assert summarise(kept) == truth
+    assert summarise(kept, traffic.service_tz) == truth
     assert {r.billing_category for r in kept if r.log_type == 2} == {"token", "per_call"}
     assert any(r.log_type == 6 and r.billed_usd < 0 and r.task_id and r.reason for r in kept)  # a failed task
     # a task whose final price was lower: a type-6 row tied to its task (service/task_billing.go)

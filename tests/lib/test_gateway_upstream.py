@@ -59,7 +59,7 @@ def day_truth(traffic, day: date) -> tuple[int, Decimal, int]:
 
 
 def landed(lake_root, day: date):
-    return pq.read_table(lake.partition_dir(lake_root, "gateway_logs", "usage_date", day) / "ledger.parquet")
+    return pq.read_table(lake.partition_dir(lake_root, "gateway_logs", "utc_date", day) / "ledger.parquet")
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +74,9 @@ def test_a_day_above_10000_rows_is_pulled_whole_although_total_says_10000(big_tr
     rows, usd, units = day_truth(big_traffic, BIG_DAY)
     assert rows > 10_000
     with SimulatorServer(big_traffic) as sim, client(sim) as gateway:
-        start, end = day_bounds(BIG_DAY, BIG_DAY, UTC_ZONE)
+        start, end = day_bounds(BIG_DAY, BIG_DAY)
         assert gateway.pull_span(start, end).total == 10_000  # what upstream's capped count says
-        _, window = land_window(tmp_path, BIG_DAY, BIG_DAY, UTC_ZONE, client=gateway, now=now)
+        _, window = land_window(tmp_path, BIG_DAY, BIG_DAY, client=gateway, now=now)
     table = landed(tmp_path, BIG_DAY)
     assert table.num_rows == window.rows == rows
     assert sum(table["billed_usd"].to_pylist()) == usd == window.billed_usd
@@ -144,17 +144,17 @@ def test_a_stat_that_disagrees_fails_the_day_and_keeps_the_previous_lake(tmp_pat
     traffic = generate_traffic(seed=3, start=date(2026, 3, 1), days=3, requests_per_day=30)
     day = date(2026, 3, 2)
     with SimulatorServer(traffic) as sim, client(sim) as gateway:
-        land_window(tmp_path, day, day, UTC_ZONE, client=gateway, now=now)
+        land_window(tmp_path, day, day, client=gateway, now=now)
         before = tree_digest(tmp_path)
         sim.stat_adjust_units = 1
         with pytest.raises(LedgerIncomplete) as failure:
-            land_window(tmp_path, day - timedelta(days=1), day, UTC_ZONE, client=gateway, now=now)
+            land_window(tmp_path, day - timedelta(days=1), day, client=gateway, now=now)
         message = str(failure.value)
         assert message.startswith("gateway ledger of 2026-03-01 not landed") and "/api/log/self/stat says" in message
         assert "\n" not in message
         assert tree_digest(tmp_path) == before
         sim.stat_adjust_units = 0  # the cause is gone: a re-run converges
-        _, window = land_window(tmp_path, day - timedelta(days=1), day, UTC_ZONE, client=gateway, now=now)
+        _, window = land_window(tmp_path, day - timedelta(days=1), day, client=gateway, now=now)
     assert window.rows == sum(day_truth(traffic, d)[0] for d in (day - timedelta(days=1), day))
     statuses = {(d, check.name): check.status for d, _, check in window.checks}
     assert statuses[(day, "log_stat")] == statuses[(day, "data_self")] == PASSED
@@ -163,7 +163,7 @@ def test_a_stat_that_disagrees_fails_the_day_and_keeps_the_previous_lake(tmp_pat
 def test_a_check_the_gateway_does_not_offer_is_not_checked_never_passed(tmp_path):
     traffic = generate_traffic(seed=3, start=date(2026, 3, 1), days=2, requests_per_day=30)
     with SimulatorServer(traffic, stat=False, data_self=False) as sim, client(sim) as gateway:
-        _, window = land_window(tmp_path, date(2026, 3, 1), date(2026, 3, 2), UTC_ZONE, client=gateway, now=now)
+        _, window = land_window(tmp_path, date(2026, 3, 1), date(2026, 3, 2), client=gateway, now=now)
     statuses = {(check.name, check.status) for _, _, check in window.checks}
     assert statuses == {("log_stat", NOT_CHECKED), ("data_self", NOT_CHECKED), ("total", PASSED)}
     checks = pq.read_table(lake.files(tmp_path, "gateway_checks")[0]).to_pylist()
@@ -171,12 +171,14 @@ def test_a_check_the_gateway_does_not_offer_is_not_checked_never_passed(tmp_path
     assert all("not offered" in c["detail"] for c in checks if c["status"] == NOT_CHECKED)
 
 
-def test_data_self_is_not_checked_where_the_day_is_not_whole_utc_hours(tmp_path):
-    zone = ZoneInfo("Asia/Kolkata")  # UTC+05:30: a reporting day cuts hourly buckets in half
+def test_data_self_is_not_checked_where_the_span_is_not_whole_utc_hours(tmp_path):
+    # the lake pulls whole UTC days; a span such as a day in Asia/Kolkata (UTC+05:30) cuts hourly buckets in half
+    zone = ZoneInfo("Asia/Kolkata")
+    start = int(datetime.combine(date(2026, 3, 2), datetime.min.time(), zone).timestamp())
     traffic = generate_traffic(seed=3, start=date(2026, 3, 1), days=3, requests_per_day=30)
     with SimulatorServer(traffic) as sim, client(sim) as gateway:
-        _, window = land_window(tmp_path, date(2026, 3, 2), date(2026, 3, 2), zone, client=gateway, now=now)
-    checks = {check.name: check for _, _, check in window.checks}
+        chunk = gateway.pull_span(start, start + 86_399)
+    checks = {check.name: check for check in chunk.checks}
     assert checks["log_stat"].status == PASSED
     assert checks["data_self"].status == NOT_CHECKED and "whole UTC hours" in checks["data_self"].detail
 
@@ -186,7 +188,7 @@ def test_data_self_is_not_checked_where_the_day_is_not_whole_utc_hours(tmp_path)
 
 def test_the_export_is_used_only_where_it_adds_up_else_the_day_is_paged(big_traffic):
     day = date(2026, 2, 5)
-    start, end = day_bounds(day, day, UTC_ZONE)
+    start, end = day_bounds(day, day)
     rows_, _, units = day_truth(big_traffic, day)
     with SimulatorServer(big_traffic, export=True) as sim, client(sim) as gateway:
         chunk = gateway.pull_span(start, end)
@@ -203,7 +205,7 @@ def test_the_export_is_used_only_where_it_adds_up_else_the_day_is_paged(big_traf
 
 def test_an_export_that_cannot_be_checked_is_not_taken(tmp_path):
     traffic = generate_traffic(seed=3, start=date(2026, 3, 1), days=1, requests_per_day=30)
-    start, end = day_bounds(date(2026, 3, 1), date(2026, 3, 1), UTC_ZONE)
+    start, end = day_bounds(date(2026, 3, 1), date(2026, 3, 1))
     with SimulatorServer(traffic, export=True, stat=False, data_self=False) as sim, client(sim) as gateway:
         chunk = gateway.pull_span(start, end)
     assert chunk.method == "paging" and "cannot be checked" in chunk.fallback
@@ -217,8 +219,8 @@ def test_rows_before_request_ids_are_kept_counted_and_repulled_without_duplicate
     assert day < REQUEST_IDS_FROM
     rows_, usd, _ = day_truth(big_traffic, day)
     with SimulatorServer(big_traffic) as sim, client(sim) as gateway:
-        _, first = land_window(tmp_path, day, day, UTC_ZONE, client=gateway, now=now)
-        _, again = land_window(tmp_path, day, day, UTC_ZONE, client=gateway, now=now)
+        _, first = land_window(tmp_path, day, day, client=gateway, now=now)
+        _, again = land_window(tmp_path, day, day, client=gateway, now=now)
     table = landed(tmp_path, day)
     assert first.rows == again.rows == table.num_rows == rows_
     assert first.rows_without_request_id == rows_ and not any(table["has_request_id"].to_pylist())
@@ -234,18 +236,18 @@ def task_row(**changes) -> dict:
 
 def test_identical_rows_are_separate_charges_and_an_export_of_them_does_not_double_them(tmp_path):
     items = [task_row(id=1), task_row(id=2), task_row(id=3, quota=40_000)]
-    parsed = number_repeats(parse_item(item, tz="UTC") for item in items)
+    parsed = number_repeats(parse_item(item) for item in items)
     assert [r.has_request_id for r in parsed] == [False] * 3
     assert parsed[0].request_id != parsed[1].request_id == parsed[0].request_id + "-2"
-    kept, duplicates = dedupe(parsed + number_repeats(parse_item(item, tz="UTC") for item in items[:2]))
+    kept, duplicates = dedupe(parsed + number_repeats(parse_item(item) for item in items[:2]))
     assert len(kept) == 3 and len(duplicates) == 2  # the same two rows read twice: still two charges
     assert sum(r.billed_usd for r in kept) == Decimal("0.160000")
-    table = gateway_fast.number_repeats(records_to_table(parse_item(item, tz="UTC") for item in items))
+    table = gateway_fast.number_repeats(records_to_table(parse_item(item) for item in items))
     assert table["request_id"].to_pylist() == [r.request_id for r in parsed]  # the fast path numbers alike
 
 
 def test_rows_with_request_ids_keep_them_as_their_identity():
-    record = parse_item(task_row(request_id=" 2026020409300012abcdef12 "), tz="UTC")
+    record = parse_item(task_row(request_id=" 2026020409300012abcdef12 "))
     assert (record.request_id, record.has_request_id) == ("2026020409300012abcdef12", True)
 
 
@@ -253,40 +255,40 @@ def test_rows_with_request_ids_keep_them_as_their_identity():
 
 
 def test_refunds_corrections_and_task_fields():
-    refund = parse_item(task_row(type=6, other=json.dumps({"task_id": "task_1", "reason": "FAILURE"})), tz="UTC")
+    refund = parse_item(task_row(type=6, other=json.dumps({"task_id": "task_1", "reason": "FAILURE"})))
     assert (refund.billed_usd, refund.task_id, refund.reason, refund.is_correction) == \
         (Decimal("-0.040000"), "task_1", "FAILURE", False)
     legacy = parse_item(task_row(quota=-10_000, other=json.dumps(
-        {"task_id": 77, "pre_consumed": 20_000, "actual_quota": 10_000, "quota_delta": -10_000})), tz="UTC")
+        {"task_id": 77, "pre_consumed": 20_000, "actual_quota": 10_000, "quota_delta": -10_000})))
     assert (legacy.billed_usd, legacy.is_correction, legacy.task_id, legacy.pre_consumed_quota, legacy.actual_quota) \
         == (Decimal("-0.020000"), True, "77", 20_000, 10_000)
     higher = parse_item(task_row(quota=5_000, content="adaptor调整", other=json.dumps(
-        {"task_id": "t", "pre_consumed_quota": 20_000, "actual_quota": 25_000})), tz="UTC")
+        {"task_id": "t", "pre_consumed_quota": 20_000, "actual_quota": 25_000})))
     assert (higher.billed_usd, higher.is_correction, higher.is_request) == (Decimal("0.010000"), True, False)
 
 
 def test_subscription_paid_rows_are_kept_and_marked():
     for other in ({"billing_source": "subscription", "subscription_id": 4}, {"wallet_quota_deducted": 0}):
-        record = parse_item(task_row(other=json.dumps(other)), tz="UTC")
+        record = parse_item(task_row(other=json.dumps(other)))
         assert record.is_subscription and record.billed_usd == Decimal("0.040000")
-    assert not parse_item(task_row(other=json.dumps({"wallet_quota_deducted": 20_000})), tz="UTC").is_subscription
+    assert not parse_item(task_row(other=json.dumps({"wallet_quota_deducted": 20_000}))).is_subscription
 
 
 @pytest.mark.parametrize("code", [0, LOG_LOGIN, 8, 42, 127])
 def test_unknown_type_codes_are_kept_counted_and_never_spend(code, tmp_path):
-    record = parse_item(task_row(type=code, token_name=""), tz="UTC")
+    record = parse_item(task_row(type=code, token_name=""))
     assert isinstance(record, GatewayRecord) and record.billed_usd == 0 and record.quota_units == 20_000
     assert record.log_type_name == ("login" if code == LOG_LOGIN else "unknown")
 
 
 def test_a_type_code_beyond_a_tinyint_is_rejected_not_kept():
-    assert isinstance(parse_item(task_row(type=300), tz="UTC"), GatewayReject)
+    assert isinstance(parse_item(task_row(type=300)), GatewayReject)
 
 
 def test_an_unknown_type_row_in_a_pull_is_counted_in_its_figures(tmp_path):
     day_items = rows(3) + [{"id": 4, "type": 42, "created_at": 1_775_000_100, "quota": 999, "content": "?"}]
     with paged_gateway([day_items], None) as gateway:
-        _, window = land_window(tmp_path, date(2026, 3, 31), date(2026, 3, 31), UTC_ZONE, client=gateway, now=now)
+        _, window = land_window(tmp_path, date(2026, 3, 31), date(2026, 3, 31), client=gateway, now=now)
     assert window.rows == 4 and dict(window.unknown_type_codes) == {42: 1}
     assert window.billed_usd == Decimal("0.000060")  # 3 x 10 units; the unknown row's 999 units are not spend
 
@@ -297,9 +299,9 @@ def test_an_unknown_type_row_in_a_pull_is_counted_in_its_figures(tmp_path):
 def test_surcharges_tiers_1h_cache_and_estimated_usage_are_kept():
     other = {"model_ratio": 1.25, "group_ratio": 1, "model_price": -1, "billing_mode": "tiered_expr",
              "tool_surcharges": [{"name": "web_search", "count": 1, "price": 10}], "cache_creation_tokens_1h": 900}
-    record = parse_item(task_row(other=json.dumps(other)), tz="UTC")
+    record = parse_item(task_row(other=json.dumps(other)))
     assert (record.billing_mode, record.has_surcharge, record.cache_write_1h_tokens) == ("tiered_expr", True, 900)
-    estimated = parse_item(task_row(content="上游无计费信息", completion_tokens=0), tz="UTC")
+    estimated = parse_item(task_row(content="上游无计费信息", completion_tokens=0))
     assert estimated.usage_estimated and estimated.billed_usd > 0
 
 
@@ -344,7 +346,7 @@ def test_paced_calls_never_trip_the_gateways_limit(tmp_path):
     with SimulatorServer(traffic, rate_limit=(12, 1.0), whole_seconds=False) as sim:
         pacer = Pacer(limit)
         with client(sim, transport=PacedTransport(sim.url, pacers=(pacer, Pacer(RateLimit(20, 1200.0))))) as gateway:
-            _, window = land_window(tmp_path, date(2026, 3, 1), date(2026, 3, 3), UTC_ZONE, client=gateway, now=now)
+            _, window = land_window(tmp_path, date(2026, 3, 1), date(2026, 3, 3), client=gateway, now=now)
         assert sim.limiters[0].refused == 0 and not [c for c in sim.calls if c.status == 429]
     assert window.api_calls > 12 and pacer.sends == window.api_calls  # the export's 404 included
     assert pacer.waited_s > 0 and window.rows == sum(day_truth(traffic, d)[0] for d in traffic.dates)
@@ -357,7 +359,7 @@ def test_bare_429s_are_backed_off_and_the_pull_completes(tmp_path):
         policy = RetryPolicy(max_attempts=8, base_delay=0.05, max_delay=0.5)
         with GatewayClient(sim.url, sim.access_token, policy=policy,
                            transport=PacedTransport(sim.url, pacers=(unpaced, unpaced))) as gateway:
-            _, window = land_window(tmp_path, date(2026, 3, 1), date(2026, 3, 1), UTC_ZONE, client=gateway, now=now)
+            _, window = land_window(tmp_path, date(2026, 3, 1), date(2026, 3, 1), client=gateway, now=now)
         refused = [c for c in sim.calls if c.status == 429]
     assert refused and unpaced.refused == len(refused)
     assert window.rows == day_truth(traffic, date(2026, 3, 1))[0]
@@ -372,7 +374,7 @@ def test_a_backfill_says_up_front_how_long_the_ledger_takes():
 
 def test_progress_says_what_is_left_at_the_pace(big_traffic):
     with SimulatorServer(big_traffic) as sim, client(sim, rate_limit=RateLimit(360, 180.0)) as gateway:
-        start, end = day_bounds(BIG_DAY, BIG_DAY, UTC_ZONE)
+        start, end = day_bounds(BIG_DAY, BIG_DAY)
         chunk = gateway.pull_span(start, end)
         line = progress_line(BIG_DAY, 1, 365, chunk, chunk.calls, 3.0, gateway)
     assert line.startswith(f"gateway ledger 1/365 ({BIG_DAY}): {chunk.items} rows in {chunk.calls} calls (paging)")
@@ -393,9 +395,9 @@ def test_the_evidence_pack_shows_each_days_checks(tmp_path):
 
     traffic = generate_traffic(seed=3, start=date(2026, 3, 1), days=2, requests_per_day=30)
     with SimulatorServer(traffic, data_self=False) as sim, client(sim) as gateway:
-        land_window(tmp_path, date(2026, 3, 1), date(2026, 3, 2), UTC_ZONE, client=gateway, now=now)
+        land_window(tmp_path, date(2026, 3, 1), date(2026, 3, 2), client=gateway, now=now)
     rows = _gateway_checks(tmp_path, parse_month("2026-03", "UTC"))
-    assert [(r["usage_date"], r["check_name"], r["status"]) for r in rows] == [
+    assert [(r["utc_date"], r["check_name"], r["status"]) for r in rows] == [
         (day, name, status) for day in (date(2026, 3, 1), date(2026, 3, 2))
         for name, status in (("data_self", NOT_CHECKED), ("log_stat", PASSED), ("total", PASSED))]
     section = _ledger_completeness(SimpleNamespace(gateway_checks=rows))

@@ -65,14 +65,14 @@ def test_only_hidden_temporaries_older_than_a_day_are_removed(tmp_path):
 
     from pipelines.lib.lake import STALE_TEMPORARY_S, remove_stale_temporaries
 
-    day = tmp_path / "gateway_logs" / "usage_date=2026-01-01"
+    day = tmp_path / "gateway_logs" / "utc_date=2026-01-01"
     day.mkdir(parents=True)
     now = 1_800_000_000.0
     files = {
         "old": day / ".ledger.parquet.1f2e.tmp",  # left by a killed pull two days ago
         "young": day / ".ledger.parquet.3c4d.tmp",  # a pull at work an hour ago
         "published": day / "ledger.parquet",
-        "other_dataset": tmp_path / "request_logs" / "usage_date=2026-01-01" / ".requests.parquet.5e6f.tmp",
+        "other_dataset": tmp_path / "request_logs" / "utc_date=2026-01-01" / ".requests.parquet.5e6f.tmp",
     }
     for name, path in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -86,8 +86,8 @@ def envelope(body: object, **fields: object) -> str:
     return json.dumps({**fields, "response": body})
 
 
-def parse(line: str | bytes, *, key: str | None = "team-a", tz: ZoneInfo = UTC, now: datetime = NOW):
-    return parse_line(line, fallback_key=key, tz=tz, now=now)
+def parse(line: str | bytes, *, key: str | None = "team-a", now: datetime = NOW):
+    return parse_line(line, fallback_key=key, now=now)
 
 
 def accepted(line: str | bytes, **kwargs) -> RequestRecord:
@@ -329,14 +329,14 @@ def test_timestamp_forms(ts: object, expected: datetime) -> None:
     assert r.ts == expected and r.ts.tzinfo == timezone.utc
 
 
-@pytest.mark.parametrize(
-    ("zone", "day"),
-    [("Asia/Shanghai", date(2026, 3, 2)), ("UTC", date(2026, 3, 1)), ("America/Los_Angeles", date(2026, 3, 1))],
-)
-def test_usage_date_is_the_day_in_the_reporting_time_zone(zone: str, day: date) -> None:
-    r = accepted(envelope(json.loads(CHAT_COMPLETION), ts="2026-03-01T23:30:00Z"), tz=ZoneInfo(zone))
-    assert r.usage_date == day
-    assert r.ts == datetime(2026, 3, 1, 23, 30, tzinfo=timezone.utc)  # ts itself stays UTC
+@pytest.mark.parametrize(("ts", "day"), [("2026-03-01T23:30:00Z", date(2026, 3, 1)),
+                                          ("2026-03-02T07:30:00+08:00", date(2026, 3, 1)),
+                                          ("2026-03-01T19:30:00-05:00", date(2026, 3, 2))])
+def test_utc_date_is_the_day_in_utc_whatever_the_offset_written(ts: str, day: date) -> None:
+    # the reporting day is the warehouse's (sql/staging/reporting_day.sql): a record knows its UTC day only
+    r = accepted(envelope(json.loads(CHAT_COMPLETION), ts=ts))
+    assert r.utc_date == day
+    assert r.ts.tzinfo == timezone.utc
 
 
 def test_future_timestamp_boundary() -> None:
@@ -349,7 +349,7 @@ def test_future_timestamp_boundary() -> None:
 
 def test_naive_now_is_a_caller_error() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
-        parse_line(envelope(json.loads(CHAT_COMPLETION)), fallback_key="k", tz=UTC, now=datetime(2026, 4, 1))
+        parse_line(envelope(json.loads(CHAT_COMPLETION)), fallback_key="k", now=datetime(2026, 4, 1))
 
 
 # --- one test per reject reason ----------------------------------------------------------------
@@ -712,7 +712,7 @@ def test_records_convert_to_the_arrow_schema_with_nulls_for_unknown_usage() -> N
     table = records_to_table([known, unknown])
     assert table.schema == RECORD_SCHEMA
     rows = table.to_pylist()
-    assert rows[0]["prompt_tokens"] == 4615 and rows[0]["usage_date"] == date(2026, 3, 20)
+    assert rows[0]["prompt_tokens"] == 4615 and rows[0]["utc_date"] == date(2026, 3, 20)
     assert rows[1]["prompt_tokens"] is None and rows[1]["usage_status"] == "unknown"
     assert table.column("ts").type == pa.timestamp("us", tz="UTC")
     assert list(known.to_row()) == RECORD_SCHEMA.names
@@ -744,7 +744,7 @@ def test_read_file_numbers_lines_and_counts_blanks(tmp_path: Path) -> None:
     path.write_bytes(
         "\n".join([chat_line("r1"), "", "   ", long_garbage, chat_line("r2")]).encode() + b"\r\n\xff\xfe\n\n"
     )
-    results = list(read_file(path, inbox_root=inbox, tz=UTC, now=NOW))
+    results = list(read_file(path, inbox_root=inbox, now=NOW))
     assert [r.line_no for r in results] == [1, 2, 3, 4, 5, 6, 7]
     assert outcomes(results) == ["r1", "blank", "blank", "invalid_json", "r2", "encoding_error", "blank"]
     assert results[0].outcome.key_name == "team-a"  # the first folder under the inbox
@@ -759,7 +759,7 @@ def test_files_in_the_inbox_root_have_no_fallback_key(tmp_path: Path) -> None:
     path = tmp_path / "loose.ndjson"
     path.write_text(chat_line("r1") + "\n" + envelope(json.loads(CHAT_COMPLETION), key_name="k") + "\n")
     assert fallback_key_for(path, tmp_path) is None
-    assert outcomes(list(read_file(path, inbox_root=tmp_path, tz=UTC, now=NOW))) == [
+    assert outcomes(list(read_file(path, inbox_root=tmp_path, now=NOW))) == [
         "missing_key",
         "chatcmpl-DNA27oKtBUL8TmbGpBM3B3zhWgYfZ",
     ]
@@ -769,7 +769,7 @@ def test_rejected_raw_is_redacted(tmp_path: Path) -> None:
     path = tmp_path / "k" / "a.jsonl"
     path.parent.mkdir()
     path.write_text('{"headers": "Authorization: Bearer sk-abcdefghijklmnopqrstuvwxyz"}\n')
-    (result,) = read_file(path, inbox_root=tmp_path, tz=UTC, now=NOW)
+    (result,) = read_file(path, inbox_root=tmp_path, now=NOW)
     assert result.outcome.reason == "missing_response"
     assert "abcdefghijklmnop" not in result.raw
 
@@ -780,7 +780,7 @@ def test_a_30_mib_line_is_read_whole(tmp_path: Path) -> None:
     path.parent.mkdir(parents=True)
     path.write_text(chat_line("small-1") + "\n" + chat_line("big", content=content) + "\n" + chat_line("small-2") + "\n")
     assert path.stat().st_size > 30 * 2**20
-    results = list(read_file(path, inbox_root=tmp_path / "inbox", tz=UTC, now=NOW))
+    results = list(read_file(path, inbox_root=tmp_path / "inbox", now=NOW))
     assert outcomes(results) == ["small-1", "big", "small-2"]
     assert buckets(results[1].outcome) == (29, 2, 31, 0, 0, 0, 29)
 
@@ -795,7 +795,7 @@ def test_gzip_multi_member(tmp_path: Path) -> None:
     path.parent.mkdir()
     first, second = gz_lines(3, "m1"), gz_lines(2, "m2")
     path.write_bytes(gzip.compress("\n".join(first).encode() + b"\n") + gzip.compress("\n".join(second).encode()))
-    results = list(read_file(path, inbox_root=tmp_path, tz=UTC, now=NOW))
+    results = list(read_file(path, inbox_root=tmp_path, now=NOW))
     assert outcomes(results) == [f"m1-{i}" for i in range(3)] + [f"m2-{i}" for i in range(2)]
 
 
@@ -821,7 +821,7 @@ def test_truncated_gzip_keeps_the_lines_before_the_break(tmp_path: Path) -> None
         path = tmp_path / "team-a" / f"cut-{cut}.jsonl.gz"
         path.parent.mkdir(exist_ok=True)
         path.write_bytes(data[:cut])
-        results = list(read_file(path, inbox_root=tmp_path, tz=UTC, now=NOW))
+        results = list(read_file(path, inbox_root=tmp_path, now=NOW))
         good = assert_good_prefix_then_one_corrupt_reject(results, written)
         assert good == len(results) - 1  # a truncation never yields garbage lines
         if cut == len(data) - 5:
@@ -836,14 +836,14 @@ def test_gzip_with_flipped_bytes_keeps_the_lines_before_the_damage(tmp_path: Pat
     path = tmp_path / "team-a" / "flipped.jsonl.gz"
     path.parent.mkdir()
     path.write_bytes(bytes(data))
-    results = list(read_file(path, inbox_root=tmp_path, tz=UTC, now=NOW))
+    results = list(read_file(path, inbox_root=tmp_path, now=NOW))
     assert_good_prefix_then_one_corrupt_reject(results, written)
 
 
 def test_not_gzip_at_all_is_one_corrupt_gzip_reject(tmp_path: Path) -> None:
     path = tmp_path / "plain.jsonl.gz"
     path.write_text(chat_line("r1") + "\n")
-    results = list(read_file(path, inbox_root=tmp_path, tz=UTC, now=NOW))
+    results = list(read_file(path, inbox_root=tmp_path, now=NOW))
     assert [(r.line_no, r.outcome.reason) for r in results] == [(1, "corrupt_gzip")]
 
 
@@ -935,7 +935,7 @@ def test_a_damaged_file_loses_to_an_intact_resent_copy(tmp_path: Path) -> None:
     data = gzip.compress("\n".join(gz_lines(50, "gz")).encode() + b"\n")
     (inbox / "team-a" / "a-damaged.jsonl.gz").write_bytes(data[:-5])  # all lines decoded, trailer lost
     (inbox / "team-a" / "b-resent.jsonl.gz").write_bytes(data)
-    batch = read_inbox(inbox, tz=UTC, now=NOW)
+    batch = read_inbox(inbox, now=NOW)
     assert batch.stats["team-a/a-damaged.jsonl.gz"] == FileStats(read=51, accepted=0, rejected=1, duplicates=50)
     assert batch.stats["team-a/b-resent.jsonl.gz"] == FileStats(read=50, accepted=50)
     assert {x.file for x in batch.records} == {"team-a/b-resent.jsonl.gz"}
@@ -964,7 +964,7 @@ def test_read_inbox_end_to_end_with_a_resent_file(tmp_path: Path) -> None:
     (inbox / "team-a" / "day1.jsonl").write_text("\n".join(lines) + "\n")
     with gzip.open(inbox / "team-b" / "resent.jsonl.gz", "wt") as handle:  # the same requests again, complete
         handle.write(chat_line("r2") + "\n" + chat_line("r3") + "\n")
-    batch = read_inbox(inbox, tz=UTC, now=NOW)
+    batch = read_inbox(inbox, now=NOW)
     assert batch.stats["team-a/day1.jsonl"] == FileStats(read=4, blank=1, accepted=1, rejected=1, duplicates=2)
     assert batch.stats["team-b/resent.jsonl.gz"] == FileStats(read=2, blank=0, accepted=2, rejected=0, duplicates=0)
     kept = {x.record.request_id: (x.file, x.record.usage_status, x.record.key_name) for x in batch.records}
@@ -978,10 +978,9 @@ def test_read_inbox_end_to_end_with_a_resent_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("ts", ["0001-01-01T00:00:00+00:00", "0001-01-01T00:30:00+01:00", "1999-12-31T23:59:59Z"])
-@pytest.mark.parametrize("zone", ["America/Los_Angeles", "Asia/Shanghai"])
-def test_implausibly_old_timestamps_are_rejected_not_raised(ts, zone):
+def test_implausibly_old_timestamps_are_rejected_not_raised(ts):
     line = json.dumps({"request_id": "r1", "ts": ts, "key_name": "k", "model": "gpt-4o",
                        "response": {"object": "chat.completion", "usage": {"prompt_tokens": 1, "completion_tokens": 1,
                                                                             "total_tokens": 2}}})
-    outcome = parse_line(line, fallback_key=None, tz=ZoneInfo(zone), now=datetime(2026, 11, 1, tzinfo=timezone.utc))
+    outcome = parse_line(line, fallback_key=None, now=datetime(2026, 11, 1, tzinfo=timezone.utc))
     assert isinstance(outcome, Reject) and outcome.reason == "bad_timestamp"

@@ -54,26 +54,26 @@ def normalised_usage(row: dict) -> dict:
     return row | {"raw_usage_json": None if raw is None else json.loads(raw)}
 
 
-def assert_same_as_reference(lines: list[bytes], *, key: str | None = "team-a", tz: ZoneInfo = ZONES[0]) -> int:
+def assert_same_as_reference(lines: list[bytes], *, key: str | None = "team-a") -> int:
     """Normalise `lines` both ways and compare every outcome; returns how many the typed decoder took.
 
     The block form skips lines holding b"\\n" (a block is split there)."""
     numbered = list(enumerate(lines, start=1))
-    batch = normalise_lines(numbered, fallback_key=key, tz=tz, now=NOW)
-    assert_outcomes(batch, numbered, key, tz)
-    assert_same_as_reference_in_a_block([line for line in lines if b"\n" not in line], key=key, tz=tz)
+    batch = normalise_lines(numbered, fallback_key=key, now=NOW)
+    assert_outcomes(batch, numbered, key)
+    assert_same_as_reference_in_a_block([line for line in lines if b"\n" not in line], key=key)
     return batch.fast
 
 
-def assert_same_as_reference_in_a_block(lines: list[bytes], *, key: str | None, tz: ZoneInfo) -> int:
+def assert_same_as_reference_in_a_block(lines: list[bytes], *, key: str | None) -> int:
     """`normalise_block` on the lines joined into one block; returns how many the compiled scanner took."""
     block = b"".join(line + b"\n" for line in lines)
-    normalised = normalise_block(block, 1, fallback_key=key, tz=tz, now=NOW)
-    assert_outcomes(normalised, list(enumerate(lines, start=1)), key, tz)
+    normalised = normalise_block(block, 1, fallback_key=key, now=NOW)
+    assert_outcomes(normalised, list(enumerate(lines, start=1)), key)
     return normalised.compiled
 
 
-def assert_outcomes(batch: NormalisedLines, numbered: list[tuple[int, bytes]], key: str | None, tz: ZoneInfo) -> None:
+def assert_outcomes(batch: NormalisedLines, numbered: list[tuple[int, bytes]], key: str | None) -> None:
     records = iter(batch.records.to_pylist())
     rejects = iter(batch.rejects)
     blank = 0
@@ -81,7 +81,7 @@ def assert_outcomes(batch: NormalisedLines, numbered: list[tuple[int, bytes]], k
         if not line.strip():
             blank += 1
             continue
-        expected = parse_line(line, fallback_key=key, tz=tz, now=NOW)
+        expected = parse_line(line, fallback_key=key, now=NOW)
         if isinstance(expected, Reject):
             got_no, got, got_line = next(rejects)
             assert (got_no, got, got_line) == (line_no, expected, line)
@@ -121,13 +121,12 @@ def test_the_sdk_dumps_line_by_line() -> None:
     lines = SDK_FIXTURE.read_bytes().splitlines()
     assert len(lines) == 52
     for key in ("team-a-prod", None):
-        for tz in ZONES[:2]:
-            assert_same_as_reference(lines, key=key, tz=tz)
+        assert_same_as_reference(lines, key=key)
     # both fast tiers take every line but the interrupted stream's message_start (a rarer shape, declined)
     taken = [line for line in lines if b'"fixture": "anthropic_message_start/' not in line]
     assert len(taken) == len(lines) - 4
     assert assert_same_as_reference(taken, key="team-a-prod") == len(taken)
-    assert assert_same_as_reference_in_a_block(taken, key="team-a-prod", tz=ZONES[0]) == len(taken)
+    assert assert_same_as_reference_in_a_block(taken, key="team-a-prod") == len(taken)
 
 
 def test_the_simulator_traffic_goes_the_fast_way(tmp_path: Path) -> None:
@@ -138,9 +137,8 @@ def test_the_simulator_traffic_goes_the_fast_way(tmp_path: Path) -> None:
         data = gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
         lines += data.splitlines(keepends=True)
     assert len(lines) == counts["lines"]
-    for tz in ZONES[:2]:
-        fast = assert_same_as_reference(lines, key="team-a-prod", tz=tz)
-        assert fast >= 0.95 * len(lines), f"the fast path took only {fast} of {len(lines)} lines"
+    fast = assert_same_as_reference(lines, key="team-a-prod")
+    assert fast >= 0.95 * len(lines), f"the fast path took only {fast} of {len(lines)} lines"
 
 
 def test_file_batches_give_what_read_file_gives(tmp_path: Path) -> None:
@@ -150,8 +148,8 @@ def test_file_batches_give_what_read_file_gives(tmp_path: Path) -> None:
     text = "\n".join([good, "", "not json", envelope(json.loads(RESPONSES_OBJECT), request_id="r2")] * 3) + "\n"
     path = inbox / "team-a" / "log.jsonl.gz"
     path.write_bytes(gzip.compress(text.encode())[:-12])  # truncated: the stream breaks near the end
-    expected = list(read_file(path, inbox_root=inbox, tz=ZONES[0], now=NOW))
-    batches = list(read_file_batches(path, inbox_root=inbox, tz=ZONES[0], now=NOW, block_bytes=100))
+    expected = list(read_file(path, inbox_root=inbox, now=NOW))
+    batches = list(read_file_batches(path, inbox_root=inbox, now=NOW, block_bytes=100))
     assert len(batches) > 3
     records = [r for b in batches for r in b.records.to_pylist()]
     rejects = [(n, r) for b in batches for n, r, _ in b.rejects]
@@ -221,22 +219,20 @@ def lines(draw) -> bytes:
 
 
 @settings(max_examples=600, deadline=None)
-@given(batch=st.lists(lines(), min_size=1, max_size=8), key=st.sampled_from(["team-a", None, ""]),
-       tz=st.sampled_from(ZONES))
-def test_generated_lines_match_the_reference(batch: list[bytes], key: str | None, tz: ZoneInfo) -> None:
-    assert_same_as_reference(batch, key=key, tz=tz)
+@given(batch=st.lists(lines(), min_size=1, max_size=8), key=st.sampled_from(["team-a", None, ""]))
+def test_generated_lines_match_the_reference(batch: list[bytes], key: str | None) -> None:
+    assert_same_as_reference(batch, key=key)
 
 
-@pytest.mark.parametrize("tz", ZONES)
-def test_usage_dates_across_zone_transitions(tz: ZoneInfo) -> None:
-    # Every 7 minutes through 2026: both sides of every DST change of these zones.
+def test_utc_dates_through_a_year() -> None:
+    # Every 91 minutes through 2026: the fast path's UTC day is the reference's.
     start = int(datetime(2026, 1, 1, tzinfo=timezone.utc).timestamp())
     body = json.loads(CHAT_COMPLETION)
     stamps = range(start, start + 365 * 86_400, 7 * 60 * 13)
     lines = [encoded(envelope(body, ts=ts, request_id=f"r{ts}")) for ts in stamps]
     now = datetime(2027, 1, 1, tzinfo=timezone.utc)
-    got = normalise_lines(list(enumerate(lines, 1)), fallback_key="k", tz=tz, now=now).records.column("usage_date")
-    assert got.to_pylist() == [datetime.fromtimestamp(ts, tz).date() for ts in stamps]
+    got = normalise_lines(list(enumerate(lines, 1)), fallback_key="k", now=now).records.column("utc_date")
+    assert got.to_pylist() == [datetime.fromtimestamp(ts, timezone.utc).date() for ts in stamps]
 
 
 # --- staging in worker processes ---------------------------------------------------------------
@@ -255,7 +251,7 @@ def test_staging_in_two_processes_lands_what_one_process_lands(tmp_path: Path, m
     for workers in (1, 2):
         lake = tmp_path / f"lake-{workers}"
         items = request_log_lake.pending_files(lake, inbox)
-        staged = list(request_log_lake.stage_files(lake, inbox, items, ZONES[1], NOW, workers=workers))
+        staged = list(request_log_lake.stage_files(lake, inbox, items, NOW, workers=workers))
         assert sorted(s.file for s in staged) == sorted(i.relative for i in items) and len(items) > 2
         assert request_log_lake.pending_files(lake, inbox) == []  # every manifest written
         landed[workers] = {

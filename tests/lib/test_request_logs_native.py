@@ -21,7 +21,7 @@ from pipelines.lib.request_logs.reader import read_file_batches
 from pipelines.lib.simulator.inbox import write_inbox
 from pipelines.lib.simulator.traffic import generate_traffic
 from test_request_logs import CHAT_COMPLETION, SHAPES, Usage, envelope, render, usages
-from test_request_logs_fast import ZONES, assert_same_as_reference_in_a_block, lines, normalised_usage, reference_row
+from test_request_logs_fast import assert_same_as_reference_in_a_block, lines, normalised_usage, reference_row
 
 CHAT = json.loads(CHAT_COMPLETION)
 GOOD = envelope(CHAT, request_id="r1", ts="2026-03-20T10:00:00Z", key_name="team-a", model="gpt-4o",
@@ -146,18 +146,17 @@ TASK_CASES = [
 
 
 def test_edge_cases_give_the_reference_outcome() -> None:
-    for tz in ZONES[:2]:
-        for key in ("team-a", None, ""):
-            assert_same_as_reference_in_a_block(EDGE_CASES + TASK_CASES, key=key, tz=tz)
+    for key in ("team-a", None, ""):
+        assert_same_as_reference_in_a_block(EDGE_CASES + TASK_CASES, key=key)
     # and the scanner did take the plain ones (not everything is declined)
-    assert assert_same_as_reference_in_a_block([GOOD.encode(), *TASK_CASES[:3]], key="k", tz=ZONES[0]) == 4
+    assert assert_same_as_reference_in_a_block([GOOD.encode(), *TASK_CASES[:3]], key="k") == 4
 
 
 def test_every_shape_is_taken_by_the_scanner() -> None:
     usage = Usage(uncached=10, cached=2, cache_write=1, visible=4, reasoning=1)
     rendered = [envelope(render(shape, usage, rich=rich), ts="2026-03-20T10:00:00.123+08:00",
                          request_id=f"r-{shape}", model="m") for shape in SHAPES for rich in (False, True)]
-    taken = assert_same_as_reference_in_a_block([r.encode() for r in rendered], key="k", tz=ZONES[1])
+    taken = assert_same_as_reference_in_a_block([r.encode() for r in rendered], key="k")
     assert taken == 2 * len(SHAPES)
 
 
@@ -195,12 +194,11 @@ def disturb(text: str, rng: random.Random) -> str:
 
 
 @settings(max_examples=400, deadline=None)
-@given(batch=st.lists(lines(), min_size=1, max_size=6), seed=st.integers(0, 2**32), key=st.sampled_from(["team-a", None]),
-       tz=st.sampled_from(ZONES))
-def test_disturbed_lines_match_the_reference(batch: list[bytes], seed: int, key: str | None, tz) -> None:
+@given(batch=st.lists(lines(), min_size=1, max_size=6), seed=st.integers(0, 2**32), key=st.sampled_from(["team-a", None]))
+def test_disturbed_lines_match_the_reference(batch: list[bytes], seed: int, key: str | None) -> None:
     rng = random.Random(seed)
     disturbed = [disturb(line.decode(), rng).encode("utf-8", errors="surrogatepass") for line in batch]
-    assert_same_as_reference_in_a_block([d for d in disturbed if b"\n" not in d], key=key, tz=tz)
+    assert_same_as_reference_in_a_block([d for d in disturbed if b"\n" not in d], key=key)
 
 
 @settings(max_examples=200, deadline=None)
@@ -208,7 +206,7 @@ def test_disturbed_lines_match_the_reference(batch: list[bytes], seed: int, key:
 def test_generated_usage_of_every_shape(usage, shape: str, total: bool, details: bool, rich: bool) -> None:
     body = render(shape, usage, total=total, details=details, rich=rich)
     line = envelope(body, ts="2026-03-20T10:00:00Z", request_id="r").encode()
-    assert_same_as_reference_in_a_block([line], key="k", tz=ZONES[0])
+    assert_same_as_reference_in_a_block([line], key="k")
 
 
 # --- the simulator's traffic, through the reader -------------------------------------------------
@@ -221,8 +219,8 @@ def test_the_simulator_traffic_goes_the_compiled_way(tmp_path: Path) -> None:
     write_inbox(traffic, tmp_path)
     lines = compiled = 0
     for path in sorted(p for p in tmp_path.rglob("*") if p.is_file()):
-        expected = list(read_file(path, inbox_root=tmp_path, tz=ZONES[1], now=NOW))
-        batches = list(read_file_batches(path, inbox_root=tmp_path, tz=ZONES[1], now=NOW, block_bytes=4096))
+        expected = list(read_file(path, inbox_root=tmp_path, now=NOW))
+        batches = list(read_file_batches(path, inbox_root=tmp_path, now=NOW, block_bytes=4096))
         records = [normalised_usage(r) for b in batches for r in b.records.to_pylist()]
         assert records == [reference_row(e.outcome, e.line_no) for e in expected
                            if e.outcome is not None and not isinstance(e.outcome, Reject)]

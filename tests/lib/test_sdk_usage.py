@@ -246,7 +246,7 @@ def test_the_fixture_file_holds_every_case_dumped_every_way():
 def test_every_dump_gives_the_expected_row(case: Case):
     lines = fixture_lines()
     for dump in DUMPS:
-        record = parse_line(lines[f"{case.name}/{dump}"], fallback_key="team-a-prod", tz=UTC, now=NOW)
+        record = parse_line(lines[f"{case.name}/{dump}"], fallback_key="team-a-prod", now=NOW)
         assert isinstance(record, RequestRecord), (dump, record)
         got = {name: getattr(record, name) for name in USAGE_FIELDS}
         assert got == case.usage, dump

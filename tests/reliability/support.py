@@ -140,6 +140,7 @@ TIME_COLUMNS: dict[str, dict[str, str]] = {
         "snapshot_id": "minted from fetched_at",
     },
     "anomalies": {"detected_at": "the build that (re)detected the finding"},
+    "service_day_boundary": {"inferred_at": "the build that compared the ledger with daily_quota"},
     "inbox_files": {"staged_at": "when the file version was read (once per data home)"},
     "model_versions": {"built_at": "when this SQL version first built its table (once per data home)"},
     "rebuild_inputs": {

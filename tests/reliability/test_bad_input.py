@@ -320,7 +320,7 @@ NOW = datetime(2026, 11, 1, tzinfo=UTC)
 
 @pytest.mark.parametrize("case", LOG_LINES, ids=lambda c: c.kind)
 def test_each_bad_log_line_is_rejected_with_its_reason(case):
-    outcome = parse_line(case.text, fallback_key=None if case.in_root else "team-a-prod", tz=UTC, now=NOW)
+    outcome = parse_line(case.text, fallback_key=None if case.in_root else "team-a-prod", now=NOW)
     assert isinstance(outcome, Reject) and outcome.reason == case.reason, outcome
     assert outcome.detail and "\n" not in outcome.detail
 
@@ -355,9 +355,9 @@ def bad_ledger_row(good: dict, case: LedgerRow):
 def test_each_bad_ledger_row_is_rejected_with_its_reason(case):
     good = good_ledger_item(small_traffic())
     if case.source == "api":
-        outcome = parse_item(bad_ledger_row(good, case), tz="UTC")
+        outcome = parse_item(bad_ledger_row(good, case))
     else:
-        [outcome] = parse_export_csv(csv_text([bad_ledger_row(good, case)], case.source == "csv_usd"), tz="UTC")
+        [outcome] = parse_export_csv(csv_text([bad_ledger_row(good, case)], case.source == "csv_usd"))
         assert outcome.line == 2
     assert isinstance(outcome, GatewayReject) and outcome.reason == case.reason, outcome
     assert outcome.detail and "\n" not in outcome.detail

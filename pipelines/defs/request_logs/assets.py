@@ -13,7 +13,7 @@ from pipelines.defs.metadata import (
 from pipelines.defs.pools import WRITER_POOL
 from pipelines.defs.resources import GatewayLedger, LedgerHome
 from pipelines.defs.window import run_days
-from pipelines.lib import clock, gateway_lake, lake, request_log_lake
+from pipelines.lib import clock, gateway_lake, lake, lake_layout, request_log_lake
 from pipelines.lib.lake import window_days
 from pipelines.lib.warehouse import built_from, inputs_sha, publish, record_built_from, run_model
 
@@ -21,9 +21,9 @@ GROUP = "request_logs"
 # Not partitioned: the inbox is staged whole once per run, whatever the range of days. The
 # single-run policy says so to the Dagster CLI (`--partition-range` needs it on every asset it selects).
 ONCE_PER_RUN = dg.BackfillPolicy.single_run()
-REQUEST_LOG_PREVIEW = ["usage_date", "ts", "key_name", "model", "prompt_tokens", "completion_tokens", "usage_status",
+REQUEST_LOG_PREVIEW = ["utc_date", "ts", "key_name", "model", "prompt_tokens", "completion_tokens", "usage_status",
                        "file", "line_no"]
-GATEWAY_PREVIEW = ["usage_date", "created_at", "key_name", "model", "log_type_name", "billed_usd", "prompt_tokens",
+GATEWAY_PREVIEW = ["utc_date", "created_at", "key_name", "model", "log_type_name", "billed_usd", "prompt_tokens",
                    "completion_tokens", "request_id"]
 # what warehouse/inbox_files (and request_conflicts) is built from (kept while these are unchanged)
 INBOX_FILES_MODELS = ("stg_inbox_files", "stg_copy_ranks", "request_conflicts", "inbox_files")
@@ -32,7 +32,11 @@ INBOX_FILES_PARAMS = ("inbox_manifest_files", "inbox_record_files")
 
 
 def swept(context: dg.AssetExecutionContext, ledger: LedgerHome, datasets: tuple[str, ...]) -> None:
-    """Remove what a killed writer left in `datasets` (lake.remove_stale_temporaries), saying so."""
+    """Convert a lake in the older layout once (`lake_layout`), and remove what a killed writer left in
+    `datasets` (lake.remove_stale_temporaries), saying so."""
+    converted = lake_layout.ensure_utc_days(ledger.lake)
+    if converted:
+        context.log.warning(converted)
     removed = lake.remove_stale_temporaries(ledger.lake, datasets)
     if removed:
         context.log.info(f"removed {len(removed)} temporary file(s) left by a killed run over a day ago")
@@ -61,8 +65,8 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
         pending = request_log_lake.pending_files(ledger.lake, ledger.inbox_path)
         now = clock.now()
         staged = []
-        for index, done in enumerate(request_log_lake.stage_files(ledger.lake, ledger.inbox_path, pending,
-                                                                 ledger.tz, now), start=1):
+        for index, done in enumerate(request_log_lake.stage_files(ledger.lake, ledger.inbox_path, pending, now),
+                                     start=1):
             staged.append(done)
             context.log.info(f"staged {index}/{len(pending)}: {done.file} ({done.lines_read} lines)")
         reasons = Counter()
@@ -103,15 +107,16 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
         owners=["team:platform"],
         metadata=lake_spec_metadata(request_log_lake.REQUEST_LOGS),
         description=(
-            "One row per client-logged request, in the partition of its own reporting day, whatever file it "
-            "came in: tokens in disjoint buckets (OpenAI semantics), unknown usage kept as NULL, duplicates removed."
+            "One row per client-logged request, in the partition of its own UTC day (a reporting day is landed as "
+            "the UTC days that cover it), whatever file it came in: tokens in disjoint buckets (OpenAI semantics), "
+            "unknown usage kept as NULL, duplicates removed."
         ),
     )
     def request_logs_lake(context: dg.AssetExecutionContext, ledger: LedgerHome) -> dg.MaterializeResult:
         start, end = run_days(context)
         swept(context, ledger, ("request_logs",))
-        written = request_log_lake.assemble(ledger.lake, start, end)
-        files = lake.files(ledger.lake, "request_logs", "usage_date", list(written))
+        written = request_log_lake.assemble(ledger.lake, *lake.utc_days_covering(start, end, ledger.timezone))
+        files = lake.files(ledger.lake, "request_logs", "utc_date", list(written))
         with duckdb.connect() as con:
             shapes = con.execute(
                 "SELECT usage_shape, usage_status, count(*) FROM read_parquet($f) GROUP BY ALL ORDER BY ALL",
@@ -152,13 +157,14 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
                 **lake_metadata([], gateway_lake.SCHEMAS["gateway_logs"], GATEWAY_PREVIEW),
                 "window": f"{start} .. {end}", "skipped": True,
                 "reason": "COMETAPI_ACCESS_TOKEN not set; no CSV export"})
+        first_utc, last_utc = lake.utc_days_covering(start, end, ledger.timezone)  # the lake keeps UTC days
         with gateway.client() if gateway.configured else contextlib.nullcontext() as client:
-            pull_id, window = gateway_lake.land_window(ledger.lake, start, end, ledger.tz, client=client,
+            pull_id, window = gateway_lake.land_window(ledger.lake, first_utc, last_utc, client=client,
                                                        export_files=exports, now=clock.now, warn=context.log.warning,
                                                        progress=context.log.info)
         figures = gateway_lake.summary(window)
-        written = [lake.partition_dir(ledger.lake, "gateway_logs", "usage_date", day) / "ledger.parquet"
-                   for day in window_days(start, end)]
+        written = [lake.partition_dir(ledger.lake, "gateway_logs", "utc_date", day) / "ledger.parquet"
+                   for day in window_days(first_utc, last_utc)]
         return dg.MaterializeResult(
             metadata={
                 **lake_metadata(written, gateway_lake.SCHEMAS["gateway_logs"], GATEWAY_PREVIEW,
@@ -210,12 +216,12 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
     def inbox_warehouse(context: dg.AssetExecutionContext, ledger: LedgerHome):
         params = request_log_lake.staging_params(ledger.lake) | gateway_lake.reject_params(ledger.lake)
         everything = {"start": request_log_lake.FIRST_DAY, "end": request_log_lake.LAST_DAY}
-        with publish(ledger.warehouse_path) as con:
+        with publish(ledger.warehouse_path, zone=ledger.timezone) as con:
             run_model(con, "stg_inbox_files", params)
             # inbox_files ranks every copy ever staged (a new file can turn an old copy into a
             # duplicate), which at a year of history costs tens of seconds: it is kept when neither
             # the staged files nor its SQL changed since it was built (a backfill's later runs).
-            inbox_inputs = {k: params[k] for k in INBOX_FILES_PARAMS} | everything
+            inbox_inputs = {k: params[k] for k in INBOX_FILES_PARAMS} | everything | {"zone": ledger.timezone}
             inputs = inputs_sha(INBOX_FILES_MODELS, inbox_inputs)
             rebuilt = not built_from(con, INBOX_FILES_TABLES, inputs)
             if rebuilt:

@@ -9,7 +9,7 @@ from pipelines.defs.metadata import markdown_table, preview, table_metadata, war
 from pipelines.defs.pools import WRITER_POOL
 from pipelines.defs.resources import LedgerHome
 from pipelines.defs.window import run_days
-from pipelines.lib import anomalies, clock, reconciliation
+from pipelines.lib import anomalies, clock, day_boundary, reconciliation
 from pipelines.lib.reconciliation import RECON_MODELS, load_config, rebuild_window
 from pipelines.lib.warehouse import model_path, publish, record_models, reset_models, stale_models
 
@@ -26,7 +26,7 @@ PUBLIC = {
 # The SQL models behind each table, linked from its definition in the UI.
 MODELS = {
     "requests": ("stg_client_requests", "stg_gateway_rows", "requests"),
-    "recon_key_daily": ("stg_gateway_rows", "stg_gateway_coverage", "recon_key_daily"),
+    "recon_key_daily": ("stg_gateway_rows", "stg_gateway_coverage", "recon_key_daily", "service_day_boundary"),
 }
 MONTHLY = ("cost_category_monthly", "chargeback_monthly")  # marts by month: no usage_date window
 FLAGGED = ("SELECT usage_date, key_name, status, reported_cost_usd, round(estimated_cost_usd, 6) AS estimated_cost_usd, "
@@ -116,16 +116,22 @@ def build_warehouse_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
                               description="allocated cost per key-day equals the reported cost exactly"),
             dg.AssetCheckSpec("variance_within_tolerance", asset=["warehouse", "recon_key_daily"],
                               description="key-days whose variance is beyond tolerance (warning)"),
+            dg.AssetCheckSpec("service_day_boundary", asset=["warehouse", "recon_key_daily"],
+                              description="CometAPI's daily_quota days fit COMET_LEDGER_TIMEZONE better than UTC or "
+                                          "UTC+8, by the gateway ledger's sums (warning; table service_day_boundary)"),
         ],
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool=WRITER_POOL,
     )
     def reconciliation_warehouse(context: dg.AssetExecutionContext, ledger: LedgerHome):
         start, end = run_days(context)
-        with publish(ledger.warehouse_path) as con:
-            start, end = rebuild_window(con, ledger.lake, start, end, ledger.tolerance_usd, ledger.tolerance_pct)
+        with publish(ledger.warehouse_path, zone=ledger.timezone) as con:
+            start, end = rebuild_window(con, ledger.lake, start, end, ledger.tolerance_usd, ledger.tolerance_pct,
+                                        say=context.log.warning)
             window = {"start": start, "end": end}
             checks = reconciliation.window_checks(con, start, end)
+            day_boundary.build(con, ledger.lake, clock.now())
+            boundary = day_boundary.verdict(con)
             duplicates, broken_tokens = checks.duplicate_request_ids, checks.broken_tokens
             unpriced_share, unbalanced, flagged = checks.unpriced_share, checks.unbalanced_key_days, checks.flagged_key_days
             metadata = {
@@ -160,6 +166,10 @@ def build_warehouse_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
         yield dg.AssetCheckResult(check_name="allocation_sums", asset_key=["warehouse", "cost_key_model_daily"],
                                   passed=unbalanced == 0, metadata={"unbalanced_key_days": unbalanced})
         yield dg.AssetCheckResult(
+            check_name="service_day_boundary", asset_key=["warehouse", "recon_key_daily"],
+            passed=boundary.configured_fits, severity=dg.AssetCheckSeverity.WARN, description=boundary.line(),
+            metadata={c.candidate: f"{c.matched} of {c.compared} key-days" for c in boundary.candidates})
+        yield dg.AssetCheckResult(
             check_name="variance_within_tolerance", asset_key=["warehouse", "recon_key_daily"],
             passed=flagged == 0, severity=dg.AssetCheckSeverity.WARN,
             description=(f"{flagged} key-day(s) of {start} .. {end} beyond tolerance: "
@@ -191,16 +201,16 @@ def build_warehouse_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
     )
     def anomalies_warehouse(context: dg.AssetExecutionContext, ledger: LedgerHome):
         start, end = run_days(context)
-        with publish(ledger.warehouse_path) as con:
-            if stale_models(con, (anomalies.MODEL,)):  # built by older SQL: rebuild the whole history
+        with publish(ledger.warehouse_path, zone=ledger.timezone) as con:
+            if stale_models(con, (anomalies.MODEL,)):  # built by older SQL or in another zone: rebuild it all
                 reset_models(con, (anomalies.MODEL,))
-                start, end = reconciliation.history(ledger.lake) or (start, end)
+                start, end = reconciliation.history(ledger.lake, ledger.timezone) or (start, end)
             window = {"start": start, "end": end}
             # A key-day finding judges its day against the days before it (baseline, IPs seen before),
             # so days published after later ones (partitions backfilled in parallel or out of order)
             # change the later days' findings too: re-judge every day up to the last one held. Judging
             # only the run's own days kept e.g. a spurious new_source_ip on a later day for good.
-            judged_to = max(end, (reconciliation.history(ledger.lake) or (start, end))[1])
+            judged_to = max(end, (reconciliation.history(ledger.lake, ledger.timezone) or (start, end))[1])
             rebuilt = anomalies.detect(con, start, judged_to, clock.now(), timezone=ledger.timezone)
             record_models(con, (anomalies.MODEL,))
             found = anomalies.counts(con, start, end)

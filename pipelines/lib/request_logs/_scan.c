@@ -12,7 +12,7 @@
  * unexpected JSON type, any value a rule would reject, and the rarer shapes (see `rules`).
  * tests/lib/test_request_logs_native.py holds every accepted row to parse_line's.
  *
- * Output columns follow fast.NUMBERED_SCHEMA without usage_date (computed in Python from ts).
+ * Output columns follow fast.NUMBERED_SCHEMA without utc_date (computed in Python from ts).
  * Strings are Arrow layouts (int32 offsets + data), nullable columns carry an Arrow validity bitmap.
  */
 #define PY_SSIZE_T_CLEAN

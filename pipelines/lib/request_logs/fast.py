@@ -41,7 +41,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Final
-from zoneinfo import ZoneInfo
 
 import msgspec
 import numpy as np
@@ -205,7 +204,7 @@ class NormalisedLines:
 
 
 def normalise_lines(
-    lines: Sequence[tuple[int, bytes]], *, fallback_key: str | None, tz: ZoneInfo, now: datetime
+    lines: Sequence[tuple[int, bytes]], *, fallback_key: str | None, now: datetime
 ) -> NormalisedLines:
     """Normalise numbered lines: the same outcome as `parse_line` on each (module docstring)."""
     if now.tzinfo is None:
@@ -213,13 +212,13 @@ def normalise_lines(
     collecting = gc.isenabled()
     gc.disable()  # a batch makes ~10^5 acyclic tuples; collections triggered by them would only re-scan the heap
     try:
-        return _normalise(lines, fallback_key, tz, now)
+        return _normalise(lines, fallback_key, now)
     finally:
         if collecting:
             gc.enable()
 
 
-def _normalise(lines: Sequence[tuple[int, bytes]], fallback_key: str | None, tz: ZoneInfo,
+def _normalise(lines: Sequence[tuple[int, bytes]], fallback_key: str | None,
                now: datetime) -> NormalisedLines:
     latest_us = _us(now + FUTURE_TOLERANCE)
     endpoints: dict[str, bool] = {}
@@ -240,16 +239,16 @@ def _normalise(lines: Sequence[tuple[int, bytes]], fallback_key: str | None, tz:
         if not line.strip():
             blank += 1
             continue
-        outcome = parse_line(line, fallback_key=fallback_key, tz=tz, now=now)
+        outcome = parse_line(line, fallback_key=fallback_key, now=now)
         if isinstance(outcome, Reject):
             rejects.append((line_no, outcome, line))
         else:
             rows.append((*_record_row(outcome), line_no))
-    return NormalisedLines(_table(rows, tz), rejects, blank, fast)
+    return NormalisedLines(_table(rows), rejects, blank, fast)
 
 
 def normalise_block(
-    block: bytes, first_line_no: int, *, fallback_key: str | None, tz: ZoneInfo, now: datetime
+    block: bytes, first_line_no: int, *, fallback_key: str | None, now: datetime
 ) -> NormalisedLines:
     """Normalise every line of `block` (whole lines split at b"\\n", the first numbered `first_line_no`).
 
@@ -260,14 +259,14 @@ def normalise_block(
     key = _scan_key(fallback_key)
     if _scan is None or key is False:
         numbered = list(enumerate(block_lines(block), first_line_no))
-        return normalise_lines(numbered, fallback_key=fallback_key, tz=tz, now=now)
+        return normalise_lines(numbered, fallback_key=fallback_key, now=now)
     rows, columns, declined = _scan.scan(block, first_line_no, key, _EARLIEST_US, _us(now + FUTURE_TOLERANCE))
     where = np.frombuffer(declined, dtype=np.int64).reshape(-1, 3).tolist()
     rest = normalise_lines([(n, block[start:end]) for n, start, end in where],
-                           fallback_key=fallback_key, tz=tz, now=now)
+                           fallback_key=fallback_key, now=now)
     records = rest.records
     if rows:
-        scanned = _scanned_table(rows, columns, tz)
+        scanned = _scanned_table(rows, columns)
         records = scanned if not records.num_rows else _in_line_order(pa.concat_tables([scanned, records]))
     return NormalisedLines(records, rest.rejects, rest.blank, rows + rest.fast, rows)
 
@@ -293,7 +292,7 @@ def _scan_key(fallback_key: str | None) -> bytes | None | bool:
 _USAGE_STATUSES: Final = pa.array(["unknown", "known", "per_call"])  # the scanner's codes 0, 1, 2
 
 
-def _scanned_table(rows: int, columns: dict[str, tuple[bytes, bytes, bytes]], tz: ZoneInfo) -> pa.Table:
+def _scanned_table(rows: int, columns: dict[str, tuple[bytes, bytes, bytes]]) -> pa.Table:
     """NUMBERED_SCHEMA from the scanner's buffers: Arrow layouts, wrapped without copying."""
     def array(name: str, type_: pa.DataType) -> pa.Array:
         valid, values, data = (pa.py_buffer(b) for b in columns[name])
@@ -303,8 +302,8 @@ def _scanned_table(rows: int, columns: dict[str, tuple[bytes, bytes, bytes]], tz
     ts_us = np.frombuffer(columns["ts"][1], dtype=np.int64)
     arrays = []
     for field in NUMBERED_SCHEMA:
-        if field.name == "usage_date":
-            arrays.append(pa.array(_local_days(ts_us, tz), pa.int32()).view(field.type))
+        if field.name == "utc_date":
+            arrays.append(pa.array(_utc_days(ts_us), pa.int32()).view(field.type))
         elif field.name == "usage_shape":
             arrays.append(pa.array(_scan.SHAPES).take(array(field.name, pa.int8())))
         elif field.name == "usage_status":
@@ -335,15 +334,15 @@ def _us(moment: datetime) -> int:
 _ONE_US: Final = timedelta(microseconds=1)
 
 
-# Columns of a row before `_table` adds usage_date: RECORD_SCHEMA without usage_date, then line_no.
-_ROW_COLUMNS: Final = tuple(n for n in RECORD_SCHEMA.names if n != "usage_date")
+# Columns of a row before `_table` adds utc_date: RECORD_SCHEMA without utc_date, then line_no.
+_ROW_COLUMNS: Final = tuple(n for n in RECORD_SCHEMA.names if n != "utc_date")
 
 
 def _record_row(r: RequestRecord) -> tuple:
     return tuple(_us(r.ts) if name == "ts" else getattr(r, name) for name in _ROW_COLUMNS)
 
 
-def _table(rows: list[tuple], tz: ZoneInfo) -> pa.Table:
+def _table(rows: list[tuple]) -> pa.Table:
     columns = list(zip(*rows)) if rows else [()] * (len(_ROW_COLUMNS) + 1)
     by_name = dict(zip((*_ROW_COLUMNS, "line_no"), columns))
     ts_us = np.fromiter(by_name["ts"], dtype=np.int64, count=len(rows))
@@ -351,25 +350,16 @@ def _table(rows: list[tuple], tz: ZoneInfo) -> pa.Table:
     for field in NUMBERED_SCHEMA:
         if field.name == "ts":
             arrays.append(pa.array(ts_us, pa.int64()).view(field.type))
-        elif field.name == "usage_date":
-            arrays.append(pa.array(_local_days(ts_us, tz), pa.int32()).view(field.type))
+        elif field.name == "utc_date":
+            arrays.append(pa.array(_utc_days(ts_us), pa.int32()).view(field.type))
         else:
             arrays.append(pa.array(by_name[field.name], field.type))
     return pa.Table.from_arrays(arrays, schema=NUMBERED_SCHEMA)
 
 
-def _local_days(ts_us: np.ndarray, tz: ZoneInfo) -> np.ndarray:
-    """Days since 1970-01-01 of each instant's calendar day in `tz` (what `ts.astimezone(tz).date()` gives).
-
-    The UTC offset is looked up once per distinct minute: zone transitions since 2000 fall on whole
-    minutes, so the offset is constant within one.
-    """
-    if not len(ts_us):
-        return np.zeros(0, dtype=np.int32)
-    minutes, where = np.unique(ts_us // (60 * _US_PER_S), return_inverse=True)
-    offsets = np.fromiter(
-        (datetime.fromtimestamp(int(m) * 60, tz).utcoffset() // _ONE_US for m in minutes), np.int64, len(minutes))
-    return ((ts_us + offsets[where]) // (86_400 * _US_PER_S)).astype(np.int32)
+def _utc_days(ts_us: np.ndarray) -> np.ndarray:
+    """Days since 1970-01-01 of each instant's calendar day in UTC (what `ts.astimezone(UTC).date()` gives)."""
+    return (ts_us // (86_400 * _US_PER_S)).astype(np.int32)
 
 
 # --- the rules, for the common forms -----------------------------------------------------------

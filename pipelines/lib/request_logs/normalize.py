@@ -84,7 +84,6 @@ import math
 from dataclasses import dataclass, fields, replace
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Final
-from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 
@@ -164,7 +163,7 @@ class RequestRecord:
 
     request_id: str
     ts: datetime  # aware, UTC
-    usage_date: date  # ts's calendar day in the reporting time zone
+    utc_date: date  # ts's calendar day in UTC: the lake's partition (the reporting day is the warehouse's)
     key_name: str
     model: str
     endpoint: str | None
@@ -199,7 +198,7 @@ RECORD_SCHEMA: Final = pa.schema(
     [
         pa.field("request_id", pa.string(), nullable=False),
         pa.field("ts", pa.timestamp("us", tz="UTC"), nullable=False),
-        pa.field("usage_date", pa.date32(), nullable=False),
+        pa.field("utc_date", pa.date32(), nullable=False),
         pa.field("key_name", pa.string(), nullable=False),
         pa.field("model", pa.string(), nullable=False),
         pa.field("endpoint", pa.string()),
@@ -222,13 +221,13 @@ def records_to_table(records: list[RequestRecord]) -> pa.Table:
 
 
 def parse_line(
-    text: str | bytes, *, fallback_key: str | None, tz: ZoneInfo, now: datetime
+    text: str | bytes, *, fallback_key: str | None, now: datetime
 ) -> RequestRecord | Reject:
     """Normalise one inbox line. Never raises for bad input; a naive `now` is a caller bug."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     try:
-        return _parse(text, fallback_key=fallback_key, tz=tz, now=now)
+        return _parse(text, fallback_key=fallback_key, now=now)
     except _Rejected as rejected:
         return Reject(rejected.reason, redact(rejected.detail))
 
@@ -258,7 +257,7 @@ class _Tokens:
     web_fetch: int | None = None
 
 
-def _parse(text: str | bytes, *, fallback_key: str | None, tz: ZoneInfo, now: datetime) -> RequestRecord:
+def _parse(text: str | bytes, *, fallback_key: str | None, now: datetime) -> RequestRecord:
     envelope = _load_object(text)
     body = envelope.get("response")
     if body is None:
@@ -294,7 +293,7 @@ def _parse(text: str | bytes, *, fallback_key: str | None, tz: ZoneInfo, now: da
     return RequestRecord(
         request_id=request_id,
         ts=ts,
-        usage_date=ts.astimezone(tz).date(),
+        utc_date=ts.astimezone(timezone.utc).date(),
         key_name=key_name,
         model=model,
         endpoint=endpoint,

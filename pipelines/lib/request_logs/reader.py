@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Final
-from zoneinfo import ZoneInfo
 
 import numpy as np
 
@@ -285,18 +284,18 @@ def numbered_lines(path: Path) -> Iterator[tuple[int, bytes | Reject]]:
         yield from enumerate(block_lines(block), first)
 
 
-def read_file(path: Path, *, inbox_root: Path, tz: ZoneInfo, now: datetime) -> Iterator[LineResult]:
+def read_file(path: Path, *, inbox_root: Path, now: datetime) -> Iterator[LineResult]:
     """Parse every line of one inbox file with `parse_line`; see the module docstring for gzip damage."""
     fallback_key = fallback_key_for(path, inbox_root)
     for line_no, line in numbered_lines(path):
         if isinstance(line, Reject):
             yield LineResult(line_no, line)
         else:
-            yield _line_result(line_no, line, fallback_key, tz, now)
+            yield _line_result(line_no, line, fallback_key, now)
 
 
 def read_file_batches(
-    path: Path, *, inbox_root: Path, tz: ZoneInfo, now: datetime, block_bytes: int = READ_BLOCK
+    path: Path, *, inbox_root: Path, now: datetime, block_bytes: int = READ_BLOCK
 ) -> Iterator[NormalisedLines]:
     """What `read_file` gives, a block at a time through `fast.normalise_block` (the same outcomes)."""
     fallback_key = fallback_key_for(path, inbox_root)
@@ -304,15 +303,15 @@ def read_file_batches(
         if isinstance(block, Reject):
             yield NormalisedLines(NUMBERED_SCHEMA.empty_table(), [(first, block, b"")], 0, 0)
             return
-        yield normalise_block(block, first, fallback_key=fallback_key, tz=tz, now=now)
+        yield normalise_block(block, first, fallback_key=fallback_key, now=now)
 
 
 def _line_result(
-    line_no: int, line: bytes, fallback_key: str | None, tz: ZoneInfo, now: datetime
+    line_no: int, line: bytes, fallback_key: str | None, now: datetime
 ) -> LineResult:
     if not line.strip():
         return LineResult(line_no, None)
-    outcome = parse_line(line, fallback_key=fallback_key, tz=tz, now=now)
+    outcome = parse_line(line, fallback_key=fallback_key, now=now)
     if isinstance(outcome, Reject):
         return LineResult(line_no, outcome, raw_text(line))
     return LineResult(line_no, outcome)
@@ -374,9 +373,9 @@ def tally(files: Iterable[tuple[str, Iterable[LineResult]]]) -> InboxBatch:
     return InboxBatch(records=deduped.kept, rejects=rejects, stats=stats)
 
 
-def read_inbox(inbox_root: Path, *, tz: ZoneInfo, now: datetime) -> InboxBatch:
+def read_inbox(inbox_root: Path, *, now: datetime) -> InboxBatch:
     """Read every inbox file; files are named by their inbox-relative POSIX path."""
     return tally(
-        (path.relative_to(inbox_root).as_posix(), read_file(path, inbox_root=inbox_root, tz=tz, now=now))
+        (path.relative_to(inbox_root).as_posix(), read_file(path, inbox_root=inbox_root, now=now))
         for path in inbox_files(inbox_root)
     )

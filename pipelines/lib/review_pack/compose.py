@@ -337,7 +337,7 @@ def _ledger_completeness(f: MonthFigures) -> Section:
     lines = [f"{CHECK_NAMES.get(name, name)}: {status.replace('_', ' ')} on {n} day(s)"
              for (name, status), n in sorted(summary.items())]
     not_checked = sorted({r["detail"] for r in f.gateway_checks if r["status"] == "not_checked" and r["detail"]})
-    rows = tuple((day(r["usage_date"]), CHECK_NAMES.get(r["check_name"], r["check_name"]), r["status"],
+    rows = tuple((day(r["utc_date"]), CHECK_NAMES.get(r["check_name"], r["check_name"]), r["status"],
                   text(r["ledger_units"]), text(r["server_units"]), text(r["api_method"]))
                  for r in f.gateway_checks)
     blocks = [
@@ -348,7 +348,7 @@ def _ledger_completeness(f: MonthFigures) -> Section:
     ]
     if not_checked:
         blocks.append(Paragraph("Why not checked: " + "; ".join(not_checked) + "."))
-    blocks.append(Table(("day", "check", "status", "ledger units", "gateway units", "read by"), rows,
+    blocks.append(Table(("UTC day", "check", "status", "ledger units", "gateway units", "read by"), rows,
                         numeric=frozenset({3, 4})))
     return Section("Gateway ledger completeness", tuple(blocks))
 
@@ -408,7 +408,9 @@ def _caveats(f: MonthFigures) -> Section:
     items = [
         f"Day time zone: a day is a reporting day in {tz} (COMET_LEDGER_TIMEZONE). CometAPI does not document "
         f"which time zone its daily figures use; if it is not {tz}, spend near midnight lands on a neighbouring "
-        "day and day-level variances pair up with the opposite sign on the next day.",
+        "day and day-level variances pair up with the opposite sign on the next day. "
+        + (f"Read off the data (table service_day_boundary): {f.day_boundary}." if f.day_boundary else
+           "The service's day boundary has not been inferred yet (no reconciliation has run)."),
         "Rates to verify at the source: estimates use the price table"
         + (f" (source: {', '.join(sources)})" if sources else "")
         + ", not CometAPI's live prices. Verify every rate and the gateway ratio on CometAPI's pricing page and "

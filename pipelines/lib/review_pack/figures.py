@@ -15,7 +15,7 @@ from typing import Any
 
 import duckdb
 
-from pipelines.lib import lake
+from pipelines.lib import day_boundary, lake
 from pipelines.lib.review_pack.period import Period
 
 REQUIRED_TABLES = ("quota_daily", "recon_key_daily", "requests", "prices", "balance_snapshots",
@@ -55,6 +55,7 @@ class MonthFigures:
     inbox: Row | None = None
     gateway_days: int = 0  # days of the month the gateway ledger covers (billed figures known)
     gateway_checks: list[Row] = field(default_factory=list)  # the latest pull's completeness checks per day
+    day_boundary: str | None = None  # what the service's day boundary was inferred to be (day_boundary.Verdict.line)
 
     @property
     def has_data(self) -> bool:
@@ -295,6 +296,8 @@ def read_month(warehouse_path: Path, lake_root: Path, period: Period) -> MonthFi
         if "anomalies" in tables:
             figures.anomalies, figures.anomaly_columns = _anomalies(con, period)
         figures.gateway_checks = _gateway_checks(lake_root, period)
+        found = day_boundary.verdict(con)
+        figures.day_boundary = found.line() if found is not None else None
         return figures
 
 
@@ -337,17 +340,20 @@ def _pulled_days(lake_root: Path, period: Period) -> set[date]:
 
 
 def _gateway_checks(lake_root: Path, period: Period) -> list[Row]:
-    """Per day of the month and check: what the latest ledger pull of that day found (lake/gateway_checks)."""
+    """Per UTC day covering the month and check: what the latest ledger pull of that day found
+    (lake/gateway_checks; the ledger is pulled by UTC day)."""
     files = lake.files(lake_root, "gateway_checks") if (lake_root / "gateway_checks").is_dir() else []
     if not files:
         return []
     with duckdb.connect() as con:
         return _rows(con, """
-            SELECT usage_date, check_name, status, ledger_units, server_units, detail, api_method, pulled_at
+            SELECT utc_date, check_name, status, ledger_units, server_units, detail, api_method, pulled_at
             FROM read_parquet($files, hive_partitioning = false, union_by_name = true)
-            WHERE usage_date BETWEEN $first AND $last
-            QUALIFY pulled_at = max(pulled_at) OVER (PARTITION BY usage_date)
-            ORDER BY usage_date, check_name""", {"files": files, "first": period.first_day, "last": period.last_day})
+            WHERE utc_date BETWEEN $first AND $last
+            QUALIFY pulled_at = max(pulled_at) OVER (PARTITION BY utc_date)
+            ORDER BY utc_date, check_name""",
+                     dict(zip(("first", "last"), lake.utc_days_covering(period.first_day, period.last_day,
+                                                                         period.timezone))) | {"files": files})
 
 
 def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: dict) -> list[Row]:

@@ -5,7 +5,8 @@ message, task reply, ...), the first `per_shape` request_ids of the month in SHA
 order depends only on the ids, so the same month always gives the same sample, whatever order the
 files arrived in, and every shape the month holds is shown.
 
-Where from: the normalised rows in `lake/request_logs/usage_date=D/requests.parquet` name the inbox
+Where from: the normalised rows in `lake/request_logs/utc_date=D/requests.parquet` (the UTC days that
+cover the month; a row's reporting day is `reporting_day(ts)`, sql/staging/reporting_day.sql) name the inbox
 file and 1-based line each request landed from; the original line is read back from the inbox and
 its `response` object is shown as logged, next to the token counts the pipeline took from it.
 A file rotated out of the inbox, or rewritten since, is said so in the line, never guessed.
@@ -26,6 +27,7 @@ import duckdb
 from pipelines.lib import lake
 from pipelines.lib.redact import redact
 from pipelines.lib.review_pack.period import Period
+from pipelines.lib.warehouse import bind_reporting_day
 
 TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "cache_write_tokens",
                 "reasoning_tokens")
@@ -45,13 +47,17 @@ def sample_jsonl(records: list[dict[str, Any]]) -> bytes:
 
 
 def _month_rows(lake_root: Path, period: Period) -> list[dict[str, Any]]:
-    files = lake.files(lake_root, "request_logs", "usage_date", period.days) if lake_root.is_dir() else []
+    days = lake.window_days(*lake.utc_days_covering(period.first_day, period.last_day, period.timezone))
+    files = lake.files(lake_root, "request_logs", "utc_date", days) if lake_root.is_dir() else []
     if not files:
         return []
     with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
+        bind_reporting_day(con, period.timezone)
+        columns = ", ".join("reporting_day(ts) AS usage_date" if c == "usage_date" else c for c in COLUMNS)
         cursor = con.execute(
-            f"SELECT {', '.join(COLUMNS)} FROM read_parquet($files, hive_partitioning = false, union_by_name = true) "
-            "WHERE usage_date BETWEEN $first AND $last",
+            f"SELECT {columns} FROM read_parquet($files, hive_partitioning = false, union_by_name = true) "
+            "WHERE reporting_day(ts) BETWEEN $first AND $last",
             {"files": files, "first": period.first_day, "last": period.last_day})
         return [dict(zip(COLUMNS, values)) for values in cursor.fetchall()]
 
