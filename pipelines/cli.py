@@ -729,8 +729,8 @@ def reconciliation_figures(settings: Settings, first: date, last: date) -> dict:
                                "FROM recon_key_daily WHERE usage_date BETWEEN $first AND $last "
                                "GROUP BY ALL ORDER BY count(*) DESC, status", window)
     flagged = _read(settings, "SELECT usage_date, key_name, status, explanation FROM recon_key_daily "
-                              "WHERE usage_date BETWEEN $first AND $last AND status NOT IN ('matched', "
-                              "'within_tolerance') ORDER BY usage_date, key_name", window)
+                              "WHERE usage_date BETWEEN $first AND $last AND is_flagged "
+                              "ORDER BY usage_date, key_name", window)
     [(coverage,)] = _read(settings, "SELECT 100 * sum(estimated_cost_usd) / nullif(sum(reported_cost_usd), 0) "
                                     "FROM recon_key_daily WHERE usage_date BETWEEN $first AND $last", window)
     return {"statuses": statuses, "flagged": flagged, "coverage_pct": coverage or 0}

@@ -159,7 +159,6 @@ def window_checks(con: duckdb.DuckDBPyConnection, start: date, end: date) -> Win
                 LEFT JOIN cost_key_model_daily a USING (usage_date, key_name)
                 WHERE q.usage_date BETWEEN $start AND $end
                 GROUP BY ALL HAVING coalesce(sum(a.allocated_cost_usd), 0) <> any_value(q.reported_cost_usd))),
-            (SELECT count(*) FROM recon_key_daily WHERE usage_date BETWEEN $start AND $end
-                AND status NOT IN ('matched', 'within_tolerance'))
+            (SELECT count(*) FROM recon_key_daily WHERE usage_date BETWEEN $start AND $end AND is_flagged)
         """, window).fetchone()
     return WindowChecks(duplicates, broken, float(unpriced), unbalanced, flagged)
