@@ -16,7 +16,6 @@ import os
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date, timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -26,10 +25,6 @@ import pyarrow.parquet as pq
 from pipelines.lib import clock, disk
 
 UTC_TS = pa.timestamp("us", tz="UTC")
-
-
-def window_days(start: date, end: date) -> list[date]:
-    return [start + timedelta(days=i) for i in range((end - start).days + 1)]
 
 
 # What an unusable input line or row looks like in the lake, whatever its source.

@@ -16,13 +16,13 @@ not time-ordered it reads the request_id column of every overlapping day: still 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import duckdb
 
 from pipelines.lib import config_tables, gateway_lake, lake, request_log_lake
-from pipelines.lib.lake import window_days
+from pipelines.lib.days import month_chunks, window_days
 from pipelines.lib.warehouse import day_files, record_models, replace_days, reset_models, run_model, stale_models
 
 CONFIG_MODELS = ("prices", "key_owners")
@@ -106,16 +106,6 @@ def rebuild_window(con: duckdb.DuckDBPyConnection, lake_root: Path, start: date,
                 con.execute("DROP TABLE requests_window")
     record_models(con, RECON_TABLES)
     return start, end
-
-
-def month_chunks(start: date, end: date) -> list[tuple[date, date]]:
-    """[start, end] cut at month boundaries: [(start, end of its month), ..., (first of end's month, end)]."""
-    chunks = []
-    while start <= end:
-        next_month = date(start.year + start.month // 12, start.month % 12 + 1, 1)
-        chunks.append((start, min(end, next_month - timedelta(days=1))))
-        start = next_month
-    return chunks
 
 
 @dataclass(frozen=True)
