@@ -18,7 +18,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 from pipelines.lib.redact import redact
-from pipelines.lib.settings import ConfigError, Settings, load_settings
+from pipelines.lib.settings import ConfigError, Settings, env_secrets, load_settings
 
 PROG = "comet-ledger"
 
@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 128 + signal.SIGTERM
         from pipelines.lib import disk
 
-        secrets = settings.secrets() if settings else _env_secrets()
+        secrets = settings.secrets() if settings else env_secrets(os.environ)
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         reason = disk.explain(str(exc)) or reason  # e.g. Dagster's SQLite storage on a full disk
         print(f"{PROG}: error: {redact(reason, secrets)}", file=sys.stderr)
@@ -729,8 +729,8 @@ def reconciliation_figures(settings: Settings, first: date, last: date) -> dict:
                                "FROM recon_key_daily WHERE usage_date BETWEEN $first AND $last "
                                "GROUP BY ALL ORDER BY count(*) DESC, status", window)
     flagged = _read(settings, "SELECT usage_date, key_name, status, explanation FROM recon_key_daily "
-                              "WHERE usage_date BETWEEN $first AND $last AND status NOT IN ('matched', "
-                              "'within_tolerance') ORDER BY usage_date, key_name", window)
+                              "WHERE usage_date BETWEEN $first AND $last AND is_flagged "
+                              "ORDER BY usage_date, key_name", window)
     [(coverage,)] = _read(settings, "SELECT 100 * sum(estimated_cost_usd) / nullif(sum(reported_cost_usd), 0) "
                                     "FROM recon_key_daily WHERE usage_date BETWEEN $first AND $last", window)
     return {"statuses": statuses, "flagged": flagged, "coverage_pct": coverage or 0}
@@ -917,13 +917,6 @@ def _load_dotenv() -> None:
     from dotenv import load_dotenv
 
     load_dotenv(Path.cwd() / ".env", override=False)
-
-
-def _env_secrets() -> list[str]:
-    from pipelines.lib.alerts.config import SECRET_VARIABLES
-
-    return [v for k in ("COMETAPI_KEY", "COMETAPI_ACCESS_TOKEN", "DAGSTER_PG_PASSWORD", *SECRET_VARIABLES)
-            if (v := os.environ.get(k))]
 
 
 def _date(raw: str) -> date:

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
@@ -21,6 +21,7 @@ import dagster as dg
 from pipelines.defs.pools import WRITER_POOL, WRITER_POOL_LIMIT
 from pipelines.defs.schedules import partition_range_tags
 from pipelines.lib import clock, disk
+from pipelines.lib.days import chunks as day_chunks
 from pipelines.lib.redact import redact
 from pipelines.lib.settings import Settings
 from pipelines.lib.warehouse import writer_lock
@@ -225,12 +226,7 @@ class Chunk:
 
 
 def chunks(first: date, last: date, days: int) -> list[Chunk]:
-    out, cursor = [], first
-    while cursor <= last:
-        end = min(last, cursor + timedelta(days=days - 1))
-        out.append(Chunk(cursor, end))
-        cursor = end + timedelta(days=1)
-    return out
+    return [Chunk(a, b) for a, b in day_chunks(first, last, days)]
 
 
 def backfill_plan(settings: Settings, first: date, last: date) -> list[Chunk]:

@@ -18,6 +18,7 @@ import pytest
 from conftest import make_settings, table_rows
 from pipelines import runs
 from pipelines.cli import build_parser, main
+from pipelines.lib.settings import SECRET_VARIABLES
 from pipelines.lib.simulator.server import SimulatorServer
 from pipelines.lib.simulator.traffic import generate_traffic
 
@@ -180,6 +181,19 @@ def test_bad_setting_is_one_line_naming_the_variable(env, capsys, monkeypatch):
     assert main(["run"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["comet-ledger: error: COMET_LEDGER_START_DATE='01/02/2025' is not a date in YYYY-MM-DD form"]
+
+
+def test_every_secret_variable_is_masked_before_the_settings_load(env, capsys, monkeypatch):
+    """A bad setting stops the settings from loading; the message still masks the value of every
+    secret variable (pipelines/lib/settings.py: SECRET_VARIABLES), here echoed in a bad time zone."""
+    for name in SECRET_VARIABLES:
+        canary = f"plainCANARY-{name.lower()}"
+        monkeypatch.setenv(name, canary)
+        monkeypatch.setenv("COMET_LEDGER_TIMEZONE", canary)
+        assert main(["run"]) == 2
+        assert capsys.readouterr().err == ("comet-ledger: error: COMET_LEDGER_TIMEZONE='***' is not an IANA time "
+                                           "zone (e.g. UTC, Asia/Shanghai)\n"), name
+        monkeypatch.delenv(name)
 
 
 def test_run_without_a_key_says_which_variable(env, capsys):

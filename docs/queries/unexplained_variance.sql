@@ -12,5 +12,5 @@ SELECT
     round(variance_pct, 2) AS variance_pct,
     explanation
 FROM recon_key_daily
-WHERE status NOT IN ('matched', 'within_tolerance')
+WHERE is_flagged
 ORDER BY abs(variance_usd) DESC NULLS FIRST, usage_date, key_name;

@@ -36,7 +36,6 @@ from __future__ import annotations
 import gc
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Final
 
 import msgspec

@@ -62,7 +62,8 @@ from pipelines.lib.gateway_ledger import (
     parse_item,
     records_to_table,
 )
-from pipelines.lib.lake import UTC_TS, window_days
+from pipelines.lib.days import window_days
+from pipelines.lib.lake import UTC_TS
 from pipelines.lib.quota_lake import new_id
 from pipelines.lib.redact import redact
 from pipelines.lib.request_logs.reader import is_export_file, walk_inbox

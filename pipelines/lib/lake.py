@@ -29,10 +29,6 @@ from pipelines.lib import clock, disk
 UTC_TS = pa.timestamp("us", tz="UTC")
 
 
-def window_days(start: date, end: date) -> list[date]:
-    return [start + timedelta(days=i) for i in range((end - start).days + 1)]
-
-
 def utc_days_covering(start: date, end: date, zone: str | ZoneInfo) -> tuple[date, date]:
     """The UTC days [first, last] that hold every instant of reporting days [start, end] in `zone`.
 

@@ -28,7 +28,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from pipelines.lib import lake
-from pipelines.lib.lake import UTC_TS, window_days
+from pipelines.lib.days import window_days
+from pipelines.lib.lake import UTC_TS
 from pipelines.lib.cometapi.query import DailyPull, QuotaResponse
 
 MONEY = pa.decimal128(18, 6)

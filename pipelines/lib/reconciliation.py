@@ -17,13 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import duckdb
 
 from pipelines.lib import config_tables, gateway_lake, lake, lake_layout, request_log_lake
-from pipelines.lib.lake import window_days
+from pipelines.lib.days import month_chunks, window_days
 from pipelines.lib.warehouse import (
     bound_zone,
     day_files,
@@ -138,16 +138,6 @@ def rebuild_window(con: duckdb.DuckDBPyConnection, lake_root: Path, start: date,
     return start, end
 
 
-def month_chunks(start: date, end: date) -> list[tuple[date, date]]:
-    """[start, end] cut at month boundaries: [(start, end of its month), ..., (first of end's month, end)]."""
-    chunks = []
-    while start <= end:
-        next_month = date(start.year + start.month // 12, start.month % 12 + 1, 1)
-        chunks.append((start, min(end, next_month - timedelta(days=1))))
-        start = next_month
-    return chunks
-
-
 @dataclass(frozen=True)
 class WindowChecks:
     """The invariants the reconciliation asset checks after rebuilding [start, end]."""
@@ -189,7 +179,6 @@ def window_checks(con: duckdb.DuckDBPyConnection, start: date, end: date) -> Win
                 LEFT JOIN cost_key_model_daily a USING (usage_date, key_name)
                 WHERE q.usage_date BETWEEN $start AND $end
                 GROUP BY ALL HAVING coalesce(sum(a.allocated_cost_usd), 0) <> any_value(q.reported_cost_usd))),
-            (SELECT count(*) FROM recon_key_daily WHERE usage_date BETWEEN $start AND $end
-                AND status NOT IN ('matched', 'within_tolerance'))
+            (SELECT count(*) FROM recon_key_daily WHERE usage_date BETWEEN $start AND $end AND is_flagged)
         """, window).fetchone()
     return WindowChecks(duplicates, broken, float(unpriced), unbalanced, flagged)

@@ -71,6 +71,19 @@ def remember(*secrets: str | None) -> None:
     _REMEMBERED.add(s for s in secrets if s)
 
 
+def held(holder: object, places: Iterable[str]) -> list[str]:
+    """The values set at these attribute paths of `holder` (`alerts.smtp.password`), in order; a path
+    through an unset part (no SMTP configured) holds nothing."""
+    values = []
+    for place in places:
+        value = holder
+        for name in place.split("."):
+            value = getattr(value, name) if value is not None else None
+        if value:
+            values.append(value)
+    return values
+
+
 def remembered() -> tuple[str, ...]:
     """The remembered secrets, for a worker process to `remember()` them too."""
     return tuple(sorted(_REMEMBERED.values()))

@@ -39,7 +39,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines.lib import lake
-from pipelines.lib.lake import UTC_TS, window_days
+from pipelines.lib.days import window_days
+from pipelines.lib.lake import UTC_TS
 from pipelines.lib.redact import remember, remembered
 from pipelines.lib.request_logs.normalize import RECORD_SCHEMA
 from pipelines.lib.request_logs.reader import (

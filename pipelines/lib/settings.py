@@ -16,8 +16,9 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pipelines.lib import clock, first_day
+from pipelines.lib.alerts.config import SECRET_VARIABLES as ALERT_SECRETS
 from pipelines.lib.alerts.config import AlertSettings, load_alert_settings
-from pipelines.lib.redact import MIN_SECRET_LENGTH, remember
+from pipelines.lib.redact import MIN_SECRET_LENGTH, held, remember
 
 DEFAULT_QUERY_URL = "https://query.cometapi.com"
 DEFAULT_API_URL = "https://api.cometapi.com"
@@ -26,6 +27,15 @@ DEFAULT_CHUNK_DAYS = 31
 # users of the host have no business reading them (the owner's group may: analysts, backups).
 DEFAULT_UMASK = 0o027
 DAGSTER_PG_PASSWORD = "DAGSTER_PG_PASSWORD"
+# Every secret variable -> where Settings keeps its value. The one list: `Settings.secrets()`, what
+# `load_settings` hands the redactor to remember, and what the command line masks when the settings
+# fail to load (`env_secrets`) all read it.
+SECRET_VARIABLES: dict[str, str] = {
+    "COMETAPI_KEY": "api_key",
+    "COMETAPI_ACCESS_TOKEN": "access_token",
+    DAGSTER_PG_PASSWORD: "dagster_pg_password",
+    **{name: f"alerts.{place}" for name, place in ALERT_SECRETS.items()},
+}
 DEFAULT_PRICES = "config/prices.csv"
 # In a data home that holds the simulated world (`comet-ledger demo`, or `comet-ledger dev` with its
 # simulator), the simulator's own price list, written there: every run in that home, from the
@@ -84,7 +94,7 @@ class Settings:
         return self.home / "reports"
 
     def secrets(self) -> list[str]:
-        return [s for s in (self.api_key, self.access_token, self.dagster_pg_password) if s] + self.alerts.secrets()
+        return held(self, SECRET_VARIABLES.values())
 
     def apply_umask(self) -> int:
         """Make this process create files and folders with `umask` (0027: files 0640, folders 0750);
@@ -96,6 +106,12 @@ class Settings:
         if not self.api_key:
             raise ConfigError("COMETAPI_KEY is not set: the query service needs an API key (a quota-0 key is advised)")
         return self.api_key
+
+
+def env_secrets(env: Mapping[str, str]) -> list[str]:
+    """The values of the secret variables set in `env`, whether or not they are valid: known before
+    any setting is checked, so no message about a bad setting can show one."""
+    return [value for name in SECRET_VARIABLES if (value := (env.get(name) or "").strip())]
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
@@ -161,13 +177,12 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv_path: Path | None
         if secret is not None and len(secret) < MIN_SECRET_LENGTH:
             raise ConfigError(f"{name} is {len(secret)} characters long: too short to be a CometAPI credential "
                               f"(and to be masked in what the pipeline writes); at least {MIN_SECRET_LENGTH}")
+    # masked in every message and stored text from now on (redact.py); a secret shorter than a
+    # credential (an SMTP password of a few letters) would mask ordinary words: `remember` leaves it
+    # out (the alert code never writes it)
+    remember(*env_secrets(env))
     alerts = load_alert_settings(get)
     pg_password = env.get(DAGSTER_PG_PASSWORD) or None
-    # masked in every message and stored text from now on (redact.py); an alert secret shorter than a
-    # credential (an SMTP password of a few letters) would mask ordinary words: the alert code never
-    # writes it, so it is left out
-    remember(api_key, access_token, *(s for s in (*alerts.secrets(), pg_password)
-                                      if s and len(s) >= MIN_SECRET_LENGTH))
 
     return Settings(
         home=home,

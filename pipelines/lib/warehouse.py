@@ -60,6 +60,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.lib import clock, disk
+from pipelines.lib.days import window_days
 from pipelines.lib.lake import fsync_dir, made_then_written
 
 _SQL_DIR_CANDIDATES = (
@@ -407,7 +408,7 @@ def replace_days(con: duckdb.DuckDBPyConnection, relation: str, source: str, sta
         name = _write_content_named(table, root / relation / f"usage_date={day.isoformat()}")
         return relation, day, f"{relation}/usage_date={day.isoformat()}/{name}", table.num_rows, first, last
 
-    rows = [row for row in made_then_written(_days(start, end), day_rows, write) if row is not None]
+    rows = [row for row in made_then_written(window_days(start, end), day_rows, write) if row is not None]
     written = {day: count for _, day, _, count, _, _ in rows}
     con.execute("DELETE FROM warehouse_files WHERE relation = $r AND usage_date BETWEEN $s AND $e",
                 {"r": relation, "s": start, "e": end})
@@ -525,12 +526,6 @@ def _min_max(column: pa.ChunkedArray) -> tuple[str | None, str | None]:
 
     found = pc.min_max(column)
     return found["min"].as_py(), found["max"].as_py()
-
-
-def _days(start: date, end: date) -> list[date]:
-    from datetime import timedelta
-
-    return [start + timedelta(days=i) for i in range((end - start).days + 1)]
 
 
 def define_macros(con: duckdb.DuckDBPyConnection) -> None:

@@ -10,6 +10,8 @@
 -- Status, first that applies: missing_report, missing_logs, matched (|variance| <= 0.000001 USD per
 -- reported request: unit rounding), unpriced (logged requests without a price: the estimate cannot
 -- cover the report, whatever the amount), within_tolerance, over_reported / under_reported.
+-- is_flagged: the one definition of a flagged key-day, which every report and check reads: a status
+-- other than matched and within_tolerance.
 CREATE TABLE IF NOT EXISTS recon_key_daily (
     usage_date DATE NOT NULL,
     key_name VARCHAR NOT NULL,
@@ -24,6 +26,7 @@ CREATE TABLE IF NOT EXISTS recon_key_daily (
     variance_pct DOUBLE,
     tolerance_usd DOUBLE NOT NULL,
     status VARCHAR NOT NULL,
+    is_flagged BOOLEAN NOT NULL,
     explanation VARCHAR NOT NULL,
     coverage_pct DOUBLE,
     unpriced_requests BIGINT NOT NULL,
@@ -44,6 +47,7 @@ COMMENT ON COLUMN recon_key_daily.variance_usd IS 'reported - estimated';
 COMMENT ON COLUMN recon_key_daily.variance_pct IS '100 x variance / reported; NULL when reported is 0';
 COMMENT ON COLUMN recon_key_daily.tolerance_usd IS 'the tolerance applied: max(tolerance_usd, tolerance_pct % of reported)';
 COMMENT ON COLUMN recon_key_daily.status IS 'matched, within_tolerance, over_reported, under_reported, missing_logs, missing_report, unpriced';
+COMMENT ON COLUMN recon_key_daily.is_flagged IS 'true when the key-day needs a look: status neither matched nor within_tolerance';
 COMMENT ON COLUMN recon_key_daily.explanation IS 'the causes, with counts and amounts, for a finance reviewer';
 COMMENT ON COLUMN recon_key_daily.coverage_pct IS 'share of reported spend explained by priced, logged requests (100 x estimated / reported)';
 COMMENT ON COLUMN recon_key_daily.unpriced_requests IS 'logged requests whose model has no price that day';
@@ -162,6 +166,20 @@ judged AS (
         reported_cost_usd::DOUBLE - estimated_cost_usd AS variance_usd,
         greatest($tolerance_usd, $tolerance_pct / 100.0 * reported_cost_usd::DOUBLE) AS tolerance_usd
     FROM facts
+),
+classified AS (
+    SELECT
+        *,
+        CASE
+            WHEN reported_cost_usd = 0 AND reported_requests = 0 AND logged_requests > 0 THEN 'missing_report'
+            WHEN logged_requests = 0 AND (reported_cost_usd <> 0 OR reported_requests > 0) THEN 'missing_logs'
+            WHEN abs(variance_usd) <= 0.000001 * greatest(reported_requests, 1) THEN 'matched'
+            WHEN unpriced_requests > 0 THEN 'unpriced'
+            WHEN abs(variance_usd) <= tolerance_usd THEN 'within_tolerance'
+            WHEN variance_usd > 0 THEN 'over_reported'
+            ELSE 'under_reported'
+        END AS status
+    FROM judged
 )
 SELECT
     usage_date,
@@ -176,15 +194,8 @@ SELECT
     variance_usd,
     CASE WHEN reported_cost_usd <> 0 THEN 100 * variance_usd / reported_cost_usd::DOUBLE END AS variance_pct,
     tolerance_usd,
-    CASE
-        WHEN reported_cost_usd = 0 AND reported_requests = 0 AND logged_requests > 0 THEN 'missing_report'
-        WHEN logged_requests = 0 AND (reported_cost_usd <> 0 OR reported_requests > 0) THEN 'missing_logs'
-        WHEN abs(variance_usd) <= 0.000001 * greatest(reported_requests, 1) THEN 'matched'
-        WHEN unpriced_requests > 0 THEN 'unpriced'
-        WHEN abs(variance_usd) <= tolerance_usd THEN 'within_tolerance'
-        WHEN variance_usd > 0 THEN 'over_reported'
-        ELSE 'under_reported'
-    END AS status,
+    status,
+    status NOT IN ('matched', 'within_tolerance') AS is_flagged,
     concat_ws('; ',
         CASE WHEN logged_requests = 0 AND (reported_cost_usd <> 0 OR reported_requests > 0)
              THEN printf('CometAPI reports %d requests ($%.6f) and your logs hold none for this key-day',
@@ -248,6 +259,6 @@ SELECT
     CASE WHEN covered THEN gateway_only_usd END::DECIMAL(18, 6) AS gateway_only_usd,
     CASE WHEN covered THEN client_only_requests END AS client_only_requests,
     CASE WHEN covered THEN corrections_usd + refunds_usd END::DECIMAL(18, 6) AS adjustments_usd
-FROM judged
+FROM classified
 ORDER BY usage_date, key_name;
 COMMIT;

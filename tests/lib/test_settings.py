@@ -1,9 +1,12 @@
+import re
 from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
 
-from pipelines.lib.settings import ConfigError, load_settings
+from pipelines.lib.settings import SECRET_VARIABLES, ConfigError, env_secrets, load_settings
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_defaults_follow_the_contract(tmp_path: Path, monkeypatch):
@@ -81,6 +84,28 @@ def test_dotenv_is_read_and_the_environment_wins(tmp_path: Path, monkeypatch):
     s = load_settings()
     assert s.timezone == "Asia/Shanghai"
     assert s.start_date == date(2026, 2, 1)
+
+
+def test_every_secret_variable_is_kept_by_the_settings_and_masked_by_every_redaction():
+    """SECRET_VARIABLES is the one list of secrets: each one's value is in `Settings.secrets()` (where
+    the list says Settings keeps it), in `env_secrets` (what the command line masks before the settings
+    load), and masked by every later redaction."""
+    from pipelines.lib.redact import redact
+
+    documented = set(re.findall(r"^\| `(\w+)` \|.*\*\*a secret\*\*", (REPO / "README.md").read_text(), flags=re.M))
+    assert documented and documented | {"COMETAPI_KEY", "COMETAPI_ACCESS_TOKEN", "DAGSTER_PG_PASSWORD"} == set(SECRET_VARIABLES)
+    values = {"COMETAPI_KEY": "plainKEY-everysecret-01", "COMETAPI_ACCESS_TOKEN": "plainTOKEN-everysecret-02",
+              "DAGSTER_PG_PASSWORD": "plainPG-everysecret-03",
+              "COMET_LEDGER_ALERT_SLACK_URL": "https://hooks.example.com/services/plainSLACK-everysecret-04",
+              "COMET_LEDGER_ALERT_WEBHOOK_URL": "https://example.org/hook/plainHOOK-everysecret-05",
+              "COMET_LEDGER_ALERT_SMTP_PASSWORD": "plainSMTP-everysecret-06"}
+    assert set(values) == set(SECRET_VARIABLES)
+    env = values | {"COMET_LEDGER_ALERT_SMTP_HOST": "smtp.example.org", "COMET_LEDGER_ALERT_SMTP_USER": "ledger",
+                    "COMET_LEDGER_ALERT_SMTP_FROM": "a@example.org", "COMET_LEDGER_ALERT_SMTP_TO": "b@example.org"}
+    in_order = [values[name] for name in SECRET_VARIABLES]
+    assert env_secrets(env) == in_order
+    assert load_settings(env=env).secrets() == in_order
+    assert redact(" ".join(in_order)) == " ".join(["***"] * len(in_order))
 
 
 @pytest.mark.parametrize("name", ["COMETAPI_KEY", "COMETAPI_ACCESS_TOKEN"])

@@ -236,7 +236,7 @@ def test_the_uniqueness_check_sees_an_id_on_another_day_and_reads_only_days_it_c
         con.execute("CREATE TABLE quota_daily (usage_date DATE, key_name VARCHAR, reported_cost_usd DECIMAL(18, 6))")
         con.execute("CREATE TABLE cost_key_model_daily (usage_date DATE, key_name VARCHAR, "
                     "allocated_cost_usd DECIMAL(18, 6))")
-        con.execute("CREATE TABLE recon_key_daily (usage_date DATE, status VARCHAR)")
+        con.execute("CREATE TABLE recon_key_daily (usage_date DATE, status VARCHAR, is_flagged BOOLEAN)")
         assert window_checks(con, day(5), day(5)).duplicate_request_ids == 0
         # time-prefixed ids: day 5's ids can only be on day 5
         assert day_files(con, "requests", key_from="202603050000", key_to="202603050002", outside=(day(5), day(5))) == []

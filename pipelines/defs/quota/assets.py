@@ -14,6 +14,7 @@ from pipelines.defs.pools import WRITER_POOL
 from pipelines.defs.resources import LedgerHome, QueryService
 from pipelines.defs.window import run_days
 from pipelines.lib import clock, lake, quota_lake
+from pipelines.lib.days import window_days
 from pipelines.lib.warehouse import publish, record_models, reset_models, run_model, stale_models
 
 GROUP = "quota"
@@ -53,7 +54,7 @@ def build_quota_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
                 row[1] += e.requests
         context.log.info(f"{len(pulls)} query call(s) for {start}..{end}: {sum(p.rows for p in landed)} key-day rows")
         pull_ids = {p.pull_id for p in landed}
-        written = [f for f in lake.files(ledger.lake, "quota_daily", "usage_date", lake.window_days(start, end))
+        written = [f for f in lake.files(ledger.lake, "quota_daily", "usage_date", window_days(start, end))
                    if Path(f).stem in pull_ids]
         return dg.MaterializeResult(
             metadata={

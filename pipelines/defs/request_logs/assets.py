@@ -14,7 +14,7 @@ from pipelines.defs.pools import WRITER_POOL
 from pipelines.defs.resources import GatewayLedger, LedgerHome
 from pipelines.defs.window import run_days
 from pipelines.lib import clock, gateway_lake, lake, lake_layout, request_log_lake
-from pipelines.lib.lake import window_days
+from pipelines.lib.days import window_days
 from pipelines.lib.warehouse import built_from, inputs_sha, publish, record_built_from, run_model
 
 GROUP = "request_logs"

@@ -31,7 +31,7 @@ MODELS = {
 MONTHLY = ("cost_category_monthly", "chargeback_monthly")  # marts by month: no usage_date window
 FLAGGED = ("SELECT usage_date, key_name, status, reported_cost_usd, round(estimated_cost_usd, 6) AS estimated_cost_usd, "
            "round(variance_usd, 6) AS variance_usd, explanation FROM recon_key_daily "
-           "WHERE usage_date BETWEEN $start AND $end AND status NOT IN ('matched', 'within_tolerance') "
+           "WHERE usage_date BETWEEN $start AND $end AND is_flagged "
            "ORDER BY usage_date, key_name")
 
 # What each table's materialisation shows in the UI: a few rows of the run's window (all months for
@@ -40,7 +40,7 @@ PREVIEWS = {
     "requests": "SELECT usage_date, ts, key_name, model, prompt_tokens, completion_tokens, "
                 "round(estimated_cost_usd, 6) AS estimated_cost_usd, billed_cost_usd, pricing_status, seen_in "
                 "FROM requests WHERE usage_date BETWEEN $start AND $end ORDER BY ts, request_id LIMIT 10",
-    "recon_key_daily": "SELECT usage_date, key_name, status, reported_cost_usd, round(estimated_cost_usd, 6) AS "
+    "recon_key_daily": "SELECT usage_date, key_name, status, is_flagged, reported_cost_usd, round(estimated_cost_usd, 6) AS "
                        "estimated_cost_usd, billed_cost_usd FROM recon_key_daily "
                        "WHERE usage_date BETWEEN $start AND $end ORDER BY usage_date, key_name LIMIT 20",
     "cost_key_model_daily": "SELECT usage_date, key_name, model, allocation_basis, allocated_cost_usd "

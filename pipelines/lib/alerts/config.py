@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from pipelines.lib.redact import held
+
 SLACK_URL = "COMET_LEDGER_ALERT_SLACK_URL"
 WEBHOOK_URL = "COMET_LEDGER_ALERT_WEBHOOK_URL"
 SMTP_HOST = "COMET_LEDGER_ALERT_SMTP_HOST"
@@ -35,7 +37,9 @@ SMTP_USER = "COMET_LEDGER_ALERT_SMTP_USER"
 SMTP_PASSWORD = "COMET_LEDGER_ALERT_SMTP_PASSWORD"
 SMTP_FROM = "COMET_LEDGER_ALERT_SMTP_FROM"
 SMTP_TO = "COMET_LEDGER_ALERT_SMTP_TO"
-SECRET_VARIABLES = (SLACK_URL, WEBHOOK_URL, SMTP_PASSWORD)
+# The channels' secrets: variable -> where AlertSettings keeps its value. pipelines/lib/settings.py
+# folds them into SECRET_VARIABLES, the one list of secrets every redaction reads.
+SECRET_VARIABLES = {SLACK_URL: "slack_url", WEBHOOK_URL: "webhook_url", SMTP_PASSWORD: "smtp.password"}
 DEFAULT_SMTP_PORT = 587
 
 _ADDRESS = re.compile(r"^[^@\s,<>]+@[^@\s,<>]+$")
@@ -69,7 +73,7 @@ class AlertSettings:
                                       ("email", self.smtp)) if on]
 
     def secrets(self) -> list[str]:
-        return [s for s in (self.slack_url, self.webhook_url, self.smtp and self.smtp.password) if s]
+        return held(self, SECRET_VARIABLES.values())
 
 
 def load_alert_settings(get: Callable[[str], str | None]) -> AlertSettings:

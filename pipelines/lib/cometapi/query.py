@@ -38,6 +38,7 @@ from pipelines.lib.cometapi.http import (
     make_client,
     send_json,
 )
+from pipelines.lib.days import chunks
 from pipelines.lib.redact import mask, redact, remember
 
 SERVICE = "CometAPI query service"
@@ -348,14 +349,7 @@ def split_range(start: date, end: date, chunk_days: int = DEFAULT_CHUNK_DAYS) ->
     _check_range(start, end)
     if isinstance(chunk_days, bool) or not isinstance(chunk_days, int) or chunk_days < 2:
         raise ValueError(f"chunk_days must be a whole number of days, at least 2, got {chunk_days!r}")
-    keep = timedelta(days=chunk_days - 2)
-    ranges = []
-    cursor = start
-    while cursor <= end:
-        last = min(cursor + keep, end)
-        ranges.append((cursor, last))
-        cursor = last + timedelta(days=1)
-    return ranges
+    return chunks(start, end, chunk_days - 1)
 
 
 def _check_range(start: Any, end: Any) -> None:

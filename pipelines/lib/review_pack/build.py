@@ -53,7 +53,7 @@ EXPORT_SCHEMA = pa.schema([
 ])
 RECON_COLUMNS = ("usage_date", "key_name", "team", "reported_cost_usd", "reported_requests", "estimated_cost_usd",
                  "logged_requests", "billed_cost_usd", "gateway_requests", "variance_usd", "variance_pct",
-                 "tolerance_usd", "status", "coverage_pct", "unpriced_requests", "unknown_usage_requests",
+                 "tolerance_usd", "status", "is_flagged", "coverage_pct", "unpriced_requests", "unknown_usage_requests",
                  "gateway_only_requests", "gateway_only_usd", "client_only_requests", "adjustments_usd", "explanation")
 PERCENT_COLUMNS = {"variance_pct", "coverage_pct"}
 
@@ -182,6 +182,8 @@ def _cell(value: Any, column: str) -> str:
         return ""
     if isinstance(value, str):
         return "'" + value if value.startswith(FORMULA_STARTS) else value
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if column in PERCENT_COLUMNS:
         return f"{float(value):.4f}"
     if isinstance(value, (Decimal, float)):
@@ -210,6 +212,7 @@ def _manifest_totals(figures: MonthFigures, sample_size: int) -> dict[str, Any]:
         "gateway_requests": None if t["gateway_requests"] is None else int(t["gateway_requests"]),
         "key_days": int(t["key_days"]),
         "flagged_key_days": int(t["flagged_key_days"]),
+        "not_matched_key_days": int(t["not_matched_key_days"]),
         "coverage_pct": (None if not t["reported_cost_usd"]
                          else f"{100 * float(t['estimated_cost_usd']) / float(t['reported_cost_usd']):.2f}"),
         "requests": int(t["requests"]),

@@ -99,8 +99,10 @@ def _summary(f: MonthFigures) -> Section:
         f"Coverage: {share(t['estimated_cost_usd'], t['reported_cost_usd'])} of reported spend is explained by "
         f"priced, logged requests; {dollars(t['reconciled_reported_usd'])} "
         f"({share(t['reconciled_reported_usd'], t['reported_cost_usd'])}) is on key-days that reconcile.",
-        f"Key-days flagged (status other than matched): {count(t['flagged_key_days'])} of {count(t['key_days'])}"
-        + (f" ({_status_counts(f)})." if t["flagged_key_days"] else "."),
+        f"Key-days flagged (beyond tolerance, or not comparable): {count(t['flagged_key_days'])} of "
+        f"{count(t['key_days'])}" + (f" ({_status_counts(f)})." if t["flagged_key_days"] else "."),
+        f"Key-days not matched exactly: {count(t['not_matched_key_days'])} of {count(t['key_days'])} "
+        f"({count(len(f.within_tolerance))} within tolerance, {count(t['flagged_key_days'])} flagged).",
         _anomaly_sentence(f),
         f"Opening balance: {_opening_phrase(f)}; closing balance: {_balance_phrase(f.closing, f.period.ends_at)}.",
     ]
@@ -275,7 +277,15 @@ def _estimated_vs_reported(f: MonthFigures, files: PackFiles) -> Section:
                usd(r["estimated_cost_usd"]), usd(r["variance_usd"]), pct(r["variance_pct"]), r["status"],
                r["explanation"]) for r in f.flagged),
         numeric=frozenset({3, 4, 5, 6, 7}),
-        empty="No key-day is flagged: every key-day matches to unit rounding.")
+        empty="No key-day is flagged: every key-day matches to unit rounding or is within tolerance.")
+    within = Table(
+        ("day", "key", "team", "reported (USD)", "billed (USD)", "estimated (USD)", "variance (USD)", "variance %",
+         "tolerance (USD)", "explanation"),
+        tuple((day(r["usage_date"]), r["key_name"], r["team"], usd(r["reported_cost_usd"]), usd(r["billed_cost_usd"]),
+               usd(r["estimated_cost_usd"]), usd(r["variance_usd"]), pct(r["variance_pct"]), usd(r["tolerance_usd"]),
+               r["explanation"]) for r in f.within_tolerance),
+        numeric=frozenset({3, 4, 5, 6, 7, 8}),
+        empty="No key-day is within tolerance without matching exactly.")
     blocks: list = [
         Paragraph("Variance is reported - estimated, per key and reporting day (`recon_key_daily`). Every key-day "
                   f"with its figures is in `{files.recon_csv}`."),
@@ -283,6 +293,8 @@ def _estimated_vs_reported(f: MonthFigures, files: PackFiles) -> Section:
         Section("By status", (by_status, Bullets(tuple(f"{s}: {m}" for s, m in STATUS_MEANING.items()))), 3),
         Section("By day", (by_day,), 3),
         Section("Flagged key-days and their explanations", (flagged,), 3),
+        Section("Key-days within tolerance", (
+            Paragraph("Not matched exactly, but the difference is within tolerance: not flagged."), within), 3),
     ]
     if f.restatements is not None:
         blocks.append(Section("Restatements", (

@@ -20,6 +20,8 @@ from pipelines.lib.review_pack.period import Period
 
 REQUIRED_TABLES = ("quota_daily", "recon_key_daily", "requests", "prices", "balance_snapshots",
                    "chargeback_monthly", "cost_model_daily", "cost_category_monthly")
+# Columns newer than some warehouses: one built before them lacks them until the next run rebuilds it.
+REQUIRED_COLUMNS = (("recon_key_daily", "is_flagged"),)
 
 Row = dict[str, Any]
 
@@ -44,7 +46,8 @@ class MonthFigures:
     by_category: list[Row]
     by_day: list[Row]
     by_status: list[Row]
-    flagged: list[Row]
+    flagged: list[Row]  # is_flagged: beyond tolerance, or not comparable
+    within_tolerance: list[Row]  # not matched exactly, but within tolerance: not flagged
     restatements: list[Row] | None  # None: the table does not exist
     anomalies: list[Row] | None  # None: anomaly detection has not run
     anomaly_columns: list[str] = field(default_factory=list)
@@ -81,7 +84,7 @@ ORDER BY q.usage_date, q.key_name, q.pull_id
 
 RECON = """
 SELECT usage_date, key_name, team, reported_cost_usd, reported_requests, estimated_cost_usd, logged_requests,
-       billed_cost_usd, gateway_requests, variance_usd, variance_pct, tolerance_usd, status, coverage_pct,
+       billed_cost_usd, gateway_requests, variance_usd, variance_pct, tolerance_usd, status, is_flagged, coverage_pct,
        unpriced_requests, unknown_usage_requests, gateway_only_requests, gateway_only_usd, client_only_requests,
        adjustments_usd, explanation
 FROM recon_key_daily
@@ -102,9 +105,9 @@ SELECT
     coalesce(sum(logged_requests), 0)::BIGINT AS logged_requests,
     sum(gateway_requests)::BIGINT AS gateway_requests,
     count(*) AS key_days,
-    count(*) FILTER (WHERE status <> 'matched') AS flagged_key_days,
-    coalesce(sum(reported_cost_usd) FILTER (WHERE status IN ('matched', 'within_tolerance')), 0)::DECIMAL(18, 6)
-        AS reconciled_reported_usd
+    count(*) FILTER (WHERE is_flagged) AS flagged_key_days,
+    count(*) FILTER (WHERE status <> 'matched') AS not_matched_key_days,
+    coalesce(sum(reported_cost_usd) FILTER (WHERE NOT is_flagged), 0)::DECIMAL(18, 6) AS reconciled_reported_usd
 FROM recon_key_daily
 WHERE usage_date BETWEEN $first AND $last
 """
@@ -172,7 +175,7 @@ SELECT usage_date, sum(reported_cost_usd)::DECIMAL(18, 6) AS reported_cost_usd,
        sum(estimated_cost_usd) AS estimated_cost_usd,
        sum(billed_cost_usd)::DECIMAL(18, 6) AS billed_cost_usd, sum(variance_usd) AS variance_usd,
        sum(reported_requests)::BIGINT AS reported_requests, sum(logged_requests)::BIGINT AS logged_requests,
-       count(*) FILTER (WHERE status <> 'matched') AS flagged_key_days
+       count(*) FILTER (WHERE is_flagged) AS flagged_key_days
 FROM recon_key_daily
 WHERE usage_date BETWEEN $first AND $last
 GROUP BY usage_date
@@ -185,7 +188,7 @@ SELECT status, count(*) AS key_days, sum(reported_cost_usd)::DECIMAL(18, 6) AS r
 FROM recon_key_daily
 WHERE usage_date BETWEEN $first AND $last
 GROUP BY status
-ORDER BY CASE status WHEN 'matched' THEN 0 WHEN 'within_tolerance' THEN 1 ELSE 2 END, status
+ORDER BY bool_or(is_flagged), status <> 'matched', status
 """
 
 RESTATEMENTS = """
@@ -256,6 +259,11 @@ def read_month(warehouse_path: Path, lake_root: Path, period: Period) -> MonthFi
         if missing:
             raise PackError(f"the warehouse at {warehouse_path} has no table {', '.join(missing)}: "
                             "materialise the reconciliation warehouse first")
+        columns = set(con.execute("SELECT table_name, column_name FROM duckdb_columns()").fetchall())
+        outdated = [f"{table}.{column}" for table, column in REQUIRED_COLUMNS if (table, column) not in columns]
+        if outdated:
+            raise PackError(f"the warehouse at {warehouse_path} was built by an earlier version (no column "
+                            f"{', '.join(outdated)}): run `comet-ledger run` first to rebuild it, then review again")
         window = {"first": period.first_day, "last": period.last_day}
 
         def q(sql: str, params: dict | None = None) -> list[Row]:
@@ -283,7 +291,8 @@ def read_month(warehouse_path: Path, lake_root: Path, period: Period) -> MonthFi
             by_category=q(BY_CATEGORY, month_start),
             by_day=q(BY_DAY),
             by_status=q(BY_STATUS),
-            flagged=[r for r in recon if r["status"] != "matched"],
+            flagged=[r for r in recon if r["is_flagged"]],
+            within_tolerance=[r for r in recon if r["status"] == "within_tolerance"],
             restatements=q(RESTATEMENTS) if "quota_restatements" in tables else None,
             anomalies=None,
             price_versions=q(PRICE_VERSIONS),

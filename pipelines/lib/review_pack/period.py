@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from pipelines.lib.days import spans, window_days
+
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 
 
@@ -21,7 +23,7 @@ class Period:
 
     @property
     def days(self) -> list[date]:
-        return [self.first_day + timedelta(days=i) for i in range(self.days_in_month)]
+        return window_days(self.first_day, self.last_day)
 
     @property
     def days_in_month(self) -> int:
@@ -54,14 +56,7 @@ def parse_month(month: str, timezone: str) -> Period:
 
 def day_ranges(days: Iterable[date]) -> str:
     """`2026-10-01..2026-10-12, 2026-10-15`: consecutive days folded into ranges."""
-    ordered = sorted(set(days))
-    spans: list[tuple[date, date]] = []
-    for day in ordered:
-        if spans and day == spans[-1][1] + timedelta(days=1):
-            spans[-1] = (spans[-1][0], day)
-        else:
-            spans.append((day, day))
-    return ", ".join(a.isoformat() if a == b else f"{a.isoformat()}..{b.isoformat()}" for a, b in spans)
+    return ", ".join(a.isoformat() if a == b else f"{a.isoformat()}..{b.isoformat()}" for a, b in spans(days))
 
 
 def _midnight_utc(day: date, timezone: str) -> datetime:

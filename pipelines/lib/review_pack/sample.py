@@ -25,6 +25,7 @@ from typing import Any
 import duckdb
 
 from pipelines.lib import lake
+from pipelines.lib.days import window_days
 from pipelines.lib.redact import redact
 from pipelines.lib.review_pack.period import Period
 from pipelines.lib.warehouse import bind_reporting_day
@@ -47,7 +48,7 @@ def sample_jsonl(records: list[dict[str, Any]]) -> bytes:
 
 
 def _month_rows(lake_root: Path, period: Period) -> list[dict[str, Any]]:
-    days = lake.window_days(*lake.utc_days_covering(period.first_day, period.last_day, period.timezone))
+    days = window_days(*lake.utc_days_covering(period.first_day, period.last_day, period.timezone))
     files = lake.files(lake_root, "request_logs", "utc_date", days) if lake_root.is_dir() else []
     if not files:
         return []
