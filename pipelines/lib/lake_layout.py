@@ -17,8 +17,10 @@ column in `inbox_records`, reporting days in `gateway_pulls`, `gateway_checks` a
    staged records (`request_log_lake.assemble`).
 
 Each step is idempotent and works file by file (temporary file, rename), so a crash leaves a lake
-the next run converts further; `lake/_layout/utc_days` is written last and ends the checks. The
-whole conversion holds `lake/_layout/convert.lock`, so two runs do not convert at once.
+the next run converts further; `lake/_layout/utc_days.parquet` is written last and ends the checks.
+The whole conversion holds `lake.layout.lock` beside the lake (as the warehouse's lock sits beside
+it: the lake itself holds only Parquet files and hidden temporaries), so two runs do not convert at
+once.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import pyarrow.parquet as pq
 from pipelines.lib import gateway_fast, gateway_lake, lake, request_log_lake
 from pipelines.lib.gateway_ledger import GATEWAY_SCHEMA
 
-MARKER = Path("_layout") / "utc_days"
+MARKER = Path("_layout") / "utc_days.parquet"
 _US_PER_DAY = 86_400 * 1_000_000
 
 
@@ -51,7 +53,7 @@ def ensure_utc_days(lake_root: Path) -> str | None:
         return None
     marker = lake_root / MARKER
     marker.parent.mkdir(parents=True, exist_ok=True)
-    with open(marker.with_name("convert.lock"), "a+") as lock:
+    with open(lake_root.with_name(lake_root.name + ".layout.lock"), "a+") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         try:
             if marker.exists():  # another run converted it meanwhile

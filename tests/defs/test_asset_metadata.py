@@ -156,7 +156,8 @@ def test_the_definitions_carry_each_tables_columns_name_and_code(materialised):
             assert all(c.description for c in schema.columns), name  # the COMMENT of every column
     recon = graph.get(dg.AssetKey(["warehouse", "recon_key_daily"])).metadata["dagster/code_references"]
     assert {Path(r.file_path).name for r in recon.code_references} == {
-        "stg_gateway_rows.sql", "stg_gateway_coverage.sql", "recon_key_daily.sql", "assets.py"}
+        "stg_gateway_rows.sql", "stg_gateway_coverage.sql", "recon_key_daily.sql", "service_day_boundary.sql",
+        "assets.py"}
 
 
 def test_the_variance_check_names_the_key_days_it_flags(materialised):
