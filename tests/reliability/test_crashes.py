@@ -53,6 +53,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
+import support
 from crash_harness import COUNTS_ENV, CRASH_ENV, INSTANCE_ENV, POINTS, PUBLISHED_ENV
 from pipelines.lib.simulator.catalog import prices_csv
 from pipelines.lib.simulator.inbox import write_inbox
@@ -73,14 +74,9 @@ FULL_KILLS = 20
 REDUCED_POINTS = ("lake.mid_write", "lake.after_replace", "warehouse.mid_model", "warehouse.after_day_file",
                   "warehouse.after_swap")
 
-TIME_COLUMNS = frozenset({
-    "pulled_at", "previous_pulled_at", "pull_id",  # quota_daily, quota_restatements
-    "fetched_at", "snapshot_id",  # balance_snapshots, key_snapshots
-    "staged_at",  # inbox_files
-    "detected_at", "finding_id",  # anomalies (finding_id is an md5 over evidence that names pull/snapshot ids)
-    "built_at",  # model_versions, rebuild_inputs
-    "inputs_sha256",  # rebuild_inputs (the home's own file paths and modification times)
-})
+# support.TIME_COLUMNS' columns (when a pull, snapshot, staging, build or detection happened), by name,
+# and finding_id: an md5 over evidence that names pull and snapshot ids.
+TIME_COLUMNS = frozenset({column for columns in support.TIME_COLUMNS.values() for column in columns} | {"finding_id"})
 SNAPSHOT_TABLES = frozenset({"balance_snapshots", "key_snapshots"})
 MASKED_TEXT = {"anomalies": ("detail", "evidence")}  # findings name pull/snapshot ids and their moments
 TEXT_MASKS = (
