@@ -118,6 +118,7 @@ def build_pack(warehouse_path: Path, lake_root: Path, inbox: Path, month: str, o
             "days_with_data": len(figures.reported_days), "data_days": day_ranges(figures.reported_days),
             "coverage": data_coverage(figures),
             "partial": partial,
+            "partial_days": [d.isoformat() for d in figures.partial_days],
         },
         "built_at": built_at.astimezone(UTC).isoformat(),
         "totals": totals,

@@ -56,6 +56,7 @@ class MonthFigures:
     gateway_days: int = 0  # days of the month the gateway ledger covers (billed figures known)
     gateway_checks: list[Row] = field(default_factory=list)  # the latest pull's completeness checks per day
     day_boundary: str | None = None  # what the service's day boundary was inferred to be (day_boundary.Verdict.line)
+    partial_days: list[date] = field(default_factory=list)  # days not over when the warehouse built them (so far)
 
     @property
     def has_data(self) -> bool:
@@ -241,6 +242,12 @@ FROM inbox_files
 WHERE first_usage_date <= $last AND last_usage_date >= $first
 """
 
+PARTIAL_DAYS = """
+SELECT DISTINCT usage_date FROM recon_key_daily
+WHERE is_partial_day AND usage_date BETWEEN $first AND $last
+ORDER BY usage_date
+"""
+
 ANOMALY_COLUMNS = ("usage_date", "key_name", "kind", "severity", "detail", "amount_usd", "evidence", "action")
 
 
@@ -298,6 +305,9 @@ def read_month(warehouse_path: Path, lake_root: Path, period: Period) -> MonthFi
         figures.gateway_checks = _gateway_checks(lake_root, period)
         found = day_boundary.verdict(con)
         figures.day_boundary = found.line() if found is not None else None
+        if con.execute("SELECT count(*) FROM duckdb_columns() WHERE table_name = 'recon_key_daily' "
+                       "AND column_name = 'is_partial_day'").fetchone()[0]:  # a warehouse built before it had none
+            figures.partial_days = [r["usage_date"] for r in q(PARTIAL_DAYS)]
         return figures
 
 
