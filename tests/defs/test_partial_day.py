@@ -6,6 +6,7 @@ before, so "today" is taken in the reporting zone, not in UTC or the process's z
 
 from __future__ import annotations
 
+import csv
 import json
 from datetime import date, timedelta
 from pathlib import Path
@@ -94,6 +95,9 @@ def test_today_is_marked_partial_everywhere_until_the_run_after_it_rebuilds_it(h
     text = (pack / "reconciliation.md").read_text()
     assert f"{TODAY} is partial: data so far" in text
     assert json.loads((pack / "manifest.json").read_text())["period"]["partial_days"] == [TODAY.isoformat()]
+    with open(pack / "recon_key_daily_2026-11.csv", newline="") as fh:
+        marked = {(row["usage_date"], row["is_partial_day"]) for row in csv.DictReader(fh)}
+    assert marked == {(str(FIRST + timedelta(days=n)), "true" if n == 3 else "false") for n in range(4)}
 
     # a day later: the daily run for the new today rebuilds yesterday as a whole day
     monkeypatch.setenv("COMET_LEDGER_NOW", clock.running_from(NEXT_NOW))

@@ -52,7 +52,8 @@ EXPORT_SCHEMA = pa.schema([
     ("pull_id", pa.string()),
 ])
 RECON_COLUMNS = ("usage_date", "key_name", "team", "reported_cost_usd", "reported_requests", "estimated_cost_usd",
-                 "logged_requests", "billed_cost_usd", "gateway_requests", "variance_usd", "variance_pct",
+                 "logged_requests", "is_partial_day",
+                 "billed_cost_usd", "gateway_requests", "variance_usd", "variance_pct",
                  "tolerance_usd", "status", "coverage_pct", "unpriced_requests", "unknown_usage_requests",
                  "gateway_only_requests", "gateway_only_usd", "client_only_requests", "adjustments_usd", "explanation")
 PERCENT_COLUMNS = {"variance_pct", "coverage_pct"}
@@ -183,6 +184,8 @@ def _cell(value: Any, column: str) -> str:
         return ""
     if isinstance(value, str):
         return "'" + value if value.startswith(FORMULA_STARTS) else value
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if column in PERCENT_COLUMNS:
         return f"{float(value):.4f}"
     if isinstance(value, (Decimal, float)):

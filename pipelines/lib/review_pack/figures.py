@@ -82,6 +82,7 @@ ORDER BY q.usage_date, q.key_name, q.pull_id
 
 RECON = """
 SELECT usage_date, key_name, team, reported_cost_usd, reported_requests, estimated_cost_usd, logged_requests,
+       is_partial_day,
        billed_cost_usd, gateway_requests, variance_usd, variance_pct, tolerance_usd, status, coverage_pct,
        unpriced_requests, unknown_usage_requests, gateway_only_requests, gateway_only_usd, client_only_requests,
        adjustments_usd, explanation
@@ -305,9 +306,7 @@ def read_month(warehouse_path: Path, lake_root: Path, period: Period) -> MonthFi
         figures.gateway_checks = _gateway_checks(lake_root, period)
         found = day_boundary.verdict(con)
         figures.day_boundary = found.line() if found is not None else None
-        if con.execute("SELECT count(*) FROM duckdb_columns() WHERE table_name = 'recon_key_daily' "
-                       "AND column_name = 'is_partial_day'").fetchone()[0]:  # a warehouse built before it had none
-            figures.partial_days = [r["usage_date"] for r in q(PARTIAL_DAYS)]
+        figures.partial_days = [r["usage_date"] for r in q(PARTIAL_DAYS)]
         return figures
 
 
