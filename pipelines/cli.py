@@ -736,6 +736,18 @@ def reconciliation_figures(settings: Settings, first: date, last: date) -> dict:
     return {"statuses": statuses, "flagged": flagged, "coverage_pct": coverage or 0}
 
 
+def partial_days(settings: Settings, first: date, last: date) -> list[date]:
+    """Days of [first, last] the warehouse marks partial: not over when they were built (data so far)."""
+    return [day for (day,) in _read(settings, "SELECT DISTINCT usage_date FROM recon_key_daily WHERE is_partial_day "
+                                              "AND usage_date BETWEEN $first AND $last ORDER BY 1",
+                                    {"first": first, "last": last})]
+
+
+def partial_day_line(settings: Settings, day: date) -> str:
+    return (f"{day} is partial: data so far (the day is not over in {settings.timezone}; "
+            "the run after it ends rebuilds it)")
+
+
 def request_log_figures(settings: Settings) -> dict[str, int]:
     [row] = _read(settings, "SELECT count(*), coalesce(sum(lines_read), 0), coalesce(sum(accepted), 0), "
                             "coalesce(sum(rejected), 0), coalesce(sum(duplicates), 0) FROM inbox_files")
@@ -751,6 +763,7 @@ def window_summary(settings: Settings, first: date, last: date) -> dict:
         "last_day": last.isoformat(),
         "timezone": settings.timezone,
         "days": (last - first).days + 1,
+        "partial_days": [day.isoformat() for day in partial_days(settings, first, last)],
         "key_days": sum(r[1] for r in keys),
         "reported_usd": _usd(sum((r[2] for r in keys), Decimal(0))),
         "requests": int(sum(r[3] for r in keys)),
@@ -790,6 +803,8 @@ def print_quota_table(settings: Settings, first: date, last: date) -> tuple[Deci
     for key, days, key_cost, key_requests in rows:
         print(f"{key:<{width}}  {days:>4}  {key_cost:>14.6f}  {key_requests:>9}")
     print(f"{'total':<{width}}  {key_days:>4}  {cost:>14.6f}  {requests:>9}")
+    for day in partial_days(settings, first, last):
+        print(partial_day_line(settings, day))
     return cost, requests, key_days
 
 

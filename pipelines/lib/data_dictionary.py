@@ -35,7 +35,8 @@ comment each one carries in the warehouse. Generated, do not edit by hand:
 alert evaluation has found anything in has no `alerts` and `alert_deliveries`).
 `tests/ui/test_data_dictionary.py` regenerates it from a simulated month that has run every model
 and fails when this file differs (`COMET_LEDGER_UPDATE_DICTIONARY=1` makes that test rewrite it).
-Money is USD; a reporting day is a calendar day in `COMET_LEDGER_TIMEZONE`. Ready queries:
+Money is USD; a reporting day is a calendar day in `COMET_LEDGER_TIMEZONE`, and a row whose day
+was not over when it was built (today) has `is_partial_day` true: figures so far. Ready queries:
 `docs/queries/`."""
 NO_COMMENT = "(no comment)"
 

@@ -119,8 +119,9 @@ def model_sha(name: str) -> str:
 
 
 def bind_reporting_day(con: duckdb.DuckDBPyConnection, zone: str) -> None:
-    """Define `reporting_day(ts)` on this connection for `zone` (sql/staging/reporting_day.sql)."""
-    run_model(con, "reporting_day", {"timezone": zone})
+    """Define `reporting_day(ts)` on this connection for `zone` (sql/staging/reporting_day.sql), and
+    `is_partial_day(d)` for today in `zone`, read once here from the product's clock."""
+    run_model(con, "reporting_day", {"timezone": zone, "today": clock.today(zone)})
 
 
 def bound_zone(con: duckdb.DuckDBPyConnection) -> str | None:

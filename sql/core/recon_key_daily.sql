@@ -12,8 +12,11 @@
 -- cover the report, whatever the amount), within_tolerance, over_reported / under_reported.
 -- is_flagged: the one definition of a flagged key-day, which every report and check reads: a status
 -- other than matched and within_tolerance.
+-- is_partial_day: the key-day was not over when the row was built (is_partial_day, sql/staging/reporting_day.sql):
+-- its figures are the day so far; the run after the day ends rebuilds it.
 CREATE TABLE IF NOT EXISTS recon_key_daily (
     usage_date DATE NOT NULL,
+    is_partial_day BOOLEAN NOT NULL,
     key_name VARCHAR NOT NULL,
     team VARCHAR NOT NULL,
     reported_cost_usd DECIMAL(18, 6) NOT NULL,
@@ -59,6 +62,7 @@ COMMENT ON COLUMN recon_key_daily.adjustments_usd IS 'late corrections and refun
 COMMENT ON COLUMN recon_key_daily.usage_date IS 'reporting day in COMET_LEDGER_TIMEZONE';
 COMMENT ON COLUMN recon_key_daily.key_name IS 'key display name';
 COMMENT ON COLUMN recon_key_daily.team IS 'owner of the key that day (key_owners), else unassigned';
+COMMENT ON COLUMN recon_key_daily.is_partial_day IS 'the reporting day was not over when the row was built (today or later): figures so far, rebuilt by the run after the day ends';
 
 BEGIN TRANSACTION;
 DELETE FROM recon_key_daily WHERE usage_date BETWEEN $start AND $end;
@@ -183,6 +187,7 @@ classified AS (
 )
 SELECT
     usage_date,
+    is_partial_day(usage_date) AS is_partial_day,
     key_name,
     team,
     reported_cost_usd,

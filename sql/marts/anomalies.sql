@@ -5,6 +5,7 @@
 -- requests (the window's days only), key_ip_daily (every day up to $end), balance_snapshots.
 -- Parameters: $start, $end: the reporting days rebuilt; $detected_at: the build's time (stamped on
 -- every row rebuilt); a snapshot's reporting day is reporting_day(fetched_at) (sql/staging/reporting_day.sql);
+-- is_partial_day: usage_date was not over when the row was built (is_partial_day, same file);
 -- $baseline_days, $min_history_days, $spike_ratio, $spike_mads, $spike_min_usd (spend_spike);
 -- $balance_tolerance_usd, $balance_tolerance_pct (balance_jump, top_up); $burn_days,
 -- $runway_critical_days, $runway_warning_days (runway); $restatement_warning_usd,
@@ -57,6 +58,7 @@ CREATE TABLE IF NOT EXISTS anomalies (
     finding_id VARCHAR NOT NULL,
     detected_at TIMESTAMPTZ NOT NULL,
     usage_date DATE NOT NULL,
+    is_partial_day BOOLEAN NOT NULL,
     key_name VARCHAR,
     kind VARCHAR NOT NULL,
     severity VARCHAR NOT NULL CHECK (severity IN ('info', 'warning', 'critical')),
@@ -69,6 +71,7 @@ COMMENT ON TABLE anomalies IS 'Findings to look at (spend spikes, new source IPs
 COMMENT ON COLUMN anomalies.finding_id IS 'md5 of kind, usage_date, key_name and evidence: stable across rebuilds of the same data';
 COMMENT ON COLUMN anomalies.detected_at IS 'UTC time of the build that produced the row';
 COMMENT ON COLUMN anomalies.usage_date IS 'reporting day in COMET_LEDGER_TIMEZONE the finding is about (balance kinds: the later snapshot''s day)';
+COMMENT ON COLUMN anomalies.is_partial_day IS 'usage_date was not over when the finding was made (today or later): judged on the day so far, judged again by the run after the day ends';
 COMMENT ON COLUMN anomalies.key_name IS 'key display name; NULL for account-level findings (balance kinds) and models used by several keys';
 COMMENT ON COLUMN anomalies.kind IS 'spend_spike, new_source_ip, unlogged_gateway_requests, restatement, unpriced_model, top_up, balance_jump or runway';
 COMMENT ON COLUMN anomalies.severity IS 'info, warning or critical';
@@ -434,7 +437,8 @@ findings AS (
 SELECT
     md5(concat_ws('|', kind, usage_date::VARCHAR, coalesce(key_name, ''), evidence)) AS finding_id,
     $detected_at::TIMESTAMPTZ AS detected_at,
-    usage_date, key_name, kind, severity, detail, amount_usd, evidence, action
+    usage_date, is_partial_day(usage_date) AS is_partial_day, key_name, kind, severity, detail, amount_usd, evidence,
+    action
 FROM findings
 ORDER BY usage_date, kind, key_name NULLS FIRST, finding_id;
 COMMIT;

@@ -16,11 +16,16 @@
 -- Thresholds: crossed_pct lists the thresholds_pct the spend has reached (spend >= amount x pct / 100),
 --   forecast_crossed_pct those the forecast reaches. status, the first that applies: exceeded (spend >=
 --   amount), forecast_exceeded (forecast >= amount), warning (a threshold reached), ok.
+-- Partial: is_partial_day when the as-of day is one recon_key_daily marks partial (not over when it
+--   was built): the spend and the forecast count that day so far.
 -- Rebuilt whole on every run: budgets x periods is small, and an edited budget applies to its history.
 CREATE OR REPLACE TABLE budget_status AS
 WITH
 held AS (
     SELECT min(usage_date) AS first_day, max(usage_date) AS as_of FROM recon_key_daily
+),
+partial_days AS (
+    SELECT DISTINCT usage_date FROM recon_key_daily WHERE is_partial_day
 ),
 daily AS (
     SELECT usage_date, 'account' AS scope, NULL::VARCHAR AS name, sum(reported_cost_usd) AS usd
@@ -83,6 +88,7 @@ SELECT
     period_end >= warehouse_as_of AS is_current,
     amount_usd, thresholds_pct,
     as_of_day AS as_of,
+    as_of_day IN (SELECT usage_date FROM partial_days) AS is_partial_day,
     (as_of_day - period_start + 1)::INTEGER AS days_elapsed,
     days_remaining::INTEGER AS days_remaining,
     spend_usd,
@@ -111,6 +117,7 @@ COMMENT ON COLUMN budget_status.is_current IS 'the period holds the latest repor
 COMMENT ON COLUMN budget_status.amount_usd IS 'the budget for the period, USD (the row in force for the period)';
 COMMENT ON COLUMN budget_status.thresholds_pct IS 'the budget''s warning thresholds, % of the amount';
 COMMENT ON COLUMN budget_status.as_of IS 'last reporting day counted: the period''s end, or the latest day in the warehouse if earlier';
+COMMENT ON COLUMN budget_status.is_partial_day IS 'as_of is a reporting day that was not over when recon_key_daily was built (recon_key_daily.is_partial_day): spend and forecast count it so far';
 COMMENT ON COLUMN budget_status.days_elapsed IS 'reporting days of the period up to as_of';
 COMMENT ON COLUMN budget_status.days_remaining IS 'days of the period after as_of (0: closed)';
 COMMENT ON COLUMN budget_status.spend_usd IS 'reported spend (query service) of the scope from period_start to as_of';

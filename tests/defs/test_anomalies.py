@@ -22,7 +22,8 @@ from pipelines.lib.warehouse import model_path, publish, scratch
 LAST = SIM_START + timedelta(days=SIM_DAYS - 1)
 DETECTED_AT = datetime(2026, 11, 2, 6, 0, tzinfo=UTC)
 REPO_OWNERS = str(Path(__file__).resolve().parents[2] / "config" / "key_owners.csv")
-COLUMNS = "finding_id, detected_at, usage_date, key_name, kind, severity, detail, amount_usd, evidence, action"
+COLUMNS = ("finding_id, detected_at, usage_date, is_partial_day, key_name, kind, severity, detail, amount_usd, "
+           "evidence, action")
 
 
 @pytest.fixture(scope="module")

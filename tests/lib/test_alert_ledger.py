@@ -32,7 +32,8 @@ ANOMALY_COLUMNS = "usage_date DATE, key_name VARCHAR, kind VARCHAR, severity VAR
 def add_days(con, first: int, last: int) -> None:
     for i in range(first, last + 1):
         day = START + timedelta(days=i)
-        con.execute("INSERT INTO recon_key_daily VALUES (?, 'k1', 'team-a', 1), (?, 'k2', 'team-b', 0.25)", [day, day])
+        con.execute("INSERT INTO recon_key_daily VALUES (?, 'k1', 'team-a', 1, false), (?, 'k2', 'team-b', 0.25, false)",
+                    [day, day])
 
 
 @pytest.fixture
@@ -42,7 +43,7 @@ def home(tmp_path) -> Path:
     path = tmp_path / "warehouse.duckdb"
     with publish(path) as con:
         con.execute("CREATE TABLE recon_key_daily (usage_date DATE, key_name VARCHAR, team VARCHAR, "
-                    "reported_cost_usd DECIMAL(18, 6))")
+                    "reported_cost_usd DECIMAL(18, 6), is_partial_day BOOLEAN)")
         add_days(con, 0, 34)
         build_status(con, tmp_path / "budgets.csv")
         con.execute(f"CREATE TABLE anomalies ({ANOMALY_COLUMNS})")

@@ -101,15 +101,17 @@ START = date(2026, 10, 1)
 
 @pytest.fixture
 def warehouse():
-    """35 reporting days (2026-10-01 .. 11-04): key k1 (team-a) $1 a day, k2 (team-b) $0.5 every other day."""
+    """35 reporting days (2026-10-01 .. 11-04): key k1 (team-a) $1 a day, k2 (team-b) $0.5 every other day;
+    the last day, 11-04, is partial (today, so far)."""
     con = duckdb.connect()
     con.execute("CREATE TABLE recon_key_daily (usage_date DATE, key_name VARCHAR, team VARCHAR, "
-                "reported_cost_usd DECIMAL(18, 6))")
+                "reported_cost_usd DECIMAL(18, 6), is_partial_day BOOLEAN)")
     rows = []
     for i in range(35):
         day = START + timedelta(days=i)
-        rows += [(day, "k1", "team-a", Decimal(1)), (day, "k2", "team-b", Decimal("0.5") if i % 2 else Decimal(0))]
-    con.executemany("INSERT INTO recon_key_daily VALUES (?, ?, ?, ?)", rows)
+        rows += [(day, "k1", "team-a", Decimal(1), i == 34),
+                 (day, "k2", "team-b", Decimal("0.5") if i % 2 else Decimal(0), i == 34)]
+    con.executemany("INSERT INTO recon_key_daily VALUES (?, ?, ?, ?, ?)", rows)
     yield con
     con.close()
 
@@ -136,6 +138,8 @@ def test_spend_to_date_forecast_and_thresholds_per_period(tmp_path, warehouse):
     assert november["forecast_usd"] == pytest.approx(5 + 8.5 / 7 * 26)
     assert november["crossed_pct"] == [] and november["forecast_crossed_pct"] == [50.0, 80.0]
     assert november["status"] == "ok"
+    # November's as-of day is partial (data so far); October's last day is over
+    assert (october["is_partial_day"], november["is_partial_day"]) == (False, True)
 
     weeks = status(warehouse, "team:team-a/week")
     assert [w["period_start"] for w in weeks] == [date(2026, 9, 28) + timedelta(weeks=n) for n in range(6)]
@@ -150,7 +154,7 @@ def test_spend_to_date_forecast_and_thresholds_per_period(tmp_path, warehouse):
     assert [(d["period_start"], d["spend_usd"], d["status"]) for d in days] == [
         (date(2026, 10, 1), 0, "ok"), (date(2026, 10, 2), Decimal("0.5"), "exceeded"),
         (date(2026, 10, 3), 0, "ok"), (date(2026, 10, 4), Decimal("0.5"), "exceeded")]
-    assert not any(d["is_current"] for d in days)
+    assert not any(d["is_current"] or d["is_partial_day"] for d in days)
 
 
 def test_a_threshold_is_crossed_at_exactly_its_amount(tmp_path, warehouse):
@@ -174,5 +178,5 @@ def test_no_budgets_and_no_data_give_an_empty_table(tmp_path, warehouse):
     assert build_status(warehouse, tmp_path / "absent.csv", required=False) == 0
     empty = duckdb.connect()
     empty.execute("CREATE TABLE recon_key_daily (usage_date DATE, key_name VARCHAR, team VARCHAR, "
-                  "reported_cost_usd DECIMAL(18, 6))")
+                  "reported_cost_usd DECIMAL(18, 6), is_partial_day BOOLEAN)")
     assert build_status(empty, write(tmp_path, "account,,month,10,,2026-10-01,")) == 0

@@ -52,7 +52,8 @@ EXPORT_SCHEMA = pa.schema([
     ("pull_id", pa.string()),
 ])
 RECON_COLUMNS = ("usage_date", "key_name", "team", "reported_cost_usd", "reported_requests", "estimated_cost_usd",
-                 "logged_requests", "billed_cost_usd", "gateway_requests", "variance_usd", "variance_pct",
+                 "logged_requests", "is_partial_day",
+                 "billed_cost_usd", "gateway_requests", "variance_usd", "variance_pct",
                  "tolerance_usd", "status", "is_flagged", "coverage_pct", "unpriced_requests", "unknown_usage_requests",
                  "gateway_only_requests", "gateway_only_usd", "client_only_requests", "adjustments_usd", "explanation")
 PERCENT_COLUMNS = {"variance_pct", "coverage_pct"}
@@ -118,6 +119,7 @@ def build_pack(warehouse_path: Path, lake_root: Path, inbox: Path, month: str, o
             "days_with_data": len(figures.reported_days), "data_days": day_ranges(figures.reported_days),
             "coverage": data_coverage(figures),
             "partial": partial,
+            "partial_days": [d.isoformat() for d in figures.partial_days],
         },
         "built_at": built_at.astimezone(UTC).isoformat(),
         "totals": totals,

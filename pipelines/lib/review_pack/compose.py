@@ -51,6 +51,11 @@ def compose(figures: MonthFigures, files: PackFiles, *, partial: bool = False) -
             f"Partial month: this pack was built before {period.month} ended, so its figures are the month so far, "
             f"not the month. Build it again after {day(period.last_day)} (the monthly schedule does, on the 2nd) "
             "for the pack to hand over."))
+    for partial_day in figures.partial_days:
+        intro.append(Paragraph(
+            f"{day(partial_day)} is partial: data so far. The day was not over in {period.timezone} when the "
+            "warehouse built it, so its figures (and every total that includes it) hold what was known then; the "
+            "run after the day ends rebuilds it."))
     return Document(
         title=f"Budget review evidence pack: {period.month}" + (" (partial month)" if partial else ""),
         intro=tuple(intro),

@@ -59,6 +59,7 @@ class MonthFigures:
     gateway_days: int = 0  # days of the month the gateway ledger covers (billed figures known)
     gateway_checks: list[Row] = field(default_factory=list)  # the latest pull's completeness checks per day
     day_boundary: str | None = None  # what the service's day boundary was inferred to be (day_boundary.Verdict.line)
+    partial_days: list[date] = field(default_factory=list)  # days not over when the warehouse built them (so far)
 
     @property
     def has_data(self) -> bool:
@@ -84,6 +85,7 @@ ORDER BY q.usage_date, q.key_name, q.pull_id
 
 RECON = """
 SELECT usage_date, key_name, team, reported_cost_usd, reported_requests, estimated_cost_usd, logged_requests,
+       is_partial_day,
        billed_cost_usd, gateway_requests, variance_usd, variance_pct, tolerance_usd, status, is_flagged, coverage_pct,
        unpriced_requests, unknown_usage_requests, gateway_only_requests, gateway_only_usd, client_only_requests,
        adjustments_usd, explanation
@@ -244,6 +246,12 @@ FROM inbox_files
 WHERE first_usage_date <= $last AND last_usage_date >= $first
 """
 
+PARTIAL_DAYS = """
+SELECT DISTINCT usage_date FROM recon_key_daily
+WHERE is_partial_day AND usage_date BETWEEN $first AND $last
+ORDER BY usage_date
+"""
+
 ANOMALY_COLUMNS = ("usage_date", "key_name", "kind", "severity", "detail", "amount_usd", "evidence", "action")
 
 
@@ -307,6 +315,7 @@ def read_month(warehouse_path: Path, lake_root: Path, period: Period) -> MonthFi
         figures.gateway_checks = _gateway_checks(lake_root, period)
         found = day_boundary.verdict(con)
         figures.day_boundary = found.line() if found is not None else None
+        figures.partial_days = [r["usage_date"] for r in q(PARTIAL_DAYS)]
         return figures
 
 
