@@ -97,12 +97,13 @@ SELECT
     daily_mean_usd,
     forecast_usd,
     round(100 * forecast_usd / amount_usd::DOUBLE, 2) AS forecast_pct,
-    list_filter(thresholds_pct, lambda t: spend_usd * 100 >= amount_usd * t::DECIMAL(18, 6)) AS crossed_pct,
+    -- exact: DECIMAL(38, 6) x DECIMAL(18, 6) holds 100 x any amount (DECIMAL(18, 6) x DECIMAL(18, 6) is DECIMAL(18, 12),
+    -- which overflows from $10,000 at 100 %)
+    list_filter(thresholds_pct, lambda t: spend_usd * 100 >= amount_usd::DECIMAL(38, 6) * t::DECIMAL(18, 6)) AS crossed_pct,
     list_filter(thresholds_pct, lambda t: forecast_usd * 100 >= amount_usd::DOUBLE * t) AS forecast_crossed_pct,
     CASE WHEN spend_usd >= amount_usd THEN 'exceeded'
          WHEN forecast_usd >= amount_usd::DOUBLE THEN 'forecast_exceeded'
-         WHEN list_any_value(list_filter(thresholds_pct, lambda t: spend_usd * 100 >= amount_usd * t::DECIMAL(18, 6)))
-              IS NOT NULL THEN 'warning'
+         WHEN len(crossed_pct) > 0 THEN 'warning'
          ELSE 'ok' END AS status
 FROM projected
 ORDER BY budget_id, period_start;

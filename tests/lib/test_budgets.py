@@ -167,6 +167,16 @@ def test_a_threshold_is_crossed_at_exactly_its_amount(tmp_path, warehouse):
     assert last["crossed_pct"] == [100.0] and last["status"] == "exceeded"
 
 
+def test_large_budgets_compare_exactly_without_overflow(tmp_path, warehouse):
+    # a month's budget of $10,000 or $250,000,000 at 100 %: 100 x amount is beyond DECIMAL(18, 12)
+    build_status(warehouse, write(tmp_path, "account,,month,10000,50;100,2026-10-01,",
+                                  "team,team-a,month,250000000,100,2026-10-01,", "team,team-b,month,0.000001,100,2026-10-01,"))
+    october = status(warehouse, "account/month")[0]
+    assert (october["spend_usd"], october["crossed_pct"], october["status"]) == (Decimal("38.5"), [], "ok")
+    assert status(warehouse, "team:team-a/month")[0]["status"] == "ok"
+    assert status(warehouse, "team:team-b/month")[0]["crossed_pct"] == [100.0]
+
+
 def test_a_budget_for_a_name_without_spend_is_zero_not_missing(tmp_path, warehouse):
     build_status(warehouse, write(tmp_path, "team,nobody,month,10,,2026-10-01,"))
     rows = status(warehouse, "team:nobody/month")
