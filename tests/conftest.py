@@ -161,6 +161,44 @@ def secrets_found(roots: list[Path], needles: list[str]) -> list[str]:
     return hits
 
 
+def end_processes_naming(folder: Path, grace_s: float = 10.0) -> list[int]:
+    """End every process whose command line names `folder` (a test's own temporary folder); returns
+    their pids. Dagster's webserver and `dagster dev` start each code server in a session of its own,
+    so ending their process group leaves the code server running (and its heartbeat timeout never
+    fires under libfaketime): a test that starts one ends what names its DAGSTER_HOME or cwd."""
+    import signal
+    import time
+
+    needle = str(folder).encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle in (entry / "cmdline").read_bytes():
+                os.kill(int(entry.name), signal.SIGTERM)
+                found.append(int(entry.name))
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    deadline = time.monotonic() + grace_s
+    for pid in found:
+        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists() and not _is_zombie(pid):
+            time.sleep(0.1)
+        try:
+            if not _is_zombie(pid):
+                os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, FileNotFoundError):
+            pass
+    return found
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, IndexError, ProcessLookupError):
+        return True
+
+
 def outside_libfaketime(env: dict[str, str], now: datetime | None = None) -> dict[str, str]:
     """`env` for child processes that run Dagster (a daemon, a code server), with the product's clock
     (COMET_LEDGER_NOW: `now`, default the suite's, running on from the machine's time) and without

@@ -29,6 +29,7 @@ import duckdb
 import httpx
 import pytest
 
+from conftest import end_processes_naming
 from pipelines.definitions import build_definitions
 from pipelines.defs.schedules import partition_range_tags
 from pipelines.lib.settings import load_settings
@@ -111,6 +112,7 @@ def world(tmp_path_factory) -> dict:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(dev.pid, signal.SIGKILL)
             dev.wait(timeout=30)
+        end_processes_naming(home)  # the code servers, each in a session of its own
     return {"home": home, "env": env, "demo": summary, "ui": answer, "dev_log": log.read_text()}
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from conftest import end_processes_naming
 from pipelines.definitions import build_definitions
 from pipelines.lib.settings import load_settings
 
@@ -129,6 +130,7 @@ def workspace(env, tmp_path_factory) -> dict:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=15)
+        end_processes_naming(cwd)  # its code server, in a session of its own
 
 
 @pytest.fixture(scope="module")
