@@ -27,6 +27,7 @@ EXPECTED_CHECKS = {
     *(f"warehouse/anomalies:no_{kind}" for kind in ("spend_spike", "new_source_ip", "unlogged_gateway_requests",
                                                      "restatement", "unpriced_model", "balance_jump")),
     "warehouse/quota_daily:freshness_check", "warehouse/recon_key_daily:freshness_check",
+    "warehouse/recon_key_daily:service_day_boundary",
 }
 EXPECTED_SENSORS = {"inbox_sensor", "freshness_sensor", "alert_sensor", "alert_failure_sensor"}
 EXPECTED_SCHEDULES = {"daily_ledger_schedule", "monthly_review_schedule"}

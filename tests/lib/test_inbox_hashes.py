@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.lib import request_log_lake
+from pipelines.lib import clock, request_log_lake
 
 LINE = b'{"request_id": "r-%d", "ts": "2026-10-01T00:00:00Z", "key_name": "k", "model": "m", "response": {}}\n'
 
@@ -72,13 +72,10 @@ def test_a_lost_or_damaged_cache_only_costs_hashing_again(tmp_path, hashed):
 
 
 def test_a_file_staged_then_unchanged_is_neither_pending_nor_hashed(tmp_path, hashed):
-    from datetime import UTC, datetime
-    from zoneinfo import ZoneInfo
-
     inbox, lake = tmp_path / "inbox", tmp_path / "lake"
     write(inbox / "a.jsonl", range(3))
     items = request_log_lake.pending_files(lake, inbox)
-    list(request_log_lake.stage_files(lake, inbox, items, ZoneInfo("UTC"), datetime.now(UTC)))
+    list(request_log_lake.stage_files(lake, inbox, items, clock.now()))
     hashed.clear()
     assert request_log_lake.pending_files(lake, inbox) == []
     assert hashed == []
