@@ -161,6 +161,25 @@ def secrets_found(roots: list[Path], needles: list[str]) -> list[str]:
     return hits
 
 
+def stop_process_group(process: subprocess.Popen, wait_s: float, *, naming: Path | None = None) -> None:
+    """End a process started with `start_new_session=True` and its group (SIGTERM, then SIGKILL after
+    `wait_s`); then, with `naming`, every process whose command line names that folder (a Dagster code
+    server runs in a session of its own: `end_processes_naming`)."""
+    import contextlib
+    import signal
+
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=wait_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=wait_s)
+    if naming is not None:
+        end_processes_naming(naming)
+
+
 def end_processes_naming(folder: Path, grace_s: float = 10.0) -> list[int]:
     """End every process whose command line names `folder` (a test's own temporary folder); returns
     their pids. Dagster's webserver and `dagster dev` start each code server in a session of its own,

@@ -14,10 +14,8 @@ The suite's clock is 2026-11-03 06:15 UTC: the demo's 8 days are 2026-10-26 .. 2
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -29,7 +27,7 @@ import duckdb
 import httpx
 import pytest
 
-from conftest import end_processes_naming
+from conftest import stop_process_group
 from pipelines.definitions import build_definitions
 from pipelines.defs.schedules import partition_range_tags
 from pipelines.lib.settings import load_settings
@@ -104,15 +102,7 @@ def world(tmp_path_factory) -> dict:
     try:
         answer = ask(port, dev, log)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(dev.pid, signal.SIGTERM)
-        try:
-            dev.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(dev.pid, signal.SIGKILL)
-            dev.wait(timeout=30)
-        end_processes_naming(home)  # the code servers, each in a session of its own
+        stop_process_group(dev, 30, naming=home)  # and the code servers, each in a session of its own
     return {"home": home, "env": env, "demo": summary, "ui": answer, "dev_log": log.read_text()}
 
 

@@ -12,7 +12,6 @@ rendered is not checked.
 from __future__ import annotations
 
 import base64
-import contextlib
 import csv
 import fcntl
 import json
@@ -28,6 +27,8 @@ import httpx
 import pytest
 from PIL import Image
 from websockets.sync.client import connect
+
+from conftest import stop_process_group
 
 CHROMIUM = Path("/usr/bin/chromium")
 # How this machine runs Chromium: no sandbox as root, and no background traffic to Google's hosts.
@@ -140,14 +141,7 @@ def browser(chromium, tmp_path_factory) -> Browser:
             time.sleep(0.05)
         yield Browser(int(port_file.read_text().split()[0]), process, log)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, 15)  # its own group: the renderer and GPU helpers go too
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, 9)
-            process.wait(timeout=10)
+        stop_process_group(process, 10)  # its own group: the renderer and GPU helpers go too
 
 
 # --- the DevTools protocol ----------------------------------------------------------------------------

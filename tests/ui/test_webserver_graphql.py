@@ -8,9 +8,7 @@ The server runs in its own process group and is always ended; every wait is boun
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -20,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import end_processes_naming
+from conftest import stop_process_group
 from pipelines.definitions import build_definitions
 from pipelines.lib.settings import load_settings
 
@@ -122,15 +120,7 @@ def workspace(env, tmp_path_factory) -> dict:
         pytest.fail(f"the code location did not load in {START_TIMEOUT_S:.0f} s; last answer {answer}; "
                     f"log: {log.read_text()[-3000:]}")
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=15)
-        end_processes_naming(cwd)  # its code server, in a session of its own
+        stop_process_group(process, 15, naming=cwd)  # and its code server, in a session of its own
 
 
 @pytest.fixture(scope="module")
