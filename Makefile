@@ -26,7 +26,7 @@ $(FOCUS_STAMP): tests/requirements-focus-validator.txt tests/focus_validator_env
 	@$(PYTHON) tests/focus_validator_env.py
 
 test: $(STAMP) $(FOCUS_STAMP)
-	$(BIN)/pytest -q -n 2
+	$(BIN)/pytest -q -n 2 --dist worksteal
 
 # The same suite at shifted clocks (Debian's faketime), each "instant,zone": the last minutes of a year,
 # the night a zone with DST falls back (the process's own TZ), a leap day. No test may read the wall
@@ -38,7 +38,7 @@ test-clocks: $(STAMP) $(FOCUS_STAMP)
 	@set -e; for clock in $(CLOCKS); do \
 	  at=$${clock%%,*}; zone=$${clock##*,}; local=$$(TZ=$$zone date -d "$$at" '+%Y-%m-%d %H:%M:%S'); \
 	  echo "== the suite at $$at (TZ=$$zone, $$local there)"; \
-	  TZ=$$zone faketime "$$local" $(BIN)/pytest -q -n 2 -p no:cacheprovider; \
+	  TZ=$$zone faketime "$$local" $(BIN)/pytest -q -n 2 --dist worksteal -p no:cacheprovider; \
 	done
 
 dev: $(STAMP)
