@@ -428,10 +428,12 @@ def _billing_categories(price: np.ndarray, ratio: np.ndarray) -> pa.Array:
     if not len(price):
         return pa.array([], pa.string())
     absent = np.inf  # no value the fast path takes is infinite: msgspec refuses what would be
-    pairs = np.stack([np.where(np.isnan(price), absent, price), np.where(np.isnan(ratio), absent, ratio)], axis=1)
-    distinct, row_pair = np.unique(pairs, axis=0, return_inverse=True)
-    categories = pa.array([billing_category(None if p == absent else p, None if r == absent else r)
-                           for p, r in distinct.tolist()], pa.string())
+    pairs = np.empty(len(price), np.complex128)  # one sortable number a pair: quicker than np.unique(axis=0)
+    pairs.real = np.where(np.isnan(price), absent, price)
+    pairs.imag = np.where(np.isnan(ratio), absent, ratio)
+    distinct, row_pair = np.unique(pairs, return_inverse=True)
+    categories = pa.array([billing_category(None if p.real == absent else p.real, None if p.imag == absent else p.imag)
+                           for p in distinct.tolist()], pa.string())
     return categories.take(pa.array(row_pair.reshape(-1), pa.int64()))
 
 

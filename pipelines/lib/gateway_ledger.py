@@ -145,6 +145,8 @@ SURCHARGE_OTHER_KEYS: Final = ("billing_mode", "tool_surcharges", "web_search", 
                                "cache_creation_tokens_1h")
 CORRECTION_CONTENT: Final = re.compile(r"(?i)\bcorrection\b|\badjustment\b|补差|调整")
 
+Column = int | bool | np.ndarray  # one row's value, or a numpy column of them: rules written for both
+
 RATIOS: Final = (
     "model_ratio", "group_ratio", "completion_ratio", "cache_ratio", "cache_creation_ratio", "model_price",
 )
@@ -402,7 +404,7 @@ def _canonical_other(other_json: str | None) -> str | None:
         if isinstance(decoded, dict) else other_json
 
 
-def billed_units(log_type, quota_units):
+def billed_units(log_type: Column, quota_units: Column) -> Column:
     """The row's signed effect on spend in quota units: consume as given, refunds negated, other rows 0.
 
     Written with comparisons and arithmetic only, so it holds for one row's values (ints) and for
@@ -427,7 +429,7 @@ def billing_category(model_price: float | None, model_ratio: float | None) -> st
     return None
 
 
-def is_correction(log_type, quota_units, marked, says_so):
+def is_correction(log_type: Column, quota_units: Column, marked: Column, says_so: Column) -> Column:
     """A consume row that corrects an earlier task's billing (see the module docstring): its quota is
     negative, or `other` carries a marker (`marked`: `has_correction_marker`), or its content says so
     (`says_so`: `content_says_correction`).
