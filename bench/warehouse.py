@@ -512,7 +512,7 @@ WAREHOUSE_ASSETS = (
 def data_work(home: Path, start: date, end: date) -> dict[str, float]:
     """What the warehouse assets of `daily_ledger` do for [start, end], through the library, step by step."""
     from pipelines.lib import anomalies, gateway_lake, quota_lake, reconciliation, request_log_lake
-    from pipelines.lib.warehouse import publish, record_models, reset_models, run_model, stale_models
+    from pipelines.lib.warehouse import publish, record_models, run_model, window_to_build
 
     settings = settings_for(home)
     path, lake_root = settings.warehouse_path, settings.lake
@@ -538,11 +538,7 @@ def data_work(home: Path, start: date, end: date) -> dict[str, float]:
     step("quota_daily_warehouse")
     tables = ("quota_daily", "quota_restatements")
     with publish(path) as con:
-        q_start, q_end = start, end
-        if stale_models(con, tables):
-            reset_models(con, tables)
-            span = reconciliation.history(lake_root)
-            q_start, q_end = min(start, span[0]), max(end, span[1])
+        q_start, q_end, _ = window_to_build(con, tables, start, end, lambda: quota_lake.history(lake_root))
         qp = quota_lake.model_params(lake_root, q_start, q_end)
         for model in ("stg_quota_pulls", "stg_quota_daily", *tables):
             run_model(con, model, qp)
@@ -574,10 +570,8 @@ def data_work(home: Path, start: date, end: date) -> dict[str, float]:
 
     step("anomalies_warehouse")
     with publish(path, zone=settings.timezone) as con:
-        a_start, a_end = start, end
-        if stale_models(con, (anomalies.MODEL,)):
-            reset_models(con, (anomalies.MODEL,))
-            a_start, a_end = reconciliation.history(lake_root) or (start, end)
+        a_start, a_end, _ = window_to_build(con, (anomalies.MODEL,), start, end,
+                                            lambda: reconciliation.history(lake_root, settings.timezone))
         judged_to = max(a_end, (reconciliation.history(lake_root) or (a_start, a_end))[1])
         anomalies.detect(con, a_start, judged_to, datetime.now(UTC), timezone=settings.timezone)
         record_models(con, (anomalies.MODEL,))

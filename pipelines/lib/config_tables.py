@@ -32,8 +32,9 @@ gets a table on which that pricing is unambiguous):
 Snapshot rule: a request's model is priced by the row with exactly its name; else by the row named
 after removing ONE trailing snapshot suffix, `-YYYY-MM-DD` or `-YYYYMMDD`, recognised by its shape
 (`gpt-4.1-nano-2025-04-14` -> `gpt-4.1-nano`, `claude-sonnet-4-20250514` -> `claude-sonnet-4`);
-else it is unpriced. `base_model()` and `priced_model()` are the reference implementation;
-`SNAPSHOT_SUFFIX_REGEX` is the same pattern for DuckDB's `regexp_replace(model, ..., '')`.
+else it is unpriced. The rule is written once, in `sql/core/requests.sql` (`regexp_replace` with the
+pattern `SNAPSHOT_SUFFIX_REGEX`, then the exact name before the base name); `tests/oracles/prices.py`
+restates it for one name as the tests' check (and runs the pattern in DuckDB).
 
 Key owners: `team` is required, `project` and `cost_center` may be empty; one key's rows must not
 overlap, but gaps are allowed: a key is `unassigned` on a day no row covers.
@@ -47,7 +48,6 @@ import io
 import json
 import os
 import re
-from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -114,7 +114,6 @@ KEY_OWNERS_SCHEMA = pa.schema(
 )
 
 SNAPSHOT_SUFFIX_REGEX = r"-(\d{4}-\d{2}-\d{2}|\d{8})$"
-_SNAPSHOT = re.compile(r"^(?P<base>.+)" + SNAPSHOT_SUFFIX_REGEX)
 _DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _SCALE = Decimal("0.000001")  # 6 decimal places, as DECIMAL(18,6) holds
@@ -211,20 +210,6 @@ def read_key_owners(path: str | os.PathLike[str]) -> list[KeyOwner]:
     owners.sort(key=lambda o: (o.key_name, o.effective_from, o.line))
     _check_history(file, owners, lambda o: o.key_name, "owner rows of", allow_gaps=True)
     return owners
-
-
-def base_model(name: str) -> str | None:
-    """`name` without its one trailing snapshot suffix (-YYYY-MM-DD or -YYYYMMDD); None if it has none."""
-    match = _SNAPSHOT.match(name)
-    return match.group("base") if match else None
-
-
-def priced_model(name: str, price_models: Collection[str]) -> str | None:
-    """The price-table model a request for `name` is priced as: exact, else its base model, else None."""
-    if name in price_models:
-        return name
-    base = base_model(name)
-    return base if base is not None and base in price_models else None
 
 
 # --- rows ---------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ written, the day parsed, the day downloading), however long the window: day D is
 parsed (an export in bulk by `gateway_fast`, pages item by item by `parse_item`), joined by the
 console's CSV exports dropped into `<inbox>/gateway/*.csv` for day D; then, in a writer thread
 while day D+1 is parsed and day D+2 downloads, deduplicated (a row present in several counts
-once, see `gateway_ledger.dedupe`), sorted, and written to a hidden temporary file beside day D's
+once, see `gateway_ledger.DEDUP_KEY`), sorted, and written to a hidden temporary file beside day D's
 ledger. Only once every day has been pulled and written are the day files put in place, then the
 rejects and then the pull record are written: an API failure on any day leaves the lake as it
 was, and a crash while the day files are put in place leaves days replaced by their newer rows but
@@ -55,8 +55,8 @@ from pipelines.lib.gateway_ledger import (
     GATEWAY_SCHEMA,
     LOG_CONSUME,
     LOG_TYPE_NAMES,
-    GatewayRecord,
     GatewayReject,
+    dedupe_sorted,
     number_repeats,
     parse_export_csv,
     parse_item,
@@ -257,7 +257,7 @@ def chunk_records(chunk: LogChunk) -> tuple[pa.Table, list[GatewayReject], int]:
             outcome = parse_item(item, source="api")
             (rejects if isinstance(outcome, GatewayReject) else records).append(outcome)
     parts.append(records_to_table(records))
-    return gateway_fast.number_repeats(pa.concat_tables(parts)), rejects, lists
+    return number_repeats(pa.concat_tables(parts)), rejects, lists
 
 
 class Landing:
@@ -271,7 +271,7 @@ class Landing:
         self.lake_root = lake_root
         self.window = GatewayWindow(first, last)
         self._staged: list[tuple[Path, Path]] = []  # (temporary, final) day files
-        self._inbox: dict[date, list[GatewayRecord]] = {}
+        self._inbox: dict[date, list[pa.Table]] = {}  # day -> its rows of each inbox export, numbered per file
         self._inbox_rejects: list[tuple[str, str | None, GatewayReject]] = []
         for path in export_files:
             self._read_inbox_export(path)
@@ -293,10 +293,11 @@ class Landing:
         for outcome in outcomes:
             if isinstance(outcome, GatewayReject):
                 self._inbox_rejects.append(("gateway_csv", name, outcome))
-        records = number_repeats(o for o in outcomes if not isinstance(o, GatewayReject))
-        for record in records:
-            if self.window.first <= record.utc_date <= self.window.last:
-                self._inbox.setdefault(record.utc_date, []).append(record)
+        records = number_repeats(records_to_table(o for o in outcomes if not isinstance(o, GatewayReject)))
+        days = records["utc_date"]
+        for day in sorted(set(days.to_pylist())):
+            if self.window.first <= day <= self.window.last:
+                self._inbox.setdefault(day, []).append(pc.filter(records, pc.equal(days, pa.scalar(day, pa.date32()))))
 
     def add_day(self, day: date, chunk: LogChunk | None) -> int:
         """`day_records`, `deduplicated`, then `stage` them; returns the day's row count."""
@@ -320,12 +321,12 @@ class Landing:
         inbox = self._inbox.pop(day, [])
         if inbox:
             self.window.sources.add("csv_export")
-            parts.append(records_to_table(inbox))
+            parts += inbox
         return pa.concat_tables(parts) if parts else GATEWAY_SCHEMA.empty_table()
 
     def deduplicated(self, records: pa.Table) -> pa.Table:
-        """A day's records deduplicated and sorted (`gateway_fast.dedupe_sorted`), and counted in the figures."""
-        rows, duplicates = gateway_fast.dedupe_sorted(records)
+        """A day's records deduplicated and sorted (`dedupe_sorted`), and counted in the figures."""
+        rows, duplicates = dedupe_sorted(records)
         self.window.duplicates += duplicates
         self._count(rows)
         return rows

@@ -69,7 +69,8 @@ The console's CSV export (a file in the inbox, `parse_export_csv`, or fetched fr
 `/api/log/self/export`, `export_items`) has the item fields as columns and goes through `parse_item`
 row by row: an exported row becomes the same item, and so the same record, as the row paged.
 
-`dedupe()` and `summarise()` are documented where they are defined.
+Many records (`number_repeats`, `dedupe_sorted`: the ledger row's identity `DEDUP_KEY`, and the lake's
+order) are tables: rules are documented where they are defined.
 """
 
 from __future__ import annotations
@@ -87,10 +88,11 @@ from dataclasses import dataclass, fields, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Final, NamedTuple
-from zoneinfo import ZoneInfo
+from typing import Any, Final
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.lib.redact import redact
 
@@ -142,6 +144,8 @@ SURCHARGE_OTHER_KEYS: Final = ("billing_mode", "tool_surcharges", "web_search", 
                                "file_search", "file_search_call_count", "image_generation_call",
                                "cache_creation_tokens_1h")
 CORRECTION_CONTENT: Final = re.compile(r"(?i)\bcorrection\b|\badjustment\b|补差|调整")
+
+Column = int | bool | np.ndarray  # one row's value, or a numpy column of them: rules written for both
 
 RATIOS: Final = (
     "model_ratio", "group_ratio", "completion_ratio", "cache_ratio", "cache_creation_ratio", "model_price",
@@ -203,10 +207,6 @@ class GatewayRecord:
     def is_request(self) -> bool:
         """Counted as a request by the query service: a consume row that is not a correction."""
         return self.log_type == LOG_CONSUME and not self.is_correction
-
-    @property
-    def dedup_key(self) -> tuple[str, int, datetime, int]:
-        return (self.request_id, self.log_type, self.created_at, self.quota_units)
 
     def to_row(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _FIELD_NAMES}
@@ -355,7 +355,7 @@ def _parse(item: Mapping[str, Any], source: str) -> GatewayRecord:
         source_ip=_text(item, "ip"),
         group=_text(item, "group"),
         content=content,
-        is_correction=is_correction(log_type, quota, other, content),
+        is_correction=is_correction(log_type, quota, has_correction_marker(other), content_says_correction(content)),
         other_parse_error=audit.error,
         other_json=other_json,
         source=source,
@@ -371,7 +371,7 @@ def _parse(item: Mapping[str, Any], source: str) -> GatewayRecord:
         billing_mode=audit.text("billing_mode"),
         has_surcharge=any(other.get(key) not in (None, False, "", 0, [], {}) for key in SURCHARGE_OTHER_KEYS[1:-1]),
         cache_write_1h_tokens=audit.count("cache_creation_tokens_1h"),
-        usage_estimated=bool(content and USAGE_ESTIMATED_CONTENT.search(content)),
+        usage_estimated=content_says_usage_estimated(content),
     )
     if request_id is None:
         record = replace(record, request_id=row_identity(record))
@@ -404,15 +404,18 @@ def _canonical_other(other_json: str | None) -> str | None:
         if isinstance(decoded, dict) else other_json
 
 
+def billed_units(log_type: Column, quota_units: Column) -> Column:
+    """The row's signed effect on spend in quota units: consume as given, refunds negated, other rows 0.
+
+    Written with comparisons and arithmetic only, so it holds for one row's values (ints) and for
+    numpy columns alike: `gateway_fast` calls it on a whole export.
+    """
+    return quota_units * ((log_type == LOG_CONSUME) * 1 - (log_type == LOG_REFUND) * 1)
+
+
 def billed_usd(log_type: int, quota_units: int) -> Decimal:
     """The row's signed effect on spend, exact to 0.000001 USD (refunds negative, non-money rows 0)."""
-    if log_type == LOG_CONSUME:
-        units = quota_units
-    elif log_type == LOG_REFUND:
-        units = -quota_units
-    else:
-        units = 0
-    return (units * USD_PER_UNIT).quantize(USD_QUANTUM)
+    return (billed_units(log_type, quota_units) * USD_PER_UNIT).quantize(USD_QUANTUM)
 
 
 def billing_category(model_price: float | None, model_ratio: float | None) -> str | None:
@@ -426,15 +429,34 @@ def billing_category(model_price: float | None, model_ratio: float | None) -> st
     return None
 
 
-def is_correction(log_type: int, quota_units: int, other: Mapping[str, Any], content: str | None) -> bool:
-    """A consume row that corrects an earlier task's billing (see the module docstring)."""
-    if log_type != LOG_CONSUME:
-        return False
-    if quota_units < 0:
-        return True
-    if any(other.get(key) not in (None, False, "", 0) for key in CORRECTION_OTHER_KEYS):
-        return True
+def is_correction(log_type: Column, quota_units: Column, marked: Column, says_so: Column) -> Column:
+    """A consume row that corrects an earlier task's billing (see the module docstring): its quota is
+    negative, or `other` carries a marker (`marked`: `has_correction_marker`), or its content says so
+    (`says_so`: `content_says_correction`).
+
+    Written with comparisons and `&` / `|` only, so it holds for one row's values and for numpy
+    columns alike: `gateway_fast` calls it on a whole export.
+    """
+    return (log_type == LOG_CONSUME) & ((quota_units < 0) | marked | says_so)
+
+
+def is_correction_marker(value: Any) -> bool:
+    """Whether a `CORRECTION_OTHER_KEYS` value in `other` marks a correction (absent, false, "" and 0 do not)."""
+    return value not in (None, False, "", 0)
+
+
+def has_correction_marker(other: Mapping[str, Any]) -> bool:
+    return any(is_correction_marker(other.get(key)) for key in CORRECTION_OTHER_KEYS)
+
+
+def content_says_correction(content: str | None) -> bool:
+    """`content` names a correction (`CORRECTION_CONTENT`)."""
     return bool(content and CORRECTION_CONTENT.search(content))
+
+
+def content_says_usage_estimated(content: str | None) -> bool:
+    """`content` says the gateway billed its own estimate: the provider returned no usage."""
+    return bool(content and USAGE_ESTIMATED_CONTENT.search(content))
 
 
 def _log_type(item: Mapping[str, Any]) -> int:
@@ -610,71 +632,52 @@ def _raw(item: Any) -> str:
         return repr(item)
 
 
-# --- many items --------------------------------------------------------------------------------
+# --- many records ------------------------------------------------------------------------------
+
+# A ledger row's identity: not `request_id` alone, as a consume row and its refund, or a task and its
+# billing correction, may share a request_id and are distinct money movements. The same row seen
+# twice (paging overlap when new rows arrive while paging, a re-pull, the API and the CSV export of
+# one row) is a duplicate, whatever its `id` (which new-api rewrites to id % 1024) or `source`.
+DEDUP_KEY: Final = ("request_id", "log_type", "created_at", "quota_units")
+SORT_KEY: Final = ("utc_date", "created_at", "request_id", "log_type")  # the lake's order of a day's rows
 
 
-def number_repeats(records: Iterable[GatewayRecord]) -> list[GatewayRecord]:
+def number_repeats(records: pa.Table) -> pa.Table:
     """Rows without a request id that look exactly alike, told apart: the 2nd, 3rd... get `-2`, `-3`...
 
-    Call it on what one source gave for one day (a pull's pages or export, one CSV file), in the
-    order it came. Each repeat is a charge of its own and keeps it; the same row from another source
-    (a CSV export of the same day) gets the same numbers, so `dedupe` keeps the larger of the two
-    counts, never their sum. Rows with a request id are returned as they are.
+    Call it on what one source gave for one day (a pull's pages or export, one CSV file), rows in the
+    order they came. Each repeat is a charge of its own and keeps it; the same row from another
+    source (a CSV export of the same day) gets the same numbers, so `dedupe_sorted` keeps the larger
+    of the two counts, never their sum. Rows with a request id are returned as they are.
     """
+    without = np.flatnonzero(pc.invert(records["has_request_id"]).to_numpy(zero_copy_only=False)) \
+        if records.num_rows else np.array([], dtype=np.int64)
+    if not without.size:
+        return records
+    ids = records["request_id"].to_pylist()
     seen: Counter[str] = Counter()
-    out = []
-    for record in records:
-        if not record.has_request_id:
-            seen[record.request_id] += 1
-            if seen[record.request_id] > 1:
-                record = replace(record, request_id=f"{record.request_id}-{seen[record.request_id]}")
-        out.append(record)
-    return out
+    for row in without.tolist():
+        seen[ids[row]] += 1
+        if seen[ids[row]] > 1:
+            ids[row] = f"{ids[row]}-{seen[ids[row]]}"
+    position = records.schema.get_field_index("request_id")
+    return records.set_column(position, records.schema.field(position), pa.array(ids, pa.string()))
 
 
-def dedupe(records: Iterable[GatewayRecord]) -> tuple[list[GatewayRecord], list[GatewayRecord]]:
-    """(kept, duplicates), first occurrence kept, order preserved.
+def dedupe_sorted(records: pa.Table) -> tuple[pa.Table, int]:
+    """(kept rows in the lake's order, duplicates dropped) of a table of records.
 
-    A ledger row's identity is `(request_id, log_type, created_at, quota_units)`, not `request_id`
-    alone: a consume row and its refund, or a task and its billing correction, may share a
-    request_id and are distinct money movements. The same row seen twice (paging overlap when new
-    rows arrive while paging, a re-pull, the API and the CSV export of one row) is a duplicate,
-    whatever its `id` (which new-api rewrites to id % 1024) or `source`.
+    The first of rows sharing DEDUP_KEY is kept; then rows are sorted by SORT_KEY, rows equal in it
+    keeping the order they came in.
     """
-    seen: set[tuple] = set()
-    kept: list[GatewayRecord] = []
-    duplicates: list[GatewayRecord] = []
-    for record in records:
-        key = record.dedup_key
-        (duplicates if key in seen else kept).append(record)
-        seen.add(key)
-    return kept, duplicates
-
-
-class KeyDayTotal(NamedTuple):
-    billed_usd: Decimal
-    requests: int
-
-
-def summarise(records: Iterable[GatewayRecord], zone: str = "UTC") -> dict[tuple[date, str | None], KeyDayTotal]:
-    """Per (day in `zone`, key_name): what the query service's `daily_quota` should say for it, when
-    the service's days are days in `zone`.
-
-    `billed_usd` sums the money rows (consume incl. corrections, minus refunds; `billed_usd`
-    already carries the sign); `requests` counts consume rows that are not corrections (a refunded
-    call still counts; errors never do). Each row counts on its own day, so a refund on a later day
-    lowers that day. Key-days without a money row are absent, as in `daily_quota`. Pass
-    deduplicated records (`dedupe`).
-    """
-    tz = ZoneInfo(zone)
-    totals: dict[tuple[date, str | None], KeyDayTotal] = {}
-    for r in records:
-        if r.log_type not in MONEY_TYPES:
-            continue
-        key = (r.created_at.astimezone(tz).date(), r.key_name)
-        usd, count = totals.get(key, (Decimal("0.000000"), 0))
-        totals[key] = KeyDayTotal(usd + r.billed_usd, count + r.is_request)
-    return totals
+    if not records.num_rows:
+        return records, 0
+    arrival = pa.array(np.arange(records.num_rows, dtype=np.int64))
+    numbered = records.append_column("_arrival", arrival)
+    first = numbered.group_by(list(DEDUP_KEY), use_threads=False).aggregate([("_arrival", "min")])
+    kept = numbered.filter(pc.is_in(arrival, value_set=first.column("_arrival_min")))
+    ordered = kept.sort_by([(name, "ascending") for name in (*SORT_KEY, "_arrival")])
+    return ordered.drop_columns(["_arrival"]), records.num_rows - kept.num_rows
 
 
 # --- the console's CSV export --------------------------------------------------------------------

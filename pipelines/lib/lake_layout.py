@@ -35,8 +35,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.lib import gateway_fast, gateway_lake, lake, request_log_lake
-from pipelines.lib.gateway_ledger import GATEWAY_SCHEMA
+from pipelines.lib import gateway_lake, lake, request_log_lake
+from pipelines.lib.gateway_ledger import GATEWAY_SCHEMA, dedupe_sorted
 
 MARKER = Path("_layout") / "utc_days.parquet"
 _US_PER_DAY = 86_400 * 1_000_000
@@ -135,7 +135,7 @@ def _convert_gateway_logs(lake_root: Path) -> tuple[int, bool, bool]:
             if path.exists():  # a conversion cut short: what it wrote counts once more, deduplicated
                 part = pa.concat_tables([pq.read_table(path, partitioning=None).select(GATEWAY_SCHEMA.names)
                                          .cast(GATEWAY_SCHEMA), part])
-            lake.write_table_atomic(gateway_fast.dedupe_sorted(part)[0], path)
+            lake.write_table_atomic(dedupe_sorted(part)[0], path)
     for folder in old:
         shutil.rmtree(folder)
     return rows, ahead, behind

@@ -211,3 +211,9 @@ def model_params(lake_root: Path, start: date | None = None, end: date | None = 
             quota_daily_files=listed("quota_daily", "usage_date", window_days(start, end)),
         )
     return params
+
+
+def history(lake_root: Path) -> tuple[date, date] | None:
+    """The first and last reporting day `quota_daily` holds in the lake (None: none landed)."""
+    days = lake.partition_values(lake_root, "quota_daily", "usage_date")
+    return (date.fromisoformat(days[0]), date.fromisoformat(days[-1])) if days else None

@@ -30,9 +30,8 @@ from pipelines.lib.warehouse import (
     record_models,
     recorded_zones,
     replace_days,
-    reset_models,
     run_model,
-    stale_models,
+    window_to_build,
 )
 
 CONFIG_MODELS = ("prices", "key_owners")
@@ -117,11 +116,7 @@ def rebuild_window(con: duckdb.DuckDBPyConnection, lake_root: Path, start: date,
         raise RuntimeError("the reconciliation models need a connection bound to the reporting zone "
                            "(warehouse.publish(zone=...))")
     before = [z for z in recorded_zones(con, RECON_TABLES) if z != zone]
-    if stale_models(con, RECON_TABLES):
-        reset_models(con, RECON_TABLES)
-        span = history(lake_root, zone)
-        if span:
-            start, end = min(start, span[0]), max(end, span[1])
+    start, end, _ = window_to_build(con, RECON_TABLES, start, end, lambda: history(lake_root, zone))
     for first, last in month_chunks(start, end):
         params = window_params(lake_root, first, last, tolerance_usd, tolerance_pct, zone)
         for model in RECON_MODELS:

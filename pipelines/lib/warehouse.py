@@ -48,12 +48,12 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import duckdb
 import pyarrow as pa
@@ -157,8 +157,8 @@ def stale_models(con: duckdb.DuckDBPyConnection, names: tuple[str, ...]) -> list
 
     Window-incremental tables only replace the days a run covers, so rows built by older SQL (or
     whose days were derived in another zone) would otherwise sit beside new ones (and a changed
-    column list would break the insert). The caller drops them with `reset_models` and rebuilds the
-    whole history.
+    column list would break the insert). `window_to_build` drops them with `reset_models` and widens
+    the run to the whole history.
     """
     _ensure_model_versions(con)
     zone = bound_zone(con)
@@ -166,6 +166,30 @@ def stale_models(con: duckdb.DuckDBPyConnection, names: tuple[str, ...]) -> list
         "SELECT model, sql_sha256, reporting_zone FROM model_versions").fetchall()}
     return [n for n in names if relation_exists(con, n) and (
         recorded.get(n, (None, None))[0] != model_sha(n) or (zone is not None and recorded[n][1] != zone))]
+
+
+class BuildWindow(NamedTuple):
+    """The days a run builds, and whether its tables were dropped first to rebuild the whole history."""
+
+    start: date
+    end: date
+    reset: bool
+
+
+def window_to_build(con: duckdb.DuckDBPyConnection, names: tuple[str, ...], start: date, end: date,
+                    history: Callable[[], tuple[date, date] | None]) -> BuildWindow:
+    """The policy for window-incremental tables: [start, end] as asked, unless one of `names` is stale
+    (`stale_models`: built by other SQL, or in another reporting zone). Then every table of `names` is
+    dropped (`reset_models`) and the window widens to cover the whole history too: `history()`, the
+    first and last day the lake holds (None: nothing landed), is asked only then.
+    """
+    if not stale_models(con, names):
+        return BuildWindow(start, end, False)
+    reset_models(con, names)
+    span = history()
+    if span:
+        start, end = min(start, span[0]), max(end, span[1])
+    return BuildWindow(start, end, True)
 
 
 def reset_models(con: duckdb.DuckDBPyConnection, names: tuple[str, ...]) -> None:

@@ -17,16 +17,15 @@ from pipelines.lib.config_tables import (
     PRICES_SCHEMA,
     SNAPSHOT_SUFFIX_REGEX,
     ConfigFileError,
-    base_model,
     load_key_owners,
     load_prices,
-    priced_model,
     read_prices,
 )
 from pipelines.lib.settings import ConfigError
 from pipelines.lib.simulator.catalog import CATALOG, UNPRICED_MODEL, prices_csv
 from pipelines.lib.simulator.server import QUERY_KEY_NAME
 from pipelines.lib.simulator.traffic import KEYS
+from oracles.prices import base_model, priced_model
 
 REPO = Path(__file__).resolve().parents[2]
 HEADER = ",".join(PRICE_COLUMNS)

@@ -16,11 +16,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import SIM_START
-from pipelines.lib import gateway_fast, gateway_lake
+from pipelines.lib import gateway_lake, gateway_ledger
 from pipelines.lib.cometapi.gateway import DATA_PATH, EXPORT_PATH, LOG_PATH, STAT_PATH, GatewayClient, LogPull
 from pipelines.lib.cometapi.http import CometAPIError, RetryPolicy
-from pipelines.lib.gateway_ledger import GatewayRecord, parse_item, records_to_table, summarise
+from pipelines.lib.gateway_ledger import GatewayRecord, parse_item, records_to_table
 from pipelines.lib.simulator.server import SimulatorServer
+from oracles.gateway import summarise
 
 UTC = gateway_lake.UTC
 PULLED_AT = gateway_lake.datetime(2026, 11, 1, tzinfo=UTC)
@@ -40,7 +41,7 @@ def gateway(url: str, token: str, transport: httpx.BaseTransport | None = None, 
 def ledger_rows(pulled: LogPull) -> tuple[pa.Table, int]:
     """(rows, rejects) of a pull as the lake keeps them: parsed, deduplicated, in the lake's order."""
     parsed = [gateway_lake.chunk_records(chunk) for chunk in pulled.chunks]
-    rows, _ = gateway_fast.dedupe_sorted(pa.concat_tables([records for records, _, _ in parsed]))
+    rows, _ = gateway_ledger.dedupe_sorted(pa.concat_tables([records for records, _, _ in parsed]))
     return without_ids(rows), sum(len(rejects) for _, rejects, _ in parsed)
 
 

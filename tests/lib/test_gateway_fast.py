@@ -24,17 +24,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.lib.gateway_fast import _SPACE_CLASS, dedupe_sorted, export_cells, records_from_cells
+from pipelines.lib.gateway_fast import _SPACE_CLASS, export_cells, records_from_cells
 from pipelines.lib.gateway_ledger import (
     ExportError,
     GatewayReject,
     csv_lines,
-    dedupe,
+    dedupe_sorted,
     export_items,
     parse_item,
     records_to_table,
 )
 from conftest import bad_input_catalogue
+from oracles.gateway import dedupe
 from test_gateway_ledger import ITEM_FIELDS, REJECT_CASES, item
 
 ZONES = [ZoneInfo("UTC"), ZoneInfo("Asia/Shanghai"), ZoneInfo("America/New_York"), ZoneInfo("Australia/Lord_Howe")]

@@ -24,14 +24,12 @@ from pipelines.lib.gateway_ledger import (
     ExportError,
     GatewayRecord,
     GatewayReject,
-    KeyDayTotal,
-    dedupe,
     export_items,
     parse_export_csv,
     parse_item,
     records_to_table,
-    summarise,
 )
+from oracles.gateway import KeyDayTotal, dedupe, summarise
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "cometapi" / "gateway_log_page.json"
 UTC_ZONE = ZoneInfo("UTC")

@@ -12,7 +12,7 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.lib import gateway_fast, lake
+from pipelines.lib import gateway_ledger, lake
 from pipelines.lib.cometapi.gateway import (
     FAILED,
     NOT_CHECKED,
@@ -28,14 +28,13 @@ from pipelines.lib.gateway_lake import backfill_estimate, calls_per_day, day_bou
 from pipelines.lib.gateway_ledger import (
     GatewayRecord,
     GatewayReject,
-    dedupe,
-    number_repeats,
     parse_item,
     records_to_table,
 )
 from pipelines.lib.simulator.server import SimulatorServer
 from pipelines.lib.simulator.traffic import LOG_LOGIN, REQUEST_IDS_FROM, generate_traffic
 from tests.conftest import tree_digest
+from oracles.gateway import dedupe, number_repeats
 
 UTC_ZONE = ZoneInfo("UTC")
 FAST = RetryPolicy(max_attempts=3, base_delay=0.01)
@@ -242,7 +241,7 @@ def test_identical_rows_are_separate_charges_and_an_export_of_them_does_not_doub
     kept, duplicates = dedupe(parsed + number_repeats(parse_item(item) for item in items[:2]))
     assert len(kept) == 3 and len(duplicates) == 2  # the same two rows read twice: still two charges
     assert sum(r.billed_usd for r in kept) == Decimal("0.160000")
-    table = gateway_fast.number_repeats(records_to_table(parse_item(item) for item in items))
+    table = gateway_ledger.number_repeats(records_to_table(parse_item(item) for item in items))
     assert table["request_id"].to_pylist() == [r.request_id for r in parsed]  # the fast path numbers alike
 
 

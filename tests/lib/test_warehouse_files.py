@@ -29,10 +29,13 @@ from pipelines.lib.warehouse import (
     model_path,
     model_sha,
     publish,
+    record_models,
+    relation_exists,
     replace_days,
     reset_models,
     scratch,
     stale_models,
+    window_to_build,
 )
 
 D1 = date(2026, 3, 1)
@@ -226,6 +229,27 @@ def test_changed_requests_sql_drops_the_view_and_its_list(tmp_path):
         reset_models(con, ("requests",))
     assert read(path, "SELECT count(*) FROM duckdb_views() WHERE view_name = 'requests'") == [(0,)]
     assert listed(path) == []
+
+
+def test_a_stale_table_drops_its_group_and_widens_the_run_to_the_whole_history(tmp_path):
+    names = ("quota_daily", "quota_restatements")
+    asked = []
+
+    def history() -> tuple[date, date]:
+        asked.append(True)
+        return day(1), day(9)
+
+    with publish(tmp_path / "warehouse.duckdb") as con:
+        for name in names:
+            con.execute(f"CREATE TABLE {name} (usage_date DATE)")
+        record_models(con, names)
+        assert window_to_build(con, names, day(3), day(4), history) == (day(3), day(4), False)
+        assert asked == []  # the lake is not listed when nothing is stale
+        con.execute("UPDATE model_versions SET sql_sha256 = 'older' WHERE model = 'quota_daily'")
+        assert window_to_build(con, names, day(3), day(12), history) == (day(1), day(12), True)
+        assert [relation_exists(con, name) for name in names] == [False, False]  # both rebuilt from the lake
+        con.execute("CREATE TABLE quota_daily (usage_date DATE)")  # not recorded: built by unknown SQL
+        assert window_to_build(con, names, day(3), day(4), lambda: None) == (day(3), day(4), True)  # nothing landed
 
 
 def test_the_uniqueness_check_sees_an_id_on_another_day_and_reads_only_days_it_can_be_on(tmp_path):

@@ -1,7 +1,6 @@
 """Quota-service data: daily spend per key (lake + warehouse) and point-in-time snapshots."""
 
 
-from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from pipelines.defs.resources import LedgerHome, QueryService
 from pipelines.defs.window import run_days
 from pipelines.lib import clock, lake, quota_lake
 from pipelines.lib.days import window_days
-from pipelines.lib.warehouse import publish, record_models, reset_models, run_model, stale_models
+from pipelines.lib.warehouse import publish, record_models, run_model, window_to_build
 
 GROUP = "quota"
 # Not partitioned: a snapshot is taken once per run, whatever the range of days. The single-run
@@ -139,11 +138,8 @@ def build_quota_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
     def quota_daily_warehouse(context: dg.AssetExecutionContext, ledger: LedgerHome):
         start, end = run_days(context)
         with publish(ledger.warehouse_path) as con:
-            if stale_models(con, QUOTA_TABLES):  # built by older SQL: rebuild the whole history
-                reset_models(con, QUOTA_TABLES)
-                days = lake.partition_values(ledger.lake, "quota_daily", "usage_date")
-                if days:
-                    start, end = min(start, date.fromisoformat(days[0])), max(end, date.fromisoformat(days[-1]))
+            start, end, reset = window_to_build(con, QUOTA_TABLES, start, end, lambda: quota_lake.history(ledger.lake))
+            if reset:
                 context.log.info(f"quota models changed: rebuilt {start} .. {end}")
             window = {"start": start, "end": end}
             params = quota_lake.model_params(ledger.lake, start, end)

@@ -11,7 +11,7 @@ from pipelines.defs.resources import LedgerHome
 from pipelines.defs.window import run_days
 from pipelines.lib import anomalies, clock, day_boundary, reconciliation
 from pipelines.lib.reconciliation import RECON_MODELS, load_config, rebuild_window
-from pipelines.lib.warehouse import model_path, publish, record_models, reset_models, stale_models
+from pipelines.lib.warehouse import model_path, publish, record_models, window_to_build
 
 GROUP = "reconciliation"
 PUBLIC = {
@@ -202,9 +202,8 @@ def build_warehouse_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
     def anomalies_warehouse(context: dg.AssetExecutionContext, ledger: LedgerHome):
         start, end = run_days(context)
         with publish(ledger.warehouse_path, zone=ledger.timezone) as con:
-            if stale_models(con, (anomalies.MODEL,)):  # built by older SQL or in another zone: rebuild it all
-                reset_models(con, (anomalies.MODEL,))
-                start, end = reconciliation.history(ledger.lake, ledger.timezone) or (start, end)
+            start, end, _ = window_to_build(con, (anomalies.MODEL,), start, end,
+                                            lambda: reconciliation.history(ledger.lake, ledger.timezone))
             window = {"start": start, "end": end}
             # A key-day finding judges its day against the days before it (baseline, IPs seen before),
             # so days published after later ones (partitions backfilled in parallel or out of order)
