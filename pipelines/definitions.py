@@ -58,13 +58,7 @@ def default_resources(settings: Settings, *, interactive: bool = False) -> dict[
     """Secrets only as `EnvVar` references; the access token is optional (no token, no ledger pull)."""
     unreachable = {"unreachable_attempts": 1} if interactive else {}
     return {
-        "ledger": LedgerHome(
-            home=str(settings.home), inbox=str(settings.inbox), timezone=settings.timezone,
-            chunk_days=settings.chunk_days, prices_path=str(settings.prices_path),
-            key_owners_path=str(settings.key_owners_path), budgets_path=str(settings.budgets_path),
-            budgets_required=settings.budgets_required, tolerance_usd=settings.tolerance_usd,
-            tolerance_pct=settings.tolerance_pct,
-        ),
+        "ledger": LedgerHome.from_settings(settings),
         "query_service": QueryService(base_url=settings.query_url, api_key=dg.EnvVar("COMETAPI_KEY"), **unreachable),
         "alert_channels": alert_channels(settings),
         "gateway": GatewayLedger(

@@ -15,33 +15,44 @@ from pipelines.lib.cometapi.http import RetryPolicy
 from pipelines.lib.cometapi.gateway import GatewayClient
 from pipelines.lib.cometapi.pacing import RateLimit
 from pipelines.lib.cometapi.query import QueryClient
+from pipelines.lib.settings import Settings, lake_path, warehouse_path
 
 
 class LedgerHome(dg.ConfigurableResource):
-    """The data home (lake, warehouse, reports) and the reporting-day rules."""
+    """The data home (lake, warehouse, reports) and the reporting-day rules, as Dagster sees them.
+
+    The values, their defaults and their validation are `Settings`' (pipelines/lib/settings.py), the one
+    configuration channel: this resource is made only by `from_settings`, which copies the fields it
+    declares by name, and its paths are computed by the same functions as Settings' own.
+    """
 
     home: str
-    inbox: str = ""
-    timezone: str = "UTC"
-    chunk_days: int = 31
-    prices_path: str = "config/prices.csv"
-    key_owners_path: str = "config/key_owners.csv"
-    budgets_path: str = "config/budgets.csv"
-    budgets_required: bool = False  # COMET_LEDGER_BUDGETS set: the file must exist
-    tolerance_usd: float = 0.01
-    tolerance_pct: float = 1.0
+    inbox: str
+    timezone: str
+    chunk_days: int
+    prices_path: str
+    key_owners_path: str
+    budgets_path: str
+    budgets_required: bool  # COMET_LEDGER_BUDGETS set: the file must exist
+    tolerance_usd: float
+    tolerance_pct: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LedgerHome:
+        values = {name: getattr(settings, name) for name in cls.model_fields}
+        return cls(**{name: str(value) if isinstance(value, Path) else value for name, value in values.items()})
 
     @property
     def lake(self) -> Path:
-        return Path(self.home) / "lake"
+        return lake_path(Path(self.home))
 
     @property
     def inbox_path(self) -> Path:
-        return Path(self.inbox) if self.inbox else Path(self.home) / "inbox"
+        return Path(self.inbox)
 
     @property
     def warehouse_path(self) -> Path:
-        return Path(self.home) / "warehouse.duckdb"
+        return warehouse_path(Path(self.home))
 
     @property
     def tz(self) -> ZoneInfo:

@@ -43,6 +43,16 @@ DEFAULT_PRICES = "config/prices.csv"
 SIMULATED_PRICES = Path("demo") / "prices.csv"
 
 
+def lake_path(home: Path) -> Path:
+    """Where the lake lives in a data home (Settings.lake, and the Dagster resource's)."""
+    return home / "lake"
+
+
+def warehouse_path(home: Path) -> Path:
+    """The warehouse file of a data home (Settings.warehouse_path, and the Dagster resource's)."""
+    return home / "warehouse.duckdb"
+
+
 class ConfigError(ValueError):
     """A missing or malformed setting; the message names the variable."""
 
@@ -83,11 +93,11 @@ class Settings:
 
     @property
     def lake(self) -> Path:
-        return self.home / "lake"
+        return lake_path(self.home)
 
     @property
     def warehouse_path(self) -> Path:
-        return self.home / "warehouse.duckdb"
+        return warehouse_path(self.home)
 
     @property
     def reports(self) -> Path:
