@@ -87,6 +87,36 @@ def model_path(name: str) -> Path:
     return matches[0]
 
 
+_QUERY_NAME = re.compile(r"^[a-z][a-z0-9_]*(/[a-z][a-z0-9_]*)?$")
+
+
+def query_path(name: str) -> Path:
+    """`sql/reports/<name>.sql` for a read-only query such as `pack/totals` or `previews/quota_daily`:
+    the reports and previews that read the warehouse without building anything."""
+    if not _QUERY_NAME.match(name):
+        raise ValueError(f"not a query name: {name!r}")
+    path = sql_dir() / "reports" / f"{name}.sql"
+    if not path.is_file():
+        raise FileNotFoundError(f"no query sql/reports/{name}.sql")
+    return path
+
+
+def run_query(con: duckdb.DuckDBPyConnection, name: str,
+              params: Mapping[str, Any] | None = None) -> duckdb.DuckDBPyConnection:
+    """Execute the one statement of `sql/reports/<name>.sql`, bound to the parameters it names (a
+    query may use fewer of them than the caller has); the cursor is returned for fetching."""
+    statements = con.extract_statements(query_path(name).read_text())
+    if len(statements) != 1:
+        raise ValueError(f"sql/reports/{name}.sql holds {len(statements)} statements, not one")
+    [statement] = statements
+    wanted = statement.named_parameters
+    given = params or {}
+    missing = wanted - given.keys()
+    if missing:
+        raise KeyError(f"query {name} needs parameters {sorted(missing)}")
+    return con.execute(statement, {k: given[k] for k in wanted} if wanted else None)
+
+
 @dataclass(frozen=True)
 class ModelRun:
     name: str
