@@ -41,7 +41,6 @@ ones it did not rewrite: a name is the content, so the same name in either folde
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import re
@@ -56,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import filelock
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -273,23 +273,20 @@ def record_built_from(con: duckdb.DuckDBPyConnection, relations: tuple[str, ...]
 
 @contextmanager
 def writer_lock(path: Path, timeout_s: float = 3600.0) -> Iterator[None]:
-    """Exclusive lock next to the warehouse; waits for the writer before us."""
+    """Exclusive lock next to the warehouse (`<path>.lock`, an advisory `flock` through `filelock`);
+    waits for the writer before us, at most `timeout_s` seconds. The lock goes with the process: a
+    writer that dies releases it."""
     lock_path = path.with_name(path.name + ".lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+") as fh:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"another writer held {lock_path} for more than {timeout_s:.0f} s") from None
-                time.sleep(0.1)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    lock = filelock.FileLock(str(lock_path), thread_local=False)  # a new descriptor per writer, as flock wants
+    try:
+        lock.acquire(timeout=timeout_s, poll_interval=0.1)
+    except filelock.Timeout:
+        raise TimeoutError(f"another writer held {lock_path} for more than {timeout_s:.0f} s") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 @contextmanager
