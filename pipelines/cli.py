@@ -699,48 +699,36 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
 # Each figure is read once (`*_rows`, `*_figures`) and either printed as a table or put in the JSON
 # summary, so `--json` carries what the tables show. Money in JSON is a string with 6 decimals.
 
-def _read(settings: Settings, sql: str, params: dict | None = None) -> list[tuple]:
-    from pipelines.lib.warehouse import connect_readonly
+def _read(settings: Settings, query: str, params: dict | None = None) -> list[tuple]:
+    """The rows of `sql/reports/<query>.sql` (the summary's queries are in sql/reports/cli/)."""
+    from pipelines.lib.warehouse import connect_readonly, run_query
 
     with connect_readonly(settings.warehouse_path) as con:
-        return con.execute(sql, params or {}).fetchall()
+        return run_query(con, query, params).fetchall()
 
 
 def quota_rows(settings: Settings, first: date, last: date) -> list[tuple[str, int, Decimal, int]]:
     """(key_name, days, reported USD, requests) per key for [first, last]."""
-    return _read(settings, """
-        SELECT key_name, count(*) AS days, sum(reported_cost_usd) AS cost, sum(reported_requests) AS requests
-        FROM quota_daily WHERE usage_date BETWEEN $first AND $last
-        GROUP BY key_name ORDER BY key_name
-        """, {"first": first, "last": last})
+    return _read(settings, "cli/quota_by_key", {"first": first, "last": last})
 
 
 def restatement_rows(settings: Settings, first: date, last: date) -> list[tuple]:
     """(usage_date, key_name, previous USD, new USD, pulled_at) of the window's days, latest first."""
-    return _read(settings, "SELECT usage_date, key_name, previous_cost_usd, new_cost_usd, pulled_at "
-                           "FROM quota_restatements WHERE usage_date BETWEEN $first AND $last "
-                           "ORDER BY pulled_at DESC, usage_date, key_name", {"first": first, "last": last})
+    return _read(settings, "cli/restatements", {"first": first, "last": last})
 
 
 def reconciliation_figures(settings: Settings, first: date, last: date) -> dict:
     """Key-days per status (with reported and estimated USD), the flagged key-days, the coverage."""
     window = {"first": first, "last": last}
-    statuses = _read(settings, "SELECT status, count(*), sum(reported_cost_usd), sum(estimated_cost_usd) "
-                               "FROM recon_key_daily WHERE usage_date BETWEEN $first AND $last "
-                               "GROUP BY ALL ORDER BY count(*) DESC, status", window)
-    flagged = _read(settings, "SELECT usage_date, key_name, status, explanation FROM recon_key_daily "
-                              "WHERE usage_date BETWEEN $first AND $last AND is_flagged "
-                              "ORDER BY usage_date, key_name", window)
-    [(coverage,)] = _read(settings, "SELECT 100 * sum(estimated_cost_usd) / nullif(sum(reported_cost_usd), 0) "
-                                    "FROM recon_key_daily WHERE usage_date BETWEEN $first AND $last", window)
+    statuses = _read(settings, "cli/recon_statuses", window)
+    flagged = _read(settings, "cli/flagged", window)
+    [(coverage,)] = _read(settings, "cli/coverage", window)
     return {"statuses": statuses, "flagged": flagged, "coverage_pct": coverage or 0}
 
 
 def partial_days(settings: Settings, first: date, last: date) -> list[date]:
     """Days of [first, last] the warehouse marks partial: not over when they were built (data so far)."""
-    return [day for (day,) in _read(settings, "SELECT DISTINCT usage_date FROM recon_key_daily WHERE is_partial_day "
-                                              "AND usage_date BETWEEN $first AND $last ORDER BY 1",
-                                    {"first": first, "last": last})]
+    return [day for (day,) in _read(settings, "cli/partial_days", {"first": first, "last": last})]
 
 
 def partial_day_line(settings: Settings, day: date) -> str:
@@ -749,8 +737,7 @@ def partial_day_line(settings: Settings, day: date) -> str:
 
 
 def request_log_figures(settings: Settings) -> dict[str, int]:
-    [row] = _read(settings, "SELECT count(*), coalesce(sum(lines_read), 0), coalesce(sum(accepted), 0), "
-                            "coalesce(sum(rejected), 0), coalesce(sum(duplicates), 0) FROM inbox_files")
+    [row] = _read(settings, "cli/inbox_totals")
     return dict(zip(("files", "lines_read", "accepted", "rejected", "duplicates"), map(int, row)))
 
 

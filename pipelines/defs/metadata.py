@@ -38,8 +38,11 @@ def _cell(column: str, value: object) -> str:
     return str(value)
 
 
-def preview(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None) -> dg.MarkdownMetadataValue:
-    result = con.execute(sql, params or {})
+def preview(con: duckdb.DuckDBPyConnection, query: str, params: dict | None = None) -> dg.MarkdownMetadataValue:
+    """`sql/reports/<query>.sql` (the previews are in sql/reports/previews/) as a markdown table."""
+    from pipelines.lib.warehouse import run_query
+
+    result = run_query(con, query, params)
     columns = [d[0] for d in result.description]
     return dg.MetadataValue.md(markdown_table(columns, result.fetchall()))
 

@@ -41,7 +41,6 @@ ones it did not rewrite: a name is the content, so the same name in either folde
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import re
@@ -56,6 +55,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import duckdb
+import filelock
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -85,6 +85,36 @@ def model_path(name: str) -> Path:
     if len(matches) != 1:
         raise FileNotFoundError(f"expected one sql/*/{name}.sql, found {len(matches)}")
     return matches[0]
+
+
+_QUERY_NAME = re.compile(r"^[a-z][a-z0-9_]*(/[a-z][a-z0-9_]*)?$")
+
+
+def query_path(name: str) -> Path:
+    """`sql/reports/<name>.sql` for a read-only query such as `pack/totals` or `previews/quota_daily`:
+    the reports and previews that read the warehouse without building anything."""
+    if not _QUERY_NAME.match(name):
+        raise ValueError(f"not a query name: {name!r}")
+    path = sql_dir() / "reports" / f"{name}.sql"
+    if not path.is_file():
+        raise FileNotFoundError(f"no query sql/reports/{name}.sql")
+    return path
+
+
+def run_query(con: duckdb.DuckDBPyConnection, name: str,
+              params: Mapping[str, Any] | None = None) -> duckdb.DuckDBPyConnection:
+    """Execute the one statement of `sql/reports/<name>.sql`, bound to the parameters it names (a
+    query may use fewer of them than the caller has); the cursor is returned for fetching."""
+    statements = con.extract_statements(query_path(name).read_text())
+    if len(statements) != 1:
+        raise ValueError(f"sql/reports/{name}.sql holds {len(statements)} statements, not one")
+    [statement] = statements
+    wanted = statement.named_parameters
+    given = params or {}
+    missing = wanted - given.keys()
+    if missing:
+        raise KeyError(f"query {name} needs parameters {sorted(missing)}")
+    return con.execute(statement, {k: given[k] for k in wanted} if wanted else None)
 
 
 @dataclass(frozen=True)
@@ -267,23 +297,20 @@ def record_built_from(con: duckdb.DuckDBPyConnection, relations: tuple[str, ...]
 
 @contextmanager
 def writer_lock(path: Path, timeout_s: float = 3600.0) -> Iterator[None]:
-    """Exclusive lock next to the warehouse; waits for the writer before us."""
+    """Exclusive lock next to the warehouse (`<path>.lock`, an advisory `flock` through `filelock`);
+    waits for the writer before us, at most `timeout_s` seconds. The lock goes with the process: a
+    writer that dies releases it."""
     lock_path = path.with_name(path.name + ".lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+") as fh:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"another writer held {lock_path} for more than {timeout_s:.0f} s") from None
-                time.sleep(0.1)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    lock = filelock.FileLock(str(lock_path), thread_local=False)  # a new descriptor per writer, as flock wants
+    try:
+        lock.acquire(timeout=timeout_s, poll_interval=0.1)
+    except filelock.Timeout:
+        raise TimeoutError(f"another writer held {lock_path} for more than {timeout_s:.0f} s") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 @contextmanager

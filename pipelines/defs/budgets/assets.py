@@ -28,8 +28,7 @@ def build_budget_assets() -> list[dg.AssetsDefinition]:
             meta = {
                 **table_metadata(con, "budgets"),
                 "path": ledger.budgets_path,
-                "preview": preview(con, "SELECT budget_id, amount_usd, thresholds_pct, effective_from, effective_to "
-                                        "FROM budgets ORDER BY budget_id, effective_from"),
+                "preview": preview(con, "previews/budgets"),
             }
         return dg.MaterializeResult(metadata=meta)
 
@@ -47,9 +46,7 @@ def build_budget_assets() -> list[dg.AssetsDefinition]:
             budgets.rebuild_status(con)
             meta = {
                 **table_metadata(con, "budget_status"),
-                "preview": preview(con, "SELECT budget_id, period_start, as_of, amount_usd, spend_usd, spent_pct, "
-                                        "round(forecast_usd, 6) AS forecast_usd, forecast_pct, crossed_pct, status "
-                                        "FROM budget_status WHERE is_current ORDER BY budget_id"),
+                "preview": preview(con, "previews/budget_status"),
             }
         return dg.MaterializeResult(metadata=meta)
 

@@ -57,8 +57,7 @@ def smoke_tests_metadata(warehouse_path: Path, result: smoke_test.SmokeTestResul
     with connect_readonly(warehouse_path) as con:
         table = {
             **table_metadata(con, "smoke_tests"),
-            "preview": preview(con, "SELECT checked_at, smoke_test_date, query_key_name, query_date_range, "
-                                    "passed, reviewer FROM smoke_tests ORDER BY checked_at DESC LIMIT 10"),
+            "preview": preview(con, "previews/smoke_tests"),
         }
     return {**table, "passed": result.passed, "result": dg.MetadataValue.json(result.to_dict()),
             "failures": "\n".join(result.failures) or "none", "warnings": "\n".join(result.warnings) or "none"}

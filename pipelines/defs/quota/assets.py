@@ -14,7 +14,7 @@ from pipelines.defs.resources import LedgerHome, QueryService
 from pipelines.defs.window import run_days
 from pipelines.lib import clock, lake, quota_lake
 from pipelines.lib.days import window_days
-from pipelines.lib.warehouse import publish, record_models, run_model, window_to_build
+from pipelines.lib.warehouse import publish, record_models, run_model, run_query, window_to_build
 
 GROUP = "quota"
 # Not partitioned: a snapshot is taken once per run, whatever the range of days. The single-run
@@ -146,27 +146,19 @@ def build_quota_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
             for model in ("stg_quota_pulls", "stg_quota_daily", *QUOTA_TABLES):
                 run_model(con, model, params)
             record_models(con, QUOTA_TABLES)
-            cost, requests = con.execute(
-                "SELECT coalesce(sum(reported_cost_usd), 0), coalesce(sum(reported_requests), 0) "
-                "FROM quota_daily WHERE usage_date BETWEEN $start AND $end", window).fetchone()
-            duplicates = con.execute(
-                "SELECT count(*) FROM (SELECT usage_date, key_name FROM quota_daily "
-                "GROUP BY ALL HAVING count(*) > 1)").fetchone()[0]
+            cost, requests = run_query(con, "previews/quota_totals", window).fetchone()
+            [duplicates] = run_query(con, "previews/quota_duplicates").fetchone()
             daily_meta = {
                 "window": f"{start} .. {end}",
                 **table_metadata(con, "quota_daily", window),
                 "reported_cost_usd": round(float(cost), 6),
                 "reported_requests": int(requests),
-                "preview": preview(con, "SELECT key_name, sum(reported_cost_usd) AS cost_usd, sum(reported_requests) "
-                                   "AS requests FROM quota_daily WHERE usage_date BETWEEN $start AND $end "
-                                   "GROUP BY ALL ORDER BY key_name", window),
+                "preview": preview(con, "previews/quota_daily", window),
             }
             restatement_meta = {
                 "window": f"{start} .. {end}",
                 **table_metadata(con, "quota_restatements", window),
-                "preview": preview(con, "SELECT usage_date, key_name, previous_cost_usd, new_cost_usd, pulled_at "
-                                   "FROM quota_restatements WHERE usage_date BETWEEN $start AND $end "
-                                   "ORDER BY pulled_at DESC LIMIT 20", window),
+                "preview": preview(con, "previews/quota_restatements", window),
             }
             if duplicates:
                 raise dg.Failure(f"quota_daily would hold {duplicates} duplicated key-days; nothing was published")
@@ -194,13 +186,11 @@ def build_quota_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
             run_model(con, "key_snapshots", params)
             balance_meta = {
                 **table_metadata(con, "balance_snapshots"),
-                "preview": preview(con, "SELECT fetched_at, username, balance_usd, total_used_usd, request_count "
-                                   "FROM balance_snapshots ORDER BY fetched_at DESC LIMIT 10"),
+                "preview": preview(con, "previews/balance_snapshots"),
             }
             key_meta = {
                 **table_metadata(con, "key_snapshots"),
-                "preview": preview(con, "SELECT fetched_at, key_name, remain_quota_usd, used_quota_usd, is_unlimited "
-                                   "FROM key_snapshots ORDER BY fetched_at DESC, key_name LIMIT 20"),
+                "preview": preview(con, "previews/key_snapshots"),
             }
         yield dg.MaterializeResult(asset_key=["warehouse", "balance_snapshots"], metadata=balance_meta)
         yield dg.MaterializeResult(asset_key=["warehouse", "key_snapshots"], metadata=key_meta)

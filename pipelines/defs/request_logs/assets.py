@@ -15,7 +15,7 @@ from pipelines.defs.resources import GatewayLedger, LedgerHome
 from pipelines.defs.window import run_days
 from pipelines.lib import clock, gateway_lake, lake, lake_layout, request_log_lake
 from pipelines.lib.days import window_days
-from pipelines.lib.warehouse import built_from, inputs_sha, publish, record_built_from, run_model
+from pipelines.lib.warehouse import built_from, inputs_sha, publish, record_built_from, run_model, run_query
 
 GROUP = "request_logs"
 # Not partitioned: the inbox is staged whole once per run, whatever the range of days. The
@@ -118,9 +118,8 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
         written = request_log_lake.assemble(ledger.lake, *lake.utc_days_covering(start, end, ledger.timezone))
         files = lake.files(ledger.lake, "request_logs", "utc_date", list(written))
         with duckdb.connect() as con:
-            shapes = con.execute(
-                "SELECT usage_shape, usage_status, count(*) FROM read_parquet($f) GROUP BY ALL ORDER BY ALL",
-                {"f": files}).fetchall() if sum(written.values()) else []
+            shapes = run_query(con, "previews/request_log_shapes",
+                               {"files": files}).fetchall() if sum(written.values()) else []
         return dg.MaterializeResult(
             metadata={
                 **lake_metadata(files, request_log_lake.REQUEST_LOGS, REQUEST_LOG_PREVIEW,
@@ -232,27 +231,20 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
             else:
                 context.log.info("warehouse inbox_files kept: no staged file and no model changed since it was built")
             run_model(con, "rejects", params)
-            files, read, accepted, rejected, duplicates, conflicts, unbalanced = con.execute(
-                "SELECT count(*), coalesce(sum(lines_read), 0), coalesce(sum(accepted), 0), "
-                "coalesce(sum(rejected), 0), coalesce(sum(duplicates), 0), coalesce(sum(conflicts), 0), "
-                "count(*) FILTER (WHERE NOT balanced) FROM inbox_files").fetchone()
+            files, read, accepted, rejected, duplicates, conflicts, unbalanced = run_query(
+                con, "previews/inbox_totals").fetchone()
             if rebuilt and conflicts:
-                for request_id, file, line, landed, differs in con.execute(
-                        "SELECT request_id, file, line_no, landed_file || ':' || landed_line, differs "
-                        "FROM request_conflicts ORDER BY request_id, file, line_no LIMIT 20").fetchall():
+                for request_id, file, line, landed, differs in run_query(con, "previews/request_conflicts").fetchall():
                     context.log.warning(f"request_id {request_id} at {file}:{line} conflicts with the copy that "
                                         f"landed ({landed}): {differs}")
-            by_reason = con.execute(
-                "SELECT source, reason, count(*) FROM rejects GROUP BY ALL ORDER BY ALL").fetchall()
+            by_reason = run_query(con, "previews/rejects_by_reason").fetchall()
             files_meta = {
                 **table_metadata(con, "inbox_files"),
-                "preview": preview(con, "SELECT file, lines_read, accepted, rejected, duplicates, balanced "
-                                   "FROM inbox_files ORDER BY file LIMIT 20"),
+                "preview": preview(con, "previews/inbox_files"),
             }
             rejects_meta = {
                 **table_metadata(con, "rejects"),
-                "preview": preview(con, "SELECT source, file, line, reason FROM rejects "
-                                   "ORDER BY source, file, line LIMIT 20"),
+                "preview": preview(con, "previews/rejects"),
             }
             if unbalanced:
                 raise dg.Failure(f"{unbalanced} inbox file(s) do not balance read = accepted + rejected + "

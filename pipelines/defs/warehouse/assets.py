@@ -11,7 +11,7 @@ from pipelines.defs.resources import LedgerHome
 from pipelines.defs.window import run_days
 from pipelines.lib import anomalies, clock, day_boundary, reconciliation
 from pipelines.lib.reconciliation import RECON_MODELS, load_config, rebuild_window
-from pipelines.lib.warehouse import model_path, publish, record_models, window_to_build
+from pipelines.lib.warehouse import model_path, publish, record_models, run_query, window_to_build
 
 GROUP = "reconciliation"
 PUBLIC = {
@@ -29,32 +29,13 @@ MODELS = {
     "recon_key_daily": ("stg_gateway_rows", "stg_gateway_coverage", "recon_key_daily", "service_day_boundary"),
 }
 MONTHLY = ("cost_category_monthly", "chargeback_monthly")  # marts by month: no usage_date window
-FLAGGED = ("SELECT usage_date, key_name, status, reported_cost_usd, round(estimated_cost_usd, 6) AS estimated_cost_usd, "
-           "round(variance_usd, 6) AS variance_usd, explanation FROM recon_key_daily "
-           "WHERE usage_date BETWEEN $start AND $end AND is_flagged "
-           "ORDER BY usage_date, key_name")
+FLAGGED = "previews/recon_flagged"
 
 # What each table's materialisation shows in the UI: a few rows of the run's window (all months for
-# the monthly marts, as their row counts).
-PREVIEWS = {
-    "requests": "SELECT usage_date, ts, key_name, model, prompt_tokens, completion_tokens, "
-                "round(estimated_cost_usd, 6) AS estimated_cost_usd, billed_cost_usd, pricing_status, seen_in "
-                "FROM requests WHERE usage_date BETWEEN $start AND $end ORDER BY ts, request_id LIMIT 10",
-    "recon_key_daily": "SELECT usage_date, key_name, status, is_flagged, reported_cost_usd, round(estimated_cost_usd, 6) AS "
-                       "estimated_cost_usd, billed_cost_usd FROM recon_key_daily "
-                       "WHERE usage_date BETWEEN $start AND $end ORDER BY usage_date, key_name LIMIT 20",
-    "cost_key_model_daily": "SELECT usage_date, key_name, model, allocation_basis, allocated_cost_usd "
-                            "FROM cost_key_model_daily WHERE usage_date BETWEEN $start AND $end "
-                            "ORDER BY usage_date, key_name, model LIMIT 20",
-    "cost_model_daily": "SELECT usage_date, model, billing_category, requests, allocated_cost_usd, "
-                        "round(estimated_cost_usd, 6) AS estimated_cost_usd FROM cost_model_daily "
-                        "WHERE usage_date BETWEEN $start AND $end ORDER BY usage_date, model LIMIT 20",
-    "cost_category_monthly": "SELECT month, billing_category, requests, allocated_cost_usd, "
-                             "round(estimated_cost_usd, 6) AS estimated_cost_usd FROM cost_category_monthly "
-                             "ORDER BY month, billing_category LIMIT 20",
-    "chargeback_monthly": "SELECT month, team, key_name, requests, reported_cost_usd FROM chargeback_monthly "
-                          "ORDER BY month, team, key_name LIMIT 20",
-}
+# the monthly marts, as their row counts); the queries are sql/reports/previews/<table>.sql.
+PREVIEWS = {name: f"previews/{name}" for name in (
+    "requests", "recon_key_daily", "cost_key_model_daily", "cost_model_daily", "cost_category_monthly",
+    "chargeback_monthly")}
 
 
 def code_version(*models: str) -> str:
@@ -83,13 +64,10 @@ def build_warehouse_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
         with publish(ledger.warehouse_path) as con:
             prices, owners = load_config(con, ledger.prices_path, ledger.key_owners_path)
             prices_meta = {**table_metadata(con, "prices"), "path": ledger.prices_path,
-                           "models": con.execute("SELECT count(DISTINCT model) FROM prices").fetchone()[0],
-                           "preview": preview(con, "SELECT model, billing_category, input_usd_per_mtok, "
-                                                   "output_usd_per_mtok, per_call_usd, gateway_ratio, effective_from, "
-                                                   "effective_to FROM prices ORDER BY model, effective_from")}
+                           "models": run_query(con, "previews/price_models").fetchone()[0],
+                           "preview": preview(con, "previews/prices")}
             owners_meta = {**table_metadata(con, "key_owners"), "path": ledger.key_owners_path,
-                           "preview": preview(con, "SELECT key_name, team, project, cost_center, effective_from, "
-                                                   "effective_to FROM key_owners ORDER BY key_name, effective_from")}
+                           "preview": preview(con, "previews/key_owners")}
         yield dg.MaterializeResult(asset_key=["warehouse", "prices"], metadata=prices_meta)
         yield dg.MaterializeResult(asset_key=["warehouse", "key_owners"], metadata=owners_meta)
 
@@ -138,15 +116,12 @@ def build_warehouse_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
                 name: {
                     "window": f"{start} .. {end}",
                     **table_metadata(con, name, None if name in MONTHLY else window),
-                    "preview": preview(con, PREVIEWS[name], window if "$start" in PREVIEWS[name] else None),
+                    "preview": preview(con, PREVIEWS[name], window),
                 }
                 for name in PUBLIC
             }
-            metadata["recon_key_daily"]["statuses"] = preview(
-                con, "SELECT status, count(*) AS key_days, sum(reported_cost_usd) AS reported_usd, "
-                     "round(sum(variance_usd), 6) AS variance_usd FROM recon_key_daily "
-                     "WHERE usage_date BETWEEN $start AND $end GROUP BY ALL ORDER BY ALL", window)
-            flagged_rows = con.execute(FLAGGED, window)
+            metadata["recon_key_daily"]["statuses"] = preview(con, "previews/recon_statuses", window)
+            flagged_rows = run_query(con, FLAGGED, window)
             flagged_columns = [d[0] for d in flagged_rows.description]
             flagged_rows = flagged_rows.fetchall()
             metadata["recon_key_daily"]["flagged"] = dg.MetadataValue.md(markdown_table(flagged_columns, flagged_rows))
@@ -217,9 +192,7 @@ def build_warehouse_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
                 "window": f"{start} .. {end}",
                 "findings_rebuilt": rebuilt,
                 **table_metadata(con, "anomalies", window),
-                "preview": preview(con, "SELECT usage_date, key_name, kind, severity, detail FROM anomalies "
-                                        "WHERE usage_date BETWEEN $start AND $end OR usage_date IS NULL "
-                                        "ORDER BY severity = 'critical' DESC, usage_date, kind LIMIT 30", window),
+                "preview": preview(con, "previews/anomalies", window),
             }
         yield dg.MaterializeResult(metadata=meta)
         for kind in anomalies.KINDS:

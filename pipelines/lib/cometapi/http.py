@@ -21,6 +21,15 @@ A server that refuses the very first connection of a client (wrong URL, nothing 
 rarely back a few seconds later: `RetryPolicy.unreachable_attempts` caps the attempts in that case
 (the command line gives up at once; a scheduled run keeps the whole budget). Every retry is logged
 with the attempt that failed and when the next one starts.
+
+The retry loop itself (attempts, stop, wait, sleep, the log line before each sleep) is `tenacity`.
+What stays written here is what no retry library knows, CometAPI's own rules: which answers are
+worth another attempt (the statuses above, but not a 500 saying `invalid_request`; a truncated 2xx
+JSON body; a transport failure), `Retry-After` read as seconds or as an HTTP-date against the
+answer's own `Date`, the backoff for a 429 without it (the guide's formula, with a `rng` tests
+inject), the cap for a server never reached, the per-attempt deadline (no library ends a read that
+trickles: httpx's read timeout restarts on every byte) and the one redacted line every error is.
+Pacing under the gateway's rate limit is a transport (`pacing.py`), so every attempt is paced.
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import tenacity
 
 from pipelines.lib import clock
 from pipelines.lib.redact import RedactingFilter, Redactor, install_log_filter, redact
@@ -369,7 +379,8 @@ def _send(
     url_hint: str | None,
     deadline_s: float,
 ) -> Any:
-    """The retry loop shared by `send_json` and `send_raw`: `attempt_once` sends and judges one try."""
+    """The retries shared by `send_json` and `send_raw` (run by tenacity): `attempt_once` sends and
+    judges one try, which is retried while it is a retriable `_Failure` and attempts are left."""
     policy = policy or RetryPolicy()
     secrets = tuple(s for s in secrets if s)
     protect_secrets(*secrets)
@@ -379,29 +390,61 @@ def _send(
     url_path = redact(request.url.path, secrets)
     where = f"{service} {method.upper()} {url_path}"
 
-    failure: _Failure | None = None
-    attempt, attempts = 0, policy.max_attempts
-    while attempt < attempts:
-        attempt += 1
+    attempts = _Attempts(policy, client)
+
+    def one_try() -> JsonReply | RawReply | _Failure:
+        attempts.tried += 1
         with _Watchdog(sockets, deadline_s) as watchdog:
             outcome = attempt_once(request)
         if watchdog.fired and isinstance(outcome, _Failure):
             outcome = _Failure(kind="deadline", retriable=True,
                                reason=f"no complete answer within the {deadline_s:g}s deadline (the server "
                                       "sent too slowly or stalled)")
-        if not isinstance(outcome, _Failure):
-            return outcome
-        failure = outcome
-        if failure.unreachable and policy.unreachable_attempts and client not in _ANSWERED:
-            attempts = min(attempts, max(attempt, policy.unreachable_attempts))
-        if not failure.retriable or attempt >= attempts:
-            break
-        delay = policy.delay(attempt, failure.retry_after)
-        logger.warning("%s", redact(_retry_line(where, attempt, attempts, failure.reason, delay), secrets))
-        sleep(delay)
+        return outcome
 
-    assert failure is not None
-    raise _error(failure, where, url_path, attempt, secrets, auth_hint, url_hint) from None
+    def log_retry(state: tenacity.RetryCallState) -> None:
+        failure = state.outcome.result()
+        line = _retry_line(where, state.attempt_number, attempts.total, failure.reason, state.next_action.sleep)
+        logger.warning("%s", redact(line, secrets))
+
+    outcome = tenacity.Retrying(
+        retry=tenacity.retry_if_result(lambda outcome: isinstance(outcome, _Failure) and outcome.retriable),
+        after=attempts.after_failure,
+        wait=attempts.wait,
+        stop=attempts.stop,
+        before_sleep=log_retry,
+        sleep=sleep,
+        retry_error_callback=lambda state: state.outcome.result(),  # the last failure, said below
+    )(one_try)
+    if not isinstance(outcome, _Failure):
+        return outcome
+    raise _error(outcome, where, url_path, attempts.tried, secrets, auth_hint, url_hint) from None
+
+
+class _Attempts:
+    """tenacity's stop and wait for one call: `policy.max_attempts`, fewer once a client that never had
+    an answer cannot connect at all (`RetryPolicy.unreachable_attempts`); the wait is the policy's
+    (`Retry-After` when the server named a time, else the backoff), drawn only before an attempt that
+    will be made (so an injected `rng` is called once per retry, as the policy says)."""
+
+    def __init__(self, policy: RetryPolicy, client: httpx.Client) -> None:
+        self.policy = policy
+        self.client = client
+        self.total = policy.max_attempts
+        self.tried = 0
+
+    def after_failure(self, state: tenacity.RetryCallState) -> None:
+        failure = state.outcome.result()
+        if failure.unreachable and self.policy.unreachable_attempts and self.client not in _ANSWERED:
+            self.total = min(self.total, max(state.attempt_number, self.policy.unreachable_attempts))
+
+    def stop(self, state: tenacity.RetryCallState) -> bool:
+        return state.attempt_number >= self.total
+
+    def wait(self, state: tenacity.RetryCallState) -> float:
+        if self.stop(state):  # tenacity asks for the wait before it asks whether to stop
+            return 0.0
+        return self.policy.delay(state.attempt_number, state.outcome.result().retry_after)
 
 
 def _retry_line(where: str, attempt: int, attempts: int, reason: str, delay: float) -> str:

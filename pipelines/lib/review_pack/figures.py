@@ -17,6 +17,7 @@ import duckdb
 
 from pipelines.lib import day_boundary, lake
 from pipelines.lib.review_pack.period import Period
+from pipelines.lib.warehouse import run_query
 
 REQUIRED_TABLES = ("quota_daily", "recon_key_daily", "requests", "prices", "balance_snapshots",
                    "chargeback_monthly", "cost_model_daily", "cost_category_monthly")
@@ -74,183 +75,29 @@ class MonthFigures:
         return self.opening
 
 
-EXPORT = """
-SELECT q.usage_date, q.key_name, coalesce(r.team, 'unassigned') AS team,
-       q.reported_cost_usd, q.reported_requests, q.pulled_at, q.pull_id
-FROM quota_daily AS q
-LEFT JOIN recon_key_daily AS r USING (usage_date, key_name)
-WHERE q.usage_date BETWEEN $first AND $last
-ORDER BY q.usage_date, q.key_name, q.pull_id
-"""
-
-RECON = """
-SELECT usage_date, key_name, team, reported_cost_usd, reported_requests, estimated_cost_usd, logged_requests,
-       is_partial_day,
-       billed_cost_usd, gateway_requests, variance_usd, variance_pct, tolerance_usd, status, is_flagged, coverage_pct,
-       unpriced_requests, unknown_usage_requests, gateway_only_requests, gateway_only_usd, client_only_requests,
-       adjustments_usd, explanation
-FROM recon_key_daily
-WHERE usage_date BETWEEN $first AND $last
-ORDER BY usage_date, key_name
-"""
-
-TOTALS = """
-SELECT
-    (SELECT coalesce(sum(reported_cost_usd), 0)::DECIMAL(18, 6)
-     FROM quota_daily WHERE usage_date BETWEEN $first AND $last) AS reported_cost_usd,
-    (SELECT coalesce(sum(reported_requests), 0)::BIGINT FROM quota_daily WHERE usage_date BETWEEN $first AND $last)
-        AS reported_requests,
-    (SELECT count(*) FROM quota_daily WHERE usage_date BETWEEN $first AND $last) AS reported_key_days,
-    coalesce(sum(estimated_cost_usd), 0) AS estimated_cost_usd,
-    sum(billed_cost_usd)::DECIMAL(18, 6) AS billed_cost_usd,
-    coalesce(sum(variance_usd), 0) AS variance_usd,
-    coalesce(sum(logged_requests), 0)::BIGINT AS logged_requests,
-    sum(gateway_requests)::BIGINT AS gateway_requests,
-    count(*) AS key_days,
-    count(*) FILTER (WHERE is_flagged) AS flagged_key_days,
-    count(*) FILTER (WHERE status <> 'matched') AS not_matched_key_days,
-    coalesce(sum(reported_cost_usd) FILTER (WHERE NOT is_flagged), 0)::DECIMAL(18, 6) AS reconciled_reported_usd
-FROM recon_key_daily
-WHERE usage_date BETWEEN $first AND $last
-"""
-
-REQUEST_TOTALS = """
-SELECT
-    count(*) AS requests,
-    count(*) FILTER (WHERE pricing_status = 'priced') AS priced_requests,
-    count(*) FILTER (WHERE pricing_status = 'unpriced') AS unpriced_requests,
-    count(*) FILTER (WHERE seen_in = 'gateway') AS gateway_only_requests,
-    count(*) FILTER (WHERE seen_in = 'client') AS client_only_requests
-FROM requests
-WHERE usage_date BETWEEN $first AND $last
-"""
-
-# The closest snapshot at or after an instant; none is ever back-dated or interpolated.
-SNAPSHOT_AT_OR_AFTER = """
-SELECT fetched_at, username, balance_usd, total_used_usd, request_count, snapshot_id
-FROM balance_snapshots
-WHERE fetched_at >= $at
-ORDER BY fetched_at, snapshot_id
-LIMIT 1
-"""
-
-BY_KEY = """
-SELECT key_name, string_agg(DISTINCT team, ', ' ORDER BY team) AS teams, sum(requests)::BIGINT AS reported_requests,
-       sum(reported_cost_usd)::DECIMAL(18, 6) AS reported_cost_usd, sum(estimated_cost_usd) AS estimated_cost_usd,
-       sum(billed_cost_usd)::DECIMAL(18, 6) AS billed_cost_usd
-FROM chargeback_monthly
-WHERE month = $first
-GROUP BY key_name
-ORDER BY reported_cost_usd DESC, key_name
-"""
-
-BY_TEAM = """
-SELECT team, string_agg(DISTINCT key_name, ', ' ORDER BY key_name) AS keys, sum(requests)::BIGINT AS reported_requests,
-       sum(reported_cost_usd)::DECIMAL(18, 6) AS reported_cost_usd, sum(estimated_cost_usd) AS estimated_cost_usd,
-       sum(billed_cost_usd)::DECIMAL(18, 6) AS billed_cost_usd
-FROM chargeback_monthly
-WHERE month = $first
-GROUP BY team
-ORDER BY reported_cost_usd DESC, team
-"""
-
-BY_MODEL = """
-SELECT model, mode(billing_category ORDER BY billing_category) AS billing_category, sum(requests)::BIGINT AS requests,
-       sum(prompt_tokens)::BIGINT AS prompt_tokens, sum(completion_tokens)::BIGINT AS completion_tokens,
-       sum(cached_tokens)::BIGINT AS cached_tokens, sum(reasoning_tokens)::BIGINT AS reasoning_tokens,
-       sum(estimated_cost_usd) AS estimated_cost_usd, sum(allocated_cost_usd)::DECIMAL(18, 6) AS allocated_cost_usd
-FROM cost_model_daily
-WHERE usage_date BETWEEN $first AND $last
-GROUP BY model
-ORDER BY allocated_cost_usd DESC, model
-"""
-
-BY_CATEGORY = """
-SELECT billing_category, requests, estimated_cost_usd, allocated_cost_usd
-FROM cost_category_monthly
-WHERE month = $first
-ORDER BY allocated_cost_usd DESC, billing_category NULLS LAST
-"""
-
-BY_DAY = """
-SELECT usage_date, sum(reported_cost_usd)::DECIMAL(18, 6) AS reported_cost_usd,
-       sum(estimated_cost_usd) AS estimated_cost_usd,
-       sum(billed_cost_usd)::DECIMAL(18, 6) AS billed_cost_usd, sum(variance_usd) AS variance_usd,
-       sum(reported_requests)::BIGINT AS reported_requests, sum(logged_requests)::BIGINT AS logged_requests,
-       count(*) FILTER (WHERE is_flagged) AS flagged_key_days
-FROM recon_key_daily
-WHERE usage_date BETWEEN $first AND $last
-GROUP BY usage_date
-ORDER BY usage_date
-"""
-
-BY_STATUS = """
-SELECT status, count(*) AS key_days, sum(reported_cost_usd)::DECIMAL(18, 6) AS reported_cost_usd,
-       sum(estimated_cost_usd) AS estimated_cost_usd, sum(variance_usd) AS variance_usd
-FROM recon_key_daily
-WHERE usage_date BETWEEN $first AND $last
-GROUP BY status
-ORDER BY bool_or(is_flagged), status <> 'matched', status
-"""
-
-RESTATEMENTS = """
-SELECT usage_date, key_name, previous_cost_usd, new_cost_usd, previous_pulled_at, pulled_at
-FROM quota_restatements
-WHERE usage_date BETWEEN $first AND $last
-ORDER BY usage_date, key_name, pulled_at
-"""
-
-PRICE_VERSIONS = """
-SELECT r.price_version_id, p.model, p.billing_category, p.input_usd_per_mtok, p.output_usd_per_mtok,
-       p.cache_read_usd_per_mtok, p.cache_write_usd_per_mtok, p.per_call_usd, p.gateway_ratio,
-       p.effective_from, p.effective_to, p.source,
-       count(*) AS requests, sum(r.estimated_cost_usd) AS estimated_cost_usd
-FROM requests AS r
-JOIN prices AS p USING (price_version_id)
-WHERE r.usage_date BETWEEN $first AND $last
-GROUP BY ALL
-ORDER BY p.model, p.effective_from, r.price_version_id
-"""
-
-UNPRICED_MODELS = """
-SELECT model, count(*) AS requests, string_agg(DISTINCT key_name, ', ' ORDER BY key_name) AS keys,
-       sum(billed_cost_usd)::DECIMAL(18, 6) AS billed_cost_usd
-FROM requests
-WHERE usage_date BETWEEN $first AND $last AND pricing_status = 'unpriced'
-GROUP BY model
-ORDER BY model
-"""
-
-PER_CALL_MODELS = """
-SELECT p.model, p.per_call_usd, p.gateway_ratio, count(*) AS requests, sum(r.estimated_cost_usd) AS estimated_cost_usd
-FROM requests AS r
-JOIN prices AS p USING (price_version_id)
-WHERE r.usage_date BETWEEN $first AND $last AND p.billing_category = 'per_call'
-GROUP BY ALL
-ORDER BY p.model, p.per_call_usd
-"""
-
-PRICING_STATUS = """
-SELECT pricing_status, count(*) AS requests
-FROM requests
-WHERE usage_date BETWEEN $first AND $last
-GROUP BY pricing_status
-ORDER BY pricing_status
-"""
-
-INBOX = """
-SELECT count(*) AS files, coalesce(sum(lines_read), 0)::BIGINT AS lines_read,
-       coalesce(sum(accepted), 0)::BIGINT AS accepted, coalesce(sum(rejected), 0)::BIGINT AS rejected,
-       coalesce(sum(duplicates), 0)::BIGINT AS duplicates, count(*) FILTER (WHERE NOT balanced) AS unbalanced_files
-FROM inbox_files
-WHERE first_usage_date <= $last AND last_usage_date >= $first
-"""
-
-PARTIAL_DAYS = """
-SELECT DISTINCT usage_date FROM recon_key_daily
-WHERE is_partial_day AND usage_date BETWEEN $first AND $last
-ORDER BY usage_date
-"""
+# The queries, one file each under sql/reports/pack/ (each states its grain and parameters).
+EXPORT = "pack/export"
+RECON = "pack/recon"
+TOTALS = "pack/totals"
+REQUEST_TOTALS = "pack/request_totals"
+SNAPSHOT_AT_OR_AFTER = "pack/snapshot_at_or_after"
+BY_KEY = "pack/by_key"
+BY_TEAM = "pack/by_team"
+BY_MODEL = "pack/by_model"
+BY_CATEGORY = "pack/by_category"
+BY_DAY = "pack/by_day"
+BY_STATUS = "pack/by_status"
+RESTATEMENTS = "pack/restatements"
+PRICE_VERSIONS = "pack/price_versions"
+UNPRICED_MODELS = "pack/unpriced_models"
+PER_CALL_MODELS = "pack/per_call_models"
+PRICING_STATUS = "pack/pricing_status"
+INBOX = "pack/inbox"
+PARTIAL_DAYS = "pack/partial_days"
+LOGGED_DAYS = "pack/logged_days"
+QUOTA_DAYS = "pack/quota_days"
+PULLED_DAYS = "pack/pulled_days"
+GATEWAY_CHECKS = "pack/gateway_checks"
 
 ANOMALY_COLUMNS = ("usage_date", "key_name", "kind", "severity", "detail", "amount_usd", "evidence", "action")
 
@@ -274,14 +121,12 @@ def read_month(warehouse_path: Path, lake_root: Path, period: Period) -> MonthFi
                             f"{', '.join(outdated)}): run `comet-ledger run` first to rebuild it, then review again")
         window = {"first": period.first_day, "last": period.last_day}
 
-        def q(sql: str, params: dict | None = None) -> list[Row]:
-            return _rows(con, sql, window if params is None else params)
+        def q(query: str, params: dict | None = None) -> list[Row]:
+            return _rows(con, query, window if params is None else params)
 
         month_start = {"first": period.first_day}
-        logged_days = [r["usage_date"] for r in q(
-            "SELECT DISTINCT usage_date FROM requests WHERE usage_date BETWEEN $first AND $last ORDER BY 1")]
-        quota_days = {r["usage_date"] for r in q(
-            "SELECT DISTINCT usage_date FROM quota_daily WHERE usage_date BETWEEN $first AND $last")}
+        logged_days = [r["usage_date"] for r in q(LOGGED_DAYS)]
+        quota_days = {r["usage_date"] for r in q(QUOTA_DAYS)}
         totals = q(TOTALS)[0] | q(REQUEST_TOTALS)[0]
         recon = q(RECON)
         figures = MonthFigures(
@@ -321,7 +166,9 @@ def read_month(warehouse_path: Path, lake_root: Path, period: Period) -> MonthFi
 
 def _anomalies(con: duckdb.DuckDBPyConnection, period: Period) -> tuple[list[Row], list[str]]:
     """The month's findings. The table is written by another job whose columns may grow; use what
-    exists. Findings without a day (balance, runway) count when detected during the month."""
+    exists. Findings without a day (balance, runway) count when detected during the month.
+    The one query of the pack kept here rather than in sql/reports/: its columns and filter depend
+    on which columns the table has (grain: one finding of the month)."""
     present = [c for (c,) in con.execute(
         "SELECT column_name FROM duckdb_columns() WHERE table_name = 'anomalies' ORDER BY column_index").fetchall()]
     columns = [c for c in ANOMALY_COLUMNS if c in present]
@@ -338,8 +185,8 @@ def _anomalies(con: duckdb.DuckDBPyConnection, period: Period) -> tuple[list[Row
     else:
         return [], columns
     order = ", ".join(f'"{c}" NULLS FIRST' for c in columns)
-    rows = _rows(con, f"SELECT DISTINCT {selected} FROM anomalies WHERE {where} ORDER BY {order}", params)
-    return rows, columns
+    cursor = con.execute(f"SELECT DISTINCT {selected} FROM anomalies WHERE {where} ORDER BY {order}", params)
+    return _fetch(cursor), columns
 
 
 def _pulled_days(lake_root: Path, period: Period) -> set[date]:
@@ -348,12 +195,8 @@ def _pulled_days(lake_root: Path, period: Period) -> set[date]:
     if not files:
         return set()
     with duckdb.connect() as con:
-        rows = con.execute("""
-            SELECT DISTINCT d::DATE AS day
-            FROM read_parquet($files, hive_partitioning = false, union_by_name = true) AS p,
-                 LATERAL (SELECT unnest(generate_series(p.kept_start, p.kept_end, INTERVAL 1 DAY)) AS d)
-            WHERE d::DATE BETWEEN $first AND $last""",
-            {"files": files, "first": period.first_day, "last": period.last_day}).fetchall()
+        rows = run_query(con, PULLED_DAYS, {"files": files, "first": period.first_day,
+                                            "last": period.last_day}).fetchall()
     return {day for (day,) in rows}
 
 
@@ -364,18 +207,17 @@ def _gateway_checks(lake_root: Path, period: Period) -> list[Row]:
     if not files:
         return []
     with duckdb.connect() as con:
-        return _rows(con, """
-            SELECT utc_date, check_name, status, ledger_units, server_units, detail, api_method, pulled_at
-            FROM read_parquet($files, hive_partitioning = false, union_by_name = true)
-            WHERE utc_date BETWEEN $first AND $last
-            QUALIFY pulled_at = max(pulled_at) OVER (PARTITION BY utc_date)
-            ORDER BY utc_date, check_name""",
+        return _rows(con, GATEWAY_CHECKS,
                      dict(zip(("first", "last"), lake.utc_days_covering(period.first_day, period.last_day,
                                                                          period.timezone))) | {"files": files})
 
 
-def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: dict) -> list[Row]:
-    cursor = con.execute(sql, params)
+def _rows(con: duckdb.DuckDBPyConnection, query: str, params: dict) -> list[Row]:
+    """The rows of `sql/reports/<query>.sql`, each a dict by column name."""
+    return _fetch(run_query(con, query, params))
+
+
+def _fetch(cursor: duckdb.DuckDBPyConnection) -> list[Row]:
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, values)) for values in cursor.fetchall()]
 

@@ -28,7 +28,7 @@ from pipelines.lib import lake
 from pipelines.lib.days import window_days
 from pipelines.lib.redact import redact
 from pipelines.lib.review_pack.period import Period
-from pipelines.lib.warehouse import bind_reporting_day
+from pipelines.lib.warehouse import bind_reporting_day, run_query
 
 TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "cache_write_tokens",
                 "reasoning_tokens")
@@ -55,11 +55,10 @@ def _month_rows(lake_root: Path, period: Period) -> list[dict[str, Any]]:
     with duckdb.connect() as con:
         con.execute("SET TimeZone = 'UTC'")
         bind_reporting_day(con, period.timezone)
-        columns = ", ".join("reporting_day(ts) AS usage_date" if c == "usage_date" else c for c in COLUMNS)
-        cursor = con.execute(
-            f"SELECT {columns} FROM read_parquet($files, hive_partitioning = false, union_by_name = true) "
-            "WHERE reporting_day(ts) BETWEEN $first AND $last",
-            {"files": files, "first": period.first_day, "last": period.last_day})
+        cursor = run_query(con, "pack/sample_rows", {"files": files, "first": period.first_day,
+                                                     "last": period.last_day})
+        if tuple(d[0] for d in cursor.description) != COLUMNS:
+            raise RuntimeError("sql/reports/pack/sample_rows.sql does not select sample.COLUMNS in order")
         return [dict(zip(COLUMNS, values)) for values in cursor.fetchall()]
 
 
