@@ -70,10 +70,10 @@ def main() -> None:
                         help="another checkout to time the same way (default: only this one)")
     args = parser.parse_args()
 
-    from pipelines.lib.simulator.catalog import prices_csv
-    from pipelines.lib.simulator.inbox import write_inbox
-    from pipelines.lib.simulator.server import SimulatorServer
-    from pipelines.lib.simulator.traffic import generate_traffic
+    from pipelines.simulator.catalog import prices_csv
+    from pipelines.simulator.inbox import write_inbox
+    from pipelines.simulator.server import SimulatorServer
+    from pipelines.simulator.traffic import generate_traffic
 
     last = args.start + timedelta(days=args.days - 1)
     traffic = generate_traffic(seed=7, start=args.start, days=args.days, requests_per_day=args.per_day)

@@ -73,9 +73,9 @@ def serve(per_day: int, days: int, prerendered: bool) -> None:
     sys.path.insert(0, str(ROOT))
     import threading
 
-    from pipelines.lib.simulator import server as simulator
-    from pipelines.lib.simulator.server import SimulatorServer
-    from pipelines.lib.simulator.traffic import generate_traffic
+    from pipelines.simulator import server as simulator
+    from pipelines.simulator.server import SimulatorServer
+    from pipelines.simulator.traffic import generate_traffic
 
     if prerendered:  # each span's CSV once (its row list is cached per span by the simulator), then from memory
         render, rendered = simulator._export_chunks, {}
@@ -281,8 +281,8 @@ def rate(limit: int, window_s: float, calls: int) -> None:
     from pipelines.lib.cometapi.gateway import GatewayClient
     from pipelines.lib.cometapi.pacing import RateLimit
     from pipelines.lib.gateway_lake import calls_per_day, day_bounds
-    from pipelines.lib.simulator.server import SimulatorServer
-    from pipelines.lib.simulator.traffic import generate_traffic
+    from pipelines.simulator.server import SimulatorServer
+    from pipelines.simulator.traffic import generate_traffic
 
     per_day = 9_000  # 90 pages and 3 more calls a day
     days = calls // calls_per_day(per_day) + 2

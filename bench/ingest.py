@@ -47,8 +47,8 @@ ENVELOPE = {
 def inbox_for(lines: int) -> Path:
     """The cached simulator inbox of about `lines` lines."""
     sys.path.insert(0, str(ROOT))
-    from pipelines.lib.simulator.inbox import write_inbox
-    from pipelines.lib.simulator.traffic import generate_traffic
+    from pipelines.simulator.inbox import write_inbox
+    from pipelines.simulator.traffic import generate_traffic
 
     inbox = OUT / f"inbox-{lines}"
     marker = inbox / ".complete.json"

@@ -40,13 +40,13 @@ TZ = "UTC"
 
 
 def traffic(start: date, days: int, per_day: int):
-    from pipelines.lib.simulator.traffic import generate_traffic
+    from pipelines.simulator.traffic import generate_traffic
 
     return generate_traffic(seed=SEED, start=start, days=days, requests_per_day=per_day, service_tz=TZ)
 
 
 def _write_days(start: date, days: int, per_day: int, inbox: Path, which: list[date]) -> dict:
-    from pipelines.lib.simulator.inbox import write_inbox
+    from pipelines.simulator.inbox import write_inbox
 
     return write_inbox(traffic(start, days, per_day), inbox, days=which)
 
@@ -98,7 +98,7 @@ def _export_name(filters: tuple, any_restatement: bool = False) -> str:
 def _render_exports(start: date, days: int, per_day: int, cache: Path, which: list[date]) -> int:
     """Each day's export, as the simulator would send it, into `cache` (once, or with and without the
     late correction where that changes the day); returns the bytes written."""
-    from pipelines.lib.simulator import server as simulator
+    from pipelines.simulator import server as simulator
 
     server = simulator.SimulatorServer(traffic(start, days, per_day))  # never started: only its renderer
     written = 0
@@ -130,7 +130,7 @@ def exports_for(start: date, days: int, per_day: int, folder: Path) -> dict:
 def _serve_rendered(cache: Path) -> None:
     """Make the simulator answer the export, and the one-item page that checks its row count, from
     `cache` where it holds the render for those filters (anything else: the simulator as it is)."""
-    from pipelines.lib.simulator import server as simulator
+    from pipelines.simulator import server as simulator
 
     def cached(sim, params: dict, suffix: str) -> Path | None:
         filters = sim._log_filters(params)
@@ -169,7 +169,7 @@ def _serve_rendered(cache: Path) -> None:
 def serve(start: date, days: int, per_day: int, exports: Path | None) -> None:
     """Child process: the simulator on a free loopback port until stdin closes; then the call counts."""
     sys.path.insert(0, str(ROOT))
-    from pipelines.lib.simulator.server import SimulatorServer
+    from pipelines.simulator.server import SimulatorServer
 
     if exports is not None:
         _serve_rendered(exports)
@@ -228,7 +228,7 @@ def main() -> None:
     home = folder / "home"
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
-    from pipelines.lib.simulator.catalog import prices_csv
+    from pipelines.simulator.catalog import prices_csv
 
     prices = home / "simulator-prices.csv"
     prices.write_text(prices_csv(args.start, args.days))

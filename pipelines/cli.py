@@ -458,9 +458,9 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     import threading
     from pathlib import Path
 
-    from pipelines.lib.simulator.inbox import write_inbox
-    from pipelines.lib.simulator.server import SimulatorServer
-    from pipelines.lib.simulator.traffic import generate_traffic
+    from pipelines.simulator.inbox import write_inbox
+    from pipelines.simulator.server import SimulatorServer
+    from pipelines.simulator.traffic import generate_traffic
 
     last = yesterday(settings)
     traffic = generate_traffic(seed=args.seed, start=last - timedelta(days=args.days - 1), days=args.days)
@@ -483,9 +483,9 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from pipelines.lib.simulator.inbox import write_inbox
-    from pipelines.lib.simulator.server import SimulatorServer
-    from pipelines.lib.simulator.traffic import generate_traffic
+    from pipelines.simulator.inbox import write_inbox
+    from pipelines.simulator.server import SimulatorServer
+    from pipelines.simulator.traffic import generate_traffic
 
     from pipelines.lib import clock, smoke_test
 
@@ -563,7 +563,7 @@ def _demo_config(settings: Settings, seed: int, first: date, days: int) -> Setti
     import json
 
     from pipelines.lib.settings import SIMULATED_PRICES
-    from pipelines.lib.simulator.catalog import prices_csv
+    from pipelines.simulator.catalog import prices_csv
 
     folder = settings.home / SIMULATED_PRICES.parent
     folder.mkdir(parents=True, exist_ok=True)
@@ -665,9 +665,9 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     from contextlib import ExitStack
     from pathlib import Path
 
-    from pipelines.lib.simulator.inbox import write_inbox
-    from pipelines.lib.simulator.server import SimulatorServer
-    from pipelines.lib.simulator.traffic import generate_traffic
+    from pipelines.simulator.inbox import write_inbox
+    from pipelines.simulator.server import SimulatorServer
+    from pipelines.simulator.traffic import generate_traffic
     from pipelines.runs import ensure_dagster_home
 
     use_simulator = args.simulator if args.simulator is not None else not settings.api_key

@@ -19,8 +19,8 @@ from pipelines.lib import clock
 from pipelines.defs.resources import GatewayLedger, QueryService
 from pipelines.defs.schedules import partition_range_tags
 from pipelines.lib.settings import Settings, load_settings
-from pipelines.lib.simulator.server import SimulatorServer
-from pipelines.lib.simulator.traffic import generate_traffic
+from pipelines.simulator.server import SimulatorServer
+from pipelines.simulator.traffic import generate_traffic
 
 SIM_START = date(2026, 10, 1)
 SIM_DAYS = 30

@@ -19,8 +19,8 @@ from conftest import make_settings, table_rows
 from pipelines import runs
 from pipelines.cli import build_parser, main
 from pipelines.lib.settings import SECRET_VARIABLES
-from pipelines.lib.simulator.server import SimulatorServer
-from pipelines.lib.simulator.traffic import generate_traffic
+from pipelines.simulator.server import SimulatorServer
+from pipelines.simulator.traffic import generate_traffic
 
 REPO = Path(__file__).resolve().parents[1]
 

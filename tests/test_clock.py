@@ -19,8 +19,8 @@ from pipelines import cli
 from pipelines.definitions import build_definitions
 from pipelines.lib import clock
 from pipelines.lib.settings import ConfigError, load_settings
-from pipelines.lib.simulator.server import SimulatorServer
-from pipelines.lib.simulator.traffic import generate_traffic
+from pipelines.simulator.server import SimulatorServer
+from pipelines.simulator.traffic import generate_traffic
 
 
 def test_a_stopped_clock_reads_its_instant_in_utc(monkeypatch):
@@ -134,7 +134,7 @@ def test_run_just_after_new_year_builds_the_last_day_of_the_year_before(tmp_path
 
 
 def cli_prices(tmp_path, traffic):
-    from pipelines.lib.simulator.catalog import prices_csv
+    from pipelines.simulator.catalog import prices_csv
 
     path = tmp_path / "sim-prices.csv"
     path.write_text(prices_csv(traffic.start, traffic.days))

@@ -8,10 +8,10 @@ from datetime import date, timedelta
 
 from conftest import make_settings, materialize_days, table_rows, warehouse_digest
 from pipelines.cli import main
-from pipelines.lib.simulator.catalog import prices_csv
-from pipelines.lib.simulator.inbox import write_inbox
-from pipelines.lib.simulator.server import SimulatorServer
-from pipelines.lib.simulator.traffic import generate_traffic
+from pipelines.simulator.catalog import prices_csv
+from pipelines.simulator.inbox import write_inbox
+from pipelines.simulator.server import SimulatorServer
+from pipelines.simulator.traffic import generate_traffic
 
 START, DAYS = date(2026, 10, 20), 14  # spans two months, and ends yesterday by the suite's clock (conftest.py)
 

@@ -14,9 +14,9 @@ import pytest
 
 from conftest import SIM_DAYS, SIM_START, make_settings, materialize_days, table_rows
 from pipelines.lib.anomalies import AnomalyRules, counts, detect
-from pipelines.lib.simulator.catalog import prices_csv
-from pipelines.lib.simulator.inbox import write_inbox
-from pipelines.lib.simulator.server import SimulatorServer
+from pipelines.simulator.catalog import prices_csv
+from pipelines.simulator.inbox import write_inbox
+from pipelines.simulator.server import SimulatorServer
 from pipelines.lib.warehouse import model_path, publish, scratch
 
 LAST = SIM_START + timedelta(days=SIM_DAYS - 1)

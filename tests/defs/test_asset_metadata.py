@@ -19,9 +19,9 @@ from conftest import make_settings, materialize_days, table_rows
 from pipelines.definitions import build_definitions
 from pipelines.defs.resources import GatewayLedger, QueryService
 from pipelines.lib import clock
-from pipelines.lib.simulator.inbox import write_inbox
-from pipelines.lib.simulator.server import SimulatorServer
-from pipelines.lib.simulator.traffic import generate_traffic
+from pipelines.simulator.inbox import write_inbox
+from pipelines.simulator.server import SimulatorServer
+from pipelines.simulator.traffic import generate_traffic
 
 REQUIRED = ("dagster/row_count", "dagster/column_schema", "preview")
 

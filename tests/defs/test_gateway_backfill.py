@@ -12,10 +12,10 @@ import pytest
 
 from conftest import make_settings, materialize_days, table_rows
 from pipelines.lib import lake
-from pipelines.lib.simulator.catalog import prices_csv
-from pipelines.lib.simulator.inbox import write_inbox
-from pipelines.lib.simulator.server import SimulatorServer
-from pipelines.lib.simulator.traffic import REQUEST_IDS_FROM, generate_traffic
+from pipelines.simulator.catalog import prices_csv
+from pipelines.simulator.inbox import write_inbox
+from pipelines.simulator.server import SimulatorServer
+from pipelines.simulator.traffic import REQUEST_IDS_FROM, generate_traffic
 
 FIRST, DAYS = date(2026, 1, 30), 9
 LAST = FIRST + timedelta(days=DAYS - 1)

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from conftest import SIM_DAYS, SIM_START, lake_digest, materialize_days, warehouse_digest
-from pipelines.lib.simulator.inbox import write_inbox
+from pipelines.simulator.inbox import write_inbox
 
 LAST = SIM_START + timedelta(days=SIM_DAYS - 1)
 FIRST = LAST - timedelta(days=5)  # a week is enough to see every row type (calls, refunds, corrections)
@@ -34,7 +34,7 @@ def ledger_rows(settings) -> list[tuple]:
 @pytest.fixture
 def ledger_settings(tmp_path, sim, traffic):
     from conftest import make_settings
-    from pipelines.lib.simulator.catalog import prices_csv
+    from pipelines.simulator.catalog import prices_csv
 
     prices = tmp_path / "prices.csv"
     prices.write_text(prices_csv(SIM_START, SIM_DAYS))

@@ -10,8 +10,8 @@ import dagster as dg
 from conftest import make_settings
 from pipelines.definitions import build_definitions
 from pipelines.lib import request_log_lake
-from pipelines.lib.simulator.inbox import write_inbox
-from pipelines.lib.simulator.traffic import generate_traffic
+from pipelines.simulator.inbox import write_inbox
+from pipelines.simulator.traffic import generate_traffic
 
 
 def evaluate(sensor, instance, cursor):

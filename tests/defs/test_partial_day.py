@@ -17,10 +17,10 @@ from conftest import table_rows
 from pipelines.cli import main
 from pipelines.lib import clock
 from pipelines.lib.settings import load_settings
-from pipelines.lib.simulator.catalog import prices_csv
-from pipelines.lib.simulator.inbox import write_inbox
-from pipelines.lib.simulator.server import SimulatorServer
-from pipelines.lib.simulator.traffic import generate_traffic
+from pipelines.simulator.catalog import prices_csv
+from pipelines.simulator.inbox import write_inbox
+from pipelines.simulator.server import SimulatorServer
+from pipelines.simulator.traffic import generate_traffic
 
 REPO = Path(__file__).resolve().parents[2]
 ZONE = "Asia/Shanghai"

@@ -46,8 +46,8 @@ def test_the_repull_catches_the_planted_restatement(settings, sim, traffic):
 
 def test_sixty_days_take_at_most_two_query_calls(tmp_path, monkeypatch):
     from conftest import make_settings
-    from pipelines.lib.simulator.server import SimulatorServer
-    from pipelines.lib.simulator.traffic import generate_traffic
+    from pipelines.simulator.server import SimulatorServer
+    from pipelines.simulator.traffic import generate_traffic
 
     traffic = generate_traffic(seed=3, start=date(2026, 8, 1), days=60, requests_per_day=10)
     with SimulatorServer(traffic) as sim:

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from conftest import SIM_DAYS, SIM_START, make_settings, materialize_days, table_rows, warehouse_digest
-from pipelines.lib.simulator.catalog import GROUP_RATIO, prices_csv, price_at
-from pipelines.lib.simulator.inbox import write_inbox
-from pipelines.lib.simulator.server import SimulatorServer
-from pipelines.lib.simulator.traffic import generate_traffic
+from pipelines.simulator.catalog import GROUP_RATIO, prices_csv, price_at
+from pipelines.simulator.inbox import write_inbox
+from pipelines.simulator.server import SimulatorServer
+from pipelines.simulator.traffic import generate_traffic
 
 LAST = SIM_START + timedelta(days=SIM_DAYS - 1)
 REPO_OWNERS = str(Path(__file__).resolve().parents[2] / "config" / "key_owners.csv")

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import SIM_DAYS, SIM_START, make_settings, materialize_days
 from pipelines.lib import gateway_ledger
-from pipelines.lib.simulator.inbox import write_inbox
+from pipelines.simulator.inbox import write_inbox
 
 LAST = SIM_START + timedelta(days=SIM_DAYS - 1)
 LOG_CONSUME = 2

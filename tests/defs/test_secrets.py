@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 
 from conftest import SIM_DAYS, SIM_START, make_settings, materialize_days, secrets_found
-from pipelines.lib.simulator.server import SimulatorServer
+from pipelines.simulator.server import SimulatorServer
 
 CANARY_KEY = "sk-LEAKCANARY-7f3a9c2e5b1d4068"
 CANARY_PART = "LEAKCANARY"

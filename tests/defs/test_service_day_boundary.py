@@ -11,10 +11,10 @@ import dagster as dg
 from conftest import make_settings, materialize_days, table_rows
 from pipelines.lib import smoke_test
 from pipelines.lib.review_pack.build import build_pack
-from pipelines.lib.simulator.catalog import prices_csv
-from pipelines.lib.simulator.inbox import write_inbox
-from pipelines.lib.simulator.server import SimulatorServer
-from pipelines.lib.simulator.traffic import generate_traffic
+from pipelines.simulator.catalog import prices_csv
+from pipelines.simulator.inbox import write_inbox
+from pipelines.simulator.server import SimulatorServer
+from pipelines.simulator.traffic import generate_traffic
 
 FIRST = date(2026, 10, 5)
 DAYS = 6

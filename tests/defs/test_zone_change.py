@@ -19,10 +19,10 @@ import pytest
 
 from conftest import make_settings, materialize_days
 from pipelines.lib import lake_layout
-from pipelines.lib.simulator.catalog import prices_csv
-from pipelines.lib.simulator.inbox import write_inbox
-from pipelines.lib.simulator.server import SimulatorServer
-from pipelines.lib.simulator.traffic import generate_traffic
+from pipelines.simulator.catalog import prices_csv
+from pipelines.simulator.inbox import write_inbox
+from pipelines.simulator.server import SimulatorServer
+from pipelines.simulator.traffic import generate_traffic
 
 FIRST = date(2026, 10, 5)
 DAYS = 4

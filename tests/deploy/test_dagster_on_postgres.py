@@ -49,9 +49,9 @@ from pipelines.defs.pools import WRITER_POOL
 from pipelines.defs.schedules import partition_range_tags
 from pipelines.lib import clock
 from pipelines.lib.settings import load_settings
-from pipelines.lib.simulator.catalog import prices_csv
-from pipelines.lib.simulator.server import SimulatorServer
-from pipelines.lib.simulator.traffic import generate_traffic
+from pipelines.simulator.catalog import prices_csv
+from pipelines.simulator.server import SimulatorServer
+from pipelines.simulator.traffic import generate_traffic
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -22,9 +22,9 @@ from pipelines.lib.config_tables import (
     read_prices,
 )
 from pipelines.lib.settings import ConfigError
-from pipelines.lib.simulator.catalog import CATALOG, UNPRICED_MODEL, prices_csv
-from pipelines.lib.simulator.server import QUERY_KEY_NAME
-from pipelines.lib.simulator.traffic import KEYS
+from pipelines.simulator.catalog import CATALOG, UNPRICED_MODEL, prices_csv
+from pipelines.simulator.server import QUERY_KEY_NAME
+from pipelines.simulator.traffic import KEYS
 from oracles.prices import base_model, priced_model
 
 REPO = Path(__file__).resolve().parents[2]

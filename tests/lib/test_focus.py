@@ -25,10 +25,10 @@ import focus_validator_env
 from conftest import SIM_DAYS, SIM_START, make_settings, materialize_days, table_rows
 from pipelines.cli import main
 from pipelines.lib import clock, focus
-from pipelines.lib.simulator.catalog import prices_csv
-from pipelines.lib.simulator.inbox import write_inbox
-from pipelines.lib.simulator.server import SimulatorServer
-from pipelines.lib.simulator.traffic import generate_traffic
+from pipelines.simulator.catalog import prices_csv
+from pipelines.simulator.inbox import write_inbox
+from pipelines.simulator.server import SimulatorServer
+from pipelines.simulator.traffic import generate_traffic
 
 REPO = Path(__file__).resolve().parents[2]
 MONTH = f"{SIM_START:%Y-%m}"  # the demo's month: the simulator's 30 days of 2026-10

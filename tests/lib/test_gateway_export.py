@@ -20,7 +20,7 @@ from pipelines.lib import gateway_lake, gateway_ledger
 from pipelines.lib.cometapi.gateway import DATA_PATH, EXPORT_PATH, LOG_PATH, STAT_PATH, GatewayClient, LogPull
 from pipelines.lib.cometapi.http import CometAPIError, RetryPolicy
 from pipelines.lib.gateway_ledger import GatewayRecord, parse_item, records_to_table
-from pipelines.lib.simulator.server import SimulatorServer
+from pipelines.simulator.server import SimulatorServer
 from oracles.gateway import summarise
 
 UTC = gateway_lake.UTC

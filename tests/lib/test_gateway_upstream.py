@@ -31,8 +31,8 @@ from pipelines.lib.gateway_ledger import (
     parse_item,
     records_to_table,
 )
-from pipelines.lib.simulator.server import SimulatorServer
-from pipelines.lib.simulator.traffic import LOG_LOGIN, REQUEST_IDS_FROM, generate_traffic
+from pipelines.simulator.server import SimulatorServer
+from pipelines.simulator.traffic import LOG_LOGIN, REQUEST_IDS_FROM, generate_traffic
 from tests.conftest import tree_digest
 from oracles.gateway import dedupe, number_repeats
 

@@ -8,7 +8,7 @@ import pytest
 
 from pipelines.lib.cometapi.http import CometAPIError, RetryPolicy
 from pipelines.lib.cometapi.query import QueryClient
-from pipelines.lib.simulator.server import SimulatorServer
+from pipelines.simulator.server import SimulatorServer
 
 START, END = date(2026, 10, 1), date(2026, 10, 30)
 

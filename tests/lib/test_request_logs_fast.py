@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from pipelines.lib.request_logs import Reject, parse_line, read_file
 from pipelines.lib.request_logs.fast import NormalisedLines, normalise_block, normalise_lines
 from pipelines.lib.request_logs.reader import read_file_batches
-from pipelines.lib.simulator.inbox import write_inbox
-from pipelines.lib.simulator.traffic import generate_traffic
+from pipelines.simulator.inbox import write_inbox
+from pipelines.simulator.traffic import generate_traffic
 from conftest import bad_input_catalogue
 from test_request_logs import (
     ANTHROPIC_MESSAGE,

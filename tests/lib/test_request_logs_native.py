@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from pipelines.lib.request_logs import Reject, fast, read_file
 from pipelines.lib.request_logs.reader import read_file_batches
-from pipelines.lib.simulator.inbox import write_inbox
-from pipelines.lib.simulator.traffic import generate_traffic
+from pipelines.simulator.inbox import write_inbox
+from pipelines.simulator.traffic import generate_traffic
 from test_request_logs import CHAT_COMPLETION, SHAPES, Usage, envelope, render, usages
 from test_request_logs_fast import assert_same_as_reference_in_a_block, lines, normalised_usage, reference_row
 

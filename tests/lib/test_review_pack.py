@@ -23,9 +23,9 @@ from conftest import SIM_DAYS, SIM_START, make_settings, materialize_days, table
 from pipelines.lib.review_pack import PackError, build_pack
 from pipelines.lib.review_pack.document import usd
 from pipelines.lib.review_pack.period import day_ranges, parse_month
-from pipelines.lib.simulator.catalog import prices_csv
-from pipelines.lib.simulator.inbox import write_inbox
-from pipelines.lib.simulator.server import SimulatorServer
+from pipelines.simulator.catalog import prices_csv
+from pipelines.simulator.inbox import write_inbox
+from pipelines.simulator.server import SimulatorServer
 
 MONTH = f"{SIM_START:%Y-%m}"  # the simulator's month: 30 of its 31 days
 LAST = SIM_START + timedelta(days=SIM_DAYS - 1)

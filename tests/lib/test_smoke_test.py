@@ -13,7 +13,7 @@ import pytest
 
 from pipelines.lib.cometapi.http import RetryPolicy
 from pipelines.lib.cometapi.query import QueryClient
-from pipelines.lib.simulator.server import QUERY_KEY_NAME, SimulatorServer
+from pipelines.simulator.server import QUERY_KEY_NAME, SimulatorServer
 from pipelines.lib.smoke_test import (
     MALFORMED_ACCEPTED,
     SmokeTestResult,

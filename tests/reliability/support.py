@@ -23,10 +23,10 @@ from pipelines.definitions import build_definitions
 from pipelines.defs.resources import GatewayLedger, QueryService
 from pipelines.defs.schedules import partition_range_tags
 from pipelines.lib.settings import Settings
-from pipelines.lib.simulator.catalog import prices_csv
-from pipelines.lib.simulator.inbox import write_inbox
-from pipelines.lib.simulator.server import SimulatorServer
-from pipelines.lib.simulator.traffic import Traffic, generate_traffic
+from pipelines.simulator.catalog import prices_csv
+from pipelines.simulator.inbox import write_inbox
+from pipelines.simulator.server import SimulatorServer
+from pipelines.simulator.traffic import Traffic, generate_traffic
 
 REPO = Path(__file__).resolve().parents[2]
 KEY_OWNERS = REPO / "config" / "key_owners.csv"

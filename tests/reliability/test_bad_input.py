@@ -35,8 +35,8 @@ from pipelines.lib.budgets import BUDGET_COLUMNS
 from pipelines.lib.config_tables import KEY_OWNER_COLUMNS, PRICE_COLUMNS
 from pipelines.lib.gateway_ledger import GATEWAY_REJECT_REASONS, GatewayReject, parse_export_csv, parse_item
 from pipelines.lib.request_logs import REJECT_REASONS, Reject, parse_line
-from pipelines.lib.simulator.inbox import write_inbox
-from pipelines.lib.simulator.server import SimulatorServer, _log_item
+from pipelines.simulator.inbox import write_inbox
+from pipelines.simulator.server import SimulatorServer, _log_item
 from support import FIRST, LAST, make_world, query, small_traffic
 
 # --- client request-log lines ----------------------------------------------------------------------

@@ -45,7 +45,7 @@ import dagster as dg
 import pytest
 
 from conftest import materialize_days
-from pipelines.lib.simulator.server import SimulatorServer
+from pipelines.simulator.server import SimulatorServer
 from pipelines.runs import ensure_dagster_home
 from support import (
     FIRST,

@@ -55,10 +55,10 @@ import pytest
 
 import support
 from crash_harness import COUNTS_ENV, CRASH_ENV, INSTANCE_ENV, POINTS, PUBLISHED_ENV
-from pipelines.lib.simulator.catalog import prices_csv
-from pipelines.lib.simulator.inbox import write_inbox
-from pipelines.lib.simulator.server import SimulatorServer
-from pipelines.lib.simulator.traffic import generate_traffic
+from pipelines.simulator.catalog import prices_csv
+from pipelines.simulator.inbox import write_inbox
+from pipelines.simulator.server import SimulatorServer
+from pipelines.simulator.traffic import generate_traffic
 
 HARNESS = Path(__file__).with_name("crash_harness.py")
 REPO = Path(__file__).resolve().parents[2]

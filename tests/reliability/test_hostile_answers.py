@@ -28,7 +28,7 @@ import pytest
 from conftest import materialize_days
 from pipelines.lib.cometapi.http import MAX_JSON_BYTES, CometAPIError, RetryPolicy
 from pipelines.lib.cometapi.query import MAX_KEYS, QueryClient
-from pipelines.lib.simulator.server import SimulatorServer
+from pipelines.simulator.server import SimulatorServer
 from support import (
     FIRST,
     LAST,

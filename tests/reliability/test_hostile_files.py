@@ -34,7 +34,7 @@ import sqlalchemy.exc
 
 from conftest import make_settings, materialize_days
 from pipelines.lib.review_pack import build_pack
-from pipelines.lib.simulator.server import SimulatorServer
+from pipelines.simulator.server import SimulatorServer
 from support import (
     FIRST,
     KEY_OWNERS,

@@ -43,7 +43,7 @@ import pytest
 
 from conftest import materialize_days, tree_digest
 from pipelines.definitions import build_definitions
-from pipelines.lib.simulator.server import SimulatorServer, _log_item
+from pipelines.simulator.server import SimulatorServer, _log_item
 from support import FIRST, LAST, SNAPSHOT_TABLES, digests, make_world, query, row_counts, small_traffic
 
 RUNS = 3

@@ -19,10 +19,10 @@ from pipelines.lib.alerts.ledger import MODEL as ALERTS_MODEL
 from pipelines.lib.cometapi.http import RetryPolicy
 from pipelines.lib.review_pack import PackResult, build_pack
 from pipelines.lib.settings import Settings
-from pipelines.lib.simulator.catalog import prices_csv
-from pipelines.lib.simulator.inbox import write_inbox
-from pipelines.lib.simulator.server import SimulatorServer
-from pipelines.lib.simulator.traffic import Traffic, generate_traffic
+from pipelines.simulator.catalog import prices_csv
+from pipelines.simulator.inbox import write_inbox
+from pipelines.simulator.server import SimulatorServer
+from pipelines.simulator.traffic import Traffic, generate_traffic
 from pipelines.lib.smoke_test import record, run_smoke_test
 from pipelines.lib.warehouse import publish, run_model
 

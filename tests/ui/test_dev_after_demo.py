@@ -31,8 +31,8 @@ from conftest import stop_process_group
 from pipelines.definitions import build_definitions
 from pipelines.defs.schedules import partition_range_tags
 from pipelines.lib.settings import load_settings
-from pipelines.lib.simulator.server import SimulatorServer
-from pipelines.lib.simulator.traffic import generate_traffic
+from pipelines.simulator.server import SimulatorServer
+from pipelines.simulator.traffic import generate_traffic
 from ui.conftest import REPO
 
 DAYS = 8

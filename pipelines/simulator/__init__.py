@@ -7,11 +7,11 @@
 - `server`: the HTTP endpoints on loopback.
 """
 
-from pipelines.lib.simulator.catalog import price_versions, prices_csv
-from pipelines.lib.simulator.faults import FaultPlan
-from pipelines.lib.simulator.inbox import write_inbox
-from pipelines.lib.simulator.server import CallRecord, SimulatorServer, serve_forever
-from pipelines.lib.simulator.traffic import SimKey, SimRequest, Traffic, generate_traffic
+from pipelines.simulator.catalog import price_versions, prices_csv
+from pipelines.simulator.faults import FaultPlan
+from pipelines.simulator.inbox import write_inbox
+from pipelines.simulator.server import CallRecord, SimulatorServer, serve_forever
+from pipelines.simulator.traffic import SimKey, SimRequest, Traffic, generate_traffic
 
 __all__ = [
     "CallRecord",

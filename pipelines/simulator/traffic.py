@@ -59,7 +59,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from pipelines.lib import clock
-from pipelines.lib.simulator.catalog import (
+from pipelines.simulator.catalog import (
     CATALOG,
     PRICE_CHANGE_MODEL,
     PRICE_CHANGE_NEW_RATIO,

@@ -33,7 +33,7 @@ from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
 
-from pipelines.lib.simulator.traffic import LOG_CONSUME, SimRequest, Traffic
+from pipelines.simulator.traffic import LOG_CONSUME, SimRequest, Traffic
 
 EXTENSIONS = (".jsonl", ".jsonl.gz", ".ndjson")
 _REPLIES = ("Four", "Sure, here is the summary.", "Done.", "The answer is 42.", "Hello!", "I can help with that.")

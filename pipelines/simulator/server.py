@@ -68,10 +68,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from pipelines.lib import clock
-from pipelines.lib.simulator.catalog import GROUP, GROUP_RATIO, current_catalog, json_number
-from pipelines.lib.simulator.faults import FaultPlan, Injected
-from pipelines.lib.simulator.inbox import chat_usage, response_body
-from pipelines.lib.simulator.traffic import (
+from pipelines.simulator.catalog import GROUP, GROUP_RATIO, current_catalog, json_number
+from pipelines.simulator.faults import FaultPlan, Injected
+from pipelines.simulator.inbox import chat_usage, response_body
+from pipelines.simulator.traffic import (
     LOG_CONSUME,
     LOG_ERROR,
     LOG_LOGIN,
