@@ -27,7 +27,6 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import duckdb
 import pyarrow as pa
@@ -128,13 +127,9 @@ def export_month(warehouse_path: Path, month: str, out_dir: Path, *, timezone: s
 
     `now` decides whether the month has started and ended (pipelines/lib/clock.py gives it) and is
     the manifest's `generated_at`. A month that has not ended needs `partial=True`."""
-    if now.tzinfo is None:
-        raise ValueError("now must be timezone-aware")
     period = parse_month(month, timezone)
-    today = now.astimezone(ZoneInfo(timezone)).date()
-    if period.first_day > today:
-        raise ValueError(f"month {month} has not started yet: today is {today} in {timezone}; nothing to export")
-    unfinished = period.last_day >= today
+    period.refuse_unstarted(now)
+    today, unfinished = period.today(now), not period.is_over(now)
     if unfinished and not partial:
         raise ValueError(f"month {month} has not ended: today is {today} in {timezone}; export it with --partial "
                          "to get the month so far, marked partial in every row")

@@ -26,7 +26,6 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -78,12 +77,8 @@ class PackResult:
 def build_pack(warehouse_path: Path, lake_root: Path, inbox: Path, month: str, out_dir: Path, *,
                timezone: str, built_at: datetime) -> PackResult:
     """Build the pack for `month` (YYYY-MM, reporting days in `timezone`) and swap it into `out_dir`."""
-    if built_at.tzinfo is None:
-        raise ValueError("built_at must be timezone-aware")
     period = parse_month(month, timezone)
-    today = built_at.astimezone(ZoneInfo(timezone)).date()
-    if period.first_day > today:
-        raise ValueError(f"month {month} has not started yet: today is {today} in {timezone}")
+    period.refuse_unstarted(built_at)
     figures = read_month(Path(warehouse_path), Path(lake_root), period)
     sample = sample_responses(Path(lake_root), Path(inbox), period, SAMPLE_PER_SHAPE)
 
@@ -97,7 +92,7 @@ def build_pack(warehouse_path: Path, lake_root: Path, inbox: Path, month: str, o
     )
     images = {names.spend_chart: charts.daily_spend_by_key(figures),
               names.variance_chart: charts.estimated_vs_reported(figures)}
-    partial = built_at < period.ends_at  # the month is not over: its figures are the month so far
+    partial = not period.is_over(built_at)  # the month so far
     document = compose(figures, names, partial=partial)
     contents: dict[str, bytes] = {
         names.export_csv: _export_csv(figures),

@@ -39,6 +39,22 @@ class Period:
         """First instant after the month's last reporting day, in UTC."""
         return _midnight_utc(self.last_day + timedelta(days=1), self.timezone)
 
+    def today(self, now: datetime) -> date:
+        """The reporting day `now` (timezone-aware) falls on, in the period's zone."""
+        if now.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
+        return now.astimezone(ZoneInfo(self.timezone)).date()
+
+    def refuse_unstarted(self, now: datetime) -> None:
+        """A one-line ValueError when the month has not started at `now`: it has no figures yet."""
+        if self.first_day > (today := self.today(now)):
+            raise ValueError(f"month {self.month} has not started yet: today is {today} in {self.timezone}")
+
+    def is_over(self, now: datetime) -> bool:
+        """The month's last reporting day has ended at `now`; until then its figures are the month so far."""
+        self.today(now)  # refuses a naive instant
+        return now >= self.ends_at
+
 
 def parse_month(month: str, timezone: str) -> Period:
     """`YYYY-MM` → Period; a clear ValueError for anything else."""
