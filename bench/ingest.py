@@ -129,21 +129,21 @@ def profile(inbox: Path, every: int) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipelines.lib.request_logs import fast
+    from pipelines.lib.request_logs import batch
     from pipelines.lib.request_logs.reader import numbered_blocks
 
     files = files_of(inbox)[::every]
     blocks = [(first, block) for path in files for first, block in numbered_blocks(path)]
     lines = sum(block.count(b"\n") for _, block in blocks)
-    latest = fast._us(datetime.now(UTC) + timedelta(days=1))
-    scanned = [fast._scan.scan(block, first, b"k", fast._EARLIEST_US, latest) for first, block in blocks]
+    latest = batch._us(datetime.now(UTC) + timedelta(days=1))
+    scanned = [batch._scan.scan(block, first, b"k", batch._EARLIEST_US, latest) for first, block in blocks]
     declined = sum(len(d) // 24 for _, _, d in scanned)
-    table = pa.concat_tables(fast._scanned_table(rows, columns) for rows, columns, _ in scanned)
+    table = pa.concat_tables(batch._scanned_table(rows, columns) for rows, columns, _ in scanned)
     steps = {
         "read blocks (incl. gunzip)": lambda: [list(numbered_blocks(path)) for path in files],
-        "compiled scanner (parse + rules)": lambda: [fast._scan.scan(b, f, b"k", fast._EARLIEST_US, latest)
+        "compiled scanner (parse + rules)": lambda: [batch._scan.scan(b, f, b"k", batch._EARLIEST_US, latest)
                                                      for f, b in blocks],
-        "buffers -> Arrow table": lambda: [fast._scanned_table(rows, columns) for rows, columns, _ in scanned],
+        "buffers -> Arrow table": lambda: [batch._scanned_table(rows, columns) for rows, columns, _ in scanned],
         "Parquet write (zstd)": lambda: pq.write_table(table, OUT / "parquet" / "profile.parquet", compression="zstd"),
     }
     print(f"profile: {lines:,} lines from {len(files)} files, one process; {declined:,} declined by the scanner")
@@ -197,7 +197,7 @@ def _cpu(step) -> float:
     import gc
 
     gc.collect()
-    gc.disable()  # as in the pipeline (fast.normalise_lines)
+    gc.disable()  # as in the pipeline (batch.normalise_lines)
     try:
         started = time.process_time()
         step()

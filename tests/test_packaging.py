@@ -34,7 +34,7 @@ def test_an_installed_wheel_carries_and_finds_the_sql_models_and_the_compiled_sc
         [sys.executable, "-c", "from pipelines.lib.warehouse import sql_dir, model_path; "
          "print(sql_dir()); print(model_path('quota_daily').read_text()[:20]); "
          "from pipelines.lib.data_dictionary import committed_schemas; print(committed_schemas()['recon_key_daily']['columns'][0]['name']); "
-         "from pipelines.lib.request_logs import fast; print(fast._scan.__file__)"],
+         "from pipelines.lib.request_logs import batch; print(batch._scan.__file__)"],
         cwd=tmp_path, env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
         capture_output=True, text=True, timeout=120,
     )

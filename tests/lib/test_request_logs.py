@@ -1,4 +1,4 @@
-"""Request-log inbox: normalising every usage shape, rejects, gzip damage, dedupe.
+"""Request-log inbox: normalising every usage shape, rejects, gzip damage, which copy of a request lands.
 
 The fixture bodies are verbatim copies of CometAPI's published examples (also in
 tests/fixtures/cometapi).
@@ -8,40 +8,37 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import itertools
 import json
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
+import duckdb
 import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipelines.lib import request_log_lake
 from pipelines.lib.request_logs import (
     RECORD_SCHEMA,
     REJECT_REASONS,
     TOKEN_FIELDS,
     USAGE_FIELDS,
     USAGE_SHAPES,
-    FileStats,
-    LineResult,
-    Located,
     Reject,
     RequestRecord,
-    dedupe,
     fallback_key_for,
     file_fingerprint,
     inbox_files,
     parse_line,
-    read_file,
-    read_inbox,
-    records_to_table,
-    tally,
 )
+from pipelines.lib.request_logs.batch import normalise_lines
+from pipelines.lib.warehouse import bind_reporting_day, run_model
+from oracles.request_logs import LineResult, read_file
 
 UTC = ZoneInfo("UTC")
 NOW = datetime(2026, 4, 1, 12, 0, tzinfo=timezone.utc)
@@ -709,9 +706,11 @@ def test_null_means_not_reported_never_zero_of_a_kind_reported_elsewhere() -> No
 def test_records_convert_to_the_arrow_schema_with_nulls_for_unknown_usage() -> None:
     known = accepted(envelope(json.loads(ANTHROPIC_MESSAGE), **ANTHROPIC_TS))
     unknown = accepted(envelope(sse_events(CHAT_STREAM_SSE)[0]))
-    table = records_to_table([known, unknown])
-    assert table.schema == RECORD_SCHEMA
+    lines = [envelope(json.loads(ANTHROPIC_MESSAGE), **ANTHROPIC_TS), envelope(sse_events(CHAT_STREAM_SSE)[0])]
+    table = normalise_lines([(1, lines[0].encode()), (2, lines[1].encode())], fallback_key="team-a", now=NOW).records
+    assert table.schema == RECORD_SCHEMA.append(pa.field("line_no", pa.int64()))
     rows = table.to_pylist()
+    assert [{k: v for k, v in row.items() if k != "line_no"} for row in rows] == [known.to_row(), unknown.to_row()]
     assert rows[0]["prompt_tokens"] == 4615 and rows[0]["utc_date"] == date(2026, 3, 20)
     assert rows[1]["prompt_tokens"] is None and rows[1]["usage_status"] == "unknown"
     assert table.column("ts").type == pa.timestamp("us", tz="UTC")
@@ -751,8 +750,8 @@ def test_read_file_numbers_lines_and_counts_blanks(tmp_path: Path) -> None:
     assert results[3].raw == "x" * 2000
     assert results[5].raw == "\ufffd\ufffd"
     assert results[0].raw == "" and results[1].raw == ""
-    stats = tally([("log.jsonl", results)]).stats["log.jsonl"]
-    assert stats == FileStats(read=4, blank=3, accepted=2, rejected=2, duplicates=0)
+    stats, _ = inbox_accounting(inbox, tmp_path / "lake")  # what the pipeline counts for the file
+    assert stats == {"team-a/2026/log.jsonl": Counts(read=4, blank=3, accepted=2, rejected=2, duplicates=0)}
 
 
 def test_files_in_the_inbox_root_have_no_fallback_key(tmp_path: Path) -> None:
@@ -809,8 +808,6 @@ def assert_good_prefix_then_one_corrupt_reject(results: list[LineResult], writte
     assert len(corrupt) == 1 and corrupt[0] is results[-1]
     assert corrupt[0].line_no == (results[-2].line_no + 1 if len(results) > 1 else 1)
     assert len(results) <= len(written) + 1
-    stats = tally([("f", results)]).stats["f"]
-    assert stats.balanced and stats.rejected >= 1
     return good
 
 
@@ -887,46 +884,74 @@ def test_walk_inbox_follows_links_only_inside_and_skips_names_that_are_not_utf8(
     assert [p.name for p in inbox_files(inbox)] == ["a.jsonl", "again.jsonl"]
 
 
-# --- dedupe ----------------------------------------------------------------------------------------
+# --- which copy of a request lands (sql/staging/stg_copy_ranks.sql) ---------------------------------
 
 
-def record(request_id: str, *, usage: bool = True) -> RequestRecord:
-    return accepted(chat_line(request_id, usage=usage))
+class Counts(NamedTuple):
+    read: int
+    blank: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    duplicates: int = 0
 
 
-def test_dedupe_counts_per_file_and_balances(tmp_path: Path) -> None:
-    a = [LineResult(1, record("r1")), LineResult(2, None), LineResult(3, record("r1")), LineResult(4, Reject("invalid_json", "x"))]
-    b = [LineResult(1, record("r2")), LineResult(2, record("r1"))]
-    batch = tally([("a.jsonl", a), ("b.jsonl", b)])
-    assert batch.stats["a.jsonl"] == FileStats(read=3, blank=1, accepted=1, rejected=1, duplicates=1)
-    assert batch.stats["b.jsonl"] == FileStats(read=2, blank=0, accepted=1, rejected=0, duplicates=1)
-    assert all(s.balanced for s in batch.stats.values())
-    assert [(x.file, x.line_no, x.record.request_id) for x in batch.records] == [("a.jsonl", 1, "r1"), ("b.jsonl", 1, "r2")]
-    assert [(x.file, x.line_no, x.reason) for x in batch.rejects] == [("a.jsonl", 4, "invalid_json")]
+def inbox_accounting(inbox: Path, lake_root: Path, *, reverse: bool = False
+                     ) -> tuple[dict[str, Counts], dict[str, tuple[str, int, str, str]]]:
+    """Stage the inbox's new files (in reverse order if asked) and build what the pipeline builds from
+    them (stg_inbox_files, stg_copy_ranks, request_conflicts, inbox_files): every file's line
+    accounting, and the copy of each request that lands as request_id -> (file, line, usage_status,
+    key_name). Every file must balance (read = accepted + rejected + duplicates)."""
+    items = request_log_lake.pending_files(lake_root, inbox)
+    list(request_log_lake.stage_files(lake_root, inbox, items[::-1] if reverse else items, NOW, workers=1))
+    with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
+        bind_reporting_day(con, "UTC")
+        params = request_log_lake.staging_params(lake_root) | {
+            "start": request_log_lake.FIRST_DAY, "end": request_log_lake.LAST_DAY}
+        run_model(con, "stg_inbox_files", params)
+        run_model(con, "stg_copy_ranks", params)
+        run_model(con, "request_conflicts", request_log_lake.conflict_params(con, lake_root))
+        run_model(con, "inbox_files", params)
+        rows = con.execute("SELECT file, lines_read, blank_lines, accepted, rejected, duplicates, balanced "
+                           "FROM inbox_files ORDER BY file").fetchall()
+        assert all(row[-1] for row in rows), rows
+        winners = con.execute(
+            "SELECT c.request_id, r.file, r.line_no, r.usage_status, r.key_name FROM stg_copy_ranks AS c "
+            "JOIN read_parquet($files, hive_partitioning = false) AS r USING (file_id, line_no) "
+            "WHERE c.copy_rank = 1", {"files": params["inbox_record_files"]}).fetchall()
+    return {file: Counts(*counts) for file, *counts, _ in rows}, {rid: tuple(rest) for rid, *rest in winners}
 
 
-def test_which_copy_wins_does_not_depend_on_arrival_order() -> None:
-    copies = [
-        Located("a.jsonl", 1, record("r1", usage=False)),  # earliest, but an interrupted stream
-        Located("b.jsonl", 7, record("r1")),
-        Located("c.jsonl", 2, record("r1")),
-        Located("a.jsonl", 3, record("r2")),
-        Located("a.jsonl", 2, record("r2")),
-    ]
-    expected = None
-    for order in itertools.permutations(copies):
-        result = dedupe(order)
-        kept = [(x.file, x.line_no) for x in result.kept]
-        dups = [(x.file, x.line_no) for x in result.duplicates]
-        expected = expected or (kept, dups)
-        assert (kept, dups) == expected
-    assert expected[0] == [("a.jsonl", 2), ("b.jsonl", 7)]
-    assert dedupe(copies).duplicates_by_file() == {"a.jsonl": 2, "c.jsonl": 1}
+def write_lines(path: Path, lines: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
 
 
-def test_unknown_copies_only_keep_the_earliest() -> None:
-    copies = [Located("b.jsonl", 1, record("r", usage=False)), Located("a.jsonl", 9, record("r", usage=False))]
-    assert [(x.file, x.line_no) for x in dedupe(copies).kept] == [("a.jsonl", 9)]
+def test_each_file_counts_its_duplicates_and_balances(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    write_lines(inbox / "team-a" / "a.jsonl", [chat_line("r1"), "", chat_line("r1"), "not json"])
+    write_lines(inbox / "team-a" / "b.jsonl", [chat_line("r2"), chat_line("r1")])
+    stats, winners = inbox_accounting(inbox, tmp_path / "lake")
+    assert stats == {"team-a/a.jsonl": Counts(read=3, blank=1, accepted=1, rejected=1, duplicates=1),
+                     "team-a/b.jsonl": Counts(read=2, blank=0, accepted=1, rejected=0, duplicates=1)}
+    assert {rid: w[:2] for rid, w in winners.items()} == {"r1": ("team-a/a.jsonl", 1), "r2": ("team-a/b.jsonl", 1)}
+
+
+def test_which_copy_wins_does_not_depend_on_arrival_order(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    write_lines(inbox / "k" / "a.jsonl", [chat_line("r1", usage=False),  # earliest, but an interrupted stream
+                                          chat_line("r2"), chat_line("r2"), chat_line("r3", usage=False)])
+    write_lines(inbox / "k" / "b.jsonl", [""] * 6 + [chat_line("r1"), chat_line("r3", usage=False)])
+    write_lines(inbox / "k" / "c.jsonl", ["", chat_line("r1")])
+    outcomes = [inbox_accounting(inbox, tmp_path / f"lake-{reverse}", reverse=reverse) for reverse in (False, True)]
+    assert outcomes[0] == outcomes[1]
+    stats, winners = outcomes[0]
+    assert {rid: w[:3] for rid, w in winners.items()} == {
+        "r1": ("k/b.jsonl", 7, "known"),  # usage beats the earlier interrupted copy
+        "r2": ("k/a.jsonl", 2, "known"),  # then the earliest line
+        "r3": ("k/a.jsonl", 4, "unknown"),  # copies without usage: the earliest file
+    }
+    assert {f: c.duplicates for f, c in stats.items()} == {"k/a.jsonl": 2, "k/b.jsonl": 1, "k/c.jsonl": 1}
 
 
 def test_a_damaged_file_loses_to_an_intact_resent_copy(tmp_path: Path) -> None:
@@ -935,46 +960,27 @@ def test_a_damaged_file_loses_to_an_intact_resent_copy(tmp_path: Path) -> None:
     data = gzip.compress("\n".join(gz_lines(50, "gz")).encode() + b"\n")
     (inbox / "team-a" / "a-damaged.jsonl.gz").write_bytes(data[:-5])  # all lines decoded, trailer lost
     (inbox / "team-a" / "b-resent.jsonl.gz").write_bytes(data)
-    batch = read_inbox(inbox, now=NOW)
-    assert batch.stats["team-a/a-damaged.jsonl.gz"] == FileStats(read=51, accepted=0, rejected=1, duplicates=50)
-    assert batch.stats["team-a/b-resent.jsonl.gz"] == FileStats(read=50, accepted=50)
-    assert {x.file for x in batch.records} == {"team-a/b-resent.jsonl.gz"}
-    assert [(r.line_no, r.reason) for r in batch.rejects] == [(51, "corrupt_gzip")]
+    stats, winners = inbox_accounting(inbox, tmp_path / "lake")
+    assert stats == {"team-a/a-damaged.jsonl.gz": Counts(read=51, accepted=0, rejected=1, duplicates=50),
+                     "team-a/b-resent.jsonl.gz": Counts(read=50, accepted=50)}
+    assert {w[0] for w in winners.values()} == {"team-a/b-resent.jsonl.gz"} and len(winners) == 50
 
 
-@settings(max_examples=50, deadline=None)
-@given(st.permutations(range(12)), st.lists(st.tuples(st.sampled_from("abc"), st.booleans()), min_size=12, max_size=12))
-def test_dedupe_is_order_independent(order: list[int], specs: list[tuple[str, bool]]) -> None:
-    items = [Located(f"{i % 3}.jsonl", i, replace(RECORD, request_id=rid, usage_status="known" if known else "unknown"))
-             for i, (rid, known) in enumerate(specs)]  # fmt: skip
-    a, b = dedupe(items), dedupe([items[i] for i in order])
-    assert a == b
-    assert len(a.kept) == len({rid for rid, _ in specs})
-    assert len(a.kept) + len(a.duplicates) == len(items)
-
-
-RECORD = accepted(chat_line("template"))
-
-
-def test_read_inbox_end_to_end_with_a_resent_file(tmp_path: Path) -> None:
+def test_a_resent_file_with_complete_usage_replaces_the_interrupted_copies(tmp_path: Path) -> None:
     inbox = tmp_path / "inbox"
-    (inbox / "team-a").mkdir(parents=True)
+    write_lines(inbox / "team-a" / "day1.jsonl",
+                [chat_line("r1"), "", chat_line("r2", usage=False), "garbage", chat_line("r1")])
     (inbox / "team-b").mkdir()
-    lines = [chat_line("r1"), "", chat_line("r2", usage=False), "garbage", chat_line("r1")]
-    (inbox / "team-a" / "day1.jsonl").write_text("\n".join(lines) + "\n")
     with gzip.open(inbox / "team-b" / "resent.jsonl.gz", "wt") as handle:  # the same requests again, complete
         handle.write(chat_line("r2") + "\n" + chat_line("r3") + "\n")
-    batch = read_inbox(inbox, now=NOW)
-    assert batch.stats["team-a/day1.jsonl"] == FileStats(read=4, blank=1, accepted=1, rejected=1, duplicates=2)
-    assert batch.stats["team-b/resent.jsonl.gz"] == FileStats(read=2, blank=0, accepted=2, rejected=0, duplicates=0)
-    kept = {x.record.request_id: (x.file, x.record.usage_status, x.record.key_name) for x in batch.records}
-    assert kept == {
+    stats, winners = inbox_accounting(inbox, tmp_path / "lake")
+    assert stats == {"team-a/day1.jsonl": Counts(read=4, blank=1, accepted=1, rejected=1, duplicates=2),
+                     "team-b/resent.jsonl.gz": Counts(read=2, blank=0, accepted=2, rejected=0, duplicates=0)}
+    assert {rid: (w[0], w[2], w[3]) for rid, w in winners.items()} == {
         "r1": ("team-a/day1.jsonl", "known", "team-a"),
         "r2": ("team-b/resent.jsonl.gz", "known", "team-b"),  # known usage beats the earlier unknown copy
         "r3": ("team-b/resent.jsonl.gz", "known", "team-b"),
     }
-    totals = [sum(getattr(s, f) for s in batch.stats.values()) for f in ("read", "accepted", "rejected", "duplicates")]
-    assert totals[0] == sum(totals[1:])
 
 
 @pytest.mark.parametrize("ts", ["0001-01-01T00:00:00+00:00", "0001-01-01T00:30:00+01:00", "1999-12-31T23:59:59Z"])

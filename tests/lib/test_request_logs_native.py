@@ -16,12 +16,13 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.lib.request_logs import Reject, fast, read_file
+from pipelines.lib.request_logs import Reject, batch
 from pipelines.lib.request_logs.reader import read_file_batches
 from pipelines.simulator.inbox import write_inbox
 from pipelines.simulator.traffic import generate_traffic
+from oracles.request_logs import read_file
 from test_request_logs import CHAT_COMPLETION, SHAPES, Usage, envelope, render, usages
-from test_request_logs_fast import assert_same_as_reference_in_a_block, lines, normalised_usage, reference_row
+from test_request_logs_batch import assert_same_as_reference_in_a_block, lines, normalised_usage, reference_row
 
 CHAT = json.loads(CHAT_COMPLETION)
 GOOD = envelope(CHAT, request_id="r1", ts="2026-03-20T10:00:00Z", key_name="team-a", model="gpt-4o",
@@ -29,7 +30,7 @@ GOOD = envelope(CHAT, request_id="r1", ts="2026-03-20T10:00:00Z", key_name="team
 
 
 def test_the_compiled_scanner_is_built() -> None:
-    assert fast._scan is not None, "pipelines/lib/request_logs/_scan.c is not built: run `make` (pip install -e .)"
+    assert batch._scan is not None, "pipelines/lib/request_logs/_scan.c is not built: run `make` (pip install -e .)"
 
 
 def line_with(text: str, old: str, new: str) -> bytes:
@@ -213,7 +214,7 @@ def test_generated_usage_of_every_shape(usage, shape: str, total: bool, details:
 
 
 def test_the_simulator_traffic_goes_the_compiled_way(tmp_path: Path) -> None:
-    from test_request_logs_fast import NOW
+    from test_request_logs_batch import NOW
 
     traffic = generate_traffic(seed=13, start=date(2026, 3, 1), days=3, requests_per_day=300)
     write_inbox(traffic, tmp_path)

@@ -10,7 +10,7 @@ bucket, split and server-tool count, shape and usage status.
 The dumps are kept in `tests/fixtures/sdk/dumps.jsonl` (one envelope a line, its `fixture` field naming the
 case and the dump). `test_the_fixture_file_is_what_the_sdks_write` rebuilds it with the installed SDKs and
 fails when it differs (`COMET_LEDGER_UPDATE_SDK_FIXTURES=1` rewrites it); the other tests read the file, so
-they need no SDK, and `test_request_logs_fast.py` holds the fast tiers to `parse_line` on it line by line.
+they need no SDK, and `test_request_logs_batch.py` holds the compiled scanner to `parse_line` on it line by line.
 """
 
 from __future__ import annotations

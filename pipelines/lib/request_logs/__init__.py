@@ -1,7 +1,9 @@
-"""Client-captured request logs: read inbox files and normalise every line (no Dagster here).
+"""Client-captured request logs: list the inbox and normalise every line of its files (no Dagster here).
 
-`normalize` turns one line into a `RequestRecord` or a `Reject`; `reader` streams files, keeps
-one record per request_id and counts what happened per file.
+`normalize.parse_line` turns one line into a `RequestRecord` or a `Reject` (the definition of every
+rule); `batch` normalises whole blocks of lines (the compiled scanner, `parse_line` for the rest);
+`reader` lists the inbox and reads its files block by block. Which copy of a request lands is
+decided in SQL (sql/staging/stg_copy_ranks.sql).
 """
 
 from pipelines.lib.request_logs.normalize import (
@@ -15,22 +17,12 @@ from pipelines.lib.request_logs.normalize import (
     Reject,
     RequestRecord,
     parse_line,
-    records_to_table,
 )
 from pipelines.lib.request_logs.reader import (
-    Deduped,
-    FileStats,
-    InboxBatch,
-    LineResult,
-    Located,
-    LocatedReject,
-    dedupe,
     fallback_key_for,
     file_fingerprint,
     inbox_files,
-    read_file,
-    read_inbox,
-    tally,
+    read_file_batches,
 )
 
 __all__ = [
@@ -41,21 +33,11 @@ __all__ = [
     "USAGE_FIELDS",
     "USAGE_SHAPES",
     "USAGE_STATUSES",
-    "Deduped",
-    "FileStats",
-    "InboxBatch",
-    "LineResult",
-    "Located",
-    "LocatedReject",
     "Reject",
     "RequestRecord",
-    "dedupe",
     "fallback_key_for",
     "file_fingerprint",
     "inbox_files",
     "parse_line",
-    "read_file",
-    "read_inbox",
-    "records_to_table",
-    "tally",
+    "read_file_batches",
 ]

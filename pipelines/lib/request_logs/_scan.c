@@ -3,7 +3,7 @@
  * `scan(block, first_line_no, fallback_key, earliest_us, latest_us)` reads every line of `block`
  * (split at '\n'; the block holds whole lines only) and, for each line, either ACCEPTS it (the
  * record parse_line would build, written to the output columns) or DECLINES it (its offsets are
- * returned, and Python normalises it: `fast.normalise_lines`, then `normalize.parse_line`).
+ * returned, and Python normalises it: `normalize.parse_line`, see batch.py).
  *
  * It may decline anything; it must never accept differently from parse_line. So it declines, among
  * others: a line that is not strict UTF-8 or not strict JSON (RFC 8259: no NaN, no trailing comma),
@@ -12,7 +12,7 @@
  * unexpected JSON type, any value a rule would reject, and the rarer shapes (see `rules`).
  * tests/lib/test_request_logs_native.py holds every accepted row to parse_line's.
  *
- * Output columns follow fast.NUMBERED_SCHEMA without utc_date (computed in Python from ts).
+ * Output columns follow batch.NUMBERED_SCHEMA without utc_date (computed in Python from ts).
  * Strings are Arrow layouts (int32 offsets + data), nullable columns carry an Arrow validity bitmap.
  */
 #define PY_SSIZE_T_CLEAN

@@ -215,11 +215,6 @@ RECORD_SCHEMA: Final = pa.schema(
 assert tuple(RECORD_SCHEMA.names) == _FIELD_NAMES, "RECORD_SCHEMA must follow RequestRecord"
 
 
-def records_to_table(records: list[RequestRecord]) -> pa.Table:
-    """The records as an Arrow table with `RECORD_SCHEMA`."""
-    return pa.Table.from_pylist([r.to_row() for r in records], schema=RECORD_SCHEMA)
-
-
 def parse_line(
     text: str | bytes, *, fallback_key: str | None, now: datetime
 ) -> RequestRecord | Reject:

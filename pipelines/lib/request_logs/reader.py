@@ -1,12 +1,14 @@
-"""Read inbox files line by line, and reduce what they hold to one record per request.
+"""List the inbox and read its files a block of whole lines at a time.
 
-`read_file` streams one file (`.jsonl`, `.ndjson`, optionally gzipped, gzip possibly
+`read_file_batches` streams one file (`.jsonl`, `.ndjson`, optionally gzipped, gzip possibly
 multi-member) in binary, so a line of any length (a big prompt echoed back in the body) is read
-whole, and yields one `LineResult` per line. A corrupt or truncated gzip stream yields the lines
-decoded before the damage, then ONE `corrupt_gzip` reject numbered where it broke; no exception
-escapes. A truncated stream only loses its tail, but gzip checks its CRC at the end of a member,
-so bytes flipped inside the data can come through as altered or unreadable lines before the
-`corrupt_gzip` reject names the file: such a file is "damaged" and loses every tie in `dedupe`.
+whole, and yields what each block's lines became (`batch.normalise_block`). A corrupt or truncated
+gzip stream yields the lines decoded before the damage, then ONE `corrupt_gzip` reject numbered where
+it broke; no exception escapes. A truncated stream only loses its tail, but gzip checks its CRC at the
+end of a member, so bytes flipped inside the data can come through as altered or unreadable lines
+before the `corrupt_gzip` reject names the file: such a file is "damaged" and its copies lose every
+tie when one copy of each request is chosen (sql/staging/stg_copy_ranks.sql, the one place that rule
+is written).
 
 The inbox is listed by `walk_inbox`, which reads only what is the inbox's own: a symbolic link whose
 target lies outside the inbox is not followed (it could make the pipeline read, and store the lines
@@ -14,14 +16,6 @@ of, any file the service account can read, such as a `.env`), and a name that is
 be stored or reported as text. Both are skipped and reported (`SkippedFile`) and the run goes on.
 Links inside the inbox are read where they point; links to folders are never followed (a loop
 cannot be walked forever, and the folder's files are listed where they are).
-
-`dedupe` keeps one record per `request_id`. Which copy wins does not depend on the order files
-arrive in: a copy with usage (`known` or `per_call`) beats one with `unknown` usage (a complete
-log of a stream beats an interrupted one), then a copy from an undamaged file beats one from a
-file with a `corrupt_gzip` reject (a re-sent good copy replaces the damaged one), then the
-earliest file (by its path string), then the earliest line. Every other copy is a duplicate of
-the file it sits in, so per file `read = accepted + rejected + duplicates` (blank lines are
-counted apart, not as read).
 """
 
 from __future__ import annotations
@@ -29,11 +23,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import stat
 import zlib
-from collections import Counter
-from collections.abc import Collection, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Final
@@ -41,74 +33,13 @@ from typing import Final
 import numpy as np
 
 from pipelines.lib.redact import redact
-from pipelines.lib.request_logs.fast import NUMBERED_SCHEMA, NormalisedLines, block_lines, normalise_block
-from pipelines.lib.request_logs.normalize import Reject, RequestRecord, parse_line
+from pipelines.lib.request_logs.batch import NUMBERED_SCHEMA, NormalisedLines, normalise_block
+from pipelines.lib.request_logs.normalize import Reject
 
 INBOX_SUFFIXES: Final = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
 RAW_LIMIT: Final = 2_000  # characters of a rejected line kept for the rejects table
 READ_BLOCK: Final = 4 * 2**20  # bytes read at a time from a plain file
 GZIP_PIECE: Final = 64 * 2**10  # decompressed bytes read at a time from a gzip stream
-
-
-@dataclass(frozen=True, slots=True)
-class LineResult:
-    """One line: a record, a reject, or None for a blank line. `raw` is kept for rejects only."""
-
-    line_no: int  # 1-based
-    outcome: RequestRecord | Reject | None
-    raw: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Located:
-    """A record and where it was read: `file` is any stable, sortable name (e.g. inbox-relative)."""
-
-    file: str
-    line_no: int
-    record: RequestRecord
-
-
-@dataclass(frozen=True, slots=True)
-class LocatedReject:
-    file: str
-    line_no: int
-    reason: str
-    detail: str
-    raw: str
-
-
-@dataclass(slots=True)
-class FileStats:
-    read: int = 0  # non-blank lines (and a corrupt_gzip reject)
-    blank: int = 0
-    accepted: int = 0  # after dedupe
-    rejected: int = 0
-    duplicates: int = 0
-
-    @property
-    def balanced(self) -> bool:
-        return self.read == self.accepted + self.rejected + self.duplicates
-
-
-@dataclass(frozen=True)
-class Deduped:
-    kept: list[Located]  # one per request_id, ordered by (file, line_no)
-    duplicates: list[Located]  # every other copy, ordered by (file, line_no)
-
-    def duplicates_by_file(self) -> Counter[str]:
-        return Counter(item.file for item in self.duplicates)
-
-
-@dataclass(frozen=True)
-class InboxBatch:
-    records: list[Located]
-    rejects: list[LocatedReject]
-    stats: dict[str, FileStats] = field(default_factory=dict)
-
-
-def is_inbox_file(path: Path) -> bool:
-    name = path.name
-    return path.is_file() and name.lower().endswith(INBOX_SUFFIXES) and not name.startswith(".")
 
 
 def is_export_file(relative: str) -> bool:
@@ -275,29 +206,10 @@ def _newlines(block: bytes) -> int:
     return int(np.count_nonzero(np.frombuffer(block, np.uint8) == 10))  # ~5x bytes.count
 
 
-def numbered_lines(path: Path) -> Iterator[tuple[int, bytes | Reject]]:
-    """(line number, the line's bytes without its newline) for every line (`numbered_blocks`, split)."""
-    for first, block in numbered_blocks(path):
-        if isinstance(block, Reject):
-            yield first, block
-            return
-        yield from enumerate(block_lines(block), first)
-
-
-def read_file(path: Path, *, inbox_root: Path, now: datetime) -> Iterator[LineResult]:
-    """Parse every line of one inbox file with `parse_line`; see the module docstring for gzip damage."""
-    fallback_key = fallback_key_for(path, inbox_root)
-    for line_no, line in numbered_lines(path):
-        if isinstance(line, Reject):
-            yield LineResult(line_no, line)
-        else:
-            yield _line_result(line_no, line, fallback_key, now)
-
-
 def read_file_batches(
     path: Path, *, inbox_root: Path, now: datetime, block_bytes: int = READ_BLOCK
 ) -> Iterator[NormalisedLines]:
-    """What `read_file` gives, a block at a time through `fast.normalise_block` (the same outcomes)."""
+    """What the lines of one file became, a block at a time (`batch.normalise_block`; gzip damage: module docstring)."""
     fallback_key = fallback_key_for(path, inbox_root)
     for first, block in numbered_blocks(path, block_bytes):
         if isinstance(block, Reject):
@@ -306,76 +218,8 @@ def read_file_batches(
         yield normalise_block(block, first, fallback_key=fallback_key, now=now)
 
 
-def _line_result(
-    line_no: int, line: bytes, fallback_key: str | None, now: datetime
-) -> LineResult:
-    if not line.strip():
-        return LineResult(line_no, None)
-    outcome = parse_line(line, fallback_key=fallback_key, now=now)
-    if isinstance(outcome, Reject):
-        return LineResult(line_no, outcome, raw_text(line))
-    return LineResult(line_no, outcome)
-
-
 def raw_text(line: bytes) -> str:
     """What the rejects table keeps of a line: its first RAW_LIMIT characters, secrets redacted."""
     # A UTF-8 character is at most 4 bytes: this slice always covers RAW_LIMIT characters.
     text = line[: RAW_LIMIT * 4].decode("utf-8", errors="replace").rstrip("\r\n")
     return redact(text[:RAW_LIMIT])
-
-
-def dedupe(items: Iterable[Located], *, damaged_files: Collection[str] = ()) -> Deduped:
-    """One record per request_id; the winner rule is in the module docstring."""
-    damaged = frozenset(damaged_files)
-
-    def rank(item: Located) -> tuple[bool, bool, str, int]:
-        return (item.record.usage_status == "unknown", item.file in damaged, item.file, item.line_no)
-
-    best: dict[str, Located] = {}
-    losers: list[Located] = []
-    for item in items:
-        current = best.get(item.record.request_id)
-        if current is None:
-            best[item.record.request_id] = item
-        elif rank(item) < rank(current):
-            best[item.record.request_id] = item
-            losers.append(current)
-        else:
-            losers.append(item)
-    by_place = lambda item: (item.file, item.line_no)  # noqa: E731
-    return Deduped(kept=sorted(best.values(), key=by_place), duplicates=sorted(losers, key=by_place))
-
-
-def tally(files: Iterable[tuple[str, Iterable[LineResult]]]) -> InboxBatch:
-    """Consume each file's line results; dedupe across all of them; count per file."""
-    stats: dict[str, FileStats] = {}
-    candidates: list[Located] = []
-    rejects: list[LocatedReject] = []
-    for name, results in files:
-        file_stats = stats.setdefault(name, FileStats())
-        for result in results:
-            outcome = result.outcome
-            if outcome is None:
-                file_stats.blank += 1
-                continue
-            file_stats.read += 1
-            if isinstance(outcome, Reject):
-                file_stats.rejected += 1
-                reject = LocatedReject(name, result.line_no, outcome.reason, outcome.detail, result.raw)
-                rejects.append(reject)
-            else:
-                candidates.append(Located(name, result.line_no, outcome))
-    deduped = dedupe(candidates, damaged_files={r.file for r in rejects if r.reason == "corrupt_gzip"})
-    for item in deduped.kept:
-        stats[item.file].accepted += 1
-    for item in deduped.duplicates:
-        stats[item.file].duplicates += 1
-    return InboxBatch(records=deduped.kept, rejects=rejects, stats=stats)
-
-
-def read_inbox(inbox_root: Path, *, now: datetime) -> InboxBatch:
-    """Read every inbox file; files are named by their inbox-relative POSIX path."""
-    return tally(
-        (path.relative_to(inbox_root).as_posix(), read_file(path, inbox_root=inbox_root, now=now))
-        for path in inbox_files(inbox_root)
-    )

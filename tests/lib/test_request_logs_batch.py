@@ -1,10 +1,11 @@
-"""The batch normalisers (`request_logs.fast`) against the reference rules (`parse_line`), line by line.
+"""The block normaliser (`request_logs.batch`) against the reference rules (`parse_line`), line by line.
 
-Both ways in are checked: `normalise_lines` (the typed decoder, then parse_line) and
-`normalise_block` (the compiled scanner first). A fast tier may decline a line (the next one then
-decides), but for every line the outcome must be parse_line's: the same record, or the same reject. Checked on every line the request-log tests use,
-the bad-input catalogue, generated lines of every shape with random field types, and the
-simulator's traffic; plus that the fast path really takes the common lines.
+`normalise_block` gives each block to the compiled scanner first; it may decline a line (parse_line
+then decides), but for every line the outcome must be parse_line's: the same record, or the same
+reject. Checked on every line the request-log tests use (every REJECT_CASES line: a rule made
+stricter in parse_line comes with its case there), the bad-input catalogue, generated lines of every
+shape with random field types, and the simulator's traffic; plus that the scanner really takes the
+common lines.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.lib.request_logs import Reject, parse_line, read_file
-from pipelines.lib.request_logs.fast import NormalisedLines, normalise_block, normalise_lines
+from pipelines.lib.request_logs import Reject, parse_line
+from pipelines.lib.request_logs.batch import NormalisedLines, block_lines, normalise_block, normalise_lines
 from pipelines.lib.request_logs.reader import read_file_batches
 from pipelines.simulator.inbox import write_inbox
 from pipelines.simulator.traffic import generate_traffic
 from conftest import bad_input_catalogue
+from oracles.request_logs import read_file
 from test_request_logs import (
     ANTHROPIC_MESSAGE,
     CHAT_COMPLETION,
@@ -49,20 +51,15 @@ def reference_row(outcome, line_no: int) -> dict:
 
 
 def normalised_usage(row: dict) -> dict:
-    """raw_usage_json may differ in spelling only (fast.py's docstring): compare the JSON values."""
+    """raw_usage_json may differ in spelling only (batch.py's docstring): compare the JSON values."""
     raw = row["raw_usage_json"]
     return row | {"raw_usage_json": None if raw is None else json.loads(raw)}
 
 
 def assert_same_as_reference(lines: list[bytes], *, key: str | None = "team-a") -> int:
-    """Normalise `lines` both ways and compare every outcome; returns how many the typed decoder took.
-
-    The block form skips lines holding b"\\n" (a block is split there)."""
-    numbered = list(enumerate(lines, start=1))
-    batch = normalise_lines(numbered, fallback_key=key, now=NOW)
-    assert_outcomes(batch, numbered, key)
-    assert_same_as_reference_in_a_block([line for line in lines if b"\n" not in line], key=key)
-    return batch.fast
+    """`assert_same_as_reference_in_a_block` on the lines without b"\\n" (a block is split there);
+    returns how many the compiled scanner took."""
+    return assert_same_as_reference_in_a_block([line for line in lines if b"\n" not in line], key=key)
 
 
 def assert_same_as_reference_in_a_block(lines: list[bytes], *, key: str | None) -> int:
@@ -122,23 +119,22 @@ def test_the_sdk_dumps_line_by_line() -> None:
     assert len(lines) == 52
     for key in ("team-a-prod", None):
         assert_same_as_reference(lines, key=key)
-    # both fast tiers take every line but the interrupted stream's message_start (a rarer shape, declined)
+    # the scanner takes every line but the interrupted stream's message_start (a rarer shape, declined)
     taken = [line for line in lines if b'"fixture": "anthropic_message_start/' not in line]
     assert len(taken) == len(lines) - 4
-    assert assert_same_as_reference(taken, key="team-a-prod") == len(taken)
     assert assert_same_as_reference_in_a_block(taken, key="team-a-prod") == len(taken)
 
 
-def test_the_simulator_traffic_goes_the_fast_way(tmp_path: Path) -> None:
+def test_the_simulator_traffic_goes_the_compiled_way(tmp_path: Path) -> None:
     traffic = generate_traffic(seed=11, start=date(2026, 3, 1), days=3, requests_per_day=300)
     counts = write_inbox(traffic, tmp_path)
     lines = []
     for path in sorted(p for p in tmp_path.rglob("*") if p.is_file()):
         data = gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
-        lines += data.splitlines(keepends=True)
+        lines += block_lines(data)
     assert len(lines) == counts["lines"]
-    fast = assert_same_as_reference(lines, key="team-a-prod")
-    assert fast >= 0.95 * len(lines), f"the fast path took only {fast} of {len(lines)} lines"
+    compiled = assert_same_as_reference(lines, key="team-a-prod")
+    assert compiled >= 0.95 * len(lines), f"the compiled scanner took only {compiled} of {len(lines)} lines"
 
 
 def test_file_batches_give_what_read_file_gives(tmp_path: Path) -> None:
@@ -225,14 +221,18 @@ def test_generated_lines_match_the_reference(batch: list[bytes], key: str | None
 
 
 def test_utc_dates_through_a_year() -> None:
-    # Every 91 minutes through 2026: the fast path's UTC day is the reference's.
+    # Every 91 minutes through 2026: the scanner's UTC day is the reference's (and parse_line's own, below).
     start = int(datetime(2026, 1, 1, tzinfo=timezone.utc).timestamp())
     body = json.loads(CHAT_COMPLETION)
     stamps = range(start, start + 365 * 86_400, 7 * 60 * 13)
     lines = [encoded(envelope(body, ts=ts, request_id=f"r{ts}")) for ts in stamps]
     now = datetime(2027, 1, 1, tzinfo=timezone.utc)
-    got = normalise_lines(list(enumerate(lines, 1)), fallback_key="k", now=now).records.column("utc_date")
-    assert got.to_pylist() == [datetime.fromtimestamp(ts, timezone.utc).date() for ts in stamps]
+    expected = [datetime.fromtimestamp(ts, timezone.utc).date() for ts in stamps]
+    scanned = normalise_block(b"".join(line + b"\n" for line in lines), 1, fallback_key="k", now=now)
+    assert scanned.compiled == len(lines)
+    assert scanned.records.column("utc_date").to_pylist() == expected
+    referenced = normalise_lines(list(enumerate(lines, 1)), fallback_key="k", now=now)
+    assert referenced.records.column("utc_date").to_pylist() == expected
 
 
 # --- staging in worker processes ---------------------------------------------------------------
