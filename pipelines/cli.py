@@ -557,21 +557,21 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 def _demo_config(settings: Settings, seed: int, first: date, days: int) -> Settings:
     """Record the simulated world in the data home (`demo/world.json`), so that `comet-ledger dev`
     serves the same one. The simulated gateway bills by its own price list (with a mid-period
-    change): unless COMET_LEDGER_PRICES is set, that list is written to `demo/prices.csv`, which
-    every later run in this home uses by default (settings.default_prices), from the command line or
-    the Dagster UI alike. Key owners default to the shipped file."""
+    change), which its ledger rows (the ratios applied) and /api/models state: unless
+    COMET_LEDGER_PRICES or COMET_LEDGER_PRICE_SOURCES is set, the demo prices from those two sources
+    alone, and so does every later run in this home (settings.default_price_sources), from the
+    command line or the Dagster UI alike. Key owners default to the shipped file."""
     import json
 
-    from pipelines.lib.settings import SIMULATED_PRICES
-    from pipelines.lib.simulator.catalog import prices_csv
+    from pipelines.lib.settings import SIMULATED_WORLD, default_price_sources
 
-    folder = settings.home / SIMULATED_PRICES.parent
+    folder = settings.home / SIMULATED_WORLD.parent
     folder.mkdir(parents=True, exist_ok=True)
-    _write_text(folder / DEMO_WORLD, json.dumps({"seed": seed, "first_day": first.isoformat(), "days": days}))
-    if not os.environ.get("COMET_LEDGER_PRICES"):
-        path = settings.home / SIMULATED_PRICES
-        _write_text(path, prices_csv(first, days))
-        settings = _replace(settings, prices_path=path)
+    _write_text(settings.home / SIMULATED_WORLD,
+                json.dumps({"seed": seed, "first_day": first.isoformat(), "days": days}))
+    if not os.environ.get("COMET_LEDGER_PRICE_SOURCES"):
+        sources = default_price_sources(settings.home, os.environ.get("COMET_LEDGER_PRICES") or None)
+        settings = _replace(settings, price_sources=tuple(sources.split(",")))
     if not settings.key_owners_path.exists() and not os.environ.get("COMET_LEDGER_KEY_OWNERS"):
         from pipelines.lib.config_tables import shipped_config
 
@@ -580,20 +580,20 @@ def _demo_config(settings: Settings, seed: int, first: date, days: int) -> Setti
         from pipelines.lib.config_tables import shipped_config
 
         settings = _replace(settings, budgets_path=shipped_config("budgets.csv"))
-    print(f"prices: {settings.prices_path}; key owners: {settings.key_owners_path}", file=sys.stderr)
+    print(f"prices: {', '.join(settings.price_sources)} (COMET_LEDGER_PRICE_SOURCES; config = {settings.prices_path}); "
+          f"key owners: {settings.key_owners_path}", file=sys.stderr)
     return settings
 
 
-DEMO_WORLD = "world.json"  # in $COMET_LEDGER_HOME/demo/: the simulated world's seed and days
 
 
 def _recorded_world(settings: Settings) -> tuple[int, date, int] | None:
     """(seed, first day, days) of the simulated world this home holds, if one was recorded."""
     import json
 
-    from pipelines.lib.settings import SIMULATED_PRICES
+    from pipelines.lib.settings import SIMULATED_WORLD
 
-    path = settings.home / SIMULATED_PRICES.parent / DEMO_WORLD
+    path = settings.home / SIMULATED_WORLD
     if not path.is_file():
         return None
     world = json.loads(path.read_text())
@@ -615,7 +615,8 @@ def _check_before_running(settings: Settings, last: date) -> None:
 
     clock.refuse_future(last, settings.timezone)
     settings.require_api_key()
-    load_prices(settings.prices_path)
+    if "config" in settings.price_sources:  # without it the file is not read (sql/core/prices.sql)
+        load_prices(settings.prices_path)
     load_key_owners(settings.key_owners_path)
     read_budgets(settings.budgets_path, required=settings.budgets_required)
     if settings.prices_path == settings.home / SIMULATED_PRICES:

@@ -30,6 +30,11 @@ class LedgerHome(dg.ConfigurableResource):
     budgets_required: bool = False  # COMET_LEDGER_BUDGETS set: the file must exist
     tolerance_usd: float = 0.01
     tolerance_pct: float = 1.0
+    price_sources: str = "config,ledger,catalog"  # COMET_LEDGER_PRICE_SOURCES, precedence order fixed
+
+    @property
+    def price_source_list(self) -> tuple[str, ...]:
+        return tuple(part.strip() for part in self.price_sources.split(",") if part.strip())
 
     @property
     def lake(self) -> Path:

@@ -21,7 +21,7 @@ from pipelines.lib.warehouse import bind_reporting_day, bound_zone, relation_exi
 MODEL = "anomalies"
 KINDS = (
     "spend_spike", "new_source_ip", "unlogged_gateway_requests", "restatement", "unpriced_model",
-    "top_up", "balance_jump", "runway",
+    "top_up", "balance_jump", "runway", "price_change",
 )
 SEVERITIES = ("info", "warning", "critical")
 INPUT_TABLES = ("quota_daily", "quota_restatements", "recon_key_daily", "requests", "key_ip_daily", "balance_snapshots")
@@ -59,7 +59,7 @@ def detect(con: duckdb.DuckDBPyConnection, start: date, end: date, detected_at: 
     """Rebuild `anomalies` for the reporting days [start, end]; returns the findings this run rebuilt.
 
     Key-day findings are replaced for the window; balance-ledger findings (top_up, balance_jump,
-    runway) are replaced whole, as they belong to no reporting day partition. The count is the
+    runway) and price changes are replaced whole, as they belong to no reporting day partition. The count is the
     window's key-day findings plus all balance-ledger findings. `detected_at` must be timezone-aware
     (pass the run's clock; tests pass a fixed time so rebuilds are identical).
     """
@@ -76,7 +76,7 @@ def detect(con: duckdb.DuckDBPyConnection, start: date, end: date, detected_at: 
     run_model(con, MODEL, {"start": start, "end": end, "detected_at": detected_at, **asdict(rules)})
     return con.execute(
         "SELECT count(*) FROM anomalies WHERE usage_date BETWEEN $start AND $end "
-        "OR kind IN ('top_up', 'balance_jump', 'runway')", {"start": start, "end": end}).fetchone()[0]
+        "OR kind IN ('top_up', 'balance_jump', 'runway', 'price_change')", {"start": start, "end": end}).fetchone()[0]
 
 
 def counts(con: duckdb.DuckDBPyConnection, start: date, end: date) -> dict[tuple[str, str], int]:

@@ -24,7 +24,8 @@ def recon_settings(tmp_path, sim, traffic, name="home"):
     prices = tmp_path / "sim-prices.csv"
     prices.write_text(prices_csv(SIM_START, SIM_DAYS))
     settings = make_settings(tmp_path / name, sim, COMETAPI_ACCESS_TOKEN=sim.access_token,
-                             COMET_LEDGER_PRICES=str(prices), COMET_LEDGER_KEY_OWNERS=REPO_OWNERS)
+                             COMET_LEDGER_PRICES=str(prices), COMET_LEDGER_KEY_OWNERS=REPO_OWNERS,
+                             COMET_LEDGER_PRICE_SOURCES="config")  # the operator's table alone: glm-4.6 stays unpriced
     write_inbox(traffic, settings.inbox)
     return settings
 

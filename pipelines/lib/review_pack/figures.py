@@ -54,6 +54,7 @@ class MonthFigures:
     price_versions: list[Row] = field(default_factory=list)
     unpriced_models: list[Row] = field(default_factory=list)
     per_call_models: list[Row] = field(default_factory=list)
+    price_changes: list[Row] = field(default_factory=list)  # anomalies of kind price_change in the month
     pricing_status: list[Row] = field(default_factory=list)
     inbox: Row | None = None
     gateway_days: int = 0  # days of the month the gateway ledger covers (billed figures known)
@@ -212,6 +213,14 @@ GROUP BY ALL
 ORDER BY p.model, p.effective_from, r.price_version_id
 """
 
+# a price change the ledger shows (sql/marts/anomalies.sql, kind price_change), with the spend it affects
+PRICE_CHANGES = """
+SELECT usage_date, detail, amount_usd, evidence
+FROM anomalies
+WHERE kind = 'price_change' AND usage_date BETWEEN $first AND $last
+ORDER BY usage_date, evidence
+"""
+
 UNPRICED_MODELS = """
 SELECT model, count(*) AS requests, string_agg(DISTINCT key_name, ', ' ORDER BY key_name) AS keys,
        sum(billed_cost_usd)::DECIMAL(18, 6) AS billed_cost_usd
@@ -306,6 +315,7 @@ def read_month(warehouse_path: Path, lake_root: Path, period: Period) -> MonthFi
             price_versions=q(PRICE_VERSIONS),
             unpriced_models=q(UNPRICED_MODELS),
             per_call_models=q(PER_CALL_MODELS),
+            price_changes=q(PRICE_CHANGES) if "anomalies" in tables else [],
             pricing_status=q(PRICING_STATUS),
             inbox=q(INBOX)[0] if "inbox_files" in tables else None,
             gateway_days=len({r["usage_date"] for r in recon if r["billed_cost_usd"] is not None}),
