@@ -324,6 +324,12 @@ def generate_day(index: int, per_day: int, ips: dict[str, list[str]]):
                             np.zeros(m)),
         "source": _pick(["api"], np.zeros(m)),
     })
+    for field in gateway_lake.GATEWAY_SCHEMA:  # columns the ledger gained later: as a row without them reads
+        if field.name not in gateway.column_names:
+            fill = pa.array(np.full(m, field.name == "has_request_id")) if field.type == pa.bool_() \
+                else pa.nulls(m, field.type)
+            gateway = gateway.append_column(field.name, fill)
+    gateway = gateway.select(gateway_lake.GATEWAY_SCHEMA.names)
     gateway = gateway.cast(gateway_lake.GATEWAY_SCHEMA).sort_by(
         [("created_at", "ascending"), ("request_id", "ascending"), ("log_type", "ascending")])
     return client, gateway
@@ -511,7 +517,7 @@ WAREHOUSE_ASSETS = (
 
 def data_work(home: Path, start: date, end: date) -> dict[str, float]:
     """What the warehouse assets of `daily_ledger` do for [start, end], through the library, step by step."""
-    from pipelines.lib import anomalies, gateway_lake, quota_lake, reconciliation, request_log_lake
+    from pipelines.lib import anomalies, catalog, gateway_lake, quota_lake, reconciliation, request_log_lake
     from pipelines.lib.warehouse import publish, record_models, reset_models, run_model, stale_models
 
     settings = settings_for(home)
@@ -525,7 +531,8 @@ def data_work(home: Path, start: date, end: date) -> dict[str, float]:
         steps[name] = time.perf_counter() - steps[name]
 
     step("inbox_warehouse")  # warehouse/inbox_files + rejects (pipelines/defs/request_logs)
-    params = request_log_lake.staging_params(lake_root) | gateway_lake.reject_params(lake_root)
+    params = (request_log_lake.staging_params(lake_root) | gateway_lake.reject_params(lake_root)
+              | catalog.snapshot_params(lake_root))
     with publish(path) as con:
         run_model(con, "stg_inbox_files", params)
         everything = params | {"start": request_log_lake.FIRST_DAY, "end": request_log_lake.LAST_DAY}

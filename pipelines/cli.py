@@ -197,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="show the changes only; write nothing (default: show, then recompute)")
     reprice.add_argument("--json", action="store_true",
                          help="print the changes as JSON instead of text (default: text)")
+    reprice.add_argument("--sources", type=_price_sources_arg, metavar="LIST",
+                         help="with --dry-run: estimate with these price sources, a comma-separated subset of "
+                         "config,ledger,catalog (precedence stays config > ledger > catalog), to see what a change "
+                         "of source would change (default: COMET_LEDGER_PRICE_SOURCES)")
     reprice.set_defaults(handler=cmd_reprice)
 
     smoke = sub.add_parser("smoke-test", help="check the API before trusting it for a review; record the result",
@@ -353,8 +357,12 @@ def cmd_reprice(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines import runs
     from pipelines.lib.reprice import dry_run
 
+    if args.sources is not None and not args.dry_run:
+        raise ConfigError("reprice --sources shows a change of price sources and needs --dry-run; to apply one, "
+                          "set COMET_LEDGER_PRICE_SOURCES and run comet-ledger reprice")
+    sources = args.sources if args.sources is not None else settings.price_sources
     window, changes = dry_run(settings.warehouse_path, settings.lake, settings.prices_path, settings.key_owners_path,
-                              settings.tolerance_usd, settings.tolerance_pct, settings.timezone)
+                              settings.tolerance_usd, settings.tolerance_pct, settings.timezone, sources)
     if window is None:
         print("the warehouse holds no history yet: nothing to re-price", file=sys.stderr)
         return 0
@@ -363,7 +371,8 @@ def cmd_reprice(args: argparse.Namespace, settings: Settings) -> int:
                            "after_usd": c.after_usd, "delta_usd": c.delta_usd, "unpriced_before": c.unpriced_before,
                            "unpriced_after": c.unpriced_after} for c in changes], indent=2))
     else:
-        print(f"re-pricing {window[0]} .. {window[1]} with {settings.prices_path}")
+        print(f"re-pricing {window[0]} .. {window[1]} with price sources {','.join(sources)}"
+              + (f" (config: {settings.prices_path})" if "config" in sources else ""))
         if not changes:
             print("no estimated cost changes")
         for c in changes:
@@ -942,6 +951,16 @@ def _date(raw: str) -> date:
         return date.fromisoformat(raw)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{raw!r} is not a date in YYYY-MM-DD form") from None
+
+
+def _price_sources_arg(raw: str) -> tuple[str, ...]:
+    from pipelines.lib.settings import PRICE_SOURCES
+
+    names = [part.strip() for part in raw.split(",") if part.strip()]
+    unknown = [n for n in names if n not in PRICE_SOURCES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"{raw!r}: a comma-separated subset of {','.join(PRICE_SOURCES)}")
+    return tuple(n for n in PRICE_SOURCES if n in names)
 
 
 def _month(raw: str) -> str:

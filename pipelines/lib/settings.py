@@ -224,7 +224,7 @@ def _price_sources(raw: str) -> tuple[str, ...]:
     names = [part.strip() for part in raw.split(",") if part.strip()]
     for name in names:
         if name not in known:
-            raise ConfigError(f"COMET_LEDGER_PRICE_SOURCES: unknown price source {name!r} "
+            raise ConfigError(f"COMET_LEDGER_PRICE_SOURCES={raw}: unknown price source {name!r} "
                               f"(a comma-separated subset of {', '.join(known)})")
     return tuple(name for name in known if name in names)
 
