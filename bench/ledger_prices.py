@@ -35,7 +35,7 @@ LEDGER_PRICE_MODELS = ("price_observations", "catalog_snapshot_prices", "stg_led
 def one_run(lake_cache: Path, days: int) -> dict:
     import warehouse as bench  # bench/warehouse.py
 
-    from pipelines.lib import reconciliation
+    from pipelines.lib import quota_lake, reconciliation
     from pipelines.lib.warehouse import publish
 
     seconds: dict[str, float] = defaultdict(float)
@@ -55,7 +55,10 @@ def one_run(lake_cache: Path, days: int) -> dict:
         first, last = bench.day_of(0), bench.day_of(days - 1)
         reconciliation.run_model = timed
         try:
-            with publish(settings.warehouse_path) as con:
+            with publish(settings.warehouse_path) as con:  # what the reconciliation reads besides the lake
+                qp = quota_lake.model_params(settings.lake, first, last)
+                for model in ("stg_quota_pulls", "stg_quota_daily", "quota_daily", "quota_restatements"):
+                    real_run_model(con, model, qp)
                 reconciliation.load_config(con, settings.prices_path, settings.key_owners_path)
             started = time.perf_counter()
             with publish(settings.warehouse_path, zone=settings.timezone) as con:

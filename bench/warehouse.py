@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
 FIRST_DAY = date(2025, 1, 1)
 REPULL_DAYS = 3  # pipelines.defs.schedules.REPULL_DAYS: a daily run pulls its day and the 3 before
-GENERATOR_VERSION = 1  # bump when the generated data changes (invalidates the cache)
+GENERATOR_VERSION = 2  # bump when the generated data changes (invalidates the cache)
 
 # key -> (share of requests, models it uses or None for the token models)
 KEYS = {
@@ -212,6 +212,30 @@ def generate_day(index: int, per_day: int, ips: dict[str, list[str]]):
                      + completion[rows] * rate["output_usd_per_mtok"]) / 1e6 * ratio
     quota_units = np.maximum(np.rint(usd * 500_000).astype(np.int64), 1)
 
+    # the ratios the gateway states it applied (other.model_ratio ...), consistent with what it billed:
+    # model_ratio 1 = $2 per 1M input tokens, the others relative to the input price
+    ratios = {name: np.zeros(n) for name in ("model_ratio", "completion_ratio", "cache_ratio",
+                                             "cache_creation_ratio", "group_ratio", "model_price")}
+    ratios["model_price"][:] = -1.0
+    for m, name in enumerate(models):
+        rows = model_i == m
+        p = prices.get(MODELS[name][3]) if MODELS[name][3] else None
+        if p is None:
+            rate_in, rate_out, read, write, group = *UNPRICED_RATES, 0.0, 0.0, 0.8
+        elif p["billing_category"] == "per_call":
+            ratios["model_price"][rows] = float(p["per_call_usd"])
+            ratios["group_ratio"][rows] = float(p["gateway_ratio"])
+            continue
+        else:
+            rate_in, rate_out = float(p["input_usd_per_mtok"]), float(p["output_usd_per_mtok"])
+            read, write = (float(p[c]) if p[c] else 0.0 for c in ("cache_read_usd_per_mtok", "cache_write_usd_per_mtok"))
+            group = float(p["gateway_ratio"])
+        ratios["model_ratio"][rows] = rate_in / 2
+        ratios["completion_ratio"][rows] = rate_out / rate_in
+        ratios["cache_ratio"][rows] = read / rate_in
+        ratios["cache_creation_ratio"][rows] = write / rate_in
+        ratios["group_ratio"][rows] = group
+
     # each key's addresses: the newest one of its pool carries a fifth of its traffic
     ip_names = sorted({ip for pool in ips.values() for ip in pool})
     ip_i = np.empty(n, np.int64)
@@ -281,8 +305,8 @@ def generate_day(index: int, per_day: int, ips: dict[str, list[str]]):
     metered = ok & ~per_call[rows]  # token-billed consume rows carry tokens
     units = np.where(ok, quota_units[rows], 0)
 
-    def ratio(value, mask):
-        return pa.array(np.full(m, value), mask=~mask)
+    def ratio(name, mask):
+        return pa.array(ratios[name][rows], mask=~mask)
 
     gateway = pa.table({
         "request_id": pc.if_else(pa.array(is_err), pc.binary_join_element_wise(pc.take(request_id, take), "-err", ""),
@@ -304,12 +328,12 @@ def generate_day(index: int, per_day: int, ips: dict[str, list[str]]):
         "usage_semantic": _pick(["openai", "anthropic"], anthropic),
         "billing_category": pc.if_else(pa.array(ok), _pick(["token", "per_call"], per_call[rows]),
                                        pa.scalar(None, pa.string())),
-        "model_ratio": ratio(1.25, ok),
-        "group_ratio": ratio(0.8, ok),
-        "completion_ratio": ratio(4.0, metered),
-        "cache_ratio": ratio(0.5, metered),
-        "cache_creation_ratio": ratio(1.25, metered & anthropic),
-        "model_price": pa.array(np.where(per_call[rows], 0.04, -1.0), mask=is_err),
+        "model_ratio": ratio("model_ratio", ok),
+        "group_ratio": ratio("group_ratio", ok),
+        "completion_ratio": ratio("completion_ratio", metered),
+        "cache_ratio": ratio("cache_ratio", metered),
+        "cache_creation_ratio": ratio("cache_creation_ratio", metered & anthropic),
+        "model_price": ratio("model_price", ~is_err),
         "is_stream": pa.array(shape_i[rows] == models.index("gpt-4o-mini")),
         "use_time_s": pa.array(rng.integers(1, 30, size=m)),
         "frt_ms": pa.array(rng.integers(100, 3000, size=m)),

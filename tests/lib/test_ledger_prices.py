@@ -204,3 +204,22 @@ def test_a_repulled_catalog_day_replaces_its_snapshot(tmp_path):
         rejects = con.execute("SELECT count(*) FROM read_parquet($f)", {"f": params["catalog_reject_files"]}
                               ).fetchone()[0]
     assert rows == [("m", "1.500000")] and rejects == 0
+
+
+def test_the_packs_price_section_lists_the_change_with_the_spend_it_affects(built):
+    from types import SimpleNamespace
+
+    from pipelines.lib.review_pack.compose import _prices
+    from pipelines.lib.review_pack.figures import PRICE_CHANGES
+
+    cursor = built.execute(PRICE_CHANGES, {"first": date(2026, 10, 1), "last": date(2026, 10, 31)})
+    names = [c[0] for c in cursor.description]
+    changes = [dict(zip(names, row)) for row in cursor.fetchall()]
+    section = _prices(SimpleNamespace(price_versions=[], unpriced_models=[], price_changes=changes))
+    [sub] = [b for b in section.blocks if getattr(b, "title", "") == "Price changes seen in the ledger"]
+    [table] = [b for b in sub.blocks if hasattr(b, "rows")]
+    [(when, what, billed)] = table.rows
+    assert when == "2026-10-03" and what.startswith("CometAPI's ledger shows a new price for gpt-4o-mini")
+    spend = built.execute("SELECT sum(billed_cost_usd) FROM requests WHERE model = 'gpt-4o-mini' "
+                          "AND usage_date = $d", {"d": DAYS[2]}).fetchone()[0]
+    assert billed == f"{spend:,.6f}" or billed == f"{spend:.6f}"
