@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
 FIRST_DAY = date(2025, 1, 1)
 REPULL_DAYS = 3  # pipelines.defs.schedules.REPULL_DAYS: a daily run pulls its day and the 3 before
-GENERATOR_VERSION = 2  # bump when the generated data changes (invalidates the cache)
+GENERATOR_VERSION = 3  # bump when the generated data changes (invalidates the cache)
 
 # key -> (share of requests, models it uses or None for the token models)
 KEYS = {
@@ -210,7 +210,8 @@ def generate_day(index: int, per_day: int, ips: dict[str, list[str]]):
                      + cached[rows] * rate["cache_read_usd_per_mtok"]
                      + cache_write[rows] * rate["cache_write_usd_per_mtok"]
                      + completion[rows] * rate["output_usd_per_mtok"]) / 1e6 * ratio
-    quota_units = np.maximum(np.rint(usd * 500_000).astype(np.int64), 1)
+    # rounded half away from zero, as new-api does (common/quota.go QuotaFromDecimalChecked)
+    quota_units = np.maximum(np.floor(usd * 500_000 + 0.5).astype(np.int64), 1)
 
     # the ratios the gateway states it applied (other.model_ratio ...), consistent with what it billed:
     # model_ratio 1 = $2 per 1M input tokens, the others relative to the input price
@@ -221,7 +222,8 @@ def generate_day(index: int, per_day: int, ips: dict[str, list[str]]):
         rows = model_i == m
         p = prices.get(MODELS[name][3]) if MODELS[name][3] else None
         if p is None:
-            rate_in, rate_out, read, write, group = *UNPRICED_RATES, 0.0, 0.0, 0.8
+            rate_in, rate_out, group = *UNPRICED_RATES, 0.8
+            read, write = rate_in, 0.0  # billed above with cached tokens at the input price
         elif p["billing_category"] == "per_call":
             ratios["model_price"][rows] = float(p["per_call_usd"])
             ratios["group_ratio"][rows] = float(p["gateway_ratio"])

@@ -45,7 +45,7 @@ RECON_TABLES = ("ledger_price_days", "ledger_quota_mismatches", "requests", "key
 # versions before the window's requests are priced (sql/core/prices.sql).
 RECON_MODELS = (
     "stg_client_requests", "stg_gateway_rows", "stg_gateway_coverage",
-    "price_observations", "catalog_snapshot_prices", "stg_ledger_units", "ledger_price_days", "ledger_quota_mismatches",
+    "price_observations", "catalog_snapshot_prices", "stg_ledger_units", "ledger_quota_mismatches", "ledger_price_days",
     "prices", "requests", "key_ip_daily", "ledger_task_adjustments", "recon_key_daily", "cost_key_model_daily",
     "cost_model_daily", "cost_category_monthly", "chargeback_monthly",
 )

@@ -1,7 +1,9 @@
 -- stg_ledger_units: every consume row of the window (not corrections) with the ratios it says were
 -- applied; for a token-billed row with known tokens (is_checked) also the units its own ratios give
 -- (ledger_units, sql/macros/ledger_units.sql) beside the units it was billed, and why they differ.
--- Grain: one gateway consume row. Input: stg_gateway_rows (the window). No parameters.
+-- Grain: one gateway consume row. Input: stg_gateway_rows (the window). No parameters. A view, not a
+-- table: each reader computes only the columns it reads (writing 100,000 request ids a day into a
+-- temporary table cost more than the check itself).
 -- ledger_price_days groups it by day, model and ratios; ledger_quota_mismatches lists its mismatches.
 -- mismatch_reason (NULL when not checked or expected_units = quota_units), first that applies:
 --   ratio_unreadable: `other` or a ratio in it had the wrong type (other_parse_error);
@@ -9,7 +11,7 @@
 --   ratio_missing: a ratio the tokens need is absent from `other`;
 --   usage_estimated: the provider returned no usage and the gateway billed its own estimate;
 --   formula_differs: none of the above: the gateway billed otherwise than its ratios say.
-CREATE OR REPLACE TEMP TABLE stg_ledger_units AS
+CREATE OR REPLACE TEMP VIEW stg_ledger_units AS
 WITH calls AS (
     SELECT
         request_id, usage_date, key_name, model, billing_category, billed_usd, quota_units,
