@@ -594,8 +594,6 @@ def _demo_config(settings: Settings, seed: int, first: date, days: int) -> Setti
     return settings
 
 
-
-
 def _recorded_world(settings: Settings) -> tuple[int, date, int] | None:
     """(seed, first day, days) of the simulated world this home holds, if one was recorded."""
     import json
