@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
 FIRST_DAY = date(2025, 1, 1)
 REPULL_DAYS = 3  # pipelines.defs.schedules.REPULL_DAYS: a daily run pulls its day and the 3 before
-GENERATOR_VERSION = 1  # bump when the generated data changes (invalidates the cache)
+GENERATOR_VERSION = 3  # bump when the generated data changes (invalidates the cache)
 
 # key -> (share of requests, models it uses or None for the token models)
 KEYS = {
@@ -210,7 +210,33 @@ def generate_day(index: int, per_day: int, ips: dict[str, list[str]]):
                      + cached[rows] * rate["cache_read_usd_per_mtok"]
                      + cache_write[rows] * rate["cache_write_usd_per_mtok"]
                      + completion[rows] * rate["output_usd_per_mtok"]) / 1e6 * ratio
-    quota_units = np.maximum(np.rint(usd * 500_000).astype(np.int64), 1)
+    # rounded half away from zero, as new-api does (common/quota.go QuotaFromDecimalChecked)
+    quota_units = np.maximum(np.floor(usd * 500_000 + 0.5).astype(np.int64), 1)
+
+    # the ratios the gateway states it applied (other.model_ratio ...), consistent with what it billed:
+    # model_ratio 1 = $2 per 1M input tokens, the others relative to the input price
+    ratios = {name: np.zeros(n) for name in ("model_ratio", "completion_ratio", "cache_ratio",
+                                             "cache_creation_ratio", "group_ratio", "model_price")}
+    ratios["model_price"][:] = -1.0
+    for m, name in enumerate(models):
+        rows = model_i == m
+        p = prices.get(MODELS[name][3]) if MODELS[name][3] else None
+        if p is None:
+            rate_in, rate_out, group = *UNPRICED_RATES, 0.8
+            read, write = rate_in, 0.0  # billed above with cached tokens at the input price
+        elif p["billing_category"] == "per_call":
+            ratios["model_price"][rows] = float(p["per_call_usd"])
+            ratios["group_ratio"][rows] = float(p["gateway_ratio"])
+            continue
+        else:
+            rate_in, rate_out = float(p["input_usd_per_mtok"]), float(p["output_usd_per_mtok"])
+            read, write = (float(p[c]) if p[c] else 0.0 for c in ("cache_read_usd_per_mtok", "cache_write_usd_per_mtok"))
+            group = float(p["gateway_ratio"])
+        ratios["model_ratio"][rows] = rate_in / 2
+        ratios["completion_ratio"][rows] = rate_out / rate_in
+        ratios["cache_ratio"][rows] = read / rate_in
+        ratios["cache_creation_ratio"][rows] = write / rate_in
+        ratios["group_ratio"][rows] = group
 
     # each key's addresses: the newest one of its pool carries a fifth of its traffic
     ip_names = sorted({ip for pool in ips.values() for ip in pool})
@@ -281,8 +307,8 @@ def generate_day(index: int, per_day: int, ips: dict[str, list[str]]):
     metered = ok & ~per_call[rows]  # token-billed consume rows carry tokens
     units = np.where(ok, quota_units[rows], 0)
 
-    def ratio(value, mask):
-        return pa.array(np.full(m, value), mask=~mask)
+    def ratio(name, mask):
+        return pa.array(ratios[name][rows], mask=~mask)
 
     gateway = pa.table({
         "request_id": pc.if_else(pa.array(is_err), pc.binary_join_element_wise(pc.take(request_id, take), "-err", ""),
@@ -304,12 +330,12 @@ def generate_day(index: int, per_day: int, ips: dict[str, list[str]]):
         "usage_semantic": _pick(["openai", "anthropic"], anthropic),
         "billing_category": pc.if_else(pa.array(ok), _pick(["token", "per_call"], per_call[rows]),
                                        pa.scalar(None, pa.string())),
-        "model_ratio": ratio(1.25, ok),
-        "group_ratio": ratio(0.8, ok),
-        "completion_ratio": ratio(4.0, metered),
-        "cache_ratio": ratio(0.5, metered),
-        "cache_creation_ratio": ratio(1.25, metered & anthropic),
-        "model_price": pa.array(np.where(per_call[rows], 0.04, -1.0), mask=is_err),
+        "model_ratio": ratio("model_ratio", ok),
+        "group_ratio": ratio("group_ratio", ok),
+        "completion_ratio": ratio("completion_ratio", metered),
+        "cache_ratio": ratio("cache_ratio", metered),
+        "cache_creation_ratio": ratio("cache_creation_ratio", metered & anthropic),
+        "model_price": ratio("model_price", ~is_err),
         "is_stream": pa.array(shape_i[rows] == models.index("gpt-4o-mini")),
         "use_time_s": pa.array(rng.integers(1, 30, size=m)),
         "frt_ms": pa.array(rng.integers(100, 3000, size=m)),
@@ -324,6 +350,12 @@ def generate_day(index: int, per_day: int, ips: dict[str, list[str]]):
                             np.zeros(m)),
         "source": _pick(["api"], np.zeros(m)),
     })
+    for field in gateway_lake.GATEWAY_SCHEMA:  # columns the ledger gained later: as a row without them reads
+        if field.name not in gateway.column_names:
+            fill = pa.array(np.full(m, field.name == "has_request_id")) if field.type == pa.bool_() \
+                else pa.nulls(m, field.type)
+            gateway = gateway.append_column(field.name, fill)
+    gateway = gateway.select(gateway_lake.GATEWAY_SCHEMA.names)
     gateway = gateway.cast(gateway_lake.GATEWAY_SCHEMA).sort_by(
         [("created_at", "ascending"), ("request_id", "ascending"), ("log_type", "ascending")])
     return client, gateway
@@ -511,7 +543,7 @@ WAREHOUSE_ASSETS = (
 
 def data_work(home: Path, start: date, end: date) -> dict[str, float]:
     """What the warehouse assets of `daily_ledger` do for [start, end], through the library, step by step."""
-    from pipelines.lib import anomalies, gateway_lake, quota_lake, reconciliation, request_log_lake
+    from pipelines.lib import anomalies, catalog, gateway_lake, quota_lake, reconciliation, request_log_lake
     from pipelines.lib.warehouse import publish, record_models, run_model, window_to_build
 
     settings = settings_for(home)
@@ -525,7 +557,8 @@ def data_work(home: Path, start: date, end: date) -> dict[str, float]:
         steps[name] = time.perf_counter() - steps[name]
 
     step("inbox_warehouse")  # warehouse/inbox_files + rejects (pipelines/defs/request_logs)
-    params = request_log_lake.staging_params(lake_root) | gateway_lake.reject_params(lake_root)
+    params = (request_log_lake.staging_params(lake_root) | gateway_lake.reject_params(lake_root)
+              | catalog.snapshot_params(lake_root))
     with publish(path) as con:
         run_model(con, "stg_inbox_files", params)
         everything = params | {"start": request_log_lake.FIRST_DAY, "end": request_log_lake.LAST_DAY}

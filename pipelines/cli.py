@@ -197,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="show the changes only; write nothing (default: show, then recompute)")
     reprice.add_argument("--json", action="store_true",
                          help="print the changes as JSON instead of text (default: text)")
+    reprice.add_argument("--sources", type=_price_sources_arg, metavar="LIST",
+                         help="with --dry-run: estimate with these price sources, a comma-separated subset of "
+                         "config,ledger,catalog (precedence stays config > ledger > catalog), to see what a change "
+                         "of source would change (default: COMET_LEDGER_PRICE_SOURCES)")
     reprice.set_defaults(handler=cmd_reprice)
 
     smoke = sub.add_parser("smoke-test", help="check the API before trusting it for a review; record the result",
@@ -353,8 +357,12 @@ def cmd_reprice(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines import runs
     from pipelines.lib.reprice import dry_run
 
+    if args.sources is not None and not args.dry_run:
+        raise ConfigError("reprice --sources shows a change of price sources and needs --dry-run; to apply one, "
+                          "set COMET_LEDGER_PRICE_SOURCES and run comet-ledger reprice")
+    sources = args.sources if args.sources is not None else settings.price_sources
     window, changes = dry_run(settings.warehouse_path, settings.lake, settings.prices_path, settings.key_owners_path,
-                              settings.tolerance_usd, settings.tolerance_pct, settings.timezone)
+                              settings.tolerance_usd, settings.tolerance_pct, settings.timezone, sources)
     if window is None:
         print("the warehouse holds no history yet: nothing to re-price", file=sys.stderr)
         return 0
@@ -363,7 +371,8 @@ def cmd_reprice(args: argparse.Namespace, settings: Settings) -> int:
                            "after_usd": c.after_usd, "delta_usd": c.delta_usd, "unpriced_before": c.unpriced_before,
                            "unpriced_after": c.unpriced_after} for c in changes], indent=2))
     else:
-        print(f"re-pricing {window[0]} .. {window[1]} with {settings.prices_path}")
+        print(f"re-pricing {window[0]} .. {window[1]} with price sources {','.join(sources)}"
+              + (f" (config: {settings.prices_path})" if "config" in sources else ""))
         if not changes:
             print("no estimated cost changes")
         for c in changes:
@@ -557,21 +566,21 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 def _demo_config(settings: Settings, seed: int, first: date, days: int) -> Settings:
     """Record the simulated world in the data home (`demo/world.json`), so that `comet-ledger dev`
     serves the same one. The simulated gateway bills by its own price list (with a mid-period
-    change): unless COMET_LEDGER_PRICES is set, that list is written to `demo/prices.csv`, which
-    every later run in this home uses by default (settings.default_prices), from the command line or
-    the Dagster UI alike. Key owners default to the shipped file."""
+    change), which its ledger rows (the ratios applied) and /api/models state: unless
+    COMET_LEDGER_PRICES or COMET_LEDGER_PRICE_SOURCES is set, the demo prices from those two sources
+    alone, and so does every later run in this home (settings.default_price_sources), from the
+    command line or the Dagster UI alike. Key owners default to the shipped file."""
     import json
 
-    from pipelines.lib.settings import SIMULATED_PRICES
-    from pipelines.simulator.catalog import prices_csv
+    from pipelines.lib.settings import SIMULATED_WORLD, default_price_sources
 
-    folder = settings.home / SIMULATED_PRICES.parent
+    folder = settings.home / SIMULATED_WORLD.parent
     folder.mkdir(parents=True, exist_ok=True)
-    _write_text(folder / DEMO_WORLD, json.dumps({"seed": seed, "first_day": first.isoformat(), "days": days}))
-    if not os.environ.get("COMET_LEDGER_PRICES"):
-        path = settings.home / SIMULATED_PRICES
-        _write_text(path, prices_csv(first, days))
-        settings = _replace(settings, prices_path=path)
+    _write_text(settings.home / SIMULATED_WORLD,
+                json.dumps({"seed": seed, "first_day": first.isoformat(), "days": days}))
+    if not os.environ.get("COMET_LEDGER_PRICE_SOURCES"):
+        sources = default_price_sources(settings.home, os.environ.get("COMET_LEDGER_PRICES") or None)
+        settings = _replace(settings, price_sources=tuple(sources.split(",")))
     if not settings.key_owners_path.exists() and not os.environ.get("COMET_LEDGER_KEY_OWNERS"):
         from pipelines.lib.config_tables import shipped_config
 
@@ -580,20 +589,18 @@ def _demo_config(settings: Settings, seed: int, first: date, days: int) -> Setti
         from pipelines.lib.config_tables import shipped_config
 
         settings = _replace(settings, budgets_path=shipped_config("budgets.csv"))
-    print(f"prices: {settings.prices_path}; key owners: {settings.key_owners_path}", file=sys.stderr)
+    print(f"prices: {', '.join(settings.price_sources)} (COMET_LEDGER_PRICE_SOURCES; config = {settings.prices_path}); "
+          f"key owners: {settings.key_owners_path}", file=sys.stderr)
     return settings
-
-
-DEMO_WORLD = "world.json"  # in $COMET_LEDGER_HOME/demo/: the simulated world's seed and days
 
 
 def _recorded_world(settings: Settings) -> tuple[int, date, int] | None:
     """(seed, first day, days) of the simulated world this home holds, if one was recorded."""
     import json
 
-    from pipelines.lib.settings import SIMULATED_PRICES
+    from pipelines.lib.settings import SIMULATED_WORLD
 
-    path = settings.home / SIMULATED_PRICES.parent / DEMO_WORLD
+    path = settings.home / SIMULATED_WORLD
     if not path.is_file():
         return None
     world = json.loads(path.read_text())
@@ -615,7 +622,8 @@ def _check_before_running(settings: Settings, last: date) -> None:
 
     clock.refuse_future(last, settings.timezone)
     settings.require_api_key()
-    load_prices(settings.prices_path)
+    if "config" in settings.price_sources:  # without it the file is not read (sql/core/prices.sql)
+        load_prices(settings.prices_path)
     load_key_owners(settings.key_owners_path)
     read_budgets(settings.budgets_path, required=settings.budgets_required)
     if settings.prices_path == settings.home / SIMULATED_PRICES:
@@ -928,6 +936,16 @@ def _date(raw: str) -> date:
         return date.fromisoformat(raw)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{raw!r} is not a date in YYYY-MM-DD form") from None
+
+
+def _price_sources_arg(raw: str) -> tuple[str, ...]:
+    from pipelines.lib.settings import PRICE_SOURCES
+
+    names = [part.strip() for part in raw.split(",") if part.strip()]
+    unknown = [n for n in names if n not in PRICE_SOURCES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"{raw!r}: a comma-separated subset of {','.join(PRICE_SOURCES)}")
+    return tuple(n for n in PRICE_SOURCES if n in names)
 
 
 def _month(raw: str) -> str:

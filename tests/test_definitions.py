@@ -14,7 +14,7 @@ EXPECTED_ASSETS = {
     "lake/quota_daily", "lake/balance_snapshots", "lake/key_snapshots",
     "warehouse/quota_daily", "warehouse/quota_restatements",
     "warehouse/balance_snapshots", "warehouse/key_snapshots",
-    "lake/inbox_files", "lake/request_logs", "lake/gateway_logs", "warehouse/inbox_files", "warehouse/rejects",
+    "lake/inbox_files", "lake/request_logs", "lake/gateway_logs", "lake/catalog_snapshots", "warehouse/inbox_files", "warehouse/rejects",
     "warehouse/prices", "warehouse/key_owners", "warehouse/requests", "warehouse/recon_key_daily",
     "warehouse/cost_key_model_daily", "warehouse/cost_model_daily", "warehouse/cost_category_monthly",
     "warehouse/chargeback_monthly", "warehouse/smoke_tests", "warehouse/anomalies", "reports/review_pack",
@@ -25,7 +25,8 @@ EXPECTED_CHECKS = {
     "warehouse/requests:unique_request_ids", "warehouse/requests:token_invariants", "warehouse/requests:unpriced_share",
     "warehouse/cost_key_model_daily:allocation_sums", "warehouse/recon_key_daily:variance_within_tolerance",
     *(f"warehouse/anomalies:no_{kind}" for kind in ("spend_spike", "new_source_ip", "unlogged_gateway_requests",
-                                                     "restatement", "unpriced_model", "balance_jump")),
+                                                     "restatement", "unpriced_model", "balance_jump",
+                                                     "price_change")),
     "warehouse/quota_daily:freshness_check", "warehouse/recon_key_daily:freshness_check",
     "warehouse/recon_key_daily:service_day_boundary",
 }

@@ -55,3 +55,16 @@ def test_dry_run_then_apply(tmp_path, monkeypatch, capsys):
     # re-running the same re-pricing changes nothing more
     assert main(["reprice", "--dry-run", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == []
+
+    # a change of price source, shown and not applied: the ledger alone undoes the edited gpt-4o row,
+    # the operator's file alone leaves glm-4.6 (only the ledger prices it) unpriced
+    assert main(["reprice", "--dry-run", "--json", "--sources", "catalog,ledger"]) == 0
+    ledger_only = json.loads(capsys.readouterr().out)
+    assert {c["model"] for c in ledger_only} == {"gpt-4o"} and all(c["delta_usd"] < 0 for c in ledger_only)
+    assert main(["reprice", "--dry-run", "--json", "--sources", "config"]) == 0
+    config_only = json.loads(capsys.readouterr().out)
+    assert {c["model"] for c in config_only} == {"glm-4.6"}
+    assert all(c["after_usd"] is None and c["unpriced_after"] > c["unpriced_before"] == 0 for c in config_only)
+    assert warehouse_digest(settings) != before and main(["reprice", "--sources", "config"]) == 2
+    assert "needs --dry-run" in capsys.readouterr().err
+    assert table_rows(settings, "SELECT DISTINCT price_source FROM requests WHERE model = 'glm-4.6'") == [("ledger",)]

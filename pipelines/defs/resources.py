@@ -18,6 +18,15 @@ from pipelines.lib.cometapi.query import QueryClient
 from pipelines.lib.settings import Settings, lake_path, warehouse_path
 
 
+def _plain(value):
+    """A Settings value as Dagster config holds it: paths as text, a list of names comma-separated."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return value
+
+
 class LedgerHome(dg.ConfigurableResource):
     """The data home (lake, warehouse, reports) and the reporting-day rules, as Dagster sees them.
 
@@ -36,11 +45,16 @@ class LedgerHome(dg.ConfigurableResource):
     budgets_required: bool  # COMET_LEDGER_BUDGETS set: the file must exist
     tolerance_usd: float
     tolerance_pct: float
+    price_sources: str  # COMET_LEDGER_PRICE_SOURCES, in their fixed precedence order, comma-separated
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LedgerHome:
         values = {name: getattr(settings, name) for name in cls.model_fields}
-        return cls(**{name: str(value) if isinstance(value, Path) else value for name, value in values.items()})
+        return cls(**{name: _plain(value) for name, value in values.items()})
+
+    @property
+    def price_source_list(self) -> tuple[str, ...]:
+        return tuple(part.strip() for part in self.price_sources.split(",") if part.strip())
 
     @property
     def lake(self) -> Path:

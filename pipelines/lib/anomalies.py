@@ -21,9 +21,19 @@ from pipelines.lib.warehouse import bind_reporting_day, bound_zone, relation_exi
 MODEL = "anomalies"
 KINDS = (
     "spend_spike", "new_source_ip", "unlogged_gateway_requests", "restatement", "unpriced_model",
-    "top_up", "balance_jump", "runway",
+    "top_up", "balance_jump", "runway", "price_change",
 )
 SEVERITIES = ("info", "warning", "critical")
+# what price_change reads, and the empty stand-in used while a warehouse has no price table yet
+PRICE_TABLES = {
+    "prices": "SELECT NULL::VARCHAR AS price_version_id, NULL::VARCHAR AS model, NULL::VARCHAR AS billing_category, "
+              "NULL::DECIMAL(18, 6) AS input_usd_per_mtok, NULL::DECIMAL(18, 6) AS output_usd_per_mtok, "
+              "NULL::DECIMAL(18, 6) AS per_call_usd, NULL::DECIMAL(18, 6) AS gateway_ratio, "
+              "NULL::DATE AS effective_from, NULL::DATE AS effective_to, NULL::VARCHAR AS source, "
+              "NULL::VARCHAR AS source_detail WHERE false",
+    "ledger_price_days": "SELECT NULL::DATE AS usage_date, NULL::VARCHAR AS model, NULL::BIGINT AS requests, "
+                         "NULL::DECIMAL(18, 6) AS billed_usd WHERE false",
+}
 INPUT_TABLES = ("quota_daily", "quota_restatements", "recon_key_daily", "requests", "key_ip_daily", "balance_snapshots")
 
 
@@ -59,7 +69,7 @@ def detect(con: duckdb.DuckDBPyConnection, start: date, end: date, detected_at: 
     """Rebuild `anomalies` for the reporting days [start, end]; returns the findings this run rebuilt.
 
     Key-day findings are replaced for the window; balance-ledger findings (top_up, balance_jump,
-    runway) are replaced whole, as they belong to no reporting day partition. The count is the
+    runway) and price changes are replaced whole, as they belong to no reporting day partition. The count is the
     window's key-day findings plus all balance-ledger findings. `detected_at` must be timezone-aware
     (pass the run's clock; tests pass a fixed time so rebuilds are identical).
     """
@@ -73,10 +83,18 @@ def detect(con: duckdb.DuckDBPyConnection, start: date, end: date, detected_at: 
                           "materialise the quota and reconciliation assets first")
     if bound_zone(con) is None:  # a connection not opened by warehouse.publish(zone=...)
         bind_reporting_day(con, timezone)
-    run_model(con, MODEL, {"start": start, "end": end, "detected_at": detected_at, **asdict(rules)})
+    # price_change reads the price versions; a warehouse that has none yet (no config load) has no change
+    absent = [t for t in PRICE_TABLES if not relation_exists(con, t)]
+    for table in absent:
+        con.execute(f"CREATE TEMP TABLE {table} AS {PRICE_TABLES[table]}")
+    try:
+        run_model(con, MODEL, {"start": start, "end": end, "detected_at": detected_at, **asdict(rules)})
+    finally:
+        for table in absent:
+            con.execute(f"DROP TABLE temp.{table}")
     return con.execute(
         "SELECT count(*) FROM anomalies WHERE usage_date BETWEEN $start AND $end "
-        "OR kind IN ('top_up', 'balance_jump', 'runway')", {"start": start, "end": end}).fetchone()[0]
+        "OR kind IN ('top_up', 'balance_jump', 'runway', 'price_change')", {"start": start, "end": end}).fetchone()[0]
 
 
 def counts(con: duckdb.DuckDBPyConnection, start: date, end: date) -> dict[tuple[str, str], int]:

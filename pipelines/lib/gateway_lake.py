@@ -465,6 +465,9 @@ def export_files(inbox: Path) -> list[Path]:
 
 
 def reject_params(lake_root: Path) -> dict:
-    """SQL parameter: the gateway reject files (a schema-only file stands in for none)."""
+    """SQL parameters: the gateway reject files (a schema-only file stands in for none), and every
+    ledger day file (for the rows whose ratios could not be read, sql/core/rejects.sql)."""
     found = lake.files(lake_root, "gateway_rejects")
-    return {"gateway_reject_files": found or [lake.empty_file(lake_root, "gateway_rejects", REJECTS)]}
+    return {"gateway_reject_files": found or [lake.empty_file(lake_root, "gateway_rejects", REJECTS)],
+            "gateway_all_log_files": lake.files(lake_root, "gateway_logs")
+            + [lake.empty_file(lake_root, "gateway_logs", GATEWAY_SCHEMA)]}

@@ -15,14 +15,14 @@ not time-ordered it reads the request_id column of every overlapping day: still 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 import duckdb
 
-from pipelines.lib import config_tables, gateway_lake, lake, lake_layout, request_log_lake
+from pipelines.lib import catalog, config_tables, gateway_lake, lake, lake_layout, request_log_lake
 from pipelines.lib.days import month_chunks, window_days
 from pipelines.lib.warehouse import (
     bound_zone,
@@ -34,13 +34,18 @@ from pipelines.lib.warehouse import (
     window_to_build,
 )
 
-CONFIG_MODELS = ("prices", "key_owners")
+CONFIG_MODELS = ("config_prices", "key_owners")
+# Where prices come from, in precedence order (sql/core/prices.sql); COMET_LEDGER_PRICE_SOURCES picks.
+PRICE_SOURCES = ("config", "ledger", "catalog")
 # The tables the window rebuild maintains (each downstream of the one before).
-RECON_TABLES = ("requests", "key_ip_daily", "ledger_task_adjustments", "recon_key_daily", "cost_key_model_daily",
+RECON_TABLES = ("ledger_price_days", "ledger_quota_mismatches", "requests", "key_ip_daily", "ledger_task_adjustments", "recon_key_daily", "cost_key_model_daily",
                 "cost_model_daily", "cost_category_monthly", "chargeback_monthly")
+# price_observations .. prices: the ledger's applied ratios and the catalog snapshots become price
+# versions before the window's requests are priced (sql/core/prices.sql).
 RECON_MODELS = (
     "stg_client_requests", "stg_gateway_rows", "stg_gateway_coverage",
-    "requests", "key_ip_daily", "ledger_task_adjustments", "recon_key_daily", "cost_key_model_daily",
+    "price_observations", "catalog_snapshot_prices", "stg_ledger_units", "ledger_quota_mismatches", "ledger_price_days",
+    "prices", "requests", "key_ip_daily", "ledger_task_adjustments", "recon_key_daily", "cost_key_model_daily",
     "cost_model_daily", "cost_category_monthly", "chargeback_monthly",
 )
 
@@ -66,12 +71,18 @@ def window_params(lake_root: Path, start: date, end: date, tolerance_usd: float,
         "request_log_files": with_schema("request_logs", request_log_lake.REQUEST_LOGS, "utc_date", days),
         "gateway_log_files": with_schema("gateway_logs", gateway_lake.GATEWAY_SCHEMA, "utc_date", days),
         "gateway_pull_files": listed("gateway_pulls", gateway_lake.GATEWAY_PULLS),
+        **catalog.snapshot_params(lake_root),
     }
 
 
-def load_config(con: duckdb.DuckDBPyConnection, prices_path: Path | str, key_owners_path: Path | str) -> tuple[int, int]:
-    """Validate the config files and (re)build `prices` and `key_owners`; returns their row counts."""
-    prices = config_tables.load_prices(prices_path)
+def load_config(con: duckdb.DuckDBPyConnection, prices_path: Path | str, key_owners_path: Path | str,
+                sources: Sequence[str] = PRICE_SOURCES) -> tuple[int, int]:
+    """Validate the config files and (re)build `prices` (with the price `sources` in force, kept in
+    price_settings for the window rebuilds) and `key_owners`; returns the config files' row counts.
+    Without `config` among the sources the prices file is not read at all."""
+    sources = check_price_sources(sources)
+    prices = (config_tables.load_prices(prices_path) if "config" in sources
+              else config_tables.PRICES_SCHEMA.empty_table())
     owners = config_tables.load_key_owners(key_owners_path)
     con.register("prices_input", prices)
     con.register("key_owners_input", owners)
@@ -79,7 +90,19 @@ def load_config(con: duckdb.DuckDBPyConnection, prices_path: Path | str, key_own
         run_model(con, model, {})
     con.unregister("prices_input")
     con.unregister("key_owners_input")
+    run_model(con, "price_observations", {})
+    con.execute("DELETE FROM price_settings")
+    con.execute("INSERT INTO price_settings VALUES ($s)", {"s": list(sources)})
+    run_model(con, "prices", {})
     return prices.num_rows, owners.num_rows
+
+
+def check_price_sources(sources: Sequence[str]) -> tuple[str, ...]:
+    """The price sources, validated, in precedence order whatever order they were given in."""
+    unknown = [s for s in sources if s not in PRICE_SOURCES]
+    if unknown:
+        raise ValueError(f"unknown price source {unknown[0]!r} (expected some of {', '.join(PRICE_SOURCES)})")
+    return tuple(s for s in PRICE_SOURCES if s in sources)
 
 
 def history(lake_root: Path, zone: str = "UTC") -> tuple[date, date] | None:

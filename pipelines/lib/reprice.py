@@ -3,19 +3,21 @@
 Recomputes every reporting day already in the warehouse with the price and owner files as they are
 now, on a throwaway copy (`warehouse.scratch`: the day files of `requests` it rewrites go to a
 temporary folder too), and compares estimated cost per month and model with what the warehouse
-holds. `comet-ledger reprice --dry-run` prints it; without `--dry-run` the same rebuild is
+holds. `comet-ledger reprice --dry-run` prints it (`--sources` estimates with other price
+sources than COMET_LEDGER_PRICE_SOURCES: what switching, say, to ledger and catalog alone would do); without `--dry-run` the same rebuild is
 materialised for real through Dagster.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 import duckdb
 
-from pipelines.lib.reconciliation import load_config, rebuild_window
+from pipelines.lib.reconciliation import PRICE_SOURCES, load_config, rebuild_window
 from pipelines.lib.warehouse import relation_exists, scratch
 
 _ESTIMATES = """
@@ -51,16 +53,17 @@ def history(con: duckdb.DuckDBPyConnection) -> tuple[date, date] | None:
 
 
 def dry_run(warehouse_path: Path, lake_root: Path, prices_path: Path, key_owners_path: Path,
-            tolerance_usd: float, tolerance_pct: float, zone: str = "UTC"
-            ) -> tuple[tuple[date, date] | None, list[PriceDelta]]:
+            tolerance_usd: float, tolerance_pct: float, zone: str = "UTC",
+            sources: Sequence[str] = PRICE_SOURCES) -> tuple[tuple[date, date] | None, list[PriceDelta]]:
     """(history window, changes per month and model); the warehouse itself is not touched. `zone`:
-    the reporting zone (COMET_LEDGER_TIMEZONE)."""
+    the reporting zone (COMET_LEDGER_TIMEZONE); `sources`: the price sources to estimate with
+    (COMET_LEDGER_PRICE_SOURCES, or another choice to see what it would change)."""
     with scratch(warehouse_path, zone=zone) as con:
         window = history(con)
         if window is None:
             return None, []
         con.execute(f"CREATE TEMP TABLE before_estimates AS {_ESTIMATES}")
-        load_config(con, prices_path, key_owners_path)
+        load_config(con, prices_path, key_owners_path, sources)
         rebuild_window(con, lake_root, window[0], window[1], tolerance_usd, tolerance_pct)
         rows = con.execute(f"""
             WITH after_estimates AS ({_ESTIMATES})

@@ -40,7 +40,12 @@ DEFAULT_PRICES = "config/prices.csv"
 # In a data home that holds the simulated world (`comet-ledger demo`, or `comet-ledger dev` with its
 # simulator), the simulator's own price list, written there: every run in that home, from the
 # command line or the Dagster UI, prices the way the simulated gateway bills.
+# (Written by versions before ledger-observed prices; such a home keeps using it.)
 SIMULATED_PRICES = Path("demo") / "prices.csv"
+# The simulated world a home holds (`comet-ledger demo`): its seed and days. Such a home prices from
+# what the simulated gateway's ledger and catalog say (`default_price_sources`), no price file needed.
+SIMULATED_WORLD = Path("demo") / "world.json"
+PRICE_SOURCES = ("config", "ledger", "catalog")
 
 
 def lake_path(home: Path) -> Path:
@@ -83,6 +88,9 @@ class Settings:
     api_key: str | None = field(default=None, repr=False)
     access_token: str | None = field(default=None, repr=False)
     umask: int = DEFAULT_UMASK  # what the pipeline's own writes leave out (apply_umask)
+    # COMET_LEDGER_PRICE_SOURCES: which price sources estimates may use, always in the order config >
+    # ledger > catalog (sql/core/prices.sql; docs/prices.md)
+    price_sources: tuple[str, ...] = ("config", "ledger", "catalog")
     # The password of Dagster's PostgreSQL database (deploy/dagster.yaml reads it from the environment).
     # The pipeline never uses it; it is known here only so that no message can print it.
     dagster_pg_password: str | None = field(default=None, repr=False)
@@ -215,7 +223,29 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv_path: Path | None
         access_token=access_token,
         umask=umask,
         dagster_pg_password=pg_password,
+        price_sources=_price_sources(get("COMET_LEDGER_PRICE_SOURCES")
+                                     or default_price_sources(home, get("COMET_LEDGER_PRICES"))),
     )
+
+
+def _price_sources(raw: str) -> tuple[str, ...]:
+    """COMET_LEDGER_PRICE_SOURCES: a comma-separated subset of config, ledger, catalog."""
+    known = PRICE_SOURCES
+    names = [part.strip() for part in raw.split(",") if part.strip()]
+    for name in names:
+        if name not in known:
+            raise ConfigError(f"COMET_LEDGER_PRICE_SOURCES={raw}: unknown price source {name!r} "
+                              f"(a comma-separated subset of {', '.join(known)})")
+    return tuple(name for name in known if name in names)
+
+
+def default_price_sources(home: Path, prices_setting: str | None) -> str:
+    """COMET_LEDGER_PRICE_SOURCES when unset: all three, except in the simulated world's home without a
+    price file of its own (COMET_LEDGER_PRICES unset, no demo/prices.csv), where the shipped
+    config/prices.csv (real list prices) would outrank what the simulated gateway bills: ledger, catalog."""
+    if prices_setting is None and (home / SIMULATED_WORLD).is_file() and not (home / SIMULATED_PRICES).is_file():
+        return "ledger,catalog"
+    return ",".join(PRICE_SOURCES)
 
 
 def default_prices(home: Path) -> str:

@@ -1,18 +1,129 @@
--- prices: the effective-dated price versions from COMET_LEDGER_PRICES, validated on load
--- (pipelines/lib/config_tables.py). Grain: price version. Input: the registered table prices_input.
--- effective_from is inclusive, effective_to exclusive (NULL: open); both are reporting days.
--- The last five price columns are optional in the CSV (NULL when a file leaves them out).
+-- prices: every price version from the three sources, each with its source; requests.sql picks, per
+-- model and reporting day, the version in force from the first source that has one:
+--   1. config:  the operator's COMET_LEDGER_PRICES file (config_prices.sql), always first;
+--   2. ledger:  the ratios CometAPI's ledger says it applied (ledger_price_days.sql);
+--   3. catalog: /api/models snapshots (catalog_snapshot_prices, pipelines/lib/catalog.py).
+-- Only the sources listed in price_settings (COMET_LEDGER_PRICE_SOURCES) are included.
+-- Grain: price version. Inputs: config_prices, ledger_price_days, catalog_snapshot_prices, price_settings
+-- (all whole; they are small). No parameters.
+-- Ledger versions: per model and day the set of ratios that billed the most calls that day; consecutive
+-- days with the same set are one version, in force from the first day it was seen (effective_from =
+-- first_seen_date) to the first day of the next version (NULL: still in force). A day whose set differs
+-- from the day before starts a version: a price change read from the data (anomalies kind price_change).
+-- Prices: input = model_ratio x 2 USD per 1M tokens (new-api: model_ratio 1 = $2 per 1M), output =
+-- input x completion_ratio, cache read = input x cache_ratio, cache write = input x cache_creation_ratio,
+-- per call = model_price; gateway_ratio = group_ratio. So an estimate from a ledger version is the
+-- billed amount before upstream's rounding to a whole unit (sql/macros/ledger_units.sql).
+-- Catalog versions: per model, consecutive snapshots with the same prices are one version, in force
+-- from the first snapshot that showed them to the first one that showed others.
+-- price_version_id: config rows keep theirs (config_tables.py); a ledger or catalog version's is
+-- model@effective_from#first 8 hex of md5(source and its numbers).
 CREATE OR REPLACE TABLE prices AS
-SELECT
-    price_version_id, model, billing_category,
-    input_usd_per_mtok, output_usd_per_mtok, cache_read_usd_per_mtok, cache_write_usd_per_mtok,
-    per_call_usd, gateway_ratio, effective_from, effective_to, source,
-    cache_write_1h_usd_per_mtok, audio_input_usd_per_mtok, image_input_usd_per_mtok,
-    web_search_usd_per_request, web_fetch_usd_per_request
-FROM prices_input
-ORDER BY model, effective_from;
-COMMENT ON TABLE prices IS 'Price versions per model (config/prices.csv); verify rates at the source before a review';
-COMMENT ON COLUMN prices.price_version_id IS 'model@effective_from#hash of the row: changes whenever the row changes';
+WITH enabled AS (  -- all three when nothing was set
+    SELECT unnest(coalesce((SELECT any_value(sources) FROM price_settings), ['config', 'ledger', 'catalog'])) AS source
+),
+config AS (
+    SELECT
+        price_version_id, model, billing_category, input_usd_per_mtok, output_usd_per_mtok,
+        cache_read_usd_per_mtok, cache_write_usd_per_mtok, per_call_usd, gateway_ratio,
+        effective_from, effective_to, 'config' AS source, source AS source_detail,
+        NULL::DATE AS first_seen_date, NULL::DATE AS last_seen_date,
+        cache_write_1h_usd_per_mtok, audio_input_usd_per_mtok, image_input_usd_per_mtok,
+        web_search_usd_per_request, web_fetch_usd_per_request
+    FROM config_prices
+    WHERE 'config' IN (SELECT source FROM enabled)
+),
+ledger_keyed AS (
+    SELECT *, concat_ws('|', billing_category, coalesce(model_ratio::VARCHAR, ''), coalesce(completion_ratio::VARCHAR, ''),
+                        coalesce(cache_ratio::VARCHAR, ''), coalesce(cache_creation_ratio::VARCHAR, ''),
+                        group_ratio::VARCHAR, coalesce(model_price::VARCHAR, '')) AS ratio_key
+    FROM ledger_price_days
+    WHERE 'ledger' IN (SELECT source FROM enabled)
+),
+ledger_day AS (
+    SELECT * FROM ledger_keyed
+    QUALIFY row_number() OVER (PARTITION BY model, usage_date ORDER BY requests DESC, billed_usd DESC, ratio_key) = 1
+),
+ledger_runs AS (
+    SELECT *, sum(is_new) OVER (PARTITION BY model ORDER BY usage_date) AS run
+    FROM (SELECT *, CASE WHEN ratio_key IS DISTINCT FROM lag(ratio_key) OVER (PARTITION BY model ORDER BY usage_date)
+                         THEN 1 ELSE 0 END AS is_new
+          FROM ledger_day)
+),
+ledger_versions AS (
+    SELECT model, run, any_value(billing_category) AS billing_category, any_value(model_ratio) AS model_ratio,
+           any_value(completion_ratio) AS completion_ratio, any_value(cache_ratio) AS cache_ratio,
+           any_value(cache_creation_ratio) AS cache_creation_ratio, any_value(group_ratio) AS group_ratio,
+           any_value(model_price) AS model_price, any_value(ratio_key) AS ratio_key,
+           min(usage_date) AS first_seen_date, max(usage_date) AS last_seen_date
+    FROM ledger_runs
+    GROUP BY model, run
+),
+ledger AS (
+    SELECT
+        model || '@' || strftime(first_seen_date, '%Y-%m-%d') || '#' || left(md5('ledger|' || ratio_key), 8)
+            AS price_version_id,
+        model, billing_category,
+        (model_ratio * 2)::DECIMAL(18, 6) AS input_usd_per_mtok,
+        (model_ratio * 2 * completion_ratio)::DECIMAL(18, 6) AS output_usd_per_mtok,
+        (model_ratio * 2 * cache_ratio)::DECIMAL(18, 6) AS cache_read_usd_per_mtok,
+        (model_ratio * 2 * cache_creation_ratio)::DECIMAL(18, 6) AS cache_write_usd_per_mtok,
+        model_price::DECIMAL(18, 6) AS per_call_usd,
+        group_ratio::DECIMAL(18, 6) AS gateway_ratio,
+        first_seen_date AS effective_from,
+        lead(first_seen_date) OVER (PARTITION BY model ORDER BY run) AS effective_to,
+        'ledger' AS source,
+        'ledger ratios ' || ratio_key AS source_detail,
+        first_seen_date, last_seen_date,
+        NULL::DECIMAL(18, 6) AS cache_write_1h_usd_per_mtok, NULL::DECIMAL(18, 6) AS audio_input_usd_per_mtok,
+        NULL::DECIMAL(18, 6) AS image_input_usd_per_mtok, NULL::DECIMAL(18, 6) AS web_search_usd_per_request,
+        NULL::DECIMAL(18, 6) AS web_fetch_usd_per_request
+    FROM ledger_versions
+),
+catalog_keyed AS (
+    SELECT *, concat_ws('|', billing_category, coalesce(input_usd_per_mtok::VARCHAR, ''),
+                        coalesce(output_usd_per_mtok::VARCHAR, ''), coalesce(cache_read_usd_per_mtok::VARCHAR, ''),
+                        coalesce(cache_write_usd_per_mtok::VARCHAR, ''), coalesce(per_call_usd::VARCHAR, ''),
+                        gateway_ratio::VARCHAR) AS price_key
+    FROM catalog_snapshot_prices
+    WHERE 'catalog' IN (SELECT source FROM enabled)
+),
+catalog_runs AS (
+    SELECT *, sum(is_new) OVER (PARTITION BY model ORDER BY snapshot_date) AS run
+    FROM (SELECT *, CASE WHEN price_key IS DISTINCT FROM lag(price_key) OVER (PARTITION BY model ORDER BY snapshot_date)
+                         THEN 1 ELSE 0 END AS is_new
+          FROM catalog_keyed)
+),
+catalog_versions AS (
+    SELECT model, run, any_value(billing_category) AS billing_category,
+           any_value(input_usd_per_mtok) AS input_usd_per_mtok, any_value(output_usd_per_mtok) AS output_usd_per_mtok,
+           any_value(cache_read_usd_per_mtok) AS cache_read_usd_per_mtok,
+           any_value(cache_write_usd_per_mtok) AS cache_write_usd_per_mtok, any_value(per_call_usd) AS per_call_usd,
+           any_value(gateway_ratio) AS gateway_ratio, any_value(price_key) AS price_key,
+           min(snapshot_date) AS first_seen_date, max(snapshot_date) AS last_seen_date
+    FROM catalog_runs
+    GROUP BY model, run
+),
+catalog AS (
+    SELECT
+        model || '@' || strftime(first_seen_date, '%Y-%m-%d') || '#' || left(md5('catalog|' || price_key), 8)
+            AS price_version_id,
+        model, billing_category, input_usd_per_mtok, output_usd_per_mtok, cache_read_usd_per_mtok,
+        cache_write_usd_per_mtok, per_call_usd, gateway_ratio,
+        first_seen_date AS effective_from,
+        lead(first_seen_date) OVER (PARTITION BY model ORDER BY run) AS effective_to,
+        'catalog' AS source, '/api/models snapshots' AS source_detail, first_seen_date, last_seen_date,
+        NULL::DECIMAL(18, 6) AS cache_write_1h_usd_per_mtok, NULL::DECIMAL(18, 6) AS audio_input_usd_per_mtok,
+        NULL::DECIMAL(18, 6) AS image_input_usd_per_mtok, NULL::DECIMAL(18, 6) AS web_search_usd_per_request,
+        NULL::DECIMAL(18, 6) AS web_fetch_usd_per_request
+    FROM catalog_versions
+)
+SELECT * FROM config
+UNION ALL BY NAME SELECT * FROM ledger
+UNION ALL BY NAME SELECT * FROM catalog
+ORDER BY model, effective_from, source;
+COMMENT ON TABLE prices IS 'Price versions per model from config/prices.csv, the ledger''s applied ratios and /api/models snapshots; requests use config, else ledger, else catalog';
+COMMENT ON COLUMN prices.price_version_id IS 'model@effective_from#hash: config rows hash the CSV row, ledger and catalog rows their source and numbers';
 COMMENT ON COLUMN prices.billing_category IS 'token (priced per token) or per_call (a price per call or task)';
 COMMENT ON COLUMN prices.input_usd_per_mtok IS 'USD per 1M uncached input tokens (list price, before gateway_ratio)';
 COMMENT ON COLUMN prices.output_usd_per_mtok IS 'USD per 1M output tokens, reasoning included';
@@ -24,8 +135,11 @@ COMMENT ON COLUMN prices.image_input_usd_per_mtok IS 'USD per 1M image input tok
 COMMENT ON COLUMN prices.web_search_usd_per_request IS 'USD per server-side web search (Anthropic server_tool_use, OpenAI Responses tool_usage); NULL: no such requests expected';
 COMMENT ON COLUMN prices.web_fetch_usd_per_request IS 'USD per server-side web fetch (Anthropic server_tool_use); NULL: no such requests expected';
 COMMENT ON COLUMN prices.per_call_usd IS 'USD per call for per_call models';
-COMMENT ON COLUMN prices.gateway_ratio IS 'multiplier CometAPI applies (e.g. 0.8 for its 20 % discount); also on per-call prices';
+COMMENT ON COLUMN prices.gateway_ratio IS 'multiplier CometAPI applies (e.g. 0.8 for its 20 % discount; the ledger''s group_ratio); also on per-call prices';
 COMMENT ON COLUMN prices.effective_from IS 'first reporting day the version is in force (inclusive)';
 COMMENT ON COLUMN prices.effective_to IS 'first reporting day it is no longer in force (exclusive); NULL: still in force';
-COMMENT ON COLUMN prices.source IS 'where the numbers come from';
+COMMENT ON COLUMN prices.source IS 'config (COMET_LEDGER_PRICES), ledger (ratios the gateway applied) or catalog (/api/models snapshots); requests use them in that order';
+COMMENT ON COLUMN prices.source_detail IS 'config: the CSV''s source column; ledger: the ratios (category|model|completion|cache|cache write|group|model price); catalog: the snapshots';
+COMMENT ON COLUMN prices.first_seen_date IS 'ledger and catalog: first reporting day (snapshot) the numbers were seen; NULL for config';
+COMMENT ON COLUMN prices.last_seen_date IS 'ledger and catalog: last reporting day (snapshot) the numbers were seen; NULL for config';
 COMMENT ON COLUMN prices.model IS 'model name; requests match it exactly or after removing a snapshot suffix';

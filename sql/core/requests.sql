@@ -11,8 +11,10 @@
 -- ledger rows match on request_id; a ledger row without one (before 2026-02) on the response id.
 -- Tokens come from your logs when they hold them (estimate_basis 'client_tokens'), else from the
 -- gateway ledger ('gateway_tokens'); per-call models are priced per call ('per_call').
--- Model -> price: an exact price row, else the model without one trailing snapshot suffix
--- (-YYYY-MM-DD or -YYYYMMDD), else unpriced. The estimate is never 0 for want of a price:
+-- Model -> price: the version in force on the day from the first source that has one (config, then
+-- ledger, then catalog: prices.sql); within a source an exact price row, else the model without one
+-- trailing snapshot suffix (-YYYY-MM-DD or -YYYYMMDD); else unpriced. price_source says which.
+-- The estimate is never 0 for want of a price:
 -- pricing_status says why it is NULL (unpriced, unknown_usage, missing_price).
 -- task_id: the id the gateway answered a task submit with (your logs only), which ties the ledger's
 -- later refund or correction of the task to it (ledger_task_adjustments).
@@ -47,6 +49,7 @@ CREATE OR REPLACE TEMP TABLE requests_window (
     estimated_cost_usd DOUBLE,
     billed_cost_usd DECIMAL(18, 6),
     price_version_id VARCHAR,
+    price_source VARCHAR,
     pricing_status VARCHAR NOT NULL,
     seen_in VARCHAR NOT NULL,
     source_ip VARCHAR,
@@ -117,26 +120,34 @@ tokens AS (
         regexp_replace(model, '-(\d{4}-\d{2}-\d{2}|\d{8})$', '') AS base_model
     FROM joined
 ),
-matched AS (
-    SELECT
-        t.*,
-        CASE WHEN t.model IN (SELECT model FROM prices) THEN t.model
-             WHEN t.base_model IN (SELECT model FROM prices) THEN t.base_model END AS priced_model
-    FROM tokens AS t
+-- the price version of each (model, day): the first source in precedence order (config, ledger,
+-- catalog: sql/core/prices.sql) with a version in force; within a source the exact model name before
+-- the name without its snapshot suffix. Chosen once per model and day, not per request.
+model_days AS (
+    SELECT DISTINCT model, base_model, usage_date FROM tokens WHERE model IS NOT NULL
+),
+chosen AS (
+    SELECT d.model AS request_model, d.usage_date AS request_day, p.*
+    FROM model_days AS d
+    JOIN prices AS p
+        ON (p.model = d.model OR p.model = d.base_model)
+       AND p.effective_from <= d.usage_date
+       AND (p.effective_to IS NULL OR d.usage_date < p.effective_to)
+    QUALIFY row_number() OVER (
+        PARTITION BY d.model, d.usage_date
+        ORDER BY CASE p.source WHEN 'config' THEN 1 WHEN 'ledger' THEN 2 ELSE 3 END, p.model = d.model DESC) = 1
 ),
 priced AS (
-    SELECT m.*, p.price_version_id, p.billing_category AS price_category,
+    SELECT t.*, p.model AS priced_model, p.price_version_id, p.source AS price_source,
+        p.billing_category AS price_category,
         p.input_usd_per_mtok::DOUBLE AS input_price, p.output_usd_per_mtok::DOUBLE AS output_price,
         p.cache_read_usd_per_mtok::DOUBLE AS cache_read_price, p.cache_write_usd_per_mtok::DOUBLE AS cache_write_price,
         p.cache_write_1h_usd_per_mtok::DOUBLE AS cache_write_1h_price,
         p.audio_input_usd_per_mtok::DOUBLE AS audio_price, p.image_input_usd_per_mtok::DOUBLE AS image_price,
         p.web_search_usd_per_request::DOUBLE AS web_search_price, p.web_fetch_usd_per_request::DOUBLE AS web_fetch_price,
         p.per_call_usd::DOUBLE AS per_call_price, p.gateway_ratio::DOUBLE AS ratio
-    FROM matched AS m
-    LEFT JOIN prices AS p
-        ON p.model = m.priced_model
-       AND p.effective_from <= m.usage_date
-       AND (p.effective_to IS NULL OR m.usage_date < p.effective_to)
+    FROM tokens AS t
+    LEFT JOIN chosen AS p ON p.request_model = t.model AND p.request_day = t.usage_date
 ),
 costed AS (
     SELECT
@@ -190,6 +201,7 @@ SELECT
     c.estimated_cost_usd,
     c.billed_cost_usd,
     c.price_version_id,
+    c.price_source,
     CASE WHEN c.estimated_cost_usd IS NOT NULL THEN 'priced'
          WHEN c.price_version_id IS NULL THEN 'unpriced'
          WHEN c.prompt_tokens IS NULL OR c.completion_tokens IS NULL THEN 'unknown_usage'

@@ -26,6 +26,7 @@ COMMENT ON COLUMN requests.estimate_basis IS 'client_tokens, gateway_tokens or p
 COMMENT ON COLUMN requests.estimated_cost_usd IS 'tokens x price version (+ server-tool requests x their price) x gateway_ratio, or per_call_usd x gateway_ratio; NULL with pricing_status when it cannot be known';
 COMMENT ON COLUMN requests.billed_cost_usd IS 'what CometAPI''s ledger billed for the call (quota / 500000); NULL when the ledger does not have it';
 COMMENT ON COLUMN requests.price_version_id IS 'the prices row used';
+COMMENT ON COLUMN requests.price_source IS 'source of that prices row: config, ledger or catalog (the first with a version in force, in that order); NULL: unpriced';
 COMMENT ON COLUMN requests.pricing_status IS 'priced, unpriced (no price for the model on that day), unknown_usage (tokens unknown), missing_price (a reported token kind or server-tool request whose price is empty)';
 COMMENT ON COLUMN requests.seen_in IS 'both, client (your logs only) or gateway (billed by CometAPI, not in your logs)';
 COMMENT ON COLUMN requests.source_ip IS 'caller IP (client log, else gateway ledger when it records IPs)';

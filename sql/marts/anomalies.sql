@@ -15,7 +15,7 @@
 -- unpriced_model) are deleted and re-inserted for usage_date in [$start, $end]; their history (the
 -- baseline, the IPs seen before) is read from every earlier day in the warehouse, from the small
 -- tables (quota_daily, key_ip_daily): only the window's own requests are read, whatever the history. The balance-ledger
--- kinds (top_up, balance_jump, runway) belong to no reporting-day partition (balance_snapshots is
+-- kinds (top_up, balance_jump, runway) and price_change belong to no reporting-day partition (balance_snapshots is
 -- itself rebuilt whole, point-in-time), so they are rebuilt whole on every run. One transaction.
 --
 -- Methods, kind by kind:
@@ -54,6 +54,10 @@
 --   else info): one finding per account for its latest snapshot: balance / average daily spend over
 --   the $burn_days reporting days ending on the latest day before the snapshot's day that quota_daily
 --   holds (conservative: if the pipeline lags, the last known week is used). amount_usd: the balance.
+-- price_change (warning): a ledger-sourced price version (prices.source = 'ledger') that follows
+--   another of the same model: the day the ratios the gateway applied to it changed. usage_date: the
+--   first day of the new price; key_name NULL. amount_usd: what the ledger billed for the model while
+--   the new price was in force (ledger_price_days), the spend the change affects. Rebuilt whole.
 CREATE TABLE IF NOT EXISTS anomalies (
     finding_id VARCHAR NOT NULL,
     detected_at TIMESTAMPTZ NOT NULL,
@@ -67,13 +71,13 @@ CREATE TABLE IF NOT EXISTS anomalies (
     evidence VARCHAR NOT NULL,
     action VARCHAR NOT NULL
 );
-COMMENT ON TABLE anomalies IS 'Findings to look at (spend spikes, new source IPs, unlogged gateway calls, balance jumps, top-ups, runway, restatements, unpriced models), each with its numbers, evidence and next step';
+COMMENT ON TABLE anomalies IS 'Findings to look at (spend spikes, new source IPs, unlogged gateway calls, balance jumps, top-ups, runway, restatements, unpriced models, price changes), each with its numbers, evidence and next step';
 COMMENT ON COLUMN anomalies.finding_id IS 'md5 of kind, usage_date, key_name and evidence: stable across rebuilds of the same data';
 COMMENT ON COLUMN anomalies.detected_at IS 'UTC time of the build that produced the row';
 COMMENT ON COLUMN anomalies.usage_date IS 'reporting day in COMET_LEDGER_TIMEZONE the finding is about (balance kinds: the later snapshot''s day)';
 COMMENT ON COLUMN anomalies.is_partial_day IS 'usage_date was not over when the finding was made (today or later): judged on the day so far, judged again by the run after the day ends';
 COMMENT ON COLUMN anomalies.key_name IS 'key display name; NULL for account-level findings (balance kinds) and models used by several keys';
-COMMENT ON COLUMN anomalies.kind IS 'spend_spike, new_source_ip, unlogged_gateway_requests, restatement, unpriced_model, top_up, balance_jump or runway';
+COMMENT ON COLUMN anomalies.kind IS 'spend_spike, new_source_ip, unlogged_gateway_requests, restatement, unpriced_model, top_up, balance_jump, runway or price_change';
 COMMENT ON COLUMN anomalies.severity IS 'info, warning or critical';
 COMMENT ON COLUMN anomalies.detail IS 'what was found, with the numbers, in a sentence for a finance reviewer';
 COMMENT ON COLUMN anomalies.amount_usd IS 'money at stake in USD (spike: excess over baseline; IP / unlogged: billed; restatement: change; top_up / balance_jump: added or unexplained; runway: balance); NULL when not money';
@@ -84,7 +88,7 @@ BEGIN TRANSACTION;
 DELETE FROM anomalies
 WHERE (usage_date BETWEEN $start AND $end
        AND kind IN ('spend_spike', 'new_source_ip', 'unlogged_gateway_requests', 'restatement', 'unpriced_model'))
-   OR kind IN ('top_up', 'balance_jump', 'runway');
+   OR kind IN ('top_up', 'balance_jump', 'runway', 'price_change');
 INSERT INTO anomalies
 WITH
 -- spend_spike ------------------------------------------------------------------------------------
@@ -276,6 +280,49 @@ unpriced_model AS (
                || 'then run comet-ledger reprice to estimate the affected days.', model) AS action
     FROM unpriced_days
 ),
+-- price_change ----------------------------------------------------------------------------------
+ledger_versions AS (
+    SELECT
+        *,
+        lag(price_version_id) OVER m AS prev_version_id,
+        lag(input_usd_per_mtok) OVER m AS prev_input, lag(output_usd_per_mtok) OVER m AS prev_output,
+        lag(per_call_usd) OVER m AS prev_per_call, lag(gateway_ratio) OVER m AS prev_ratio,
+        lag(source_detail) OVER m AS prev_detail
+    FROM prices
+    WHERE source = 'ledger'
+    WINDOW m AS (PARTITION BY model ORDER BY effective_from)
+    QUALIFY prev_version_id IS NOT NULL
+),
+price_change_spend AS (
+    SELECT v.price_version_id, coalesce(sum(d.requests), 0) AS requests, coalesce(sum(d.billed_usd), 0)::DOUBLE AS billed_usd
+    FROM ledger_versions AS v
+    LEFT JOIN ledger_price_days AS d
+        ON d.model = v.model AND d.usage_date >= v.effective_from
+       AND (v.effective_to IS NULL OR d.usage_date < v.effective_to)
+    GROUP BY v.price_version_id
+),
+price_change AS (
+    SELECT
+        v.effective_from AS usage_date, NULL AS key_name, 'price_change' AS kind, 'warning' AS severity,
+        printf('CometAPI''s ledger shows a new price for %s from %s: %s (before: %s). Spend billed at the new price '
+               || 'since: $%.6f over %d request%s.',
+               v.model, v.effective_from,
+               CASE WHEN v.billing_category = 'per_call' THEN printf('$%g per call x %g', v.per_call_usd::DOUBLE, v.gateway_ratio::DOUBLE)
+                    ELSE printf('$%g in / $%g out per 1M tokens x %g', v.input_usd_per_mtok::DOUBLE, v.output_usd_per_mtok::DOUBLE,
+                                v.gateway_ratio::DOUBLE) END,
+               CASE WHEN v.prev_input IS NULL AND v.prev_per_call IS NOT NULL
+                    THEN printf('$%g per call x %g', v.prev_per_call::DOUBLE, v.prev_ratio::DOUBLE)
+                    ELSE printf('$%g in / $%g out per 1M tokens x %g', v.prev_input::DOUBLE, v.prev_output::DOUBLE, v.prev_ratio::DOUBLE) END,
+               s.billed_usd, s.requests, CASE WHEN s.requests = 1 THEN '' ELSE 's' END) AS detail,
+        s.billed_usd AS amount_usd,
+        printf('model=%s; price_versions=%s -> %s; %s -> %s', v.model, v.prev_version_id, v.price_version_id,
+               v.prev_detail, v.source_detail) AS evidence,
+        printf('Check the new rate for %s against CometAPI''s announcements; if your prices file (COMET_LEDGER_PRICES) '
+               || 'lists %s, add a version from %s, then run comet-ledger reprice --dry-run.', v.model, v.model,
+               v.effective_from) AS action
+    FROM ledger_versions AS v
+    JOIN price_change_spend AS s USING (price_version_id)
+),
 -- balance ledger ---------------------------------------------------------------------------------
 snapshots AS (
     SELECT
@@ -433,6 +480,7 @@ findings AS (
     UNION ALL SELECT * FROM top_up
     UNION ALL SELECT * FROM balance_jump
     UNION ALL SELECT * FROM runway
+    UNION ALL SELECT * FROM price_change
 )
 SELECT
     md5(concat_ws('|', kind, usage_date::VARCHAR, coalesce(key_name, ''), evidence)) AS finding_id,

@@ -8,6 +8,9 @@
 -- names every column): has_request_id true, the rest NULL or false.
 -- has_unmodelled_price: billed with a tool surcharge, tiered billing (billing_mode) or 1-hour cache
 -- writes (upstream service/text_quota.go), which the price table does not model.
+-- The ratios the gateway applied (other.model_ratio ... model_price) and quota_units ride along for the
+-- ledger-observed prices (sql/core/ledger_price_days.sql) and the quota check (stg_ledger_units.sql);
+-- other_parse_error: `other` or one of its values could not be read (the ratios are then NULL).
 CREATE OR REPLACE TEMP TABLE stg_gateway_rows AS
 SELECT
     request_id,
@@ -36,6 +39,10 @@ SELECT
     billing_mode,
     coalesce(has_surcharge, false) OR billing_mode IS NOT NULL OR coalesce(cache_write_1h_tokens, 0) > 0
         AS has_unmodelled_price,
-    coalesce(usage_estimated, false) AS usage_estimated
+    coalesce(usage_estimated, false) AS usage_estimated,
+    quota_units,
+    usage_semantic,
+    model_ratio, completion_ratio, cache_ratio, cache_creation_ratio, group_ratio, model_price,
+    coalesce(other_parse_error, false) AS other_parse_error
 FROM read_parquet($gateway_log_files, hive_partitioning = false, union_by_name = true)
 WHERE reporting_day(created_at) BETWEEN $start AND $end;

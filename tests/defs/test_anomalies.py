@@ -34,7 +34,8 @@ def detected(tmp_path_factory, traffic):
     prices.write_text(prices_csv(SIM_START, SIM_DAYS))
     with SimulatorServer(traffic) as sim:
         settings = make_settings(home / "home", sim, COMETAPI_ACCESS_TOKEN=sim.access_token,
-                                 COMET_LEDGER_PRICES=str(prices), COMET_LEDGER_KEY_OWNERS=REPO_OWNERS)
+                                 COMET_LEDGER_PRICES=str(prices), COMET_LEDGER_KEY_OWNERS=REPO_OWNERS,
+                                 COMET_LEDGER_PRICE_SOURCES="config")  # glm-4.6: the model the table forgot
         write_inbox(traffic, settings.inbox)
         materialize_days(settings, SIM_START, LAST)
         materialize_days(settings, LAST - timedelta(days=3), LAST)  # the daily re-pull catches the restatement

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SIM_DAYS, SIM_START, make_settings, materialize_days, table_rows, warehouse_digest
-from pipelines.simulator.catalog import GROUP_RATIO, prices_csv, price_at
+from pipelines.simulator.catalog import GROUP_RATIO, price_at, price_change_date, prices_csv
 from pipelines.simulator.inbox import write_inbox
 from pipelines.simulator.server import SimulatorServer
 from pipelines.simulator.traffic import generate_traffic
@@ -24,7 +24,8 @@ def recon_settings(tmp_path, sim, traffic, name="home"):
     prices = tmp_path / "sim-prices.csv"
     prices.write_text(prices_csv(SIM_START, SIM_DAYS))
     settings = make_settings(tmp_path / name, sim, COMETAPI_ACCESS_TOKEN=sim.access_token,
-                             COMET_LEDGER_PRICES=str(prices), COMET_LEDGER_KEY_OWNERS=REPO_OWNERS)
+                             COMET_LEDGER_PRICES=str(prices), COMET_LEDGER_KEY_OWNERS=REPO_OWNERS,
+                             COMET_LEDGER_PRICE_SOURCES="config")  # the operator's table alone: glm-4.6 stays unpriced
     write_inbox(traffic, settings.inbox)
     return settings
 
@@ -240,3 +241,20 @@ def test_the_monthly_review_asset_writes_the_pack(reconciled):
                                                   "focus_cost_and_usage_2026-10.parquet"}
     manifest = json.loads((export / "manifest.json").read_text())
     assert manifest["totals"]["billed_cost_usd"] == metadata["billed_cost_usd"].value and manifest["rows"] > 0
+
+
+def test_every_token_row_the_simulator_bills_equals_its_own_ratios_to_the_unit(reconciled, traffic):
+    """The simulated gateway bills as new-api does (pipelines/simulator/catalog.py), so the unit check
+    (sql/macros/ledger_units.sql) finds every token-billed row exact; the ledger's observed ratios show
+    the mid-period change of gpt-4o-mini on its day, whatever the price sources in use."""
+    checked, mismatched, rows = table_rows(reconciled, "SELECT sum(checked_requests), sum(mismatched_requests), "
+                                                       "sum(requests) FROM ledger_price_days")[0]
+    token_rows = table_rows(reconciled, "SELECT count(*) FROM requests WHERE billing_category = 'token' "
+                                        "AND billed_cost_usd IS NOT NULL AND seen_in <> 'client'")[0][0]
+    assert checked == token_rows > 0 and mismatched == 0
+    assert table_rows(reconciled, "SELECT count(*) FROM ledger_quota_mismatches") == [(0,)]
+    ratios = table_rows(reconciled, "SELECT model_ratio, min(usage_date), max(usage_date) FROM ledger_price_days "
+                                    "WHERE model = 'gpt-4o-mini' GROUP BY ALL ORDER BY 2")
+    change = price_change_date(SIM_START, SIM_DAYS)
+    assert [(r, first == change if r == 0.06 else last < change) for r, first, last in ratios] == [
+        (0.075, True), (0.06, True)]

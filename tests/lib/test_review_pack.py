@@ -45,7 +45,8 @@ def month(tmp_path_factory, traffic):
         prices = root / "sim-prices.csv"
         prices.write_text(prices_csv(SIM_START, SIM_DAYS))
         settings = make_settings(root / "home", sim, COMETAPI_ACCESS_TOKEN=sim.access_token,
-                                 COMET_LEDGER_PRICES=str(prices), COMET_LEDGER_KEY_OWNERS=REPO_OWNERS)
+                                 COMET_LEDGER_PRICES=str(prices), COMET_LEDGER_KEY_OWNERS=REPO_OWNERS,
+                                 COMET_LEDGER_PRICE_SOURCES="config")  # glm-4.6: the model the table forgot
         write_inbox(traffic, settings.inbox)
         materialize_days(settings, SIM_START, LAST)
         materialize_days(settings, LAST - timedelta(days=3), LAST)  # catches the planted restatement

@@ -149,3 +149,16 @@ def test_a_home_holding_the_simulated_world_prices_with_its_list(tmp_path: Path,
     assert load_settings(env={"COMET_LEDGER_HOME": str(home)}).prices_path == home / "demo" / "prices.csv"
     chosen = load_settings(env={"COMET_LEDGER_HOME": str(home), "COMET_LEDGER_PRICES": "mine.csv"})
     assert chosen.prices_path == tmp_path / "mine.csv"
+
+
+def test_price_sources_keep_their_precedence_and_a_demo_home_needs_no_price_file(tmp_path: Path):
+    assert load_settings(env={}).price_sources == ("config", "ledger", "catalog")
+    assert load_settings(env={"COMET_LEDGER_PRICE_SOURCES": "catalog, ledger"}).price_sources == ("ledger", "catalog")
+    with pytest.raises(ConfigError, match="^COMET_LEDGER_PRICE_SOURCES=config,list: unknown price source 'list'"):
+        load_settings(env={"COMET_LEDGER_PRICE_SOURCES": "config,list"})
+    home = tmp_path / "home"
+    (home / "demo").mkdir(parents=True)
+    (home / "demo" / "world.json").write_text("{}")  # the simulated world: its ledger and catalog say the prices
+    assert load_settings(env={"COMET_LEDGER_HOME": str(home)}).price_sources == ("ledger", "catalog")
+    assert load_settings(env={"COMET_LEDGER_HOME": str(home), "COMET_LEDGER_PRICES": "config/prices.csv"}
+                         ).price_sources == ("config", "ledger", "catalog")

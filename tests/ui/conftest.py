@@ -54,7 +54,9 @@ def sim_month(tmp_path_factory) -> SimMonth:
     with SimulatorServer(traffic) as sim:
         settings = make_settings(root / "home", sim, COMETAPI_ACCESS_TOKEN=sim.access_token,
                                  COMET_LEDGER_PRICES=str(prices),
-                                 COMET_LEDGER_KEY_OWNERS=str(REPO / "config" / "key_owners.csv"))
+                                 COMET_LEDGER_KEY_OWNERS=str(REPO / "config" / "key_owners.csv"),
+                                 # the operator's table alone: glm-4.6 stays the model it forgot
+                                 COMET_LEDGER_PRICE_SOURCES="config")
         write_inbox(traffic, settings.inbox)
         materialize_days(settings, SIM_START, UI_LAST)
         materialize_days(settings, UI_LAST - timedelta(days=3), UI_LAST)  # catches the planted restatement

@@ -159,12 +159,13 @@ def test_the_ui_shows_the_demos_runs_packs_and_smoke_test(world):
         assert con.execute("SELECT count(*), bool_and(passed) FROM smoke_tests").fetchone() == (1, True)
 
 
-def test_the_ui_prices_with_the_file_the_demo_priced_with(world):
+def test_the_ui_prices_from_the_sources_the_demo_priced_with(world):
     ledger = world["ui"]["ledger"]
     assert ledger["__typename"] == "ResourceDetails", ledger
     values = {v["key"]: v["value"] for v in ledger["configuredValues"]}
-    prices = world["home"] / "demo" / "prices.csv"
-    assert json.loads(values["prices_path"]) == str(prices) and prices.is_file()
+    # no price file of its own: the simulated gateway's ledger and catalog
+    assert json.loads(values["price_sources"]) == "ledger,catalog"
+    assert not (world["home"] / "demo" / "prices.csv").exists()
     assert "simulator on http://127.0.0.1:" in world["dev_log"] and f"{DAYS} days of traffic from {FIRST}" in world["dev_log"]
 
 
@@ -187,7 +188,7 @@ def test_a_run_launched_as_the_ui_would_keeps_the_demos_reconciliation(world, mo
             monkeypatch.setenv(name, value)
         ui_settings = load_settings(env={**world["env"], "COMETAPI_QUERY_URL": sim.url, "COMETAPI_API_URL": sim.url,
                                          "COMETAPI_KEY": sim.api_key, "COMETAPI_ACCESS_TOKEN": sim.access_token})
-        assert ui_settings.prices_path == world["home"] / "demo" / "prices.csv"
+        assert ui_settings.price_sources == ("ledger", "catalog")
         job = build_definitions(ui_settings).resolve_job_def("daily_ledger")
         result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(),
                                         tags=partition_range_tags((LAST - timedelta(days=3)).isoformat(),

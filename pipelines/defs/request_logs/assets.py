@@ -13,7 +13,7 @@ from pipelines.defs.metadata import (
 from pipelines.defs.pools import WRITER_POOL
 from pipelines.defs.resources import GatewayLedger, LedgerHome
 from pipelines.defs.window import run_days
-from pipelines.lib import clock, gateway_lake, lake, lake_layout, request_log_lake
+from pipelines.lib import catalog, clock, gateway_lake, lake, lake_layout, request_log_lake
 from pipelines.lib.days import window_days
 from pipelines.lib.warehouse import built_from, inputs_sha, publish, record_built_from, run_model, run_query
 
@@ -192,6 +192,37 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
             }
         )
 
+    @dg.asset(
+        key=["lake", "catalog_snapshots"],
+        backfill_policy=ONCE_PER_RUN,
+        group_name=GROUP,
+        kinds={"parquet"},
+        owners=["team:finance"],
+        metadata=lake_spec_metadata(catalog.CATALOG_SNAPSHOTS),
+        description=(
+            "CometAPI's public model catalog (/api/models, no auth) as it stood today: one snapshot a reporting "
+            "day (a re-pull replaces it), unusable entries in catalog_rejects. A price change between two "
+            "snapshots becomes a price version with source 'catalog' (pipelines/lib/catalog.py)."
+        ),
+    )
+    def catalog_snapshots_lake(context: dg.AssetExecutionContext, ledger: LedgerHome, gateway: GatewayLedger):
+        swept(context, ledger, (catalog.SNAPSHOTS, catalog.REJECTS))
+        day = clock.today(ledger.timezone)
+        try:
+            with gateway.client() as client:
+                entries = client.fetch_models()
+        except Exception as failed:  # the catalog is the last price source: its outage must not stop a run
+            context.log.warning(f"/api/models not pulled: {failed}; the last snapshot stays in use")
+            return dg.MaterializeResult(metadata={"snapshot_date": str(day), "skipped": True,
+                                                  "reason": str(failed)[:500]})
+        snapshot = catalog.parse_catalog(day, entries)
+        models, rejects = catalog.land(ledger.lake, snapshot)
+        return dg.MaterializeResult(metadata={
+            **lake_metadata([models], catalog.CATALOG_SNAPSHOTS, dataset=lake.files(ledger.lake, catalog.SNAPSHOTS)),
+            "snapshot_date": str(day), "models": len(snapshot.rows), "rejects": len(snapshot.rejects),
+            "rejects_by_reason": dg.MetadataValue.json(dict(Counter(r["reason"] for r in snapshot.rejects))),
+        })
+
     @dg.multi_asset(
         specs=[
             dg.AssetSpec(["warehouse", "inbox_files"], deps=[["lake", "inbox_files"]], group_name=GROUP,
@@ -199,7 +230,8 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
                          metadata=warehouse_spec_metadata("inbox_files", *INBOX_FILES_MODELS),
                          description="Every current inbox file and what became of its lines "
                                      "(read = accepted + rejected + duplicates)."),
-            dg.AssetSpec(["warehouse", "rejects"], deps=[["lake", "inbox_files"], ["lake", "gateway_logs"]],
+            dg.AssetSpec(["warehouse", "rejects"], deps=[["lake", "inbox_files"], ["lake", "gateway_logs"],
+                                                   ["lake", "catalog_snapshots"]],
                          group_name=GROUP, kinds={"duckdb"}, owners=["team:platform"],
                          metadata=warehouse_spec_metadata("rejects"),
                          description="Unusable client log lines and gateway ledger rows, with file, line, "
@@ -213,7 +245,8 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
         pool=WRITER_POOL,
     )
     def inbox_warehouse(context: dg.AssetExecutionContext, ledger: LedgerHome):
-        params = request_log_lake.staging_params(ledger.lake) | gateway_lake.reject_params(ledger.lake)
+        params = (request_log_lake.staging_params(ledger.lake) | gateway_lake.reject_params(ledger.lake)
+                  | catalog.snapshot_params(ledger.lake))
         everything = {"start": request_log_lake.FIRST_DAY, "end": request_log_lake.LAST_DAY}
         with publish(ledger.warehouse_path, zone=ledger.timezone) as con:
             run_model(con, "stg_inbox_files", params)
@@ -258,4 +291,4 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
         yield dg.AssetCheckResult(check_name="every_line_accounted_for", asset_key=["warehouse", "inbox_files"],
                                   passed=unbalanced == 0, metadata={"unbalanced_files": unbalanced})
 
-    return [inbox_files_lake, request_logs_lake, gateway_logs_lake, inbox_warehouse]
+    return [inbox_files_lake, request_logs_lake, gateway_logs_lake, catalog_snapshots_lake, inbox_warehouse]

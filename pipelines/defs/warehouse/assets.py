@@ -50,7 +50,8 @@ def build_warehouse_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
         specs=[
             dg.AssetSpec(["warehouse", "prices"], group_name=GROUP, kinds={"duckdb"}, owners=["team:finance"],
                          code_version=code_version("prices"), metadata=warehouse_spec_metadata("prices"),
-                         description="Effective-dated price versions from COMET_LEDGER_PRICES, validated."),
+                         description="Effective-dated price versions: COMET_LEDGER_PRICES (validated), then the ledger's "
+                                     "applied ratios, then /api/models snapshots (sql/core/prices.sql)."),
             dg.AssetSpec(["warehouse", "key_owners"], group_name=GROUP, kinds={"duckdb"}, owners=["team:finance"],
                          code_version=code_version("key_owners"), metadata=warehouse_spec_metadata("key_owners"),
                          description="Key name -> team, project, cost centre, effective-dated (COMET_LEDGER_KEY_OWNERS)."),
@@ -62,7 +63,7 @@ def build_warehouse_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
     )
     def config_warehouse(context: dg.AssetExecutionContext, ledger: LedgerHome):
         with publish(ledger.warehouse_path) as con:
-            prices, owners = load_config(con, ledger.prices_path, ledger.key_owners_path)
+            prices, owners = load_config(con, ledger.prices_path, ledger.key_owners_path, ledger.price_source_list)
             prices_meta = {**table_metadata(con, "prices"), "path": ledger.prices_path,
                            "models": run_query(con, "previews/price_models").fetchone()[0],
                            "preview": preview(con, "previews/prices")}
@@ -71,7 +72,7 @@ def build_warehouse_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
         yield dg.MaterializeResult(asset_key=["warehouse", "prices"], metadata=prices_meta)
         yield dg.MaterializeResult(asset_key=["warehouse", "key_owners"], metadata=owners_meta)
 
-    deps = [["lake", "request_logs"], ["lake", "gateway_logs"], ["warehouse", "quota_daily"],
+    deps = [["lake", "request_logs"], ["lake", "gateway_logs"], ["lake", "catalog_snapshots"], ["warehouse", "quota_daily"],
             ["warehouse", "quota_restatements"], ["warehouse", "prices"], ["warehouse", "key_owners"]]
 
     @dg.multi_asset(

@@ -407,11 +407,19 @@ def _prices(f: MonthFigures) -> Section:
         tuple((r["model"] or NA, count(r["requests"]), r["keys"] or NA, usd(r["billed_cost_usd"]))
               for r in f.unpriced_models),
         numeric=frozenset({1, 3}), empty="Every request of the month had a price.")
+    changes = Table(
+        ("from", "change", "billed since (USD)"),
+        tuple((day(r["usage_date"]), str(r["detail"]), usd(r["amount_usd"])) for r in f.price_changes),
+        numeric=frozenset({2}), empty="The ledger shows no price change this month.")
     return Section("Price versions used", (
         Paragraph("The price table rows (`prices`) the month's requests were priced with, joined on "
                   "`requests.price_version_id`. Rates are USD before the gateway ratio; the estimate multiplies "
-                  "by it."),
+                  "by it. Source: `config` (your prices file) wins, then `ledger` (the ratios CometAPI's ledger "
+                  "says it applied), then `catalog` (/api/models snapshots)."),
         versions,
+        Section("Price changes seen in the ledger", (Paragraph("Days on which the ratios CometAPI applied to a "
+                                                               "model changed, with what it billed at the new "
+                                                               "price (anomalies, kind price_change)."), changes), 3),
         Section("Unpriced models", (Paragraph("Requests whose model had no price on its day: their estimate is "
                                               "n/a, never 0."), unpriced), 3),
     ))

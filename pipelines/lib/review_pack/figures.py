@@ -55,6 +55,7 @@ class MonthFigures:
     price_versions: list[Row] = field(default_factory=list)
     unpriced_models: list[Row] = field(default_factory=list)
     per_call_models: list[Row] = field(default_factory=list)
+    price_changes: list[Row] = field(default_factory=list)  # anomalies of kind price_change in the month
     pricing_status: list[Row] = field(default_factory=list)
     inbox: Row | None = None
     gateway_days: int = 0  # days of the month the gateway ledger covers (billed figures known)
@@ -89,6 +90,7 @@ BY_DAY = "pack/by_day"
 BY_STATUS = "pack/by_status"
 RESTATEMENTS = "pack/restatements"
 PRICE_VERSIONS = "pack/price_versions"
+PRICE_CHANGES = "pack/price_changes"
 UNPRICED_MODELS = "pack/unpriced_models"
 PER_CALL_MODELS = "pack/per_call_models"
 PRICING_STATUS = "pack/pricing_status"
@@ -151,6 +153,7 @@ def read_month(warehouse_path: Path, lake_root: Path, period: Period) -> MonthFi
             price_versions=q(PRICE_VERSIONS),
             unpriced_models=q(UNPRICED_MODELS),
             per_call_models=q(PER_CALL_MODELS),
+            price_changes=q(PRICE_CHANGES) if "anomalies" in tables else [],
             pricing_status=q(PRICING_STATUS),
             inbox=q(INBOX)[0] if "inbox_files" in tables else None,
             gateway_days=len({r["usage_date"] for r in recon if r["billed_cost_usd"] is not None}),
