@@ -608,7 +608,7 @@ def _write_text(path, text: str) -> None:
 
 def _check_before_running(settings: Settings, last: date) -> None:
     """Fail fast, before any API call, on what would stop a run halfway (or pull a day not begun)."""
-    from pipelines.lib import clock
+    from pipelines.lib import clock, lake
     from pipelines.lib.budgets import read_budgets
     from pipelines.lib.config_tables import load_key_owners, load_prices
     from pipelines.lib.settings import SIMULATED_PRICES
@@ -618,6 +618,7 @@ def _check_before_running(settings: Settings, last: date) -> None:
     load_prices(settings.prices_path)
     load_key_owners(settings.key_owners_path)
     read_budgets(settings.budgets_path, required=settings.budgets_required)
+    lake.check(settings.lake)  # the lake on object storage: reachable, credentials accepted, bucket there
     if settings.prices_path == settings.home / SIMULATED_PRICES:
         print(f"prices: {settings.prices_path}, the simulated world's list (COMET_LEDGER_PRICES chooses another)",
               file=sys.stderr)

@@ -63,7 +63,7 @@ def default_resources(settings: Settings, *, interactive: bool = False) -> dict[
             chunk_days=settings.chunk_days, prices_path=str(settings.prices_path),
             key_owners_path=str(settings.key_owners_path), budgets_path=str(settings.budgets_path),
             budgets_required=settings.budgets_required, tolerance_usd=settings.tolerance_usd,
-            tolerance_pct=settings.tolerance_pct,
+            tolerance_pct=settings.tolerance_pct, lake_url=settings.lake_url or "",
         ),
         "query_service": QueryService(base_url=settings.query_url, api_key=dg.EnvVar("COMETAPI_KEY"), **unreachable),
         "alert_channels": alert_channels(settings),

@@ -30,10 +30,13 @@ class LedgerHome(dg.ConfigurableResource):
     budgets_required: bool = False  # COMET_LEDGER_BUDGETS set: the file must exist
     tolerance_usd: float = 0.01
     tolerance_pct: float = 1.0
+    lake_url: str = ""  # COMET_LEDGER_LAKE_URL (empty: `<home>/lake`)
 
     @property
     def lake(self) -> Path:
-        return Path(self.home) / "lake"
+        from pipelines.lib import lake
+
+        return lake.attach(Path(self.home), self.lake_url or None)
 
     @property
     def inbox_path(self) -> Path:

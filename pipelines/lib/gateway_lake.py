@@ -270,7 +270,7 @@ class Landing:
     def __init__(self, lake_root: Path, first: date, last: date, export_files: Iterable[Path] = ()):
         self.lake_root = lake_root
         self.window = GatewayWindow(first, last)
-        self._staged: list[tuple[Path, Path]] = []  # (temporary, final) day files
+        self._staged: list[tuple[Path, Path, lake.Staged | None]] = []  # (temporary, final, upload) day files
         self._inbox: dict[date, list[GatewayRecord]] = {}
         self._inbox_rejects: list[tuple[str, str | None, GatewayReject]] = []
         for path in export_files:
@@ -280,7 +280,7 @@ class Landing:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
-        for temporary, _ in self._staged:
+        for temporary, _, _ in self._staged:
             temporary.unlink(missing_ok=True)
         self._staged.clear()
 
@@ -364,21 +364,21 @@ class Landing:
         window.subscription_usd += pc.sum(subscription).as_py() or Decimal(0)
 
     def stage(self, day: date, rows: pa.Table) -> None:
-        """Write day D's file beside its ledger, hidden (`.*.tmp`), complete and on disk; `commit` renames it."""
+        """Write day D's file beside its ledger, hidden (`.*.tmp`), complete and on disk (on object
+        storage also uploaded as an uncommitted data object); `commit` publishes it."""
         final = lake.partition_dir(self.lake_root, "gateway_logs", "utc_date", day) / "ledger.parquet"
         final.parent.mkdir(parents=True, exist_ok=True)
         temporary = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
-        self._staged.append((temporary, final))
         with disk.writing(final):
             pq.write_table(rows, temporary, compression="zstd")
             with open(temporary, "rb") as fh:
                 os.fsync(fh.fileno())
+        self._staged.append((temporary, final, lake.stage(temporary, final)))
 
     def commit(self, pulled_at: datetime) -> str:
         """Put the day files in place, then write the rejects and, last, the pull record; returns the pull id."""
-        for temporary, final in self._staged:
-            os.replace(temporary, final)
-            lake.fsync_dir(final.parent)
+        for temporary, final, uploaded in self._staged:
+            lake.fsync_dir(lake.publish(temporary, final, uploaded).parent)
         self._staged.clear()
         window = self.window
         window.rejects += self._inbox_rejects

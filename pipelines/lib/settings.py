@@ -76,6 +76,8 @@ class Settings:
     # The password of Dagster's PostgreSQL database (deploy/dagster.yaml reads it from the environment).
     # The pipeline never uses it; it is known here only so that no message can print it.
     dagster_pg_password: str | None = field(default=None, repr=False)
+    # COMET_LEDGER_LAKE_URL: None for `<home>/lake`, a folder, or s3://bucket/prefix (pipelines/lib/lake_store.py)
+    lake_url: str | None = None
 
     @property
     def tz(self) -> ZoneInfo:
@@ -83,7 +85,10 @@ class Settings:
 
     @property
     def lake(self) -> Path:
-        return self.home / "lake"
+        """The lake root the code reads and writes (on object storage, its local cache: `lake.attach`)."""
+        from pipelines.lib import lake
+
+        return lake.attach(self.home, self.lake_url)
 
     @property
     def warehouse_path(self) -> Path:
@@ -183,6 +188,9 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv_path: Path | None
     remember(*env_secrets(env))
     alerts = load_alert_settings(get)
     pg_password = env.get(DAGSTER_PG_PASSWORD) or None
+    lake_url = _lake_url(get("COMET_LEDGER_LAKE_URL"))
+    if lake_url is not None and lake_url.startswith("s3://"):  # the object storage's credentials, masked too
+        remember(get("AWS_SECRET_ACCESS_KEY"), get("AWS_SESSION_TOKEN"))
 
     return Settings(
         home=home,
@@ -205,6 +213,7 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv_path: Path | None
         access_token=access_token,
         umask=umask,
         dagster_pg_password=pg_password,
+        lake_url=lake_url,
     )
 
 
@@ -238,6 +247,19 @@ def _hour(name: str, raw: str) -> int:
     if not (raw.isascii() and raw.isdigit() and int(raw) <= 23):
         raise ConfigError(f"{name}={raw!r} must be a whole hour from 0 to 23 (UTC)")
     return int(raw)
+
+
+def _lake_url(raw: str | None) -> str | None:
+    """COMET_LEDGER_LAKE_URL: unset, a folder, or s3://bucket/prefix (checked, not contacted, here)."""
+    if raw is None or "://" not in raw:
+        return None if raw is None else str(_path(raw))
+    from pipelines.lib.lake_store import parse_url
+
+    try:
+        parse_url(raw)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return raw.rstrip("/")
 
 
 def _path(raw: str) -> Path:
