@@ -44,6 +44,7 @@ class LedgerHome(dg.ConfigurableResource):
 
     @property
     def warehouse_path(self) -> Path:
+        self.lake  # noqa: B018 - attaches a lake on object storage, where each publish is copied
         return Path(self.home) / "warehouse.duckdb"
 
     @property

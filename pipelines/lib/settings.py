@@ -92,6 +92,7 @@ class Settings:
 
     @property
     def warehouse_path(self) -> Path:
+        self.lake  # noqa: B018 - attaches a lake on object storage, where each publish is copied
         return self.home / "warehouse.duckdb"
 
     @property

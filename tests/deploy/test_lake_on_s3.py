@@ -179,3 +179,25 @@ def test_storage_it_cannot_use_ends_in_one_line_with_nothing_landed_and_no_secre
         home = tmp_path / name.replace(" ", "-") / "home"
         assert not (home / "warehouse.duckdb").exists()
         assert not list(home.rglob("*.parquet"))
+
+
+def test_each_publish_is_copied_and_open_latest_opens_the_last_one_read_only(homes, s3, tmp_path, monkeypatch, capsys):
+    from pipelines import cli
+
+    remote = homes["s3"]
+    versions = {k.split("/")[3] for k in s3.keys("ledger/_warehouse/versions/")}
+    assert len(versions) >= 6  # a daily run publishes once per warehouse asset
+    monkeypatch.setenv("COMET_LEDGER_HOME", str(tmp_path / "analyst"))
+    monkeypatch.setenv("COMET_LEDGER_LAKE_URL", remote.lake_url)
+    query = "SELECT count(*), sum(estimated_cost_usd) FROM requests"
+    assert cli.main(["open-latest", "--to", str(tmp_path / "copy"), "--sql", query]) == 0
+    out = capsys.readouterr()
+    with duckdb.connect(str(remote.warehouse_path), read_only=True) as con:
+        count, total = con.execute(query).fetchone()
+    assert out.out.strip() == f"{count}\t{total}"
+    assert max(versions) in out.err and s3.secret_key not in out.out + out.err
+    copy = tmp_path / "copy" / "warehouse.duckdb"
+    assert figures(type("Home", (), {"warehouse_path": copy})) == figures(remote)
+    with pytest.raises(duckdb.Error):  # the copy is opened read-only: nothing writes it back
+        with duckdb.connect(str(copy), read_only=True) as con:
+            con.execute("CREATE TABLE scribble (x INTEGER)")
