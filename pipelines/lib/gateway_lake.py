@@ -24,7 +24,8 @@ parsed (an export in bulk by `gateway_fast`, pages item by item by `parse_item`)
 console's CSV exports dropped into `<inbox>/gateway/*.csv` for day D; then, in a writer thread
 while day D+1 is parsed and day D+2 downloads, deduplicated (a row present in several counts
 once, see `gateway_ledger.dedupe`), sorted, and written to a hidden temporary file beside day D's
-ledger. Only once every day has been pulled and written are the day files put in place, then the
+ledger (on object storage also uploaded as an uncommitted data object). Only once every day has
+been pulled and written are the day files put in place (on object storage: committed), then the
 rejects and then the pull record are written: an API failure on any day leaves the lake as it
 was, and a crash while the day files are put in place leaves days replaced by their newer rows but
 no pull record claiming them.

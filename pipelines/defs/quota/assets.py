@@ -42,6 +42,7 @@ def build_quota_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         context: dg.AssetExecutionContext, ledger: LedgerHome, query_service: QueryService
     ) -> dg.MaterializeResult:
         start, end = run_days(context)
+        lake.remove_stale_temporaries(ledger.lake, ("quota_daily", "quota_pulls"))  # what a killed pull left
         # Fetch every chunk before writing anything: a failed call leaves the lake untouched.
         with query_service.client() as client:
             pulls = list(client.fetch_daily(start, end, ledger.chunk_days))
