@@ -157,7 +157,7 @@ def exists(path: Path) -> bool:
     remote = _remote(path)
     if remote is None:
         return path.exists()
-    return bool(remote[0]._versions(remote[1]))
+    return remote[0].exists(remote[1])
 
 
 def partition_dir(lake: Path, dataset: str, column: str, value: object) -> Path:

@@ -85,6 +85,7 @@ class ObjectLake:
         self.cache = cache
         self._env = dict(os.environ if env is None else env)
         self._fs = None
+        self._checked = False
 
     # --- the client -------------------------------------------------------------------------------
 
@@ -111,10 +112,10 @@ class ObjectLake:
             self._fs = pafs.S3FileSystem(**options)
         return self._fs
 
-    def _key(self, relative: str) -> str:
+    def key(self, relative: str) -> str:
         return "/".join(p for p in (self.bucket, self.prefix, relative) if p)
 
-    def _fail(self, doing: str, exc: BaseException) -> LakeUnavailable:
+    def unavailable(self, doing: str, exc: BaseException) -> LakeUnavailable:
         """One line saying what could not be done and why, without the credentials (the error texts of
         the client name the operation and the service's reason, never a key)."""
         text = " ".join(str(exc).split())
@@ -132,18 +133,33 @@ class ObjectLake:
         return LakeUnavailable(redact(f"{VARIABLE}={self.url}: {doing}: {why}"))
 
     def check(self) -> None:
-        """Raise `LakeUnavailable` unless the bucket can be listed with the configured credentials."""
+        """Raise `LakeUnavailable` unless the bucket can be listed with the configured credentials.
+
+        Also run once by the first listing of each process (`_listing`): a missing bucket lists as
+        empty, and a lake that lists as empty must never be taken for an empty lake."""
         from pyarrow import fs as pafs
 
         try:
             info = self.fs().get_file_info(self.bucket)
             if info.type == pafs.FileType.NotFound:
                 raise LakeUnavailable(f"{VARIABLE}={self.url}: bucket {self.bucket!r} does not exist at {self.endpoint}")
-            self.fs().get_file_info(pafs.FileSelector(self._key(COMMITS), recursive=False, allow_not_found=True))
+            self.fs().get_file_info(pafs.FileSelector(self.key(COMMITS), recursive=False, allow_not_found=True))
         except LakeUnavailable:
             raise
         except Exception as exc:  # noqa: BLE001 - pyarrow raises OSError and others; said as one line
-            raise self._fail("listing the lake", exc) from None
+            raise self.unavailable("listing the lake", exc) from None
+        self._checked = True
+
+    def _listing(self, prefix: str, recursive: bool) -> list:
+        from pyarrow import fs as pafs
+
+        if not self._checked:
+            self.check()
+        try:
+            return self.fs().get_file_info(pafs.FileSelector(self.key(prefix), recursive=recursive,
+                                                             allow_not_found=True))
+        except Exception as exc:  # noqa: BLE001
+            raise self.unavailable(f"listing {prefix}", exc) from None
 
     # --- writing ----------------------------------------------------------------------------------
 
@@ -152,11 +168,11 @@ class ObjectLake:
         version = new_version()
         size = local.stat().st_size
         try:
-            with open(local, "rb") as source, self.fs().open_output_stream(self._key(data_key(logical, version))) as sink:
+            with open(local, "rb") as source, self.fs().open_output_stream(self.key(data_key(logical, version))) as sink:
                 while chunk := source.read(8 * 2**20):
                     sink.write(chunk)
         except Exception as exc:  # noqa: BLE001
-            raise self._fail(f"writing {logical}", exc) from None
+            raise self.unavailable(f"writing {logical}", exc) from None
         return Staged(local, logical, version, size)
 
     def commit(self, staged: Staged) -> Path:
@@ -168,7 +184,7 @@ class ObjectLake:
             with self.fs().open_output_stream(self._commit_key(staged.logical, staged.version)) as sink:
                 sink.write(json.dumps(record).encode())
         except Exception as exc:  # noqa: BLE001
-            raise self._fail(f"committing {staged.logical}", exc) from None
+            raise self.unavailable(f"committing {staged.logical}", exc) from None
         cached = self.cache / data_key(staged.logical, staged.version)
         cached.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staged.local, cached)
@@ -180,13 +196,15 @@ class ObjectLake:
         return cached
 
     def _commit_key(self, logical: str, version: str) -> str:
-        return self._key(f"{COMMITS}/{logical}/{version}.json")
+        return self.key(f"{COMMITS}/{logical}/{version}.json")
 
     def _versions(self, logical: str) -> list[str]:
-        from pyarrow import fs as pafs
-
-        found = self.fs().get_file_info(pafs.FileSelector(self._key(f"{COMMITS}/{logical}"), allow_not_found=True))
+        found = self._listing(f"{COMMITS}/{logical}", recursive=False)
         return sorted(PurePosixPath(f.path).stem for f in found if f.path.endswith(".json"))
+
+    def exists(self, logical: str) -> bool:
+        """Whether a version of the lake path `logical` is committed."""
+        return bool(self._versions(logical))
 
     # --- reading ----------------------------------------------------------------------------------
 
@@ -194,13 +212,9 @@ class ObjectLake:
         """lake path → its current version, for every committed file of `dataset`."""
         from pyarrow import fs as pafs
 
-        base = self._key(f"{COMMITS}/{dataset}")
-        try:
-            found = self.fs().get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
-        except Exception as exc:  # noqa: BLE001
-            raise self._fail(f"listing {dataset}", exc) from None
+        found = self._listing(f"{COMMITS}/{dataset}", recursive=True)
         current: dict[str, str] = {}
-        root = self._key(COMMITS) + "/"
+        root = self.key(COMMITS) + "/"
         for info in found:
             if info.type != pafs.FileType.File or not info.path.endswith(".json"):
                 continue
@@ -218,21 +232,18 @@ class ObjectLake:
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_name(f".{cached.name}.{secrets.token_hex(8)}.tmp")
         try:
-            with self.fs().open_input_stream(self._key(data_key(logical, version))) as source, open(tmp, "wb") as sink:
+            with self.fs().open_input_stream(self.key(data_key(logical, version))) as source, open(tmp, "wb") as sink:
                 while chunk := source.read(8 * 2**20):
                     sink.write(chunk)
             os.replace(tmp, cached)
         except Exception as exc:  # noqa: BLE001
             tmp.unlink(missing_ok=True)
-            raise self._fail(f"reading {logical}", exc) from None
+            raise self.unavailable(f"reading {logical}", exc) from None
         return cached
 
     def resolve(self, logical: str) -> Path | None:
         """The cached copy of the current version of one lake path, or None when none is committed."""
-        try:
-            versions = self._versions(logical)
-        except Exception as exc:  # noqa: BLE001
-            raise self._fail(f"listing {logical}", exc) from None
+        versions = self._versions(logical)
         return self.local(logical, versions[-1]) if versions else None
 
     # --- housekeeping -----------------------------------------------------------------------------
@@ -245,12 +256,13 @@ class ObjectLake:
         removed = []
         cutoff_ns = time.time_ns() - int(kept_s * 1e9)
         for dataset in datasets:
-            wanted = {self._key(data_key(p, v)) for p, v in self.committed(dataset).items()}
-            found = self.fs().get_file_info(pafs.FileSelector(self._key(dataset), recursive=True,
-                                                              allow_not_found=True))
-            for info in found:
+            wanted = {self.key(data_key(p, v)) for p, v in self.committed(dataset).items()}
+            for info in self._listing(dataset, recursive=True):
                 if (info.type == pafs.FileType.File and info.path not in wanted and info.mtime_ns is not None
                         and info.mtime_ns < cutoff_ns):
-                    self.fs().delete_file(info.path)
+                    try:
+                        self.fs().delete_file(info.path)
+                    except Exception as exc:  # noqa: BLE001
+                        raise self.unavailable(f"sweeping {dataset}", exc) from None
                     removed.append(info.path)
         return removed

@@ -172,6 +172,9 @@ def pending_files(lake_root: Path, inbox: Path) -> list[InboxFile]:
         rows = [dict(zip(HASHES.names, (r, *key, digest))) for r, key, digest in zip(relatives, keys, digests)]
         lake.write_table_atomic(pa.Table.from_pylist(rows, schema=HASHES), _hashes_path(lake_root))
     found = (InboxFile(p, r, digest) for p, r, digest in zip(paths, relatives, digests))
+    if lake.object_lake(lake_root) is not None:  # one listing, not a request per inbox file
+        staged = set(lake.partition_values(lake_root, "inbox_manifest", "file_id"))
+        return [f for f in found if f.file_id not in staged]
     return [f for f in found if not is_staged(lake_root, f.file_id)]
 
 

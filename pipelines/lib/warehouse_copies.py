@@ -31,13 +31,13 @@ FOLDER = "_warehouse"
 
 
 def _upload(store: ObjectLake, local: Path, relative: str) -> None:
-    with open(local, "rb") as source, store.fs().open_output_stream(store._key(f"{FOLDER}/{relative}")) as sink:
+    with open(local, "rb") as source, store.fs().open_output_stream(store.key(f"{FOLDER}/{relative}")) as sink:
         while chunk := source.read(8 * 2**20):
             sink.write(chunk)
 
 
 def _put_json(store: ObjectLake, relative: str, value: dict) -> None:
-    with store.fs().open_output_stream(store._key(f"{FOLDER}/{relative}")) as sink:
+    with store.fs().open_output_stream(store.key(f"{FOLDER}/{relative}")) as sink:
         sink.write(json.dumps(value, indent=1).encode())
 
 
@@ -55,9 +55,9 @@ def copy_published(store: ObjectLake, warehouse_path: Path) -> str:
     version = new_version()
     try:
         held = {info.path for info in store.fs().get_file_info(pafs.FileSelector(
-            store._key(f"{FOLDER}/files"), recursive=True, allow_not_found=True))}
+            store.key(f"{FOLDER}/files"), recursive=True, allow_not_found=True))}
         for file in files:
-            if store._key(f"{FOLDER}/files/{file}") not in held:
+            if store.key(f"{FOLDER}/files/{file}") not in held:
                 _upload(store, files_root(warehouse_path) / file, f"files/{file}")
         _upload(store, warehouse_path, f"versions/{version}/warehouse.duckdb")
         manifest = {"version": version, "published_at_ns": time.time_ns(),
@@ -65,7 +65,7 @@ def copy_published(store: ObjectLake, warehouse_path: Path) -> str:
         _put_json(store, f"versions/{version}/manifest.json", manifest)
         _put_json(store, "latest.json", manifest)
     except Exception as exc:  # noqa: BLE001 - said as one line, without credentials
-        raise store._fail("copying the published warehouse", exc) from None
+        raise store.unavailable("copying the published warehouse", exc) from None
     return version
 
 
@@ -75,12 +75,12 @@ def open_latest(store: ObjectLake, folder: Path) -> tuple[Path, dict]:
     from pipelines.lib import warehouse
 
     try:
-        with store.fs().open_input_stream(store._key(f"{FOLDER}/latest.json")) as source:
+        with store.fs().open_input_stream(store.key(f"{FOLDER}/latest.json")) as source:
             manifest = json.loads(source.read())
     except FileNotFoundError:
         raise FileNotFoundError(f"{store.url}: no published warehouse yet ({FOLDER}/latest.json is missing)") from None
     except Exception as exc:  # noqa: BLE001
-        raise store._fail("reading the latest published warehouse", exc) from None
+        raise store.unavailable("reading the latest published warehouse", exc) from None
     target = folder.absolute() / "warehouse.duckdb"
     folder.mkdir(parents=True, exist_ok=True)
     try:
@@ -90,7 +90,7 @@ def open_latest(store: ObjectLake, folder: Path) -> tuple[Path, dict]:
                 _download(store, f"files/{file}", local)
         _download(store, manifest["warehouse"], target)
     except Exception as exc:  # noqa: BLE001
-        raise store._fail("downloading the latest published warehouse", exc) from None
+        raise store.unavailable("downloading the latest published warehouse", exc) from None
     warehouse.repoint_files(target)
     os.chmod(target, 0o440)  # a copy to read: nothing writes it back
     return target, manifest
@@ -100,7 +100,7 @@ def _download(store: ObjectLake, relative: str, local: Path) -> None:
     local.parent.mkdir(parents=True, exist_ok=True)
     tmp = local.with_name(f".{local.name}.{new_version()}.tmp")
     try:
-        with store.fs().open_input_stream(store._key(f"{FOLDER}/{relative}")) as source, open(tmp, "wb") as sink:
+        with store.fs().open_input_stream(store.key(f"{FOLDER}/{relative}")) as source, open(tmp, "wb") as sink:
             while chunk := source.read(8 * 2**20):
                 sink.write(chunk)
         if local.exists():
