@@ -3,10 +3,11 @@
     .venv/bin/python bench/object_lake.py --days 30 --per-day 5000 --runs 2
 
 1. The simulator's traffic for --days reporting days at --per-day requests, its client logs written
-   into an inbox (cached under bench/out/, git-ignored; not timed).
+   into an inbox (cached under bench/out/, git-ignored; not timed). No gateway ledger: its pulls wait
+   on the simulated gateway's rate limit, which is the same whatever the lake, and would hide it.
 2. A moto S3 server on 127.0.0.1 (tests/deploy/s3_server.py: the `dev` extra), a bucket, a key.
 3. Each timed run: a fresh home with a copy of the inbox, then `comet-ledger backfill` of the whole
-   window (gateway ledger included) in its own process: once with the lake on local disk, once with
+   window in its own process: once with the lake on local disk, once with
    `COMET_LEDGER_LAKE_URL=s3://bench/run-N` (a new prefix each run, so nothing is cached), alternating,
    wall time from start to exit and CPU time of that process and its children. The moto server's own
    CPU is not counted in either: it stands for a service on another machine, but here it shares the
@@ -47,7 +48,6 @@ def environment(home: Path, sim, prices: Path, last: date, lake: dict[str, str])
         "COMETAPI_QUERY_URL": sim.url,
         "COMETAPI_API_URL": sim.url,
         "COMETAPI_KEY": sim.api_key,
-        "COMETAPI_ACCESS_TOKEN": sim.access_token,
         "COMET_LEDGER_PRICES": str(prices),
         "COMET_LEDGER_KEY_OWNERS": str(ROOT / "config" / "key_owners.csv"),
         "COMET_LEDGER_START_DATE": "2020-01-01",

@@ -32,9 +32,10 @@ REPO = Path(__file__).resolve().parents[2]
 FIRST, LAST = date(2026, 10, 1), date(2026, 10, 3)
 CANARY = "LEAKCANARY-s3-7f3e9a1c"
 FIGURES = {
-    "recon": "SELECT usage_date, key_name, reported_cost_usd, estimated_cost_usd, billed_cost_usd, status "
+    "recon": "SELECT usage_date, key_name, reported_cost_usd, round(estimated_cost_usd, 6), billed_cost_usd, status "
              "FROM recon_key_daily ORDER BY ALL",
-    "requests": "SELECT count(*), sum(estimated_cost_usd), sum(billed_cost_usd), count(DISTINCT seen_in) FROM requests",
+    "requests": "SELECT count(*), round(sum(estimated_cost_usd), 6), round(sum(billed_cost_usd), 6), "
+                "count(DISTINCT seen_in) FROM requests",
     "models": "SELECT usage_date, model, requests, allocated_cost_usd FROM cost_model_daily ORDER BY ALL",
     "rejects": "SELECT source, reason, count(*) FROM rejects GROUP BY ALL ORDER BY ALL",
 }
@@ -189,7 +190,7 @@ def test_each_publish_is_copied_and_open_latest_opens_the_last_one_read_only(hom
     assert len(versions) >= 6  # a daily run publishes once per warehouse asset
     monkeypatch.setenv("COMET_LEDGER_HOME", str(tmp_path / "analyst"))
     monkeypatch.setenv("COMET_LEDGER_LAKE_URL", remote.lake_url)
-    query = "SELECT count(*), sum(estimated_cost_usd) FROM requests"
+    query = "SELECT count(*), round(sum(estimated_cost_usd), 6) FROM requests"  # a DOUBLE sum: order-free
     assert cli.main(["open-latest", "--to", str(tmp_path / "copy"), "--sql", query]) == 0
     out = capsys.readouterr()
     with duckdb.connect(str(remote.warehouse_path), read_only=True) as con:
