@@ -102,6 +102,9 @@ class ObjectLake:
                 "region": self._env.get("AWS_REGION") or self._env.get("AWS_DEFAULT_REGION") or "us-east-1",
                 "connect_timeout": 5.0, "request_timeout": 60.0,
                 "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=3),
+                # a small object is one PUT when it is closed (not a three-request multipart upload);
+                # errors still surface when the stream is written or closed
+                "allow_delayed_open": True,
             }
             key, secret = self._env.get("AWS_ACCESS_KEY_ID"), self._env.get("AWS_SECRET_ACCESS_KEY")
             if key and secret:  # else pyarrow's own chain: ~/.aws files, the instance's role
