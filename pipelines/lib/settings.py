@@ -34,6 +34,7 @@ SECRET_VARIABLES: dict[str, str] = {
     "COMETAPI_KEY": "api_key",
     "COMETAPI_ACCESS_TOKEN": "access_token",
     DAGSTER_PG_PASSWORD: "dagster_pg_password",
+    "AWS_SECRET_ACCESS_KEY": "lake_secret_key",
     **{name: f"alerts.{place}" for name, place in ALERT_SECRETS.items()},
 }
 DEFAULT_PRICES = "config/prices.csv"
@@ -78,6 +79,9 @@ class Settings:
     dagster_pg_password: str | None = field(default=None, repr=False)
     # COMET_LEDGER_LAKE_URL: None for `<home>/lake`, a folder, or s3://bucket/prefix (pipelines/lib/lake_store.py)
     lake_url: str | None = None
+    # The object storage's secret key (AWS_SECRET_ACCESS_KEY): pyarrow's S3 client reads it from the
+    # environment; it is known here only so that no message can print it.
+    lake_secret_key: str | None = field(default=None, repr=False)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -190,8 +194,6 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv_path: Path | None
     alerts = load_alert_settings(get)
     pg_password = env.get(DAGSTER_PG_PASSWORD) or None
     lake_url = _lake_url(get("COMET_LEDGER_LAKE_URL"))
-    if lake_url is not None and lake_url.startswith("s3://"):  # the object storage's credentials, masked too
-        remember(get("AWS_SECRET_ACCESS_KEY"), get("AWS_SESSION_TOKEN"))
 
     return Settings(
         home=home,
@@ -215,6 +217,7 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv_path: Path | None
         umask=umask,
         dagster_pg_password=pg_password,
         lake_url=lake_url,
+        lake_secret_key=get("AWS_SECRET_ACCESS_KEY"),
     )
 
 

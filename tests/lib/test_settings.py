@@ -98,7 +98,8 @@ def test_every_secret_variable_is_kept_by_the_settings_and_masked_by_every_redac
               "DAGSTER_PG_PASSWORD": "plainPG-everysecret-03",
               "COMET_LEDGER_ALERT_SLACK_URL": "https://hooks.example.com/services/plainSLACK-everysecret-04",
               "COMET_LEDGER_ALERT_WEBHOOK_URL": "https://example.org/hook/plainHOOK-everysecret-05",
-              "COMET_LEDGER_ALERT_SMTP_PASSWORD": "plainSMTP-everysecret-06"}
+              "COMET_LEDGER_ALERT_SMTP_PASSWORD": "plainSMTP-everysecret-06",
+              "AWS_SECRET_ACCESS_KEY": "plainAWS-everysecret-07"}
     assert set(values) == set(SECRET_VARIABLES)
     env = values | {"COMET_LEDGER_ALERT_SMTP_HOST": "smtp.example.org", "COMET_LEDGER_ALERT_SMTP_USER": "ledger",
                     "COMET_LEDGER_ALERT_SMTP_FROM": "a@example.org", "COMET_LEDGER_ALERT_SMTP_TO": "b@example.org"}
