@@ -65,7 +65,7 @@ def homes(s3, traffic, tmp_path_factory):
             env = {k: v for k, v in env.items() if k != "COMET_LEDGER_LAKE_URL"} | (
                 {"COMET_LEDGER_LAKE_URL": url} if url else {})
             settings = load_settings(env=env)
-            write_inbox(traffic, settings.inbox)
+            write_inbox(traffic, settings.inbox, days=[d for d in traffic.dates if FIRST <= d <= LAST])
             materialize_days(settings, FIRST, LAST)
             built[name] = settings
         yield built
