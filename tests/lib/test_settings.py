@@ -150,3 +150,19 @@ def test_a_home_holding_the_simulated_world_prices_with_its_list(tmp_path: Path,
     assert load_settings(env={"COMET_LEDGER_HOME": str(home)}).prices_path == home / "demo" / "prices.csv"
     chosen = load_settings(env={"COMET_LEDGER_HOME": str(home), "COMET_LEDGER_PRICES": "mine.csv"})
     assert chosen.prices_path == tmp_path / "mine.csv"
+
+
+@pytest.mark.parametrize("raw", ["s3://", "s3:///prefix", "gs://bucket/lake", "s3://bucket/lake?x=1"])
+def test_a_lake_url_that_is_not_a_bucket_is_one_line_naming_the_variable(raw):
+    with pytest.raises(ConfigError) as err:
+        load_settings(env={"COMET_LEDGER_LAKE_URL": raw})
+    assert str(err.value) == f"COMET_LEDGER_LAKE_URL={raw!r} is neither a folder nor an s3://bucket/prefix URL"
+
+
+def test_the_lake_is_a_folder_or_the_cache_of_an_object_store(tmp_path: Path):
+    home = tmp_path / "home"
+    assert load_settings(env={"COMET_LEDGER_HOME": str(home)}).lake == home / "lake"
+    assert load_settings(env={"COMET_LEDGER_HOME": str(home), "COMET_LEDGER_LAKE_URL": str(tmp_path / "elsewhere")}
+                         ).lake == tmp_path / "elsewhere"
+    settings = load_settings(env={"COMET_LEDGER_HOME": str(home), "COMET_LEDGER_LAKE_URL": "s3://ledger/lake/"})
+    assert settings.lake_url == "s3://ledger/lake" and settings.lake == home / "lake_cache"
