@@ -29,6 +29,7 @@ S3 support (the httpfs extension) is not used.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -145,7 +146,8 @@ class ObjectLake:
         try:
             info = self.fs().get_file_info(self.bucket)
             if info.type == pafs.FileType.NotFound:
-                raise LakeUnavailable(f"{VARIABLE}={self.url}: bucket {self.bucket!r} does not exist at {self.endpoint}")
+                raise LakeUnavailable(
+                    f"{VARIABLE}={self.url}: bucket {self.bucket!r} does not exist at {self.endpoint}")
             self.fs().get_file_info(pafs.FileSelector(self.key(COMMITS), recursive=False, allow_not_found=True))
         except LakeUnavailable:
             raise
@@ -171,7 +173,8 @@ class ObjectLake:
         version = new_version()
         size = local.stat().st_size
         try:
-            with open(local, "rb") as source, self.fs().open_output_stream(self.key(data_key(logical, version))) as sink:
+            target = self.key(data_key(logical, version))
+            with open(local, "rb") as source, self.fs().open_output_stream(target) as sink:
                 while chunk := source.read(8 * 2**20):
                     sink.write(chunk)
         except Exception as exc:  # noqa: BLE001
@@ -251,15 +254,38 @@ class ObjectLake:
 
     # --- housekeeping -----------------------------------------------------------------------------
 
+    def _stored_now_ns(self) -> int:
+        """Now, as the object storage stamps modification times: the time of a probe object written
+        and deleted at once (the host's clock may be off, or faked in tests)."""
+        probe = self.key(f"{COMMITS}/.clock-probe.{secrets.token_hex(8)}")
+        try:
+            with self.fs().open_output_stream(probe) as sink:
+                sink.write(b"")
+            stamped = self.fs().get_file_info(probe).mtime_ns
+            self.fs().delete_file(probe)
+        except Exception as exc:  # noqa: BLE001
+            raise self.unavailable("reading the storage's clock", exc) from None
+        return stamped if stamped is not None else time.time_ns()
+
     def sweep(self, datasets: list[str], kept_s: float = ORPHANS_KEPT_S) -> list[str]:
         """Delete the data objects of `datasets` that no current commit names and that are older than
-        `kept_s` (a writer killed before its commit, versions since replaced); returns their keys."""
+        `kept_s` (a writer killed before its commit, versions since replaced), and their copies in the
+        local cache; returns their keys."""
         from pyarrow import fs as pafs
 
+        from pipelines.lib import clock
+
         removed = []
-        cutoff_ns = time.time_ns() - int(kept_s * 1e9)
+        cutoff_ns = self._stored_now_ns() - int(kept_s * 1e9)
+        cache_cutoff = clock.filesystem_now(self.cache) - kept_s
         for dataset in datasets:
-            wanted = {self.key(data_key(p, v)) for p, v in self.committed(dataset).items()}
+            current = {data_key(p, v) for p, v in self.committed(dataset).items()}
+            for cached in (self.cache / dataset).glob("*/*.parquet"):
+                with contextlib.suppress(FileNotFoundError):
+                    name = cached.relative_to(self.cache).as_posix()
+                    if name not in current and cached.stat().st_mtime < cache_cutoff:
+                        cached.unlink()
+            wanted = {self.key(k) for k in current}
             for info in self._listing(dataset, recursive=True):
                 if (info.type == pafs.FileType.File and info.path not in wanted and info.mtime_ns is not None
                         and info.mtime_ns < cutoff_ns):

@@ -139,6 +139,7 @@ def test_a_writer_killed_before_its_commit_leaves_nothing_visible_and_a_rerun_co
     assert len(removed) == 2  # the orphan and the replaced version
     assert [k for k in s3.keys("killed/quota_daily/") if k.endswith(".parquet")] == \
         [f"killed/{Path(visible).relative_to(reader).as_posix()}"]
+    assert [p.name for p in (root / "quota_daily").rglob("*.parquet")] == [Path(visible).name]  # the writer's cache
 
 
 def run_cli(root: Path, lake_env: dict[str, str]) -> subprocess.Popen:
