@@ -283,12 +283,12 @@ class ObjectLake:
             for cached in (self.cache / dataset).glob("*/*.parquet"):
                 with contextlib.suppress(FileNotFoundError):
                     name = cached.relative_to(self.cache).as_posix()
-                    if name not in current and cached.stat().st_mtime < cache_cutoff:
+                    if name not in current and cached.stat().st_mtime <= cache_cutoff:
                         cached.unlink()
             wanted = {self.key(k) for k in current}
             for info in self._listing(dataset, recursive=True):
                 if (info.type == pafs.FileType.File and info.path not in wanted and info.mtime_ns is not None
-                        and info.mtime_ns < cutoff_ns):
+                        and info.mtime_ns <= cutoff_ns):
                     try:
                         self.fs().delete_file(info.path)
                     except Exception as exc:  # noqa: BLE001
