@@ -256,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     latest.add_argument("--to", type=Path, default=Path("comet-ledger-latest"),
                         help="folder to download into (default: ./comet-ledger-latest); day files already there "
                         "are kept")
-    latest.add_argument("--sql", help="a query to run on the copy, read-only; its rows are printed tab-separated")
+    latest.add_argument("--sql", help="a query to run on the copy, read-only; its rows are printed tab-separated "
+                        "(default: none, the copy's path is printed)")
     latest.set_defaults(handler=cmd_open_latest)
     for command in sub.choices.values():
         command.set_defaults(command_parser=command)
