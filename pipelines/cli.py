@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from datetime import date, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 from pipelines.lib.redact import redact
 from pipelines.lib.settings import ConfigError, Settings, env_secrets, load_settings
@@ -251,6 +252,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="force the simulator on or off (default: on when COMETAPI_KEY is unset)")
     dev.add_argument("--port", type=int, default=3000, help="UI port (default: 3000)")
     dev.set_defaults(handler=cmd_dev)
+    latest = sub.add_parser("open-latest", help="download the latest published warehouse from the object storage "
+                            "lake and open it read-only", description="With COMET_LEDGER_LAKE_URL=s3://bucket/prefix "
+                            "(and the AWS_* variables), every publish of the warehouse is also copied there; this "
+                            "downloads the latest copy into a folder, prints where it is, and with --sql runs one "
+                            "query on it, read-only.")
+    latest.add_argument("--to", type=Path, default=Path("comet-ledger-latest"),
+                        help="folder to download into (default: ./comet-ledger-latest); day files already there "
+                        "are kept")
+    latest.add_argument("--sql", help="a query to run on the copy, read-only; its rows are printed tab-separated "
+                        "(default: none, the copy's path is printed)")
+    latest.set_defaults(handler=cmd_open_latest)
     for command in sub.choices.values():
         command.set_defaults(command_parser=command)
     return parser
@@ -615,7 +627,7 @@ def _write_text(path, text: str) -> None:
 
 def _check_before_running(settings: Settings, last: date) -> None:
     """Fail fast, before any API call, on what would stop a run halfway (or pull a day not begun)."""
-    from pipelines.lib import clock
+    from pipelines.lib import clock, lake
     from pipelines.lib.budgets import read_budgets
     from pipelines.lib.config_tables import load_key_owners, load_prices
     from pipelines.lib.settings import SIMULATED_PRICES
@@ -626,6 +638,7 @@ def _check_before_running(settings: Settings, last: date) -> None:
         load_prices(settings.prices_path)
     load_key_owners(settings.key_owners_path)
     read_budgets(settings.budgets_path, required=settings.budgets_required)
+    lake.check(settings.lake)  # the lake on object storage: reachable, credentials accepted, bucket there
     if settings.prices_path == settings.home / SIMULATED_PRICES:
         print(f"prices: {settings.prices_path}, the simulated world's list (COMET_LEDGER_PRICES chooses another)",
               file=sys.stderr)
@@ -666,6 +679,28 @@ def _use_simulator(server) -> None:
     """Point this process's configuration at a running simulator (its credentials are not secrets)."""
     os.environ.update(COMETAPI_QUERY_URL=server.url, COMETAPI_API_URL=server.url, COMETAPI_KEY=server.api_key,
                       COMETAPI_ACCESS_TOKEN=server.access_token)
+
+
+def cmd_open_latest(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines.lib import lake
+    from pipelines.lib.warehouse_copies import open_latest
+
+    store = lake.object_lake(settings.lake)
+    if store is None:
+        raise ConfigError("open-latest reads the object storage lake: set COMET_LEDGER_LAKE_URL=s3://bucket/prefix")
+    path, manifest = open_latest(store, args.to)
+    print(f"latest published warehouse ({manifest['version']}) in {path}; open it read-only: "
+          f"duckdb.connect('{path}', read_only=True)", file=sys.stderr)
+    if args.sql:
+        import duckdb
+
+        with duckdb.connect(str(path), read_only=True) as con:
+            con.execute("SET TimeZone = 'UTC'")
+            for row in con.execute(args.sql).fetchall():
+                print("\t".join("" if v is None else str(v) for v in row))
+    else:
+        print(path)
+    return 0
 
 
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:

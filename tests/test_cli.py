@@ -162,7 +162,7 @@ def test_every_command_and_option_explains_itself(capsys):
     assert "examples:" in top and top.count("comet-ledger ") >= 3
     [commands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     assert set(commands.choices) == {"demo", "run", "backfill", "review", "export", "reprice", "smoke-test", "simulate",
-                                     "dev", "alerts"}
+                                     "dev", "alerts", "open-latest"}
     for name, command in commands.choices.items():
         with pytest.raises(SystemExit) as exit_:
             main([name, "--help"])

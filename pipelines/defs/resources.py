@@ -19,7 +19,10 @@ from pipelines.lib.settings import Settings, lake_path, warehouse_path
 
 
 def _plain(value):
-    """A Settings value as Dagster config holds it: paths as text, a list of names comma-separated."""
+    """A Settings value as Dagster config holds it: paths as text, a list of names comma-separated,
+    an unset optional value as empty text."""
+    if value is None:
+        return ""
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, tuple):
@@ -46,6 +49,7 @@ class LedgerHome(dg.ConfigurableResource):
     tolerance_usd: float
     tolerance_pct: float
     price_sources: str  # COMET_LEDGER_PRICE_SOURCES, in their fixed precedence order, comma-separated
+    lake_url: str  # COMET_LEDGER_LAKE_URL (empty: `<home>/lake`)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LedgerHome:
@@ -58,7 +62,7 @@ class LedgerHome(dg.ConfigurableResource):
 
     @property
     def lake(self) -> Path:
-        return lake_path(Path(self.home))
+        return lake_path(Path(self.home), self.lake_url or None)
 
     @property
     def inbox_path(self) -> Path:
@@ -66,7 +70,7 @@ class LedgerHome(dg.ConfigurableResource):
 
     @property
     def warehouse_path(self) -> Path:
-        return warehouse_path(Path(self.home))
+        return warehouse_path(Path(self.home), self.lake_url or None)
 
     @property
     def tz(self) -> ZoneInfo:

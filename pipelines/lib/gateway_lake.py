@@ -24,7 +24,8 @@ parsed (an export in bulk by `gateway_fast`, pages item by item by `parse_item`)
 console's CSV exports dropped into `<inbox>/gateway/*.csv` for day D; then, in a writer thread
 while day D+1 is parsed and day D+2 downloads, deduplicated (a row present in several counts
 once, see `gateway_ledger.DEDUP_KEY`), sorted, and written to a hidden temporary file beside day D's
-ledger. Only once every day has been pulled and written are the day files put in place, then the
+ledger (on object storage also uploaded as an uncommitted data object). Only once every day has
+been pulled and written are the day files put in place (on object storage: committed), then the
 rejects and then the pull record are written: an API failure on any day leaves the lake as it
 was, and a crash while the day files are put in place leaves days replaced by their newer rows but
 no pull record claiming them.
@@ -270,7 +271,7 @@ class Landing:
     def __init__(self, lake_root: Path, first: date, last: date, export_files: Iterable[Path] = ()):
         self.lake_root = lake_root
         self.window = GatewayWindow(first, last)
-        self._staged: list[tuple[Path, Path]] = []  # (temporary, final) day files
+        self._staged: list[tuple[Path, Path, lake.Staged | None]] = []  # (temporary, final, upload) day files
         self._inbox: dict[date, list[pa.Table]] = {}  # day -> its rows of each inbox export, numbered per file
         self._inbox_rejects: list[tuple[str, str | None, GatewayReject]] = []
         for path in export_files:
@@ -280,7 +281,7 @@ class Landing:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
-        for temporary, _ in self._staged:
+        for temporary, _, _ in self._staged:
             temporary.unlink(missing_ok=True)
         self._staged.clear()
 
@@ -365,21 +366,22 @@ class Landing:
         window.subscription_usd += pc.sum(subscription).as_py() or Decimal(0)
 
     def stage(self, day: date, rows: pa.Table) -> None:
-        """Write day D's file beside its ledger, hidden (`.*.tmp`), complete and on disk; `commit` renames it."""
+        """Write day D's file beside its ledger, hidden (`.*.tmp`), complete and on disk (on object
+        storage also uploaded as an uncommitted data object); `commit` publishes it."""
         final = lake.partition_dir(self.lake_root, "gateway_logs", "utc_date", day) / "ledger.parquet"
         final.parent.mkdir(parents=True, exist_ok=True)
         temporary = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
-        self._staged.append((temporary, final))
+        self._staged.append((temporary, final, None))  # known before it is written: `__exit__` removes it
         with disk.writing(final):
             pq.write_table(rows, temporary, compression="zstd")
             with open(temporary, "rb") as fh:
                 os.fsync(fh.fileno())
+        self._staged[-1] = (temporary, final, lake.stage(temporary, final))
 
     def commit(self, pulled_at: datetime) -> str:
         """Put the day files in place, then write the rejects and, last, the pull record; returns the pull id."""
-        for temporary, final in self._staged:
-            os.replace(temporary, final)
-            lake.fsync_dir(final.parent)
+        for temporary, final, uploaded in self._staged:
+            lake.fsync_dir(lake.publish(temporary, final, uploaded).parent)
         self._staged.clear()
         window = self.window
         window.rejects += self._inbox_rejects

@@ -1,4 +1,4 @@
-"""The Parquet lake: hive-partitioned datasets under `$COMET_LEDGER_HOME/lake`.
+"""The Parquet lake: hive-partitioned datasets under `$COMET_LEDGER_HOME/lake`, or on object storage.
 
 Layout: `lake/<dataset>/<partition column>=<value>/<name>.parquet`. Every file also carries its
 partition column as a real column, so a file is self-describing and readers never depend on
@@ -8,6 +8,13 @@ Every write is atomic: the table is written to a hidden temporary file in the ta
 flushed to disk, then renamed over the final name. A crash leaves either the previous file or
 the new one, never half a file; temporary names do not end in `.parquet`, so readers never see
 them.
+
+With `COMET_LEDGER_LAKE_URL=s3://bucket/prefix` the lake is on S3-compatible storage
+(`lake_store`): the code still passes a local root around (`attach`: the local cache
+`$COMET_LEDGER_HOME/lake_cache`), and the functions here publish a file there as a data object
+then its commit record, and list only committed files. Readers go through `files`,
+`partition_values` and `resolve`; writers through `write_table_atomic`, `write_batches_atomic`,
+or `stage` and `publish` for a write of several files.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, time, timedelta
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TypeVar
 from zoneinfo import ZoneInfo
 
@@ -25,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.lib import clock, disk
+from pipelines.lib.lake_store import ObjectLake, Staged
 
 UTC_TS = pa.timestamp("us", tz="UTC")
 
@@ -62,6 +70,94 @@ REJECTS = pa.schema(
 )
 
 
+# local lake root -> the object storage it caches (`attach`)
+_OBJECT_LAKES: dict[Path, ObjectLake] = {}
+
+
+def attach(home: Path, url: str | None) -> Path:
+    """The lake root of a data home: `<home>/lake` by default, the folder `url` names, or, for an
+    `s3://bucket/prefix` URL, the local cache `<home>/lake_cache` of that object storage, from then
+    on published to and listed from there by this module."""
+    if not url:
+        return home / "lake"
+    if not url.startswith("s3://"):
+        return Path(url).expanduser().absolute()
+    root = home / "lake_cache"
+    attach_root(root, url)
+    return root
+
+
+def attach_root(root: Path, url: str) -> None:
+    known = _OBJECT_LAKES.get(root)
+    if known is None or known.url != url:
+        _OBJECT_LAKES[root] = ObjectLake(url, root)
+
+
+def attached() -> list[tuple[Path, str]]:
+    """(local root, URL) of every object lake this process knows: what a worker process is told."""
+    return [(root, store.url) for root, store in _OBJECT_LAKES.items()]
+
+
+def object_lake(lake: Path) -> ObjectLake | None:
+    """The object storage the lake root `lake` caches, or None for a lake on local disk."""
+    return _OBJECT_LAKES.get(lake)
+
+
+def object_lake_of_home(home: Path) -> ObjectLake | None:
+    return _OBJECT_LAKES.get(home / "lake_cache")
+
+
+def _remote(path: Path) -> tuple[ObjectLake, str] | None:
+    """(object storage, lake path) of a path under an object lake's root; None for a local file
+    (a local lake, or a folder starting with `_`: stand-ins and caches of this machine)."""
+    for root, store in _OBJECT_LAKES.items():
+        if path.is_relative_to(root):
+            relative = path.relative_to(root)
+            if relative.parts and not relative.parts[0].startswith("_"):
+                return store, relative.as_posix()
+    return None
+
+
+def check(lake: Path) -> None:
+    """Raise `LakeUnavailable` (one line) when the lake is on object storage that cannot be used."""
+    store = object_lake(lake)
+    if store is not None:
+        store.check()
+
+
+def stage(tmp: Path, path: Path) -> Staged | None:
+    """Make the complete temporary file `tmp` ready to become `path` without publishing it (object
+    storage: upload its data object); `publish` then makes it visible."""
+    remote = _remote(path)
+    return remote[0].stage(tmp, remote[1]) if remote else None
+
+
+def publish(tmp: Path, path: Path, staged: Staged | None = None) -> Path:
+    """Make the complete temporary file `tmp` the current `path`: a rename on disk; on object storage
+    the data object (uploaded now unless `staged`) then its commit record. Returns the local file."""
+    remote = _remote(path)
+    if remote is None:
+        os.replace(tmp, path)
+        return path
+    store, logical = remote
+    return store.commit(staged or store.stage(tmp, logical))
+
+
+def resolve(path: Path) -> Path | None:
+    """The local file holding the current version of lake file `path`, or None when there is none."""
+    remote = _remote(path)
+    if remote is None:
+        return path if path.exists() else None
+    return remote[0].resolve(remote[1])
+
+
+def exists(path: Path) -> bool:
+    remote = _remote(path)
+    if remote is None:
+        return path.exists()
+    return remote[0].exists(remote[1])
+
+
 def partition_dir(lake: Path, dataset: str, column: str, value: object) -> Path:
     return lake / dataset / f"{column}={value}"
 
@@ -75,12 +171,12 @@ def write_table_atomic(table: pa.Table, path: Path) -> Path:
             pq.write_table(table, tmp, compression="zstd")
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
-            os.replace(tmp, path)
+            written = publish(tmp, path)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-    fsync_dir(path.parent)
-    return path
+    fsync_dir(written.parent)
+    return written
 
 
 ROW_GROUP_ROWS = 131_072  # write_batches_atomic's row groups: small ones cost ~40 % more CPU to encode
@@ -95,13 +191,13 @@ def write_batches_atomic(batches: Iterable[pa.RecordBatch], schema: pa.Schema, p
     with few distinct values saves the encoder trying it on ids."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     with disk.writing(path):
-        _write_batches(batches, schema, path, tmp, dictionary_columns)
-    fsync_dir(path.parent)
-    return path
+        written = _write_batches(batches, schema, path, tmp, dictionary_columns)
+    fsync_dir(written.parent)
+    return written
 
 
 def _write_batches(batches: Iterable[pa.RecordBatch], schema: pa.Schema, path: Path, tmp: Path,
-                   dictionary_columns: list[str] | None) -> None:
+                   dictionary_columns: list[str] | None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         dictionary = True if dictionary_columns is None else dictionary_columns
@@ -116,7 +212,7 @@ def _write_batches(batches: Iterable[pa.RecordBatch], schema: pa.Schema, path: P
                 writer.write_table(pa.Table.from_batches(held, schema), row_group_size=ROW_GROUP_ROWS)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        return publish(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -182,7 +278,11 @@ def made_then_written(items: Iterable[Item], make: Callable[[Item], Made],
 
 
 def files(lake: Path, dataset: str, column: str | None = None, values: Iterable[object] | None = None) -> list[str]:
-    """The dataset's Parquet files, sorted; only the given partitions when `values` is given."""
+    """The dataset's Parquet files, sorted; only the given partitions when `values` is given.
+    On object storage: the committed ones, in the local cache (downloaded when missing)."""
+    store = object_lake(lake)
+    if store is not None:
+        return _committed_files(store, dataset, column, values)
     root = lake / dataset
     if values is None:
         found = root.glob("*/*.parquet")
@@ -201,6 +301,21 @@ def empty_file(lake: Path, dataset: str, schema: pa.Schema) -> str:
 
 def partition_values(lake: Path, dataset: str, column: str) -> list[str]:
     """The values of a dataset's partitions that hold at least one file, sorted."""
-    root = lake / dataset
     prefix = f"{column}="
+    store = object_lake(lake)
+    if store is not None:
+        return sorted({PurePosixPath(p).parent.name[len(prefix):] for p in store.committed(dataset)
+                       if PurePosixPath(p).parent.name.startswith(prefix)})
+    root = lake / dataset
     return sorted(p.name[len(prefix):] for p in root.glob(f"{prefix}*") if any(p.glob("*.parquet")))
+
+
+def _committed_files(store: ObjectLake, dataset: str, column: str | None,
+                     values: Iterable[object] | None) -> list[str]:
+    committed = store.committed(dataset)
+    if values is not None:
+        folders = {f"{dataset}/{column}={v}" for v in values}
+        committed = {p: v for p, v in committed.items() if str(PurePosixPath(p).parent) in folders}
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="lake-download") as pool:
+        found = pool.map(lambda item: store.local(*item), sorted(committed.items()))
+        return sorted(str(p) for p in found)

@@ -48,8 +48,8 @@ def is_current(lake_root: Path) -> bool:
 
 def ensure_utc_days(lake_root: Path) -> str | None:
     """Convert a lake in the older layout (module docstring); returns one line saying what was converted,
-    or None when there was nothing to convert."""
-    if is_current(lake_root):
+    or None when there was nothing to convert (a lake on object storage was never in the older layout)."""
+    if lake.object_lake(lake_root) is not None or is_current(lake_root):
         return None
     marker = lake_root / MARKER
     marker.parent.mkdir(parents=True, exist_ok=True)

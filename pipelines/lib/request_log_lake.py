@@ -102,7 +102,7 @@ def file_id(relative: str, content_sha256: str) -> str:
 
 
 def is_staged(lake_root: Path, fid: str) -> bool:
-    return (lake.partition_dir(lake_root, "inbox_manifest", "file_id", fid) / "manifest.parquet").exists()
+    return lake.exists(lake.partition_dir(lake_root, "inbox_manifest", "file_id", fid) / "manifest.parquet")
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,8 @@ def record_skipped(lake_root: Path, inbox: Path) -> list[SkippedFile]:
              "raw": None, "listing": "current"} for s in skipped]
     path = lake.partition_dir(lake_root, "inbox_skipped", "listing", "current") / "skipped.parquet"
     table = pa.Table.from_pylist(rows, schema=SKIPPED)
-    if not path.exists() or not pq.read_table(path, schema=SKIPPED).equals(table):
+    current = lake.resolve(path)
+    if current is None or not pq.read_table(current, schema=SKIPPED).equals(table):
         lake.write_table_atomic(table, path)
     return skipped
 
@@ -171,6 +172,9 @@ def pending_files(lake_root: Path, inbox: Path) -> list[InboxFile]:
         rows = [dict(zip(HASHES.names, (r, *key, digest))) for r, key, digest in zip(relatives, keys, digests)]
         lake.write_table_atomic(pa.Table.from_pylist(rows, schema=HASHES), _hashes_path(lake_root))
     found = (InboxFile(p, r, digest) for p, r, digest in zip(paths, relatives, digests))
+    if lake.object_lake(lake_root) is not None:  # one listing, not a request per inbox file
+        staged = set(lake.partition_values(lake_root, "inbox_manifest", "file_id"))
+        return [f for f in found if f.file_id not in staged]
     return [f for f in found if not is_staged(lake_root, f.file_id)]
 
 
@@ -249,12 +253,19 @@ def stage_files(lake_root: Path, inbox: Path, items: list[InboxFile], now: datet
     context = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads (Dagster's)
     # a spawned worker starts knowing no secret: it is told the configured ones, to mask them in raw text
     with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=context,
-                             initializer=remember, initargs=remembered()) as pool:
+                             initializer=_start_worker, initargs=(remembered(), lake.attached())) as pool:
         # Largest files first, so that one big file does not start last and run alone.
         ordered = sorted(items, key=lambda item: item.path.stat().st_size, reverse=True)
         futures = [pool.submit(stage_file, lake_root, inbox, item, now) for item in ordered]
         for future in as_completed(futures):
             yield future.result()
+
+
+def _start_worker(secrets: tuple[str, ...], object_lakes: list[tuple[Path, str]]) -> None:
+    """A spawned staging worker starts knowing nothing: the secrets to mask, the lakes on object storage."""
+    remember(*secrets)
+    for root, url in object_lakes:
+        lake.attach_root(root, url)
 
 
 def staging_params(lake_root: Path) -> dict:

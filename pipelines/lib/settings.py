@@ -34,6 +34,7 @@ SECRET_VARIABLES: dict[str, str] = {
     "COMETAPI_KEY": "api_key",
     "COMETAPI_ACCESS_TOKEN": "access_token",
     DAGSTER_PG_PASSWORD: "dagster_pg_password",
+    "AWS_SECRET_ACCESS_KEY": "lake_secret_key",
     **{name: f"alerts.{place}" for name, place in ALERT_SECRETS.items()},
 }
 DEFAULT_PRICES = "config/prices.csv"
@@ -48,13 +49,19 @@ SIMULATED_WORLD = Path("demo") / "world.json"
 PRICE_SOURCES = ("config", "ledger", "catalog")
 
 
-def lake_path(home: Path) -> Path:
-    """Where the lake lives in a data home (Settings.lake, and the Dagster resource's)."""
-    return home / "lake"
+def lake_path(home: Path, lake_url: str | None = None) -> Path:
+    """The lake root the code reads and writes (Settings.lake, and the Dagster resource's): `<home>/lake`,
+    the folder COMET_LEDGER_LAKE_URL names, or for an `s3://` URL its local cache, the object store
+    being attached to it (pipelines/lib/lake.py, `attach`)."""
+    from pipelines.lib import lake
+
+    return lake.attach(home, lake_url)
 
 
-def warehouse_path(home: Path) -> Path:
-    """The warehouse file of a data home (Settings.warehouse_path, and the Dagster resource's)."""
+def warehouse_path(home: Path, lake_url: str | None = None) -> Path:
+    """The warehouse file of a data home (Settings.warehouse_path, and the Dagster resource's). The lake
+    is attached first: on object storage each publish is also copied there."""
+    lake_path(home, lake_url)
     return home / "warehouse.duckdb"
 
 
@@ -94,6 +101,11 @@ class Settings:
     # The password of Dagster's PostgreSQL database (deploy/dagster.yaml reads it from the environment).
     # The pipeline never uses it; it is known here only so that no message can print it.
     dagster_pg_password: str | None = field(default=None, repr=False)
+    # COMET_LEDGER_LAKE_URL: None for `<home>/lake`, a folder, or s3://bucket/prefix (pipelines/lib/lake_store.py)
+    lake_url: str | None = None
+    # The object storage's secret key (AWS_SECRET_ACCESS_KEY): pyarrow's S3 client reads it from the
+    # environment; it is known here only so that no message can print it.
+    lake_secret_key: str | None = field(default=None, repr=False)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -106,6 +118,15 @@ class Settings:
     @property
     def warehouse_path(self) -> Path:
         return warehouse_path(self.home)
+        """The lake root the code reads and writes (on object storage, its local cache: `lake.attach`)."""
+        from pipelines.lib import lake
+
+        return lake.attach(self.home, self.lake_url)
+
+    @property
+    def warehouse_path(self) -> Path:
+        self.lake  # noqa: B018 - attaches a lake on object storage, where each publish is copied
+        return self.home / "warehouse.duckdb"
 
     @property
     def reports(self) -> Path:
@@ -201,6 +222,7 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv_path: Path | None
     remember(*env_secrets(env))
     alerts = load_alert_settings(get)
     pg_password = env.get(DAGSTER_PG_PASSWORD) or None
+    lake_url = _lake_url(get("COMET_LEDGER_LAKE_URL"))
 
     return Settings(
         home=home,
@@ -225,6 +247,8 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv_path: Path | None
         dagster_pg_password=pg_password,
         price_sources=_price_sources(get("COMET_LEDGER_PRICE_SOURCES")
                                      or default_price_sources(home, get("COMET_LEDGER_PRICES"))),
+        lake_url=lake_url,
+        lake_secret_key=get("AWS_SECRET_ACCESS_KEY"),
     )
 
 
@@ -278,6 +302,19 @@ def _hour(name: str, raw: str) -> int:
     if not (raw.isascii() and raw.isdigit() and int(raw) <= 23):
         raise ConfigError(f"{name}={raw!r} must be a whole hour from 0 to 23 (UTC)")
     return int(raw)
+
+
+def _lake_url(raw: str | None) -> str | None:
+    """COMET_LEDGER_LAKE_URL: unset, a folder, or s3://bucket/prefix (checked, not contacted, here)."""
+    if raw is None or "://" not in raw:
+        return None if raw is None else str(_path(raw))
+    from pipelines.lib.lake_store import parse_url
+
+    try:
+        parse_url(raw)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return raw.rstrip("/")
 
 
 def _path(raw: str) -> Path:

@@ -6,7 +6,9 @@ another process holds. So the pipeline never writes the published file in place:
 1. take an exclusive lock (`warehouse.duckdb.lock`): writers queue, one at a time;
 2. copy the published file to `warehouse.duckdb.build` (or start empty);
 3. run the SQL models against the copy, checkpoint, close;
-4. `os.replace` the copy over the published file.
+4. `os.replace` the copy over the published file;
+5. with the lake on object storage, copy the published file there as a version
+   (`warehouse_copies`), still under the lock.
 
 A reader that opened the old file keeps a consistent view of it until it reconnects; a crash at
 any step leaves the published file as it was (a stale `.build` is discarded by the next writer).
@@ -61,7 +63,7 @@ import pyarrow.parquet as pq
 
 from pipelines.lib import clock, disk
 from pipelines.lib.days import window_days
-from pipelines.lib.lake import fsync_dir, made_then_written
+from pipelines.lib.lake import fsync_dir, made_then_written, object_lake_of_home
 
 _SQL_DIR_CANDIDATES = (
     Path(__file__).resolve().parents[2] / "sql",  # a checkout (editable install)
@@ -348,6 +350,11 @@ def publish(path: Path, timeout_s: float = 3600.0, *, zone: str | None = None) -
                 raise disk.NoSpace(path.parent, f"building {path.name}") from exc
             raise
         fsync_dir(path.parent)
+        store = object_lake_of_home(path.parent)
+        if store is not None:  # the lake is on object storage: so is a copy of each publish
+            from pipelines.lib.warehouse_copies import copy_published
+
+            copy_published(store, path)
 
 
 @contextmanager
@@ -397,6 +404,17 @@ def _attach_files(con: duckdb.DuckDBPyConnection, roots: list[Path]) -> None:
     for (relation,) in con.execute("SELECT DISTINCT relation FROM warehouse_files ORDER BY 1").fetchall():
         if lost or not _view_reads_from(con, relation, roots[-1]):  # e.g. the home was moved
             _create_view(con, relation)
+
+
+def repoint_files(path: Path) -> None:
+    """Point the views of the warehouse at `path` at its own `<stem>_files` folder (a copy made
+    elsewhere names the day files where they were); a day whose file is missing is unlisted."""
+    con = _open(path)
+    try:
+        _attach_files(con, [files_root(path)])
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
 
 
 def _view_reads_from(con: duckdb.DuckDBPyConnection, relation: str, root: Path) -> bool:

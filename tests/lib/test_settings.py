@@ -98,7 +98,8 @@ def test_every_secret_variable_is_kept_by_the_settings_and_masked_by_every_redac
               "DAGSTER_PG_PASSWORD": "plainPG-everysecret-03",
               "COMET_LEDGER_ALERT_SLACK_URL": "https://hooks.example.com/services/plainSLACK-everysecret-04",
               "COMET_LEDGER_ALERT_WEBHOOK_URL": "https://example.org/hook/plainHOOK-everysecret-05",
-              "COMET_LEDGER_ALERT_SMTP_PASSWORD": "plainSMTP-everysecret-06"}
+              "COMET_LEDGER_ALERT_SMTP_PASSWORD": "plainSMTP-everysecret-06",
+              "AWS_SECRET_ACCESS_KEY": "plainAWS-everysecret-07"}
     assert set(values) == set(SECRET_VARIABLES)
     env = values | {"COMET_LEDGER_ALERT_SMTP_HOST": "smtp.example.org", "COMET_LEDGER_ALERT_SMTP_USER": "ledger",
                     "COMET_LEDGER_ALERT_SMTP_FROM": "a@example.org", "COMET_LEDGER_ALERT_SMTP_TO": "b@example.org"}
@@ -162,3 +163,19 @@ def test_price_sources_keep_their_precedence_and_a_demo_home_needs_no_price_file
     assert load_settings(env={"COMET_LEDGER_HOME": str(home)}).price_sources == ("ledger", "catalog")
     assert load_settings(env={"COMET_LEDGER_HOME": str(home), "COMET_LEDGER_PRICES": "config/prices.csv"}
                          ).price_sources == ("config", "ledger", "catalog")
+
+
+@pytest.mark.parametrize("raw", ["s3://", "s3:///prefix", "gs://bucket/lake", "s3://bucket/lake?x=1"])
+def test_a_lake_url_that_is_not_a_bucket_is_one_line_naming_the_variable(raw):
+    with pytest.raises(ConfigError) as err:
+        load_settings(env={"COMET_LEDGER_LAKE_URL": raw})
+    assert str(err.value) == f"COMET_LEDGER_LAKE_URL={raw!r} is neither a folder nor an s3://bucket/prefix URL"
+
+
+def test_the_lake_is_a_folder_or_the_cache_of_an_object_store(tmp_path: Path):
+    home = tmp_path / "home"
+    assert load_settings(env={"COMET_LEDGER_HOME": str(home)}).lake == home / "lake"
+    assert load_settings(env={"COMET_LEDGER_HOME": str(home), "COMET_LEDGER_LAKE_URL": str(tmp_path / "elsewhere")}
+                         ).lake == tmp_path / "elsewhere"
+    settings = load_settings(env={"COMET_LEDGER_HOME": str(home), "COMET_LEDGER_LAKE_URL": "s3://ledger/lake/"})
+    assert settings.lake_url == "s3://ledger/lake" and settings.lake == home / "lake_cache"

@@ -41,6 +41,7 @@ def build_quota_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         context: dg.AssetExecutionContext, ledger: LedgerHome, query_service: QueryService
     ) -> dg.MaterializeResult:
         start, end = run_days(context)
+        lake.remove_stale_temporaries(ledger.lake, ("quota_daily", "quota_pulls"))  # what a killed pull left
         # Fetch every chunk before writing anything: a failed call leaves the lake untouched.
         with query_service.client() as client:
             pulls = list(client.fetch_daily(start, end, ledger.chunk_days))
@@ -92,9 +93,9 @@ def build_quota_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         snapshot_id = quota_lake.land_snapshot(ledger.lake, response, fetched_at)
         context.log.info(f"snapshot {snapshot_id}: balance {response.balance_usd} USD, {len(response.keys)} keys")
 
-        def written(dataset: str) -> list[Path]:
-            folder = lake.partition_dir(ledger.lake, dataset, "fetched_date", fetched_at.date())
-            return [folder / f"{snapshot_id}.parquet"]
+        def written(dataset: str) -> list[str]:
+            return [f for f in lake.files(ledger.lake, dataset, "fetched_date", [fetched_at.date()])
+                    if Path(f).name.startswith(f"{snapshot_id}.")]
 
         yield dg.MaterializeResult(
             asset_key=["lake", "balance_snapshots"],

@@ -72,8 +72,7 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
         reasons = Counter()
         for s in staged:
             reasons.update(s.reject_reasons)
-        manifests = [lake.partition_dir(ledger.lake, "inbox_manifest", "file_id", s.file_id) / "manifest.parquet"
-                     for s in staged]
+        manifests = lake.files(ledger.lake, "inbox_manifest", "file_id", [s.file_id for s in staged]) if staged else []
         return dg.MaterializeResult(
             metadata={
                 # One row per file version staged by this run: its manifest (the records and rejects
@@ -162,8 +161,7 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
                                                        export_files=exports, now=clock.now, warn=context.log.warning,
                                                        progress=context.log.info)
         figures = gateway_lake.summary(window)
-        written = [lake.partition_dir(ledger.lake, "gateway_logs", "utc_date", day) / "ledger.parquet"
-                   for day in window_days(first_utc, last_utc)]
+        written = lake.files(ledger.lake, "gateway_logs", "utc_date", window_days(first_utc, last_utc))
         return dg.MaterializeResult(
             metadata={
                 **lake_metadata(written, gateway_lake.SCHEMAS["gateway_logs"], GATEWAY_PREVIEW,
