@@ -64,10 +64,10 @@ def main() -> None:
     parser.add_argument("--start", type=date.fromisoformat, default=date(2026, 9, 1))
     args = parser.parse_args()
 
-    from pipelines.lib.simulator.catalog import prices_csv
-    from pipelines.lib.simulator.inbox import write_inbox
-    from pipelines.lib.simulator.server import SimulatorServer
-    from pipelines.lib.simulator.traffic import generate_traffic
+    from pipelines.simulator.catalog import prices_csv
+    from pipelines.simulator.inbox import write_inbox
+    from pipelines.simulator.server import SimulatorServer
+    from pipelines.simulator.traffic import generate_traffic
     from s3_server import S3Server
 
     last = args.start + timedelta(days=args.days - 1)

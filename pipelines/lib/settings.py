@@ -113,20 +113,11 @@ class Settings:
 
     @property
     def lake(self) -> Path:
-        return lake_path(self.home)
+        return lake_path(self.home, self.lake_url)
 
     @property
     def warehouse_path(self) -> Path:
-        return warehouse_path(self.home)
-        """The lake root the code reads and writes (on object storage, its local cache: `lake.attach`)."""
-        from pipelines.lib import lake
-
-        return lake.attach(self.home, self.lake_url)
-
-    @property
-    def warehouse_path(self) -> Path:
-        self.lake  # noqa: B018 - attaches a lake on object storage, where each publish is copied
-        return self.home / "warehouse.duckdb"
+        return warehouse_path(self.home, self.lake_url)
 
     @property
     def reports(self) -> Path:

@@ -1,6 +1,7 @@
 -- price_observations: the tables that keep what the gateway ledger and the public catalog said about
 -- prices, across runs (each is maintained for the window rebuilt, or per snapshot, and read whole by
 -- prices.sql). Created empty when missing; no parameters.
+-- Grain: one per table, below.
 -- ledger_price_days: grain usage_date x model x set of applied ratios (filled by ledger_price_days.sql).
 -- catalog_snapshot_prices: grain snapshot_date x model: /api/models as pulled that day (filled from
 -- lake/catalog_snapshots by pipelines/lib/catalog.py); prices are USD per 1M tokens or per call,

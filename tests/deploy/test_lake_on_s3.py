@@ -24,8 +24,8 @@ from conftest import materialize_days, outside_libfaketime
 from pg_server import free_port
 from pipelines.lib import lake
 from pipelines.lib.settings import load_settings
-from pipelines.lib.simulator.inbox import write_inbox
-from pipelines.lib.simulator.server import SimulatorServer
+from pipelines.simulator.inbox import write_inbox
+from pipelines.simulator.server import SimulatorServer
 from s3_server import S3Server
 
 REPO = Path(__file__).resolve().parents[2]

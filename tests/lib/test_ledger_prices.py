@@ -211,8 +211,9 @@ def test_the_packs_price_section_lists_the_change_with_the_spend_it_affects(buil
 
     from pipelines.lib.review_pack.compose import _prices
     from pipelines.lib.review_pack.figures import PRICE_CHANGES
+    from pipelines.lib.warehouse import run_query
 
-    cursor = built.execute(PRICE_CHANGES, {"first": date(2026, 10, 1), "last": date(2026, 10, 31)})
+    cursor = run_query(built, PRICE_CHANGES, {"first": date(2026, 10, 1), "last": date(2026, 10, 31)})
     names = [c[0] for c in cursor.description]
     changes = [dict(zip(names, row)) for row in cursor.fetchall()]
     section = _prices(SimpleNamespace(price_versions=[], unpriced_models=[], price_changes=changes))
