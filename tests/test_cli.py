@@ -412,9 +412,9 @@ def test_an_unreachable_api_fails_at_once_from_the_command_line(env, capsys, cap
 def test_a_backfill_logs_progress_lines_when_stderr_is_not_a_terminal(env, capsys, monkeypatch):
     """cron, CI and Dagster's logs get whole lines: one per chunk of days done, and one at least every
     PROGRESS_EVERY_S while a chunk runs (shortened here), never a bar redrawn with carriage returns."""
-    import pipelines.cli as cli
+    from pipelines.cli import pipeline
 
-    monkeypatch.setattr(cli, "PROGRESS_EVERY_S", 0.1)
+    monkeypatch.setattr(pipeline, "PROGRESS_EVERY_S", 0.1)
     traffic = generate_traffic(seed=7, start=date(2026, 10, 1), days=4, requests_per_day=3)
     with SimulatorServer(traffic) as sim:
         for name, value in {"COMETAPI_QUERY_URL": sim.url, "COMETAPI_API_URL": sim.url, "COMETAPI_KEY": sim.api_key,

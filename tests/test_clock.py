@@ -16,6 +16,8 @@ import pytest
 
 from conftest import make_settings, table_rows
 from pipelines import cli
+from pipelines.cli.common import yesterday
+from pipelines.cli.simulated import demo_window
 from pipelines.definitions import build_definitions
 from pipelines.lib import clock
 from pipelines.lib.settings import ConfigError, load_settings
@@ -78,8 +80,8 @@ CLOCKS = [
 def test_run_and_the_demo_take_yesterday_in_the_reporting_zone(instant, zone, expected, tmp_path, monkeypatch):
     monkeypatch.setenv("COMET_LEDGER_NOW", instant)
     settings = load_settings(env={"COMET_LEDGER_HOME": str(tmp_path), "COMET_LEDGER_TIMEZONE": zone})
-    assert cli.yesterday(settings) == expected
-    assert cli.demo_window(settings, 30) == (expected - timedelta(days=29), expected)
+    assert yesterday(settings) == expected
+    assert demo_window(settings, 30) == (expected - timedelta(days=29), expected)
 
 
 # (the daily schedule's tick, the reporting zone, the window it asks for)

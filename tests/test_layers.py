@@ -4,7 +4,8 @@
   simulator, so every rule in it can be checked on its own;
 - `pipelines/simulator/` (the CometAPI stand-in for the demo, `dev` and the tests) uses only `lib/`'s
   clock, never the product's assets or commands;
-- `pipelines/defs/` (the Dagster assets) never imports the command line.
+- `pipelines/defs/` (the Dagster assets) never imports the command line, and of the command line
+  (`pipelines/cli/`) only `simulated.py` imports the simulator.
 """
 
 from __future__ import annotations
@@ -58,3 +59,10 @@ def test_the_check_sees_a_forbidden_import(tmp_path, monkeypatch):
     assert breaches("lib") == ["pipelines/lib/bad.py:2 imports pipelines.defs.resources",
                                "pipelines/lib/bad.py:2 imports pipelines.defs.resources.LedgerHome",
                                "pipelines/lib/bad.py:3 imports dagster"]
+
+
+def test_only_the_simulated_commands_import_the_simulator():
+    """The command line's modules reach the simulator through `pipelines/cli/simulated.py` alone."""
+    importers = sorted({path.name for path in (PIPELINES / "cli").glob("*.py") for _, module in imports(path)
+                        if module == "pipelines.simulator" or module.startswith("pipelines.simulator.")})
+    assert importers == ["simulated.py"]

@@ -20,6 +20,7 @@ import pytest
 
 from conftest import make_settings, materialize_days, table_rows
 from pipelines import cli
+from pipelines.cli.summary import print_reconciliation, window_summary
 from pipelines.lib.review_pack import build_pack
 from pipelines.simulator.catalog import prices_csv
 from pipelines.simulator.inbox import write_inbox
@@ -109,12 +110,12 @@ def test_the_check_and_the_assets_flagged_table_name_exactly_the_flagged_key_day
 def test_the_command_lines_summary_flags_exactly_the_flagged_key_days(world):
     settings, _, _ = world
     expected = expected_flagged(settings)
-    summary = cli.window_summary(settings, FIRST, LAST)["reconciliation"]
+    summary = window_summary(settings, FIRST, LAST)["reconciliation"]
     assert {(f["usage_date"], f["key_name"]) for f in summary["flagged"]} == expected
     assert summary["statuses"]["within_tolerance"] == 1
     printed = io.StringIO()
     with redirect_stdout(printed):
-        cli.print_reconciliation(settings, FIRST, LAST)
+        print_reconciliation(settings, FIRST, LAST)
     listed = set(re.findall(r"^  (\d{4}-\d{2}-\d{2}) (\S+) \w+: ", printed.getvalue(), flags=re.M))
     assert listed == expected
 
