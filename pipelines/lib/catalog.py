@@ -1,7 +1,7 @@
 """CometAPI's public model catalog (`GET /api/models`) → daily snapshots in the lake.
 
 The catalog states list prices (`pricing.input` / `output` in USD per 1M tokens, `per_request`,
-`per_second`) with no dates and no cache prices (../shared/reference/cometapi.md §4, §6), so the only
+`per_second`) with no dates and no cache prices, so the only
 way to know when a price changed is to keep what it said each day. One snapshot a reporting day:
 
 - `catalog_snapshots/snapshot_date=D/models.parquet`: one row per usable entry (`CATALOG_SNAPSHOTS`);
