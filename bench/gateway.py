@@ -137,7 +137,7 @@ def child(url: str, token: str, days: int, method: str, chunk_days: int) -> None
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipelines.lib import gateway_lake
+    from pipelines.lib.gateway import lake as gateway_lake
     from pipelines.lib.cometapi.gateway import GatewayClient
     from pipelines.lib.cometapi.http import RetryPolicy
 
@@ -280,7 +280,7 @@ def rate(limit: int, window_s: float, calls: int) -> None:
     sys.path.insert(0, str(ROOT))
     from pipelines.lib.cometapi.gateway import GatewayClient
     from pipelines.lib.cometapi.pacing import RateLimit
-    from pipelines.lib.gateway_lake import calls_per_day, day_bounds
+    from pipelines.lib.gateway.lake import calls_per_day, day_bounds
     from pipelines.simulator.server import SimulatorServer
     from pipelines.simulator.traffic import generate_traffic
 

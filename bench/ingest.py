@@ -78,7 +78,7 @@ def run_engine(engine: str, inbox: Path, out: Path) -> int:
         import shutil
         from datetime import UTC, datetime
 
-        from pipelines.lib import request_log_lake
+        from pipelines.lib.request_logs import lake as request_log_lake
 
         lake = out.with_suffix("")
         shutil.rmtree(lake, ignore_errors=True)
@@ -171,7 +171,7 @@ def phases(inbox: Path, workers: int) -> dict:
 
     started = time.perf_counter()
     sys.path.insert(0, str(ROOT))
-    from pipelines.lib import request_log_lake
+    from pipelines.lib.request_logs import lake as request_log_lake
 
     imported = time.perf_counter()
     lake = OUT / "parquet" / f"phases-{workers}"
@@ -235,7 +235,7 @@ def _peak_rss() -> int:
     workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     if not workers:
         return own
-    from pipelines.lib.request_log_lake import MAX_WORKERS
+    from pipelines.lib.request_logs.lake import MAX_WORKERS
 
     return own + MAX_WORKERS * workers
 

@@ -37,7 +37,8 @@ LEDGER_PRICE_MODELS = ("price_observations", "catalog_snapshot_prices", "stg_led
 def one_run(lake_cache: Path, days: int) -> dict:
     import warehouse as bench  # bench/warehouse.py
 
-    from pipelines.lib import quota_lake, reconciliation
+    from pipelines.lib import reconciliation
+    from pipelines.lib.quota import lake as quota_lake
     from pipelines.lib.warehouse import publish
 
     seconds: dict[str, float] = defaultdict(float)

@@ -162,7 +162,8 @@ def generate_day(index: int, per_day: int, ips: dict[str, list[str]]):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from pipelines.lib import gateway_lake, request_log_lake
+    from pipelines.lib.gateway import lake as gateway_lake
+    from pipelines.lib.request_logs import lake as request_log_lake
     from pipelines.lib.request_logs import DETAIL_FIELDS
 
     rng = np.random.default_rng(1000 + index)
@@ -378,7 +379,9 @@ def generate_lake(days: int, per_day: int) -> Path:
     import numpy as np
     import pyarrow as pa
 
-    from pipelines.lib import gateway_lake, lake, quota_lake
+    from pipelines.lib import lake
+    from pipelines.lib.gateway import lake as gateway_lake
+    from pipelines.lib.quota import lake as quota_lake
 
     root = OUT / f"warehouse-lake-{per_day}"
     marker = root / "complete.json"
@@ -482,7 +485,8 @@ def code_hash() -> str:
 
     digest = hashlib.sha256()
     paths = sorted((ROOT / "sql").rglob("*.sql")) + [ROOT / "pipelines" / "lib" / f"{m}.py" for m in (
-        "warehouse", "reconciliation", "anomalies", "quota_lake", "gateway_lake", "request_log_lake", "lake")]
+        "warehouse/__init__", "reconciliation/__init__", "reconciliation/anomalies", "quota/lake", "gateway/lake",
+        "request_logs/lake", "lake/__init__")]
     for path in paths:
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
@@ -543,7 +547,12 @@ WAREHOUSE_ASSETS = (
 
 def data_work(home: Path, start: date, end: date) -> dict[str, float]:
     """What the warehouse assets of `daily_ledger` do for [start, end], through the library, step by step."""
-    from pipelines.lib import anomalies, catalog, gateway_lake, quota_lake, reconciliation, request_log_lake
+    from pipelines.lib import reconciliation
+    from pipelines.lib.gateway import lake as gateway_lake
+    from pipelines.lib.prices import catalog
+    from pipelines.lib.quota import lake as quota_lake
+    from pipelines.lib.reconciliation import anomalies
+    from pipelines.lib.request_logs import lake as request_log_lake
     from pipelines.lib.warehouse import publish, record_models, run_model, window_to_build
 
     settings = settings_for(home)

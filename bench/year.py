@@ -83,7 +83,7 @@ def _day_filters(day: date, restated: bool) -> tuple:
     """The simulator's filter key for what the ledger asks of `day`: all types, the day's span."""
     from zoneinfo import ZoneInfo
 
-    from pipelines.lib.gateway_lake import day_bounds
+    from pipelines.lib.gateway.lake import day_bounds
 
     start_ts, end_ts = day_bounds(day, day, ZoneInfo(TZ))
     return (restated, 0, start_ts, end_ts, None, None, None)

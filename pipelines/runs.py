@@ -33,7 +33,7 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 # the instance, and a dagster.yaml can only give the default for every pool: `duckdb_writer` is the
 # only pool, so the default is its limit. `granularity: run`: the run queue (`make dev`'s daemon)
 # starts one run holding the pool at a time; an in-process run (`comet-ledger`) claims no slot, its
-# writes wait on the warehouse file lock instead (pipelines/lib/warehouse.py), which the operating
+# writes wait on the warehouse file lock instead (pipelines/lib/warehouse/__init__.py), which the operating
 # system releases when a process dies. Dagster keeps a slot claimed by a killed step until someone
 # frees it, and its in-process executor spins while it waits for one.
 INSTANCE_CONFIG = (

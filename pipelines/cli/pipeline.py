@@ -54,8 +54,8 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
 def check_before_running(settings: Settings, last: date) -> None:
     """Fail fast, before any API call, on what would stop a run halfway (or pull a day not begun)."""
     from pipelines.lib import clock, lake
-    from pipelines.lib.budgets import read_budgets
-    from pipelines.lib.config_tables import load_key_owners, load_prices
+    from pipelines.lib.reconciliation.budgets import read_budgets
+    from pipelines.lib.prices.tables import load_key_owners, load_prices
     from pipelines.lib.settings import SIMULATED_PRICES
 
     clock.refuse_future(last, settings.timezone)
@@ -103,7 +103,7 @@ def backfill_with_progress(settings: Settings, first: date, last: date, *, resta
     total_days = (last - first).days + 1
     if settings.access_token:
         from pipelines.lib.cometapi.pacing import RateLimit
-        from pipelines.lib.gateway_lake import backfill_estimate
+        from pipelines.lib.gateway.lake import backfill_estimate
 
         print(backfill_estimate(total_days, RateLimit()), file=sys.stderr)
     if not sys.stderr.isatty():

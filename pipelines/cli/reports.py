@@ -58,7 +58,7 @@ def cmd_reprice(args: argparse.Namespace, settings: Settings) -> int:
     import json
 
     from pipelines import runs
-    from pipelines.lib.reprice import dry_run
+    from pipelines.lib.prices.reprice import dry_run
 
     if args.sources is not None and not args.dry_run:
         raise ConfigError("reprice --sources shows a change of price sources and needs --dry-run; to apply one, "
@@ -129,7 +129,7 @@ def record_smoke_test(settings: Settings, result) -> None:
 
 def cmd_open_latest(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.lib import lake
-    from pipelines.lib.warehouse_copies import open_latest
+    from pipelines.lib.warehouse.copies import open_latest
 
     store = lake.object_lake(settings.lake)
     if store is None:

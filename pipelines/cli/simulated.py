@@ -154,11 +154,11 @@ def _demo_config(settings: Settings, seed: int, first: date, days: int) -> Setti
         sources = default_price_sources(settings.home, os.environ.get("COMET_LEDGER_PRICES") or None)
         settings = replace_settings(settings, price_sources=tuple(sources.split(",")))
     if not settings.key_owners_path.exists() and not os.environ.get("COMET_LEDGER_KEY_OWNERS"):
-        from pipelines.lib.config_tables import shipped_config
+        from pipelines.lib.prices.tables import shipped_config
 
         settings = replace_settings(settings, key_owners_path=shipped_config("key_owners.csv"))
     if not settings.budgets_path.exists() and not settings.budgets_required:
-        from pipelines.lib.config_tables import shipped_config
+        from pipelines.lib.prices.tables import shipped_config
 
         settings = replace_settings(settings, budgets_path=shipped_config("budgets.csv"))
     print(f"prices: {', '.join(settings.price_sources)} (COMET_LEDGER_PRICE_SOURCES; config = {settings.prices_path}); "

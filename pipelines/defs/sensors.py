@@ -9,7 +9,8 @@ from datetime import date
 import dagster as dg
 
 from pipelines.defs.schedules import partition_range_tags
-from pipelines.lib import lake, request_log_lake
+from pipelines.lib import lake
+from pipelines.lib.request_logs import lake as request_log_lake
 from pipelines.lib.request_logs.reader import inbox_files
 from pipelines.lib.settings import Settings
 

@@ -52,7 +52,7 @@ PRICE_SOURCES = ("config", "ledger", "catalog")
 def lake_path(home: Path, lake_url: str | None = None) -> Path:
     """The lake root the code reads and writes (Settings.lake, and the Dagster resource's): `<home>/lake`,
     the folder COMET_LEDGER_LAKE_URL names, or for an `s3://` URL its local cache, the object store
-    being attached to it (pipelines/lib/lake.py, `attach`)."""
+    being attached to it (pipelines/lib/lake/__init__.py, `attach`)."""
     from pipelines.lib import lake
 
     return lake.attach(home, lake_url)
@@ -88,7 +88,7 @@ class Settings:
     # UTC hour by which yesterday's partition must exist; None: two hours after the daily schedule
     # (`pipelines/defs/schedules.py` knows that hour, see `freshness_hour_utc` there).
     freshness_hour_utc: int | None = None
-    # COMET_LEDGER_BUDGETS; without it a missing config/budgets.csv means no budgets (pipelines/lib/budgets.py)
+    # COMET_LEDGER_BUDGETS; without it a missing config/budgets.csv means no budgets (pipelines/lib/reconciliation/budgets.py)
     budgets_path: Path = field(default_factory=lambda: _path("config/budgets.csv"))
     budgets_required: bool = False
     alerts: AlertSettings = field(default_factory=AlertSettings)  # the alert channels (pipelines/lib/alerts/config.py)
@@ -101,7 +101,7 @@ class Settings:
     # The password of Dagster's PostgreSQL database (deploy/dagster.yaml reads it from the environment).
     # The pipeline never uses it; it is known here only so that no message can print it.
     dagster_pg_password: str | None = field(default=None, repr=False)
-    # COMET_LEDGER_LAKE_URL: None for `<home>/lake`, a folder, or s3://bucket/prefix (pipelines/lib/lake_store.py)
+    # COMET_LEDGER_LAKE_URL: None for `<home>/lake`, a folder, or s3://bucket/prefix (pipelines/lib/lake/store.py)
     lake_url: str | None = None
     # The object storage's secret key (AWS_SECRET_ACCESS_KEY): pyarrow's S3 client reads it from the
     # environment; it is known here only so that no message can print it.
@@ -299,7 +299,7 @@ def _lake_url(raw: str | None) -> str | None:
     """COMET_LEDGER_LAKE_URL: unset, a folder, or s3://bucket/prefix (checked, not contacted, here)."""
     if raw is None or "://" not in raw:
         return None if raw is None else str(_path(raw))
-    from pipelines.lib.lake_store import parse_url
+    from pipelines.lib.lake.store import parse_url
 
     try:
         parse_url(raw)

@@ -298,7 +298,7 @@ def run_from_settings(
         policy=policy,
         timeout=timeout,
     )
-    from pipelines.lib.day_boundary import read_verdict
+    from pipelines.lib.reconciliation.day_boundary import read_verdict
 
     boundary = read_verdict(settings.warehouse_path)  # None before the first reconciliation
     if boundary is not None and not (boundary.inferable and boundary.configured_fits):

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from decimal import Decimal
 
-from pipelines.lib.config_tables import PRICE_COLUMNS
+from pipelines.lib.prices.tables import PRICE_COLUMNS
 
 UNITS_PER_USD = 500_000
 GROUP = "default"

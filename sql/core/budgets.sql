@@ -1,5 +1,5 @@
 -- budgets: the budgets from COMET_LEDGER_BUDGETS (config/budgets.csv), validated on load
--- (pipelines/lib/budgets.py). Grain: budget row (budget_id x effective_from). Input: the registered
+-- (pipelines/lib/reconciliation/budgets.py). Grain: budget row (budget_id x effective_from). Input: the registered
 -- table budgets_input. effective_from is inclusive, effective_to exclusive (NULL: in force); both are
 -- reporting days on the period's boundaries, so every period is governed by exactly one row.
 CREATE OR REPLACE TABLE budgets AS

@@ -1,4 +1,4 @@
--- catalog_snapshot_prices: what /api/models said each day it was pulled (pipelines/lib/catalog.py lands
+-- catalog_snapshot_prices: what /api/models said each day it was pulled (pipelines/lib/prices/catalog.py lands
 -- one snapshot a reporting day; unusable entries went to rejects instead). prices.sql makes catalog
 -- price versions of it. Grain: snapshot_date x model. Input: lake/catalog_snapshots
 -- ($catalog_snapshot_files). Rebuilt whole (one row per listed model a day: small); the table itself:

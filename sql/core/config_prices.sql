@@ -1,5 +1,5 @@
 -- config_prices: the operator's effective-dated price versions from COMET_LEDGER_PRICES, validated on
--- load (pipelines/lib/config_tables.py). Grain: price version. Input: the registered table prices_input.
+-- load (pipelines/lib/prices/tables.py). Grain: price version. Input: the registered table prices_input.
 -- effective_from is inclusive, effective_to exclusive (NULL: open); both are reporting days. The last
 -- five price columns are optional in the CSV (NULL when a file leaves them out). `prices` (prices.sql)
 -- puts these first, before what the ledger and the catalog say.

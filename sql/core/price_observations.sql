@@ -4,7 +4,7 @@
 -- Grain: one per table, below.
 -- ledger_price_days: grain usage_date x model x set of applied ratios (filled by ledger_price_days.sql).
 -- catalog_snapshot_prices: grain snapshot_date x model: /api/models as pulled that day (filled from
--- lake/catalog_snapshots by pipelines/lib/catalog.py); prices are USD per 1M tokens or per call,
+-- lake/catalog_snapshots by pipelines/lib/prices/catalog.py); prices are USD per 1M tokens or per call,
 -- before group_ratio.
 -- price_settings: one row: the price sources in force (COMET_LEDGER_PRICE_SOURCES), set by load_config.
 CREATE TABLE IF NOT EXISTS ledger_price_days (

@@ -2,7 +2,7 @@
 -- model and reporting day, the version in force from the first source that has one:
 --   1. config:  the operator's COMET_LEDGER_PRICES file (config_prices.sql), always first;
 --   2. ledger:  the ratios CometAPI's ledger says it applied (ledger_price_days.sql);
---   3. catalog: /api/models snapshots (catalog_snapshot_prices, pipelines/lib/catalog.py).
+--   3. catalog: /api/models snapshots (catalog_snapshot_prices, pipelines/lib/prices/catalog.py).
 -- Only the sources listed in price_settings (COMET_LEDGER_PRICE_SOURCES) are included.
 -- Grain: price version. Inputs: config_prices, ledger_price_days, catalog_snapshot_prices, price_settings
 -- (all whole; they are small). No parameters.
@@ -16,7 +16,7 @@
 -- billed amount before upstream's rounding to a whole unit (sql/macros/ledger_units.sql).
 -- Catalog versions: per model, consecutive snapshots with the same prices are one version, in force
 -- from the first snapshot that showed them to the first one that showed others.
--- price_version_id: config rows keep theirs (config_tables.py); a ledger or catalog version's is
+-- price_version_id: config rows keep theirs (prices/tables.py); a ledger or catalog version's is
 -- model@effective_from#first 8 hex of md5(source and its numbers).
 CREATE OR REPLACE TABLE prices AS
 WITH enabled AS (  -- all three when nothing was set

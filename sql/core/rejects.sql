@@ -5,7 +5,7 @@
 -- lake/inbox_skipped ($inbox_skipped_files: the latest run's listing) and lake/gateway_rejects
 -- ($gateway_reject_files; a row rejected by several pulls is listed once), lake/catalog_rejects
 -- ($catalog_reject_files: /api/models entries with a missing, negative, absurd or mistyped price,
--- pipelines/lib/catalog.py) and, from lake/gateway_logs ($gateway_all_log_files), the consume rows
+-- pipelines/lib/prices/catalog.py) and, from lake/gateway_logs ($gateway_all_log_files), the consume rows
 -- whose `other` (the ratios applied) could not be read whole: the row is billed and kept, but makes
 -- no price version (source gateway_ratios, reason bad_ratio). Full rebuild.
 CREATE OR REPLACE TABLE rejects AS

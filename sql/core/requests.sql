@@ -3,7 +3,7 @@
 -- are not corrections), prices, key_owners. Parameters: $start, $end: the window rebuilt.
 --
 -- Storage: the one table that grows with every request is kept out of warehouse.duckdb (see
--- pipelines/lib/warehouse.py). This model builds the window's rows into the temporary table
+-- pipelines/lib/warehouse/__init__.py). This model builds the window's rows into the temporary table
 -- requests_window; `warehouse.replace_days` then writes one Parquet file per reporting day and
 -- recreates the view `requests` over every day's current file (its comments: requests_view.sql).
 --

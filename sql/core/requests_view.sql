@@ -1,5 +1,5 @@
 -- requests (the view analysts query): the descriptions of the view and its columns. The view is
--- created by pipelines/lib/warehouse.py (`replace_days`) over the current Parquet file of every
+-- created by pipelines/lib/warehouse/__init__.py (`replace_days`) over the current Parquet file of every
 -- reporting day, and this file is run right after; the rows come from requests.sql.
 -- Grain: one request (request_id), as requests.sql builds it. Inputs: the view. Parameters: none.
 COMMENT ON VIEW requests IS 'Every request seen by your logs or by CometAPI''s ledger, with its estimated and billed cost';

@@ -9,7 +9,7 @@
 -- $baseline_days, $min_history_days, $spike_ratio, $spike_mads, $spike_min_usd (spend_spike);
 -- $balance_tolerance_usd, $balance_tolerance_pct (balance_jump, top_up); $burn_days,
 -- $runway_critical_days, $runway_warning_days (runway); $restatement_warning_usd,
--- $restatement_warning_pct (restatement severity). pipelines/lib/anomalies.py holds the defaults.
+-- $restatement_warning_pct (restatement severity). pipelines/lib/reconciliation/anomalies.py holds the defaults.
 --
 -- Rebuild: the key-day kinds (spend_spike, new_source_ip, unlogged_gateway_requests, restatement,
 -- unpriced_model) are deleted and re-inserted for usage_date in [$start, $end]; their history (the

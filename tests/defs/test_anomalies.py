@@ -13,7 +13,7 @@ import duckdb
 import pytest
 
 from conftest import SIM_DAYS, SIM_START, make_settings, materialize_days, table_rows
-from pipelines.lib.anomalies import AnomalyRules, counts, detect
+from pipelines.lib.reconciliation.anomalies import AnomalyRules, counts, detect
 from pipelines.simulator.catalog import prices_csv
 from pipelines.simulator.inbox import write_inbox
 from pipelines.simulator.server import SimulatorServer

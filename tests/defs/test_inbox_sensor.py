@@ -9,7 +9,7 @@ import dagster as dg
 
 from conftest import make_settings
 from pipelines.definitions import build_definitions
-from pipelines.lib import request_log_lake
+from pipelines.lib.request_logs import lake as request_log_lake
 from pipelines.simulator.inbox import write_inbox
 from pipelines.simulator.traffic import generate_traffic
 

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from conftest import SIM_DAYS, SIM_START, make_settings, materialize_days
-from pipelines.lib import gateway_ledger
+from pipelines.lib.gateway import ledger as gateway_ledger
 from pipelines.simulator.inbox import write_inbox
 
 LAST = SIM_START + timedelta(days=SIM_DAYS - 1)

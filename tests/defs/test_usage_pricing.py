@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_settings, materialize_days, table_rows
-from pipelines.lib.config_tables import OPTIONAL_PRICE_COLUMNS, PRICE_COLUMNS
+from pipelines.lib.prices.tables import OPTIONAL_PRICE_COLUMNS, PRICE_COLUMNS
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "sdk" / "dumps.jsonl"
 DAY = date(2026, 3, 20)  # every fixture request's day (envelope ts or the body's created)

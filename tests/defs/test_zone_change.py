@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import make_settings, materialize_days
-from pipelines.lib import lake_layout
+from pipelines.lib.lake import layout as lake_layout
 from pipelines.simulator.catalog import prices_csv
 from pipelines.simulator.inbox import write_inbox
 from pipelines.simulator.server import SimulatorServer

@@ -98,7 +98,8 @@ KILLED_WRITER = """
 import sys, threading
 from pathlib import Path
 import pyarrow as pa
-from pipelines.lib import lake, lake_store
+from pipelines.lib import lake
+from pipelines.lib.lake import store as lake_store
 
 def stop_before_the_commit(self, staged):
     print("uploaded", flush=True)

@@ -15,7 +15,7 @@ from pipelines.lib.alerts import ledger
 from pipelines.lib.alerts.channels import DeliveryPolicy, Sender
 from pipelines.lib.alerts.conditions import Condition, Judgement
 from pipelines.lib.alerts.config import AlertSettings, SmtpSettings
-from pipelines.lib.budgets import build_status
+from pipelines.lib.reconciliation.budgets import build_status
 from pipelines.lib.warehouse import publish
 from receivers import SmtpReceiver, WebhookReceiver, free_port
 

@@ -1,4 +1,4 @@
-"""config/budgets.csv (pipelines/lib/budgets.py) and the budget_status mart it feeds."""
+"""config/budgets.csv (pipelines/lib/reconciliation/budgets.py) and the budget_status mart it feeds."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pipelines.lib.budgets import BUDGET_COLUMNS, build_status, read_budgets
-from pipelines.lib.config_tables import ConfigFileError
+from pipelines.lib.reconciliation.budgets import BUDGET_COLUMNS, build_status, read_budgets
+from pipelines.lib.prices.tables import ConfigFileError
 
 REPO = Path(__file__).resolve().parents[2]
 HEADER = ",".join(BUDGET_COLUMNS)

@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pipelines.lib.config_tables import (
+from pipelines.lib.prices.tables import (
     KEY_OWNERS_SCHEMA,
     OPTIONAL_PRICE_COLUMNS,
     PRICE_COLUMNS,

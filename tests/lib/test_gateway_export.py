@@ -16,10 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import SIM_START
-from pipelines.lib import gateway_lake, gateway_ledger
+from pipelines.lib.gateway import lake as gateway_lake, ledger as gateway_ledger
 from pipelines.lib.cometapi.gateway import DATA_PATH, EXPORT_PATH, LOG_PATH, STAT_PATH, GatewayClient, LogPull
 from pipelines.lib.cometapi.http import CometAPIError, RetryPolicy
-from pipelines.lib.gateway_ledger import GatewayRecord, parse_item, records_to_table
+from pipelines.lib.gateway.ledger import GatewayRecord, parse_item, records_to_table
 from pipelines.simulator.server import SimulatorServer
 from oracles.gateway import summarise
 

@@ -24,8 +24,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.lib.gateway_fast import _SPACE_CLASS, export_cells, records_from_cells
-from pipelines.lib.gateway_ledger import (
+from pipelines.lib.gateway.fast import _SPACE_CLASS, export_cells, records_from_cells
+from pipelines.lib.gateway.ledger import (
     ExportError,
     GatewayReject,
     csv_lines,

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from pipelines.lib.cometapi.gateway import GatewayClient
 from pipelines.lib.cometapi.http import RetryPolicy
-from pipelines.lib.gateway_ledger import (
+from pipelines.lib.gateway.ledger import (
     GATEWAY_REJECT_REASONS,
     GATEWAY_SCHEMA,
     ExportError,

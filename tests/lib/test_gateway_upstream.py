@@ -12,7 +12,8 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.lib import gateway_ledger, lake
+from pipelines.lib import lake
+from pipelines.lib.gateway import ledger as gateway_ledger
 from pipelines.lib.cometapi.gateway import (
     FAILED,
     NOT_CHECKED,
@@ -24,8 +25,8 @@ from pipelines.lib.cometapi.gateway import (
 )
 from pipelines.lib.cometapi.http import RetryPolicy
 from pipelines.lib.cometapi.pacing import Pacer, PacedTransport, RateLimit
-from pipelines.lib.gateway_lake import backfill_estimate, calls_per_day, day_bounds, land_window, progress_line
-from pipelines.lib.gateway_ledger import (
+from pipelines.lib.gateway.lake import backfill_estimate, calls_per_day, day_bounds, land_window, progress_line
+from pipelines.lib.gateway.ledger import (
     GatewayRecord,
     GatewayReject,
     parse_item,

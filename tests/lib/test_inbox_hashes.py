@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.lib import clock, request_log_lake
+from pipelines.lib import clock
+from pipelines.lib.request_logs import lake as request_log_lake
 
 LINE = b'{"request_id": "r-%d", "ts": "2026-10-01T00:00:00Z", "key_name": "k", "model": "m", "response": {}}\n'
 

@@ -13,8 +13,13 @@ from datetime import date, datetime, timezone
 import duckdb
 import pytest
 
-from pipelines.lib import anomalies, catalog, gateway_lake, lake, quota_lake, request_log_lake
-from pipelines.lib.gateway_ledger import parse_item, records_to_table
+from pipelines.lib import lake
+from pipelines.lib.gateway import lake as gateway_lake
+from pipelines.lib.prices import catalog
+from pipelines.lib.quota import lake as quota_lake
+from pipelines.lib.reconciliation import anomalies
+from pipelines.lib.request_logs import lake as request_log_lake
+from pipelines.lib.gateway.ledger import parse_item, records_to_table
 from pipelines.lib.reconciliation import load_config, rebuild_window
 from pipelines.lib.warehouse import publish, run_model
 

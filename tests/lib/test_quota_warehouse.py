@@ -7,7 +7,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pipelines.lib import lake, quota_lake
+from pipelines.lib import lake
+from pipelines.lib.quota import lake as quota_lake
 from pipelines.lib.cometapi.query import DailyEntry, DailyPull, KeySnapshot, QuotaResponse
 from pipelines.lib.warehouse import publish, run_model
 

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.lib import request_log_lake
+from pipelines.lib.request_logs import lake as request_log_lake
 from pipelines.lib.request_logs import (
     RECORD_SCHEMA,
     REJECT_REASONS,

@@ -241,7 +241,7 @@ def test_utc_dates_through_a_year() -> None:
 def test_staging_in_two_processes_lands_what_one_process_lands(tmp_path: Path, monkeypatch) -> None:
     import pyarrow.parquet as pq
 
-    from pipelines.lib import request_log_lake
+    from pipelines.lib.request_logs import lake as request_log_lake
 
     inbox = tmp_path / "inbox"
     write_inbox(generate_traffic(seed=5, start=date(2026, 3, 1), days=3, requests_per_day=120), inbox)

@@ -19,7 +19,7 @@ import pytest
 from pipelines.simulator.catalog import CATALOG, PRICE_CSV_COLUMNS, UNITS_PER_USD, price_versions, prices_csv
 from pipelines.simulator.faults import FaultPlan
 from pipelines.simulator.inbox import EXTENSIONS, write_inbox
-from pipelines.lib.gateway_ledger import parse_export_csv, parse_item
+from pipelines.lib.gateway.ledger import parse_export_csv, parse_item
 from pipelines.simulator.server import EXPORT_COLUMNS, EXPORT_PATH, MAX_PAGE_SIZE, SimulatorServer
 from pipelines.simulator.traffic import USAGE_SHAPES, generate_traffic
 

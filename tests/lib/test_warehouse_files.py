@@ -1,6 +1,6 @@
 """Day files: `requests` kept as one Parquet file per reporting day beside warehouse.duckdb.
 
-What must keep holding (pipelines/lib/warehouse.py): the swap publishes the file list and the view
+What must keep holding (pipelines/lib/warehouse/__init__.py): the swap publishes the file list and the view
 together; a file is named by its content and never overwritten with other bytes; a session that
 opened the old view keeps reading it; unlisted files go only after a grace period; a dry run
 (`scratch`) writes nothing beside the published warehouse; a moved home heals on the next publish;

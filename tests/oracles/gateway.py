@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
-from pipelines.lib.gateway_ledger import MONEY_TYPES, GatewayRecord
+from pipelines.lib.gateway.ledger import MONEY_TYPES, GatewayRecord
 
 
 def number_repeats(records: Iterable[GatewayRecord]) -> list[GatewayRecord]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 
-from pipelines.lib.config_tables import SNAPSHOT_SUFFIX_REGEX
+from pipelines.lib.prices.tables import SNAPSHOT_SUFFIX_REGEX
 
 _SNAPSHOT = re.compile(r"^(?P<base>.+)" + SNAPSHOT_SUFFIX_REGEX)
 

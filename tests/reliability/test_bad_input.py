@@ -31,9 +31,9 @@ import pytest
 
 from conftest import materialize_days
 from pipelines.cli import main
-from pipelines.lib.budgets import BUDGET_COLUMNS
-from pipelines.lib.config_tables import KEY_OWNER_COLUMNS, PRICE_COLUMNS
-from pipelines.lib.gateway_ledger import GATEWAY_REJECT_REASONS, GatewayReject, parse_export_csv, parse_item
+from pipelines.lib.reconciliation.budgets import BUDGET_COLUMNS
+from pipelines.lib.prices.tables import KEY_OWNER_COLUMNS, PRICE_COLUMNS
+from pipelines.lib.gateway.ledger import GATEWAY_REJECT_REASONS, GatewayReject, parse_export_csv, parse_item
 from pipelines.lib.request_logs import REJECT_REASONS, Reject, parse_line
 from pipelines.simulator.inbox import write_inbox
 from pipelines.simulator.server import SimulatorServer, _log_item

@@ -6,7 +6,7 @@ from pipelines.defs.metadata import preview, table_metadata, warehouse_spec_meta
 from pipelines.defs.pools import WRITER_POOL
 from pipelines.defs.resources import LedgerHome
 from pipelines.defs.warehouse.assets import code_version
-from pipelines.lib import budgets
+from pipelines.lib.reconciliation import budgets
 from pipelines.lib.warehouse import publish
 
 # In the reconciliation group: spend by team follows key_owners, so `comet-ledger reprice` (the

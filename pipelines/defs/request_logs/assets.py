@@ -13,7 +13,11 @@ from pipelines.defs.metadata import (
 from pipelines.defs.pools import WRITER_POOL
 from pipelines.defs.resources import GatewayLedger, LedgerHome
 from pipelines.defs.window import run_days
-from pipelines.lib import catalog, clock, gateway_lake, lake, lake_layout, request_log_lake
+from pipelines.lib import clock, lake
+from pipelines.lib.gateway import lake as gateway_lake
+from pipelines.lib.lake import layout as lake_layout
+from pipelines.lib.prices import catalog
+from pipelines.lib.request_logs import lake as request_log_lake
 from pipelines.lib.days import window_days
 from pipelines.lib.warehouse import built_from, inputs_sha, publish, record_built_from, run_model, run_query
 
@@ -200,7 +204,7 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
         description=(
             "CometAPI's public model catalog (/api/models, no auth) as it stood today: one snapshot a reporting "
             "day (a re-pull replaces it), unusable entries in catalog_rejects. A price change between two "
-            "snapshots becomes a price version with source 'catalog' (pipelines/lib/catalog.py)."
+            "snapshots becomes a price version with source 'catalog' (pipelines/lib/prices/catalog.py)."
         ),
     )
     def catalog_snapshots_lake(context: dg.AssetExecutionContext, ledger: LedgerHome, gateway: GatewayLedger):

@@ -46,8 +46,8 @@ from pipelines.lib.cometapi.http import (
     send_raw,
 )
 from pipelines.lib.cometapi.pacing import CRITICAL_LIMIT, CRITICAL_WINDOW_S, PacedTransport, RateLimit
-from pipelines.lib.gateway_fast import export_cells
-from pipelines.lib.gateway_ledger import LOG_CONSUME, ExportError
+from pipelines.lib.gateway.fast import export_cells
+from pipelines.lib.gateway.ledger import LOG_CONSUME, ExportError
 from pipelines.lib.redact import mask, redact, remember
 
 SERVICE = "CometAPI gateway"

@@ -15,7 +15,8 @@ from typing import Any
 
 import duckdb
 
-from pipelines.lib import day_boundary, lake
+from pipelines.lib import lake
+from pipelines.lib.reconciliation import day_boundary
 from pipelines.lib.review_pack.period import Period
 from pipelines.lib.warehouse import run_query
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import duckdb
 
-from pipelines.lib import gateway_lake, lake
+from pipelines.lib import lake
+from pipelines.lib.gateway import lake as gateway_lake
 from pipelines.lib.warehouse import relation_exists, run_model
 
 MODEL = "service_day_boundary"

@@ -4,7 +4,7 @@ Used by the Dagster assets (`pipelines/defs/warehouse`) and by `comet-ledger rep
 compute every figure with the same SQL.
 
 A run costs what its window holds, not what the history holds: `requests` is kept in one Parquet
-file per day (`warehouse.replace_days`; see pipelines/lib/warehouse.py for why), every model reads
+file per day (`warehouse.replace_days`; see pipelines/lib/warehouse/__init__.py for why), every model reads
 and rewrites the window's days only, and `window_checks` checks the window. The one check that is
 about the whole history, one row per request_id, compares the window's ids with only those other
 days whose smallest..largest request_id range overlaps the window's (`warehouse_files`): exact,
@@ -22,7 +22,11 @@ from pathlib import Path
 
 import duckdb
 
-from pipelines.lib import catalog, config_tables, gateway_lake, lake, lake_layout, request_log_lake
+from pipelines.lib import lake
+from pipelines.lib.gateway import lake as gateway_lake
+from pipelines.lib.lake import layout as lake_layout
+from pipelines.lib.prices import catalog, tables as config_tables
+from pipelines.lib.request_logs import lake as request_log_lake
 from pipelines.lib.days import month_chunks, window_days
 from pipelines.lib.warehouse import (
     bound_zone,

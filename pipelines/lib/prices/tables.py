@@ -429,7 +429,7 @@ def _check_header(file: str, header: list[str], columns: tuple[str, ...], option
 def shipped_config(name: str) -> Path:
     """A default config file as shipped: `config/` in a checkout, `pipelines/_config/` in a wheel."""
     here = Path(__file__).resolve()
-    for candidate in (here.parents[2] / "config" / name, here.parents[1] / "_config" / name):
+    for candidate in (here.parents[3] / "config" / name, here.parents[2] / "_config" / name):
         if candidate.is_file():
             return candidate
     raise FileNotFoundError(f"the shipped config/{name} is missing from this installation")

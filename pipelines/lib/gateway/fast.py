@@ -48,7 +48,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from pipelines.lib.gateway_ledger import (
+from pipelines.lib.gateway.ledger import (
     CORRECTION_OTHER_KEYS,
     CSV_COLUMNS,
     SUBSCRIPTION_OTHER_KEYS,

@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.lib import clock, disk
-from pipelines.lib.lake_store import ObjectLake, Staged
+from pipelines.lib.lake.store import ObjectLake, Staged
 
 UTC_TS = pa.timestamp("us", tz="UTC")
 

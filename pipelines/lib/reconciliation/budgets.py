@@ -16,7 +16,7 @@ A budget caps the reported spend of a scope over a recurring period of reporting
   (no budget in force then). A team may have a day and a month budget side by side.
 
 The file is optional while `COMET_LEDGER_BUDGETS` is unset: without `config/budgets.csv` there are
-no budgets. Validation reuses the rules and the error form of `pipelines/lib/config_tables.py`:
+no budgets. Validation reuses the rules and the error form of `pipelines/lib/prices/tables.py`:
 anything invalid raises `ConfigFileError`, one line naming the file, the line and the column.
 """
 
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipelines.lib.config_tables import MONEY, ConfigFileError, _check_history, _display, _read_rows, _Row
+from pipelines.lib.prices.tables import MONEY, ConfigFileError, _check_history, _display, _read_rows, _Row
 
 BUDGETS_VARIABLE = "COMET_LEDGER_BUDGETS"
 BUDGET_COLUMNS = ("scope", "name", "period", "amount_usd", "thresholds_pct", "effective_from", "effective_to")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import duckdb
 
-from pipelines.lib.lake_store import ObjectLake, new_version
+from pipelines.lib.lake.store import ObjectLake, new_version
 
 FOLDER = "_warehouse"
 

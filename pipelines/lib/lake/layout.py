@@ -35,8 +35,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.lib import gateway_lake, lake, request_log_lake
-from pipelines.lib.gateway_ledger import GATEWAY_SCHEMA, dedupe_sorted
+from pipelines.lib import lake
+from pipelines.lib.gateway import lake as gateway_lake
+from pipelines.lib.request_logs import lake as request_log_lake
+from pipelines.lib.gateway.ledger import GATEWAY_SCHEMA, dedupe_sorted
 
 MARKER = Path("_layout") / "utc_days.parquet"
 _US_PER_DAY = 86_400 * 1_000_000

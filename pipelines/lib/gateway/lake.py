@@ -49,10 +49,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.lib import disk, gateway_fast, lake
+from pipelines.lib import disk, lake
+from pipelines.lib.gateway import fast as gateway_fast
 from pipelines.lib.cometapi.gateway import GatewayClient, LedgerIncomplete, LogChunk, SpanCheck, method_of
 from pipelines.lib.cometapi.pacing import RateLimit
-from pipelines.lib.gateway_ledger import (
+from pipelines.lib.gateway.ledger import (
     GATEWAY_SCHEMA,
     LOG_CONSUME,
     LOG_TYPE_NAMES,
@@ -65,7 +66,7 @@ from pipelines.lib.gateway_ledger import (
 )
 from pipelines.lib.days import window_days
 from pipelines.lib.lake import UTC_TS
-from pipelines.lib.quota_lake import new_id
+from pipelines.lib.quota.lake import new_id
 from pipelines.lib.redact import redact
 from pipelines.lib.request_logs.reader import is_export_file, walk_inbox
 

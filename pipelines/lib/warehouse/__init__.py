@@ -66,8 +66,8 @@ from pipelines.lib.days import window_days
 from pipelines.lib.lake import fsync_dir, made_then_written, object_lake_of_home
 
 _SQL_DIR_CANDIDATES = (
-    Path(__file__).resolve().parents[2] / "sql",  # a checkout (editable install)
-    Path(__file__).resolve().parents[1] / "_sql",  # an installed wheel
+    Path(__file__).resolve().parents[3] / "sql",  # a checkout (editable install)
+    Path(__file__).resolve().parents[2] / "_sql",  # an installed wheel
 )
 _MODEL_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -352,7 +352,7 @@ def publish(path: Path, timeout_s: float = 3600.0, *, zone: str | None = None) -
         fsync_dir(path.parent)
         store = object_lake_of_home(path.parent)
         if store is not None:  # the lake is on object storage: so is a copy of each publish
-            from pipelines.lib.warehouse_copies import copy_published
+            from pipelines.lib.warehouse.copies import copy_published
 
             copy_published(store, path)
 
