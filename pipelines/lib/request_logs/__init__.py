@@ -3,7 +3,7 @@
 `normalize.parse_line` turns one line into a `RequestRecord` or a `Reject` (the definition of every
 rule); `batch` normalises whole blocks of lines (the compiled scanner, `parse_line` for the rest);
 `reader` lists the inbox and reads its files block by block. Which copy of a request lands is
-decided in SQL (sql/staging/stg_copy_ranks.sql).
+decided in SQL (sql/staging/stg_copy_ranks.sql). `lake` stages the inbox's files into the lake.
 """
 
 from pipelines.lib.request_logs.normalize import (
