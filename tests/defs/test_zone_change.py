@@ -93,7 +93,10 @@ def test_a_zone_change_rebuilds_every_day_from_the_lake_in_the_new_zone(home):
 
     said = [line for line in logs if line.startswith("reporting zone changed")]
     days = rows(shanghai, "SELECT count(DISTINCT usage_date) FROM recon_key_daily")[0][0]
-    assert len(said) == 1 and said[0].startswith(f"reporting zone changed from UTC to {SHANGHAI}: rebuilt requests")
+    assert len(said) == 1 and said[0].startswith(f"reporting zone changed from UTC to {SHANGHAI}: rebuilt ")
+    rebuilt = said[0].split(": rebuilt ", 1)[1].split(" for ", 1)[0].split(", ")
+    # every table keyed by reporting day, the ledger's observed prices among them
+    assert {"requests", "ledger_price_days", "recon_key_daily", "cost_model_daily"} <= set(rebuilt)
     found = re.search(r" for (\S+) \.\. (\S+) \((\d+) days\) from the lake$", said[0])
     first, last = date.fromisoformat(found[1]), date.fromisoformat(found[2])
     assert int(found[3]) == (last - first).days + 1 >= days >= DAYS

@@ -58,10 +58,11 @@ def homes(s3, traffic, tmp_path_factory):
         patch.setenv("COMETAPI_ACCESS_TOKEN", sim.access_token)
         built = {}
         for name, url in (("local", None), ("s3", f"s3://{s3.bucket}/ledger")):
-            env = {"COMET_LEDGER_HOME": str(root / name), "COMETAPI_QUERY_URL": sim.url, "COMETAPI_API_URL": sim.url,
-                   "COMETAPI_KEY": sim.api_key, "COMETAPI_ACCESS_TOKEN": sim.access_token,
+            # this test's simulator wins over whatever the process's environment holds
+            env = {**os.environ, "COMET_LEDGER_HOME": str(root / name), "COMETAPI_QUERY_URL": sim.url,
+                   "COMETAPI_API_URL": sim.url, "COMETAPI_KEY": sim.api_key, "COMETAPI_ACCESS_TOKEN": sim.access_token,
                    "COMET_LEDGER_START_DATE": "2026-09-01",
-                   "COMET_LEDGER_PRICES": str(REPO / "config" / "prices.csv"), **os.environ}
+                   "COMET_LEDGER_PRICES": str(REPO / "config" / "prices.csv")}
             env = {k: v for k, v in env.items() if k != "COMET_LEDGER_LAKE_URL"} | (
                 {"COMET_LEDGER_LAKE_URL": url} if url else {})
             settings = load_settings(env=env)

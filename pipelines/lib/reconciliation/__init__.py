@@ -22,7 +22,7 @@ from pathlib import Path
 
 import duckdb
 
-from pipelines.lib import lake
+from pipelines.lib import clock, lake
 from pipelines.lib.gateway import lake as gateway_lake
 from pipelines.lib.lake import layout as lake_layout
 from pipelines.lib.prices import catalog, tables as config_tables
@@ -111,11 +111,13 @@ def check_price_sources(sources: Sequence[str]) -> tuple[str, ...]:
 
 def history(lake_root: Path, zone: str = "UTC") -> tuple[date, date] | None:
     """First and last reporting day (in `zone`) any lake dataset holds: quota_daily's own days, and
-    the reporting days the UTC days of request_logs and gateway_logs touch."""
+    the reporting days the UTC days of request_logs and gateway_logs touch, up to today at most: in a zone
+    ahead of UTC, today's UTC day also touches tomorrow, which has not begun."""
     quota = [date.fromisoformat(d) for d in lake.partition_values(lake_root, "quota_daily", "usage_date")]
     utc = [date.fromisoformat(d) for dataset in ("request_logs", "gateway_logs")
            for d in lake.partition_values(lake_root, dataset, "utc_date")]
-    days = quota + (list(lake.reporting_days_of(min(utc), max(utc), zone)) if utc else [])
+    today = clock.today(zone)
+    days = [d for d in quota + (list(lake.reporting_days_of(min(utc), max(utc), zone)) if utc else []) if d <= today]
     return (min(days), max(days)) if days else None
 
 
