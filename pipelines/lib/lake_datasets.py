@@ -7,7 +7,7 @@ the constant its writer defines (`schema_ref`, "module:NAME"), looked up when fi
 writing modules can name their datasets from here without an import cycle.
 
 Everything else under the lake root is not a dataset: `_schemas/` (the zero-row placeholders
-`empty` writes), `_layout/` (lake_layout's marker) and `_cache/` (request_log_lake's inbox hashes).
+`empty` writes), `_layout/` (lake/layout.py's marker) and `_cache/` (request_logs/lake.py's inbox hashes).
 """
 
 from __future__ import annotations
