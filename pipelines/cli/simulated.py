@@ -187,10 +187,10 @@ def _write_text(path, text: str) -> None:
 
 def _restatement_already_pulled(settings: Settings, traffic) -> bool:
     """Whether an earlier demo run in this data home already pulled the planted restatement day."""
-    from pipelines.lib import lake
+    from pipelines.lib import lake_datasets
 
     day = traffic.planted["restatement"]["date"]
-    return bool(lake.files(settings.lake, "quota_daily", "usage_date", [day]))
+    return bool(lake_datasets.QUOTA_DAILY.files(settings.lake, [day]))
 
 
 def _use_simulator(server) -> None:

@@ -9,7 +9,7 @@ from datetime import date
 import dagster as dg
 
 from pipelines.defs.schedules import partition_range_tags
-from pipelines.lib import lake
+from pipelines.lib import lake, lake_datasets
 from pipelines.lib.request_logs import lake as request_log_lake
 from pipelines.lib.request_logs.reader import inbox_files
 from pipelines.lib.settings import Settings
@@ -26,7 +26,7 @@ def build_inbox_sensor(settings: Settings, partitions: dg.TimeWindowPartitionsDe
     )
     assembly_job = dg.define_asset_job(
         ASSEMBLY_JOB,
-        selection=dg.AssetSelection.assets(["lake", "request_logs"]),
+        selection=dg.AssetSelection.assets(lake_datasets.REQUEST_LOGS.key),
         description="Rebuild the request-log partitions of the days newly staged files touch.",
     )
 

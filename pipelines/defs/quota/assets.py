@@ -12,7 +12,7 @@ from pipelines.defs.metadata import (
 from pipelines.defs.pools import WRITER_POOL
 from pipelines.defs.resources import LedgerHome, QueryService
 from pipelines.defs.window import run_days
-from pipelines.lib import clock, lake
+from pipelines.lib import clock, lake, lake_datasets
 from pipelines.lib.quota import lake as quota_lake
 from pipelines.lib.days import window_days
 from pipelines.lib.warehouse import publish, record_models, run_model, run_query, window_to_build
@@ -26,7 +26,7 @@ QUOTA_TABLES = ("quota_daily", "quota_restatements")  # window-incremental table
 
 def build_quota_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     @dg.asset(
-        key=["lake", "quota_daily"],
+        key=lake_datasets.QUOTA_DAILY.key,
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
         group_name=GROUP,
@@ -42,7 +42,8 @@ def build_quota_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         context: dg.AssetExecutionContext, ledger: LedgerHome, query_service: QueryService
     ) -> dg.MaterializeResult:
         start, end = run_days(context)
-        lake.remove_stale_temporaries(ledger.lake, ("quota_daily", "quota_pulls"))  # what a killed pull left
+        # what a killed pull left
+        lake.remove_stale_temporaries(ledger.lake, lake_datasets.names(lake_datasets.QUOTA_DAILY, lake_datasets.QUOTA_PULLS))
         # Fetch every chunk before writing anything: a failed call leaves the lake untouched.
         with query_service.client() as client:
             pulls = list(client.fetch_daily(start, end, ledger.chunk_days))
@@ -55,11 +56,11 @@ def build_quota_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
                 row[1] += e.requests
         context.log.info(f"{len(pulls)} query call(s) for {start}..{end}: {sum(p.rows for p in landed)} key-day rows")
         pull_ids = {p.pull_id for p in landed}
-        written = [f for f in lake.files(ledger.lake, "quota_daily", "usage_date", window_days(start, end))
+        written = [f for f in lake_datasets.QUOTA_DAILY.files(ledger.lake, window_days(start, end))
                    if Path(f).stem in pull_ids]
         return dg.MaterializeResult(
             metadata={
-                **lake_metadata(written, quota_lake.QUOTA_DAILY, dataset=lake.files(ledger.lake, "quota_daily")),
+                **lake_metadata(written, quota_lake.QUOTA_DAILY, dataset=lake_datasets.QUOTA_DAILY.files(ledger.lake)),
                 "window": f"{start} .. {end}",
                 "query_calls": len(pulls),
                 "days_with_usage": sum(p.days_with_usage for p in landed),
@@ -75,12 +76,12 @@ def build_quota_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
     @dg.multi_asset(
         specs=[
             dg.AssetSpec(
-                ["lake", "balance_snapshots"], group_name=GROUP, kinds={"parquet"}, owners=["team:platform"],
+                lake_datasets.BALANCE_SNAPSHOTS.key, group_name=GROUP, kinds={"parquet"}, owners=["team:platform"],
                 metadata=lake_spec_metadata(quota_lake.BALANCE_SNAPSHOTS),
                 description="Account balance, lifetime spend and request count at the moment of each run (point-in-time).",
             ),
             dg.AssetSpec(
-                ["lake", "key_snapshots"], group_name=GROUP, kinds={"parquet"}, owners=["team:platform"],
+                lake_datasets.KEY_SNAPSHOTS.key, group_name=GROUP, kinds={"parquet"}, owners=["team:platform"],
                 metadata=lake_spec_metadata(quota_lake.KEY_SNAPSHOTS),
                 description="Each key's remaining and used quota at the moment of each run; unlimited sentinels flagged.",
             ),
@@ -94,36 +95,36 @@ def build_quota_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         snapshot_id = quota_lake.land_snapshot(ledger.lake, response, fetched_at)
         context.log.info(f"snapshot {snapshot_id}: balance {response.balance_usd} USD, {len(response.keys)} keys")
 
-        def written(dataset: str) -> list[str]:
-            return [f for f in lake.files(ledger.lake, dataset, "fetched_date", [fetched_at.date()])
+        def written(dataset: lake_datasets.Dataset) -> list[str]:
+            return [f for f in dataset.files(ledger.lake, [fetched_at.date()])
                     if Path(f).name.startswith(f"{snapshot_id}.")]
 
         yield dg.MaterializeResult(
-            asset_key=["lake", "balance_snapshots"],
-            metadata={**lake_metadata(written("balance_snapshots"), quota_lake.BALANCE_SNAPSHOTS,
+            asset_key=lake_datasets.BALANCE_SNAPSHOTS.key,
+            metadata={**lake_metadata(written(lake_datasets.BALANCE_SNAPSHOTS), quota_lake.BALANCE_SNAPSHOTS,
                                       ["fetched_at", "username", "balance_usd", "total_used_usd", "request_count"],
-                                      dataset=lake.files(ledger.lake, "balance_snapshots")),
+                                      dataset=lake_datasets.BALANCE_SNAPSHOTS.files(ledger.lake)),
                       "snapshot_id": snapshot_id, "fetched_at": fetched_at.isoformat(),
                       "balance_usd": round(float(response.balance_usd), 6)},
         )
         yield dg.MaterializeResult(
-            asset_key=["lake", "key_snapshots"],
-            metadata={**lake_metadata(written("key_snapshots"), quota_lake.KEY_SNAPSHOTS,
+            asset_key=lake_datasets.KEY_SNAPSHOTS.key,
+            metadata={**lake_metadata(written(lake_datasets.KEY_SNAPSHOTS), quota_lake.KEY_SNAPSHOTS,
                                       ["key_name", "remain_quota_usd", "used_quota_usd", "is_unlimited"], limit=20,
-                                      dataset=lake.files(ledger.lake, "key_snapshots")),
+                                      dataset=lake_datasets.KEY_SNAPSHOTS.files(ledger.lake)),
                       "snapshot_id": snapshot_id, "unlimited_keys": sum(k.is_unlimited for k in response.keys)},
         )
 
     @dg.multi_asset(
         specs=[
             dg.AssetSpec(
-                ["warehouse", "quota_daily"], deps=[["lake", "quota_daily"]], group_name=GROUP, kinds={"duckdb"},
+                ["warehouse", "quota_daily"], deps=[lake_datasets.QUOTA_DAILY.key], group_name=GROUP, kinds={"duckdb"},
                 owners=["team:platform"], partitions_def=partitions,
                 metadata=warehouse_spec_metadata("quota_daily", "stg_quota_pulls", "stg_quota_daily", "quota_daily"),
                 description="Reported spend and requests per reporting day and key, from the latest pull of each day.",
             ),
             dg.AssetSpec(
-                ["warehouse", "quota_restatements"], deps=[["lake", "quota_daily"]], group_name=GROUP,
+                ["warehouse", "quota_restatements"], deps=[lake_datasets.QUOTA_DAILY.key], group_name=GROUP,
                 kinds={"duckdb"}, owners=["team:platform"], partitions_def=partitions,
                 metadata=warehouse_spec_metadata("quota_restatements", "stg_quota_pulls", "stg_quota_daily",
                                                  "quota_restatements"),
@@ -171,10 +172,10 @@ def build_quota_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
 
     @dg.multi_asset(
         specs=[
-            dg.AssetSpec(["warehouse", "balance_snapshots"], deps=[["lake", "balance_snapshots"]], group_name=GROUP,
+            dg.AssetSpec(["warehouse", "balance_snapshots"], deps=[lake_datasets.BALANCE_SNAPSHOTS.key], group_name=GROUP,
                          kinds={"duckdb"}, owners=["team:platform"], metadata=warehouse_spec_metadata("balance_snapshots"),
                          description="Balance at the moment of each call; a backfill never invents past balances."),
-            dg.AssetSpec(["warehouse", "key_snapshots"], deps=[["lake", "key_snapshots"]], group_name=GROUP,
+            dg.AssetSpec(["warehouse", "key_snapshots"], deps=[lake_datasets.KEY_SNAPSHOTS.key], group_name=GROUP,
                          kinds={"duckdb"}, owners=["team:platform"], metadata=warehouse_spec_metadata("key_snapshots"),
                          description="Per-key quota at the moment of each call; is_unlimited with NULL amounts for sentinels."),
         ],

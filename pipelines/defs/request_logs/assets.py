@@ -13,7 +13,7 @@ from pipelines.defs.metadata import (
 from pipelines.defs.pools import WRITER_POOL
 from pipelines.defs.resources import GatewayLedger, LedgerHome
 from pipelines.defs.window import run_days
-from pipelines.lib import clock, lake
+from pipelines.lib import clock, lake, lake_datasets
 from pipelines.lib.gateway import lake as gateway_lake
 from pipelines.lib.lake import layout as lake_layout
 from pipelines.lib.prices import catalog
@@ -62,7 +62,8 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
     )
     def inbox_files_lake(context: dg.AssetExecutionContext, ledger: LedgerHome) -> dg.MaterializeResult:
         started = time.perf_counter()
-        swept(context, ledger, ("inbox_records", "inbox_rejects", "inbox_manifest"))
+        swept(context, ledger, lake_datasets.names(lake_datasets.INBOX_RECORDS, lake_datasets.INBOX_REJECTS,
+                                                   lake_datasets.INBOX_MANIFEST))
         skipped = request_log_lake.record_skipped(ledger.lake, ledger.inbox_path)
         for entry in skipped:
             context.log.warning(f"inbox: {entry.file} {entry.detail} ({entry.reason})")
@@ -76,13 +77,13 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
         reasons = Counter()
         for s in staged:
             reasons.update(s.reject_reasons)
-        manifests = lake.files(ledger.lake, "inbox_manifest", "file_id", [s.file_id for s in staged]) if staged else []
+        manifests = lake_datasets.INBOX_MANIFEST.files(ledger.lake, [s.file_id for s in staged]) if staged else []
         return dg.MaterializeResult(
             metadata={
                 # One row per file version staged by this run: its manifest (the records and rejects
                 # it split into are counted in lines_*).
                 **lake_metadata(manifests, request_log_lake.MANIFEST,
-                                dataset=lake.files(ledger.lake, "inbox_manifest")),
+                                dataset=lake_datasets.INBOX_MANIFEST.files(ledger.lake)),
                 "files_staged": len(staged),
                 "files_in_inbox": len(request_log_lake.inbox_files(ledger.inbox_path)),
                 "files_skipped": len(skipped),  # not read: links out of the inbox, non-UTF-8 names (see rejects)
@@ -101,7 +102,7 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
         )
 
     @dg.asset(
-        key=["lake", "request_logs"],
+        key=lake_datasets.REQUEST_LOGS.key,
         deps=[["lake", "inbox_files"]],
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
@@ -117,16 +118,16 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
     )
     def request_logs_lake(context: dg.AssetExecutionContext, ledger: LedgerHome) -> dg.MaterializeResult:
         start, end = run_days(context)
-        swept(context, ledger, ("request_logs",))
+        swept(context, ledger, lake_datasets.names(lake_datasets.REQUEST_LOGS))
         written = request_log_lake.assemble(ledger.lake, *lake.utc_days_covering(start, end, ledger.timezone))
-        files = lake.files(ledger.lake, "request_logs", "utc_date", list(written))
+        files = lake_datasets.REQUEST_LOGS.files(ledger.lake, list(written))
         with duckdb.connect() as con:
             shapes = run_query(con, "previews/request_log_shapes",
                                {"files": files}).fetchall() if sum(written.values()) else []
         return dg.MaterializeResult(
             metadata={
                 **lake_metadata(files, request_log_lake.REQUEST_LOGS, REQUEST_LOG_PREVIEW,
-                                dataset=lake.files(ledger.lake, "request_logs")),
+                                dataset=lake_datasets.REQUEST_LOGS.files(ledger.lake)),
                 "window": f"{start} .. {end}",
                 "days_with_requests": sum(1 for n in written.values() if n),
                 "shapes": dg.MetadataValue.md(markdown_table(["usage_shape", "usage_status", "requests"], shapes)),
@@ -135,13 +136,13 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
         )
 
     @dg.asset(
-        key=["lake", "gateway_logs"],
+        key=lake_datasets.GATEWAY_LOGS.key,
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
         group_name=GROUP,
         kinds={"parquet"},
         owners=["team:platform"],
-        metadata=lake_spec_metadata(gateway_lake.SCHEMAS["gateway_logs"]),
+        metadata=lake_spec_metadata(lake_datasets.GATEWAY_LOGS.schema),
         description=(
             "CometAPI's own per-request ledger (/api/log/self: its CSV export where it checks out, else paged to "
             "an empty page; plus console CSV exports in <inbox>/gateway/): billed USD per row (quota / 500000), "
@@ -151,12 +152,13 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
     )
     def gateway_logs_lake(context: dg.AssetExecutionContext, ledger: LedgerHome, gateway: GatewayLedger):
         start, end = run_days(context)
-        swept(context, ledger, ("gateway_logs", "gateway_rejects", "gateway_pulls", "gateway_checks"))
+        swept(context, ledger, lake_datasets.names(lake_datasets.GATEWAY_LOGS, lake_datasets.GATEWAY_REJECTS,
+                                                   lake_datasets.GATEWAY_PULLS, lake_datasets.GATEWAY_CHECKS))
         exports = gateway_lake.export_files(ledger.inbox_path)
         if not gateway.configured and not exports:
             context.log.info("COMETAPI_ACCESS_TOKEN is not set and no CSV export is in the inbox: ledger skipped")
             return dg.MaterializeResult(metadata={
-                **lake_metadata([], gateway_lake.SCHEMAS["gateway_logs"], GATEWAY_PREVIEW),
+                **lake_metadata([], lake_datasets.GATEWAY_LOGS.schema, GATEWAY_PREVIEW),
                 "window": f"{start} .. {end}", "skipped": True,
                 "reason": "COMETAPI_ACCESS_TOKEN not set; no CSV export"})
         first_utc, last_utc = lake.utc_days_covering(start, end, ledger.timezone)  # the lake keeps UTC days
@@ -165,11 +167,11 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
                                                        export_files=exports, now=clock.now, warn=context.log.warning,
                                                        progress=context.log.info)
         figures = gateway_lake.summary(window)
-        written = lake.files(ledger.lake, "gateway_logs", "utc_date", window_days(first_utc, last_utc))
+        written = lake_datasets.GATEWAY_LOGS.files(ledger.lake, window_days(first_utc, last_utc))
         return dg.MaterializeResult(
             metadata={
-                **lake_metadata(written, gateway_lake.SCHEMAS["gateway_logs"], GATEWAY_PREVIEW,
-                                dataset=lake.files(ledger.lake, "gateway_logs")),
+                **lake_metadata(written, lake_datasets.GATEWAY_LOGS.schema, GATEWAY_PREVIEW,
+                                dataset=lake_datasets.GATEWAY_LOGS.files(ledger.lake)),
                 "window": f"{start} .. {end}",
                 "pull_id": pull_id,
                 "billed_usd": round(float(figures["billed_usd"]), 6),
@@ -195,7 +197,7 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
         )
 
     @dg.asset(
-        key=["lake", "catalog_snapshots"],
+        key=lake_datasets.CATALOG_SNAPSHOTS.key,
         backfill_policy=ONCE_PER_RUN,
         group_name=GROUP,
         kinds={"parquet"},
@@ -208,7 +210,7 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
         ),
     )
     def catalog_snapshots_lake(context: dg.AssetExecutionContext, ledger: LedgerHome, gateway: GatewayLedger):
-        swept(context, ledger, (catalog.SNAPSHOTS, catalog.REJECTS))
+        swept(context, ledger, lake_datasets.names(lake_datasets.CATALOG_SNAPSHOTS, lake_datasets.CATALOG_REJECTS))
         day = clock.today(ledger.timezone)
         try:
             with gateway.client() as client:
@@ -220,7 +222,8 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
         snapshot = catalog.parse_catalog(day, entries)
         models, rejects = catalog.land(ledger.lake, snapshot)
         return dg.MaterializeResult(metadata={
-            **lake_metadata([models], catalog.CATALOG_SNAPSHOTS, dataset=lake.files(ledger.lake, catalog.SNAPSHOTS)),
+            **lake_metadata([models], catalog.CATALOG_SNAPSHOTS,
+                            dataset=lake_datasets.CATALOG_SNAPSHOTS.files(ledger.lake)),
             "snapshot_date": str(day), "models": len(snapshot.rows), "rejects": len(snapshot.rejects),
             "rejects_by_reason": dg.MetadataValue.json(dict(Counter(r["reason"] for r in snapshot.rejects))),
         })
@@ -232,8 +235,8 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
                          metadata=warehouse_spec_metadata("inbox_files", *INBOX_FILES_MODELS),
                          description="Every current inbox file and what became of its lines "
                                      "(read = accepted + rejected + duplicates)."),
-            dg.AssetSpec(["warehouse", "rejects"], deps=[["lake", "inbox_files"], ["lake", "gateway_logs"],
-                                                   ["lake", "catalog_snapshots"]],
+            dg.AssetSpec(["warehouse", "rejects"], deps=[["lake", "inbox_files"], lake_datasets.GATEWAY_LOGS.key,
+                                                   lake_datasets.CATALOG_SNAPSHOTS.key],
                          group_name=GROUP, kinds={"duckdb"}, owners=["team:platform"],
                          metadata=warehouse_spec_metadata("rejects"),
                          description="Unusable client log lines and gateway ledger rows, with file, line, "

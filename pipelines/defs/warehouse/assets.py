@@ -9,7 +9,7 @@ from pipelines.defs.metadata import markdown_table, preview, table_metadata, war
 from pipelines.defs.pools import WRITER_POOL
 from pipelines.defs.resources import LedgerHome
 from pipelines.defs.window import run_days
-from pipelines.lib import clock, reconciliation
+from pipelines.lib import clock, lake_datasets, reconciliation
 from pipelines.lib.reconciliation import anomalies, day_boundary
 from pipelines.lib.reconciliation import RECON_MODELS, load_config, rebuild_window
 from pipelines.lib.warehouse import model_path, publish, record_models, run_query, window_to_build
@@ -73,8 +73,8 @@ def build_warehouse_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
         yield dg.MaterializeResult(asset_key=["warehouse", "prices"], metadata=prices_meta)
         yield dg.MaterializeResult(asset_key=["warehouse", "key_owners"], metadata=owners_meta)
 
-    deps = [["lake", "request_logs"], ["lake", "gateway_logs"], ["lake", "catalog_snapshots"], ["warehouse", "quota_daily"],
-            ["warehouse", "quota_restatements"], ["warehouse", "prices"], ["warehouse", "key_owners"]]
+    deps = [lake_datasets.REQUEST_LOGS.key, lake_datasets.GATEWAY_LOGS.key, lake_datasets.CATALOG_SNAPSHOTS.key,
+            ["warehouse", "quota_daily"], ["warehouse", "quota_restatements"], ["warehouse", "prices"], ["warehouse", "key_owners"]]
 
     @dg.multi_asset(
         specs=[

@@ -49,7 +49,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.lib import disk, lake
+from pipelines.lib import disk, lake, lake_datasets
 from pipelines.lib.gateway import fast as gateway_fast
 from pipelines.lib.cometapi.gateway import GatewayClient, LedgerIncomplete, LogChunk, SpanCheck, method_of
 from pipelines.lib.cometapi.pacing import RateLimit
@@ -102,8 +102,6 @@ GATEWAY_CHECKS = pa.schema(
     ]
 )
 REJECTS = lake.REJECTS
-SCHEMAS = {"gateway_logs": GATEWAY_SCHEMA, "gateway_pulls": GATEWAY_PULLS, "gateway_rejects": REJECTS,
-           "gateway_checks": GATEWAY_CHECKS}
 
 
 @dataclass
@@ -369,7 +367,7 @@ class Landing:
     def stage(self, day: date, rows: pa.Table) -> None:
         """Write day D's file beside its ledger, hidden (`.*.tmp`), complete and on disk (on object
         storage also uploaded as an uncommitted data object); `commit` publishes it."""
-        final = lake.partition_dir(self.lake_root, "gateway_logs", "utc_date", day) / "ledger.parquet"
+        final = lake_datasets.GATEWAY_LOGS.path(self.lake_root, day)
         final.parent.mkdir(parents=True, exist_ok=True)
         temporary = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
         self._staged.append((temporary, final, None))  # known before it is written: `__exit__` removes it
@@ -394,15 +392,14 @@ class Landing:
                  "raw": redact(r.raw)}
                 for source, file, r in window.rejects
             ]
-            lake.write_partition_file(self.lake_root, "gateway_rejects", "pull_id", pull_id, "rejects",
-                                      pa.Table.from_pylist(rows, schema=REJECTS))
+            lake_datasets.GATEWAY_REJECTS.write(self.lake_root, pull_id, pa.Table.from_pylist(rows, schema=REJECTS))
         if window.checks:
             checks = [{"pull_id": pull_id, "pulled_at": pulled_at, "utc_date": day, "check_name": check.name,
                        "status": check.status, "ledger_units": check.ledger_units, "server_units": check.server_units,
                        "detail": check.detail or None, "api_method": method}
                       for day, method, check in window.checks]
-            lake.write_partition_file(self.lake_root, "gateway_checks", "pulled_date", pulled_at.date(), pull_id,
-                                      pa.Table.from_pylist(checks, schema=GATEWAY_CHECKS))
+            lake_datasets.GATEWAY_CHECKS.write(self.lake_root, pulled_at.date(),
+                                               pa.Table.from_pylist(checks, schema=GATEWAY_CHECKS), pull_id)
         record = {
             "pull_id": pull_id,
             "pulled_at": pulled_at,
@@ -419,8 +416,8 @@ class Landing:
             "subscription_rows": window.subscription_rows,
             "day_basis": "utc",
         }
-        lake.write_partition_file(self.lake_root, "gateway_pulls", "pulled_date", record["pulled_date"], pull_id,
-                                  pa.Table.from_pylist([record], schema=GATEWAY_PULLS))
+        lake_datasets.GATEWAY_PULLS.write(self.lake_root, record["pulled_date"],
+                                          pa.Table.from_pylist([record], schema=GATEWAY_PULLS), pull_id)
         return pull_id
 
 
@@ -470,7 +467,5 @@ def export_files(inbox: Path) -> list[Path]:
 def reject_params(lake_root: Path) -> dict:
     """SQL parameters: the gateway reject files (a schema-only file stands in for none), and every
     ledger day file (for the rows whose ratios could not be read, sql/core/rejects.sql)."""
-    found = lake.files(lake_root, "gateway_rejects")
-    return {"gateway_reject_files": found or [lake.empty_file(lake_root, "gateway_rejects", REJECTS)],
-            "gateway_all_log_files": lake.files(lake_root, "gateway_logs")
-            + [lake.empty_file(lake_root, "gateway_logs", GATEWAY_SCHEMA)]}
+    return {"gateway_reject_files": lake_datasets.GATEWAY_REJECTS.files_or_empty(lake_root),
+            "gateway_all_log_files": lake_datasets.GATEWAY_LOGS.files_and_empty(lake_root)}

@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.lib import lake
+from pipelines.lib import lake, lake_datasets
 from pipelines.lib.gateway import lake as gateway_lake
 from pipelines.lib.request_logs import lake as request_log_lake
 from pipelines.lib.gateway.ledger import GATEWAY_SCHEMA, dedupe_sorted
@@ -82,7 +82,7 @@ def _utc_days(ts: pa.ChunkedArray) -> pa.Array:
 
 def _convert_inbox_records(lake_root: Path) -> int:
     converted = 0
-    for path in map(Path, lake.files(lake_root, "inbox_records")):
+    for path in map(Path, lake_datasets.INBOX_RECORDS.files(lake_root)):
         table = pq.read_table(path, partitioning=None)
         if "utc_date" in table.column_names:
             continue
@@ -94,14 +94,14 @@ def _convert_inbox_records(lake_root: Path) -> int:
         lake.write_table_atomic(table.select(names), path)
         _convert_manifest(lake_root, path.parent.name.split("=", 1)[1], days)
         converted += 1
-    for path in map(Path, lake.files(lake_root, "inbox_manifest")):  # a file without records
+    for path in map(Path, lake_datasets.INBOX_MANIFEST.files(lake_root)):  # a file without records
         if "first_utc_date" not in pq.read_schema(path).names:
             _convert_manifest(lake_root, path.parent.name.split("=", 1)[1], pa.array([], pa.date32()))
     return converted
 
 
 def _convert_manifest(lake_root: Path, fid: str, days: pa.Array) -> None:
-    path = lake.partition_dir(lake_root, "inbox_manifest", "file_id", fid) / "manifest.parquet"
+    path = lake_datasets.INBOX_MANIFEST.path(lake_root, fid)
     if not path.exists():
         return
     row = pq.read_table(path, partitioning=None).to_pylist()[0]
@@ -112,7 +112,7 @@ def _convert_manifest(lake_root: Path, fid: str, days: pa.Array) -> None:
 
 def _convert_gateway_logs(lake_root: Path) -> tuple[int, bool, bool]:
     """(rows converted, old reporting days ahead of UTC days, behind them)."""
-    old = sorted((lake_root / "gateway_logs").glob("usage_date=*"))
+    old = sorted((lake_root / lake_datasets.GATEWAY_LOGS.name).glob("usage_date=*"))
     if not old:
         return 0, False, False
     files = [str(f) for folder in old for f in folder.glob("*.parquet")]
@@ -120,7 +120,7 @@ def _convert_gateway_logs(lake_root: Path) -> tuple[int, bool, bool]:
     if files:
         with duckdb.connect() as con:
             con.execute("SET TimeZone = 'UTC'")
-            schema_file = lake.empty_file(lake_root, "gateway_logs_v1", GATEWAY_SCHEMA.append(
+            schema_file = lake.empty_file(lake_root, f"{lake_datasets.GATEWAY_LOGS.name}_v1", GATEWAY_SCHEMA.append(
                 pa.field("usage_date", pa.date32())))
             table = con.sql("SELECT * FROM read_parquet($f, hive_partitioning = false, union_by_name = true)",
                             params={"f": files + [schema_file]}).to_arrow_table()
@@ -133,7 +133,7 @@ def _convert_gateway_logs(lake_root: Path) -> tuple[int, bool, bool]:
         rows = table.num_rows
         for day in pc.unique(table["utc_date"]).to_pylist():
             part = table.filter(pc.equal(table["utc_date"], pa.scalar(day, pa.date32())))
-            path = lake.partition_dir(lake_root, "gateway_logs", "utc_date", day) / "ledger.parquet"
+            path = lake_datasets.GATEWAY_LOGS.path(lake_root, day)
             if path.exists():  # a conversion cut short: what it wrote counts once more, deduplicated
                 part = pa.concat_tables([pq.read_table(path, partitioning=None).select(GATEWAY_SCHEMA.names)
                                          .cast(GATEWAY_SCHEMA), part])
@@ -145,7 +145,7 @@ def _convert_gateway_logs(lake_root: Path) -> tuple[int, bool, bool]:
 
 def _convert_gateway_pulls(lake_root: Path, ahead: bool, behind: bool) -> int:
     converted = 0
-    for path in map(Path, lake.files(lake_root, "gateway_pulls")):
+    for path in map(Path, lake_datasets.GATEWAY_PULLS.files(lake_root)):
         table = pq.read_table(path, partitioning=None)
         if "day_basis" in table.column_names:
             continue
@@ -161,7 +161,7 @@ def _convert_gateway_pulls(lake_root: Path, ahead: bool, behind: bool) -> int:
 
 
 def _convert_gateway_checks(lake_root: Path) -> None:
-    for path in map(Path, lake.files(lake_root, "gateway_checks")):
+    for path in map(Path, lake_datasets.GATEWAY_CHECKS.files(lake_root)):
         table = pq.read_table(path, partitioning=None)
         if "usage_date" in table.column_names and "utc_date" not in table.column_names:
             table = table.rename_columns(["utc_date" if n == "usage_date" else n for n in table.column_names])
@@ -170,7 +170,7 @@ def _convert_gateway_checks(lake_root: Path) -> None:
 
 
 def _reassemble_request_logs(lake_root: Path) -> int:
-    old = sorted((lake_root / "request_logs").glob("usage_date=*"))
+    old = sorted((lake_root / lake_datasets.REQUEST_LOGS.name).glob("usage_date=*"))
     if not old:
         return 0
     for folder in old:

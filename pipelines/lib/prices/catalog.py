@@ -32,11 +32,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipelines.lib import lake
+from pipelines.lib import lake, lake_datasets
 from pipelines.lib.redact import redact
 
-SNAPSHOTS = "catalog_snapshots"
-REJECTS = "catalog_rejects"
 ABSURD_USD = Decimal(100_000)  # per 1M tokens or per call: no real rate comes near it
 MONEY = pa.decimal128(18, 6)
 CATALOG_SNAPSHOTS = pa.schema(
@@ -89,12 +87,12 @@ def parse_catalog(day: date, entries: list) -> Snapshot:
 
 def land(lake_root: Path, snapshot: Snapshot) -> tuple[Path, Path | None]:
     """Write the day's snapshot (and its rejects, or remove an earlier pull's) atomically."""
-    models = lake.write_partition_file(lake_root, SNAPSHOTS, "snapshot_date", snapshot.day, "models",
-                                       pa.Table.from_pylist(snapshot.rows, schema=CATALOG_SNAPSHOTS))
-    rejects_path = lake.partition_dir(lake_root, REJECTS, "snapshot_date", snapshot.day) / "rejects.parquet"
+    models = lake_datasets.CATALOG_SNAPSHOTS.write(lake_root, snapshot.day,
+                                                   pa.Table.from_pylist(snapshot.rows, schema=CATALOG_SNAPSHOTS))
+    rejects_path = lake_datasets.CATALOG_REJECTS.path(lake_root, snapshot.day)
     if snapshot.rejects:
-        return models, lake.write_partition_file(lake_root, REJECTS, "snapshot_date", snapshot.day, "rejects",
-                                                 pa.Table.from_pylist(snapshot.rejects, schema=lake.REJECTS))
+        return models, lake_datasets.CATALOG_REJECTS.write(
+            lake_root, snapshot.day, pa.Table.from_pylist(snapshot.rejects, schema=lake.REJECTS))
     rejects_path.unlink(missing_ok=True)  # a re-pull of the day that found nothing wrong
     return models, None
 
@@ -102,9 +100,8 @@ def land(lake_root: Path, snapshot: Snapshot) -> tuple[Path, Path | None]:
 def snapshot_params(lake_root: Path) -> dict:
     """SQL parameters: every snapshot and every reject file (a schema-only file stands in for none)."""
     return {
-        "catalog_snapshot_files": lake.files(lake_root, SNAPSHOTS) + [lake.empty_file(lake_root, SNAPSHOTS,
-                                                                                       CATALOG_SNAPSHOTS)],
-        "catalog_reject_files": lake.files(lake_root, REJECTS) + [lake.empty_file(lake_root, REJECTS, lake.REJECTS)],
+        "catalog_snapshot_files": lake_datasets.CATALOG_SNAPSHOTS.files_and_empty(lake_root),
+        "catalog_reject_files": lake_datasets.CATALOG_REJECTS.files_and_empty(lake_root),
     }
 
 

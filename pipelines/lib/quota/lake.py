@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipelines.lib import lake
+from pipelines.lib import lake_datasets
 from pipelines.lib.days import window_days
 from pipelines.lib.lake import UTC_TS
 from pipelines.lib.cometapi.query import DailyPull, QuotaResponse
@@ -79,12 +79,6 @@ KEY_SNAPSHOTS = pa.schema(
         ("is_unlimited", pa.bool_()),
     ]
 )
-SCHEMAS = {
-    "quota_daily": QUOTA_DAILY,
-    "quota_pulls": QUOTA_PULLS,
-    "balance_snapshots": BALANCE_SNAPSHOTS,
-    "key_snapshots": KEY_SNAPSHOTS,
-}
 
 
 @dataclass(frozen=True)
@@ -127,7 +121,7 @@ def land_daily_pull(lake_root: Path, pull: DailyPull) -> LandedPull:
             ],
             schema=QUOTA_DAILY,
         )
-        lake.write_partition_file(lake_root, "quota_daily", "usage_date", day, pull_id, table)
+        lake_datasets.QUOTA_DAILY.write(lake_root, day, table, pull_id)
     record = {
         "pull_id": pull_id,
         "pulled_at": pull.pulled_at,
@@ -140,10 +134,8 @@ def land_daily_pull(lake_root: Path, pull: DailyPull) -> LandedPull:
         "entries": len(entries),
         "response_sha256": pull.response.raw_sha256,
     }
-    lake.write_partition_file(
-        lake_root, "quota_pulls", "pulled_date", record["pulled_date"], pull_id,
-        pa.Table.from_pylist([record], schema=QUOTA_PULLS),
-    )
+    lake_datasets.QUOTA_PULLS.write(lake_root, record["pulled_date"],
+                                    pa.Table.from_pylist([record], schema=QUOTA_PULLS), pull_id)
     return LandedPull(
         pull_id=pull_id,
         days_covered=(pull.kept_end - pull.kept_start).days + 1,
@@ -188,32 +180,28 @@ def land_snapshot(lake_root: Path, response: QuotaResponse, fetched_at: datetime
         schema=BALANCE_SNAPSHOTS,
     )
     # Keys first: the balance row is the snapshot's commit marker.
-    lake.write_partition_file(lake_root, "key_snapshots", "fetched_date", day, snapshot_id, keys)
-    lake.write_partition_file(lake_root, "balance_snapshots", "fetched_date", day, snapshot_id, balance)
+    lake_datasets.KEY_SNAPSHOTS.write(lake_root, day, keys, snapshot_id)
+    lake_datasets.BALANCE_SNAPSHOTS.write(lake_root, day, balance, snapshot_id)
     return snapshot_id
 
 
 def model_params(lake_root: Path, start: date | None = None, end: date | None = None) -> dict:
     """SQL parameters for the quota models: file lists, and the window [start, end] when given."""
-    def listed(dataset: str, column: str | None = None, values=None) -> list[str]:
-        found = lake.files(lake_root, dataset, column, values)
-        return found or [lake.empty_file(lake_root, dataset, SCHEMAS[dataset])]
-
     params = {
-        "quota_pulls_files": listed("quota_pulls"),
-        "balance_snapshot_files": listed("balance_snapshots"),
-        "key_snapshot_files": listed("key_snapshots"),
+        "quota_pulls_files": lake_datasets.QUOTA_PULLS.files_or_empty(lake_root),
+        "balance_snapshot_files": lake_datasets.BALANCE_SNAPSHOTS.files_or_empty(lake_root),
+        "key_snapshot_files": lake_datasets.KEY_SNAPSHOTS.files_or_empty(lake_root),
     }
     if start is not None and end is not None:
         params.update(
             start=start,
             end=end,
-            quota_daily_files=listed("quota_daily", "usage_date", window_days(start, end)),
+            quota_daily_files=lake_datasets.QUOTA_DAILY.files_or_empty(lake_root, window_days(start, end)),
         )
     return params
 
 
 def history(lake_root: Path) -> tuple[date, date] | None:
     """The first and last reporting day `quota_daily` holds in the lake (None: none landed)."""
-    days = lake.partition_values(lake_root, "quota_daily", "usage_date")
+    days = lake_datasets.QUOTA_DAILY.partition_values(lake_root)
     return (date.fromisoformat(days[0]), date.fromisoformat(days[-1])) if days else None

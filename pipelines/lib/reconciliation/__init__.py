@@ -22,11 +22,9 @@ from pathlib import Path
 
 import duckdb
 
-from pipelines.lib import clock, lake
-from pipelines.lib.gateway import lake as gateway_lake
+from pipelines.lib import clock, lake, lake_datasets
 from pipelines.lib.lake import layout as lake_layout
 from pipelines.lib.prices import catalog, tables as config_tables
-from pipelines.lib.request_logs import lake as request_log_lake
 from pipelines.lib.days import month_chunks, window_days
 from pipelines.lib.warehouse import (
     bound_zone,
@@ -59,22 +57,15 @@ def window_params(lake_root: Path, start: date, end: date, tolerance_usd: float,
     """SQL parameters for the reconciliation models over reporting days [start, end] in `zone`: the
     lake files they read (the UTC days that cover the window)."""
     days = window_days(*lake.utc_days_covering(start, end, zone))
-
-    def listed(dataset: str, schema, column: str | None = None, values=None) -> list[str]:
-        return lake.files(lake_root, dataset, column, values) or [lake.empty_file(lake_root, dataset, schema)]
-
-    def with_schema(dataset: str, schema, column: str, values) -> list[str]:
-        return lake.files(lake_root, dataset, column, values) + [lake.empty_file(lake_root, dataset, schema)]
-
     return {
         "start": start,
         "end": end,
         "tolerance_usd": float(tolerance_usd),
         "tolerance_pct": float(tolerance_pct),
         # with the schema-only file always: day files written before a column existed read it as NULL
-        "request_log_files": with_schema("request_logs", request_log_lake.REQUEST_LOGS, "utc_date", days),
-        "gateway_log_files": with_schema("gateway_logs", gateway_lake.GATEWAY_SCHEMA, "utc_date", days),
-        "gateway_pull_files": listed("gateway_pulls", gateway_lake.GATEWAY_PULLS),
+        "request_log_files": lake_datasets.REQUEST_LOGS.files_and_empty(lake_root, days),
+        "gateway_log_files": lake_datasets.GATEWAY_LOGS.files_and_empty(lake_root, days),
+        "gateway_pull_files": lake_datasets.GATEWAY_PULLS.files_or_empty(lake_root),
         **catalog.snapshot_params(lake_root),
     }
 
@@ -113,9 +104,9 @@ def history(lake_root: Path, zone: str = "UTC") -> tuple[date, date] | None:
     """First and last reporting day (in `zone`) any lake dataset holds: quota_daily's own days, and
     the reporting days the UTC days of request_logs and gateway_logs touch, up to today at most: in a zone
     ahead of UTC, today's UTC day also touches tomorrow, which has not begun."""
-    quota = [date.fromisoformat(d) for d in lake.partition_values(lake_root, "quota_daily", "usage_date")]
-    utc = [date.fromisoformat(d) for dataset in ("request_logs", "gateway_logs")
-           for d in lake.partition_values(lake_root, dataset, "utc_date")]
+    quota = [date.fromisoformat(d) for d in lake_datasets.QUOTA_DAILY.partition_values(lake_root)]
+    utc = [date.fromisoformat(d) for dataset in (lake_datasets.REQUEST_LOGS, lake_datasets.GATEWAY_LOGS)
+           for d in dataset.partition_values(lake_root)]
     today = clock.today(zone)
     days = [d for d in quota + (list(lake.reporting_days_of(min(utc), max(utc), zone)) if utc else []) if d <= today]
     return (min(days), max(days)) if days else None

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import duckdb
 
-from pipelines.lib import lake
-from pipelines.lib.gateway import lake as gateway_lake
+from pipelines.lib import lake_datasets
 from pipelines.lib.warehouse import relation_exists, run_model
 
 MODEL = "service_day_boundary"
@@ -25,9 +24,8 @@ WINDOW_DAYS = 31
 def build(con: duckdb.DuckDBPyConnection, lake_root: Path, inferred_at: datetime) -> None:
     """(Re)build `service_day_boundary` from the ledger's latest WINDOW_DAYS UTC days and `quota_daily`.
     `con` is bound to the reporting zone (`warehouse.publish(zone=...)`)."""
-    days = lake.partition_values(lake_root, "gateway_logs", "utc_date")[-WINDOW_DAYS:]
-    files = lake.files(lake_root, "gateway_logs", "utc_date", days) + [
-        lake.empty_file(lake_root, "gateway_logs", gateway_lake.GATEWAY_SCHEMA)]
+    days = lake_datasets.GATEWAY_LOGS.partition_values(lake_root)[-WINDOW_DAYS:]
+    files = lake_datasets.GATEWAY_LOGS.files_and_empty(lake_root, days)
     run_model(con, MODEL, {
         "gateway_log_files": files,
         "first_utc": date.fromisoformat(days[0]) if days else None,

@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.lib import lake
+from pipelines.lib import lake, lake_datasets
 from pipelines.lib.days import window_days
 from pipelines.lib.lake import UTC_TS
 from pipelines.lib.redact import remember, remembered
@@ -81,8 +81,6 @@ MANIFEST = pa.schema(
 )
 REQUEST_LOGS = RECORD_SCHEMA.append(pa.field("file", pa.string())).append(pa.field("line_no", pa.int64()))
 SKIPPED = lake.REJECTS.append(pa.field("listing", pa.string()))
-SCHEMAS = {"inbox_records": STAGED_RECORDS, "inbox_rejects": STAGED_REJECTS, "inbox_manifest": MANIFEST,
-           "request_logs": REQUEST_LOGS, "inbox_skipped": SKIPPED}
 
 
 @dataclass(frozen=True)
@@ -102,7 +100,7 @@ def file_id(relative: str, content_sha256: str) -> str:
 
 
 def is_staged(lake_root: Path, fid: str) -> bool:
-    return lake.exists(lake.partition_dir(lake_root, "inbox_manifest", "file_id", fid) / "manifest.parquet")
+    return lake.exists(lake_datasets.INBOX_MANIFEST.path(lake_root, fid))
 
 
 @dataclass(frozen=True)
@@ -140,7 +138,7 @@ def record_skipped(lake_root: Path, inbox: Path) -> list[SkippedFile]:
     skipped = walk_inbox(inbox).skipped
     rows = [{"source": "inbox_file", "file": s.file, "line": None, "reason": s.reason, "detail": s.detail,
              "raw": None, "listing": "current"} for s in skipped]
-    path = lake.partition_dir(lake_root, "inbox_skipped", "listing", "current") / "skipped.parquet"
+    path = lake_datasets.INBOX_SKIPPED.path(lake_root, "current")
     table = pa.Table.from_pylist(rows, schema=SKIPPED)
     current = lake.resolve(path)
     if current is None or not pq.read_table(current, schema=SKIPPED).equals(table):
@@ -173,7 +171,7 @@ def pending_files(lake_root: Path, inbox: Path) -> list[InboxFile]:
         lake.write_table_atomic(pa.Table.from_pylist(rows, schema=HASHES), _hashes_path(lake_root))
     found = (InboxFile(p, r, digest) for p, r, digest in zip(paths, relatives, digests))
     if lake.object_lake(lake_root) is not None:  # one listing, not a request per inbox file
-        staged = set(lake.partition_values(lake_root, "inbox_manifest", "file_id"))
+        staged = set(lake_datasets.INBOX_MANIFEST.partition_values(lake_root))
         return [f for f in found if f.file_id not in staged]
     return [f for f in found if not is_staged(lake_root, f.file_id)]
 
@@ -191,7 +189,7 @@ def _known_hashes(lake_root: Path) -> dict[str, tuple[tuple[int, int, int, int],
 def stage_file(lake_root: Path, inbox: Path, item: InboxFile, now: datetime) -> StagedFile:
     """Parse one file version into the staging datasets (records, rejects, then the manifest)."""
     path, relative, fid = item.path, item.relative, item.file_id
-    records_path = lake.partition_dir(lake_root, "inbox_records", "file_id", fid) / "records.parquet"
+    records_path = lake_datasets.INBOX_RECORDS.path(lake_root, fid)
     rejects: list[dict] = []
     reasons: dict[str, int] = {}
     counts = {"read": 0, "blank": 0, "records": 0}
@@ -215,8 +213,7 @@ def stage_file(lake_root: Path, inbox: Path, item: InboxFile, now: datetime) -> 
 
     lake.write_batches_atomic((b for table in batches() for b in table), STAGED_RECORDS, records_path,
                               dictionary_columns=DICTIONARY_COLUMNS)
-    lake.write_partition_file(lake_root, "inbox_rejects", "file_id", fid, "rejects",
-                              pa.Table.from_pylist(rejects, schema=STAGED_REJECTS))
+    lake_datasets.INBOX_REJECTS.write(lake_root, fid, pa.Table.from_pylist(rejects, schema=STAGED_REJECTS))
     manifest = {
         "file_id": fid,
         "file": relative,
@@ -231,8 +228,7 @@ def stage_file(lake_root: Path, inbox: Path, item: InboxFile, now: datetime) -> 
         "first_utc_date": min(days) if days else None,
         "last_utc_date": max(days) if days else None,
     }
-    lake.write_partition_file(lake_root, "inbox_manifest", "file_id", fid, "manifest",
-                              pa.Table.from_pylist([manifest], schema=MANIFEST))
+    lake_datasets.INBOX_MANIFEST.write(lake_root, fid, pa.Table.from_pylist([manifest], schema=MANIFEST))
     return StagedFile(relative, fid, counts["read"], counts["records"], len(rejects), reasons,
                       manifest["first_utc_date"], manifest["last_utc_date"])
 
@@ -270,14 +266,11 @@ def _start_worker(secrets: tuple[str, ...], object_lakes: list[tuple[Path, str]]
 
 def staging_params(lake_root: Path) -> dict:
     """SQL parameters: every staged dataset's files (a schema-only file stands in for none)."""
-    def listed(dataset: str) -> list[str]:
-        return lake.files(lake_root, dataset) or [lake.empty_file(lake_root, dataset, SCHEMAS[dataset])]
-
     return {
-        "inbox_manifest_files": listed("inbox_manifest"),
-        "inbox_record_files": listed("inbox_records"),
-        "inbox_reject_files": listed("inbox_rejects"),
-        "inbox_skipped_files": listed("inbox_skipped"),
+        "inbox_manifest_files": lake_datasets.INBOX_MANIFEST.files_or_empty(lake_root),
+        "inbox_record_files": lake_datasets.INBOX_RECORDS.files_or_empty(lake_root),
+        "inbox_reject_files": lake_datasets.INBOX_REJECTS.files_or_empty(lake_root),
+        "inbox_skipped_files": lake_datasets.INBOX_SKIPPED.files_or_empty(lake_root),
     }
 
 
@@ -287,8 +280,7 @@ def conflict_params(con: duckdb.DuckDBPyConnection, lake_root: Path) -> dict:
     holding = [f for (f,) in con.execute(
         "SELECT DISTINCT file_id FROM stg_copy_ranks WHERE request_id IN "
         "(SELECT request_id FROM stg_copy_ranks WHERE copy_rank > 1) ORDER BY file_id").fetchall()]
-    found = lake.files(lake_root, "inbox_records", "file_id", holding) if holding else []
-    return {"conflict_record_files": found or [lake.empty_file(lake_root, "inbox_records", STAGED_RECORDS)]}
+    return {"conflict_record_files": lake_datasets.INBOX_RECORDS.files_or_empty(lake_root, holding)}
 
 
 def assemble(lake_root: Path, start: date, end: date) -> dict[date, int]:
@@ -305,8 +297,7 @@ def assemble(lake_root: Path, start: date, end: date) -> dict[date, int]:
             "SELECT DISTINCT file_id FROM stg_copy_ranks WHERE copy_rank = 1 ORDER BY file_id").fetchall()]
         # plus a schema-only file: files staged by an older version lack the newer columns, which
         # union_by_name then reads as NULL ("not reported") instead of failing
-        found = lake.files(lake_root, "inbox_records", "file_id", holding) + [
-            lake.empty_file(lake_root, "inbox_records", STAGED_RECORDS)]
+        found = lake_datasets.INBOX_RECORDS.files_and_empty(lake_root, holding)
         run_model(con, "stg_request_logs", window | {"inbox_record_files": found})
 
         def day_rows(day: date) -> pa.Table:
@@ -315,7 +306,7 @@ def assemble(lake_root: Path, start: date, end: date) -> dict[date, int]:
             return table.select(REQUEST_LOGS.names).cast(REQUEST_LOGS)  # by name: older files order columns otherwise
 
         def write(day: date, table: pa.Table) -> int:
-            lake.write_partition_file(lake_root, "request_logs", "utc_date", day, "requests", table)
+            lake_datasets.REQUEST_LOGS.write(lake_root, day, table)
             return table.num_rows
 
         days = window_days(start, end)
@@ -323,5 +314,5 @@ def assemble(lake_root: Path, start: date, end: date) -> dict[date, int]:
 
 
 def read_manifests(lake_root: Path) -> list[dict]:
-    found = lake.files(lake_root, "inbox_manifest")
+    found = lake_datasets.INBOX_MANIFEST.files(lake_root)
     return pq.read_table(found, partitioning=None).to_pylist() if found else []

@@ -15,7 +15,7 @@ from typing import Any
 
 import duckdb
 
-from pipelines.lib import lake
+from pipelines.lib import lake, lake_datasets
 from pipelines.lib.reconciliation import day_boundary
 from pipelines.lib.review_pack.period import Period
 from pipelines.lib.warehouse import run_query
@@ -195,7 +195,8 @@ def _anomalies(con: duckdb.DuckDBPyConnection, period: Period) -> tuple[list[Row
 
 def _pulled_days(lake_root: Path, period: Period) -> set[date]:
     """Days of the month some recorded query-service pull covered (a day without usage counts too)."""
-    files = lake.files(lake_root, "quota_pulls") if (lake_root / "quota_pulls").is_dir() else []
+    dataset = lake_datasets.QUOTA_PULLS
+    files = dataset.files(lake_root) if (lake_root / dataset.name).is_dir() else []
     if not files:
         return set()
     with duckdb.connect() as con:
@@ -207,7 +208,8 @@ def _pulled_days(lake_root: Path, period: Period) -> set[date]:
 def _gateway_checks(lake_root: Path, period: Period) -> list[Row]:
     """Per UTC day covering the month and check: what the latest ledger pull of that day found
     (lake/gateway_checks; the ledger is pulled by UTC day)."""
-    files = lake.files(lake_root, "gateway_checks") if (lake_root / "gateway_checks").is_dir() else []
+    dataset = lake_datasets.GATEWAY_CHECKS
+    files = dataset.files(lake_root) if (lake_root / dataset.name).is_dir() else []
     if not files:
         return []
     with duckdb.connect() as con:

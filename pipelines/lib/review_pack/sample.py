@@ -24,7 +24,7 @@ from typing import Any
 
 import duckdb
 
-from pipelines.lib import lake
+from pipelines.lib import lake, lake_datasets
 from pipelines.lib.days import window_days
 from pipelines.lib.redact import redact
 from pipelines.lib.review_pack.period import Period
@@ -49,7 +49,7 @@ def sample_jsonl(records: list[dict[str, Any]]) -> bytes:
 
 def _month_rows(lake_root: Path, period: Period) -> list[dict[str, Any]]:
     days = window_days(*lake.utc_days_covering(period.first_day, period.last_day, period.timezone))
-    files = lake.files(lake_root, "request_logs", "utc_date", days) if lake_root.is_dir() else []
+    files = lake_datasets.REQUEST_LOGS.files(lake_root, days) if lake_root.is_dir() else []
     if not files:
         return []
     with duckdb.connect() as con:
