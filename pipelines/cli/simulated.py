@@ -187,7 +187,7 @@ def _write_text(path, text: str) -> None:
 
 def _restatement_already_pulled(settings: Settings, traffic) -> bool:
     """Whether an earlier demo run in this data home already pulled the planted restatement day."""
-    from pipelines.lib import lake_datasets
+    from pipelines.lib.lake import datasets as lake_datasets
 
     day = traffic.planted["restatement"]["date"]
     return bool(lake_datasets.QUOTA_DAILY.files(settings.lake, [day]))

@@ -9,7 +9,8 @@ from datetime import date
 import dagster as dg
 
 from pipelines.defs.schedules import partition_range_tags
-from pipelines.lib import lake, lake_datasets
+from pipelines.lib import lake
+from pipelines.lib.lake import datasets as lake_datasets
 from pipelines.lib.request_logs import lake as request_log_lake
 from pipelines.lib.request_logs.reader import inbox_files
 from pipelines.lib.settings import Settings

@@ -1,4 +1,4 @@
-"""The dataset catalog (pipelines/lib/lake_datasets.py) against a lake the product wrote: every folder
+"""The dataset catalog (pipelines/lib/lake/datasets.py) against a lake the product wrote: every folder
 it writes is named there, with the partition column, file name and schema its files have."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import SIM_START, make_settings, materialize_days
-from pipelines.lib import lake_datasets
+from pipelines.lib.lake import datasets as lake_datasets
 from pipelines.simulator.inbox import write_inbox
 from pipelines.simulator.server import SimulatorServer
 

@@ -12,7 +12,8 @@ from pipelines.defs.metadata import (
 from pipelines.defs.pools import WRITER_POOL
 from pipelines.defs.resources import LedgerHome, QueryService
 from pipelines.defs.window import run_days
-from pipelines.lib import clock, lake, lake_datasets
+from pipelines.lib import clock, lake
+from pipelines.lib.lake import datasets as lake_datasets
 from pipelines.lib.quota import lake as quota_lake
 from pipelines.lib.days import window_days
 from pipelines.lib.warehouse import publish, record_models, run_model, run_query, window_to_build

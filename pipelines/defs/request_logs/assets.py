@@ -13,7 +13,8 @@ from pipelines.defs.metadata import (
 from pipelines.defs.pools import WRITER_POOL
 from pipelines.defs.resources import GatewayLedger, LedgerHome
 from pipelines.defs.window import run_days
-from pipelines.lib import clock, lake, lake_datasets
+from pipelines.lib import clock, lake
+from pipelines.lib.lake import datasets as lake_datasets
 from pipelines.lib.gateway import lake as gateway_lake
 from pipelines.lib.lake import layout as lake_layout
 from pipelines.lib.prices import catalog

@@ -9,7 +9,8 @@ from pipelines.defs.metadata import markdown_table, preview, table_metadata, war
 from pipelines.defs.pools import WRITER_POOL
 from pipelines.defs.resources import LedgerHome
 from pipelines.defs.window import run_days
-from pipelines.lib import clock, lake_datasets, reconciliation
+from pipelines.lib import clock, reconciliation
+from pipelines.lib.lake import datasets as lake_datasets
 from pipelines.lib.reconciliation import anomalies, day_boundary
 from pipelines.lib.reconciliation import RECON_MODELS, load_config, rebuild_window
 from pipelines.lib.warehouse import model_path, publish, record_models, run_query, window_to_build

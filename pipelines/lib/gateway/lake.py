@@ -49,7 +49,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.lib import disk, lake, lake_datasets
+from pipelines.lib import disk, lake
+from pipelines.lib.lake import datasets as lake_datasets
 from pipelines.lib.gateway import fast as gateway_fast
 from pipelines.lib.cometapi.gateway import GatewayClient, LedgerIncomplete, LogChunk, SpanCheck, method_of
 from pipelines.lib.cometapi.pacing import RateLimit

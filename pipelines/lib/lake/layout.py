@@ -35,7 +35,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.lib import lake, lake_datasets
+from pipelines.lib import lake
+from pipelines.lib.lake import datasets as lake_datasets
 from pipelines.lib.gateway import lake as gateway_lake
 from pipelines.lib.request_logs import lake as request_log_lake
 from pipelines.lib.gateway.ledger import GATEWAY_SCHEMA, dedupe_sorted

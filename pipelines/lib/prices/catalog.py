@@ -32,7 +32,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipelines.lib import lake, lake_datasets
+from pipelines.lib import lake
+from pipelines.lib.lake import datasets as lake_datasets
 from pipelines.lib.redact import redact
 
 ABSURD_USD = Decimal(100_000)  # per 1M tokens or per call: no real rate comes near it

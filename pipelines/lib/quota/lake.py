@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipelines.lib import lake_datasets
+from pipelines.lib.lake import datasets as lake_datasets
 from pipelines.lib.days import window_days
 from pipelines.lib.lake import UTC_TS
 from pipelines.lib.cometapi.query import DailyPull, QuotaResponse

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import duckdb
 
-from pipelines.lib import clock, lake, lake_datasets
+from pipelines.lib import clock, lake
+from pipelines.lib.lake import datasets as lake_datasets
 from pipelines.lib.lake import layout as lake_layout
 from pipelines.lib.prices import catalog, tables as config_tables
 from pipelines.lib.days import month_chunks, window_days

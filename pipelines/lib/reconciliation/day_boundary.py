@@ -14,7 +14,7 @@ from pathlib import Path
 
 import duckdb
 
-from pipelines.lib import lake_datasets
+from pipelines.lib.lake import datasets as lake_datasets
 from pipelines.lib.warehouse import relation_exists, run_model
 
 MODEL = "service_day_boundary"

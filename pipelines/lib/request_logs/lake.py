@@ -38,7 +38,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.lib import lake, lake_datasets
+from pipelines.lib import lake
+from pipelines.lib.lake import datasets as lake_datasets
 from pipelines.lib.days import window_days
 from pipelines.lib.lake import UTC_TS
 from pipelines.lib.redact import remember, remembered

@@ -15,7 +15,8 @@ from typing import Any
 
 import duckdb
 
-from pipelines.lib import lake, lake_datasets
+from pipelines.lib import lake
+from pipelines.lib.lake import datasets as lake_datasets
 from pipelines.lib.reconciliation import day_boundary
 from pipelines.lib.review_pack.period import Period
 from pipelines.lib.warehouse import run_query

@@ -24,7 +24,8 @@ from typing import Any
 
 import duckdb
 
-from pipelines.lib import lake, lake_datasets
+from pipelines.lib import lake
+from pipelines.lib.lake import datasets as lake_datasets
 from pipelines.lib.days import window_days
 from pipelines.lib.redact import redact
 from pipelines.lib.review_pack.period import Period
