@@ -34,10 +34,10 @@ import pyarrow as pa
 
 from pipelines.lib import lake
 from pipelines.lib.lake import datasets as lake_datasets
+from pipelines.lib.prices.tables import MONEY
 from pipelines.lib.redact import redact
 
 ABSURD_USD = Decimal(100_000)  # per 1M tokens or per call: no real rate comes near it
-MONEY = pa.decimal128(18, 6)
 CATALOG_SNAPSHOTS = pa.schema(
     [
         ("snapshot_date", pa.date32()),
