@@ -9,16 +9,16 @@ import dagster as dg
 
 from pipelines.defs.alerts.resources import alert_channels
 from pipelines.defs.alerts.sensors import build_alert_sensors
-from pipelines.defs.budgets.assets import build_budget_assets
 from pipelines.defs.checks.freshness import build_freshness_checks
 from pipelines.defs.checks.smoke_test import build_smoke_test_assets
 from pipelines.defs.partitions import daily_partitions, monthly_partitions
 from pipelines.defs.reports.assets import build_report_assets
 from pipelines.defs.quota.assets import build_quota_assets
+from pipelines.defs.reconciliation.assets import build_reconciliation_assets
+from pipelines.defs.reconciliation.budgets import build_budget_assets
 from pipelines.defs.request_logs.assets import build_request_log_assets
 from pipelines.defs.resources import GatewayLedger, LedgerHome, QueryService
 from pipelines.defs.schedules import build_jobs_and_schedules, freshness_hour_utc
-from pipelines.defs.warehouse.assets import build_warehouse_assets
 from pipelines.defs.sensors import build_inbox_sensor
 from pipelines.lib.settings import Settings, load_settings
 
@@ -41,7 +41,7 @@ def build_definitions(settings: Settings, resources: Mapping[str, dg.Configurabl
         assets=dg.with_source_code_references([
             *build_quota_assets(partitions),
             *build_request_log_assets(partitions),
-            *build_warehouse_assets(partitions),
+            *build_reconciliation_assets(partitions),
             *build_budget_assets(),
             *build_smoke_test_assets(settings.api_url),
             *build_report_assets(months),

@@ -51,7 +51,7 @@ def test_every_asset_has_a_description_group_kind_and_owner(tmp_path):
 
 
 def test_the_reconciliation_models_carry_the_sql_text_as_code_version(tmp_path):
-    from pipelines.defs.warehouse.assets import code_version
+    from pipelines.defs.metadata import code_version
     from pipelines.lib.reconciliation import RECON_MODELS
 
     d = build_definitions(settings(tmp_path))

@@ -1,7 +1,8 @@
 """Metadata a person wants in the UI: counts, previews, column schemas, table names, code references.
 
 Two kinds. On an asset's definition (shown before it was ever materialised): its column schema,
-its table name, and the SQL models that build it (`warehouse_spec_metadata`, `lake_spec_metadata`).
+its table name, and the SQL models that build it (`warehouse_spec_metadata`, `lake_spec_metadata`),
+whose text is its code version (`code_version`).
 On a materialisation: what the data holds now. A run covers a window of days, and a table holds
 more than the window, so each count says which it is: `dagster/row_count` is what the table or the
 lake dataset holds after the run; `rows_in_window` (warehouse) the rows of the run's days, and
@@ -10,6 +11,7 @@ lake dataset holds after the run; `rows_in_window` (warehouse) the rows of the r
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -72,6 +74,17 @@ def warehouse_spec_metadata(table: str, *models: str) -> dict[str, object]:
             dg.TableColumn(c["name"], c["type"], description=c["comment"]) for c in columns]),
         "dagster/code_references": dg.CodeReferencesMetadataValue(code_references=references),
     }
+
+
+def code_version(*models: str) -> str:
+    """An asset's Dagster code version: the digest of the SQL models that build it, so that a changed
+    model shows the asset as changed in the UI."""
+    from pipelines.lib.warehouse import model_path
+
+    digest = hashlib.sha256()
+    for name in models:
+        digest.update(model_path(name).read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def lake_spec_metadata(schema: pa.Schema) -> dict[str, object]:

@@ -1,6 +1,6 @@
 """How the reconciliation warehouse is built: the config tables, then the window's models.
 
-Used by the Dagster assets (`pipelines/defs/warehouse`) and by `comet-ledger reprice`, so that both
+Used by the Dagster assets (`pipelines/defs/reconciliation`) and by `comet-ledger reprice`, so that both
 compute every figure with the same SQL.
 
 A run costs what its window holds, not what the history holds: `requests` is kept in one Parquet

@@ -1,17 +1,16 @@
-"""Budgets: the budgets file in the warehouse, and how each budget stands in each of its periods."""
+"""Budgets: the budgets file in the warehouse, and how each budget stands in each of its periods.
+
+In the reconciliation group: spend by team follows key_owners, so `comet-ledger reprice` (the
+reconciliation_rebuild job) rebuilds the budgets' history with the reconciliation it comes from."""
 
 import dagster as dg
 
-from pipelines.defs.metadata import preview, table_metadata, warehouse_spec_metadata
+from pipelines.defs.metadata import code_version, preview, table_metadata, warehouse_spec_metadata
 from pipelines.defs.pools import WRITER_POOL
+from pipelines.defs.reconciliation.assets import GROUP
 from pipelines.defs.resources import LedgerHome
-from pipelines.defs.warehouse.assets import code_version
 from pipelines.lib.reconciliation import budgets
 from pipelines.lib.warehouse import publish
-
-# In the reconciliation group: spend by team follows key_owners, so `comet-ledger reprice` (the
-# reconciliation_rebuild job) rebuilds the budgets' history with the reconciliation it comes from.
-GROUP = "reconciliation"
 
 
 def build_budget_assets() -> list[dg.AssetsDefinition]:

@@ -1,11 +1,10 @@
 """The reconciliation warehouse: prices and owners from config, then requests, reconciliation,
-allocation and the marts, rebuilt for the run's window in one private copy published at once."""
-
-import hashlib
+allocation and the marts, rebuilt for the run's window in one private copy published at once.
+The group's budget assets are in `budgets.py`."""
 
 import dagster as dg
 
-from pipelines.defs.metadata import markdown_table, preview, table_metadata, warehouse_spec_metadata
+from pipelines.defs.metadata import code_version, markdown_table, preview, table_metadata, warehouse_spec_metadata
 from pipelines.defs.pools import WRITER_POOL
 from pipelines.defs.resources import LedgerHome
 from pipelines.defs.window import run_days
@@ -13,7 +12,7 @@ from pipelines.lib import clock, reconciliation
 from pipelines.lib.lake import datasets as lake_datasets
 from pipelines.lib.reconciliation import anomalies, day_boundary
 from pipelines.lib.reconciliation import RECON_MODELS, load_config, rebuild_window
-from pipelines.lib.warehouse import model_path, publish, record_models, run_query, window_to_build
+from pipelines.lib.warehouse import publish, record_models, run_query, window_to_build
 
 GROUP = "reconciliation"
 PUBLIC = {
@@ -40,14 +39,7 @@ PREVIEWS = {name: f"previews/{name}" for name in (
     "chargeback_monthly")}
 
 
-def code_version(*models: str) -> str:
-    digest = hashlib.sha256()
-    for name in models:
-        digest.update(model_path(name).read_bytes())
-    return digest.hexdigest()[:12]
-
-
-def build_warehouse_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+def build_reconciliation_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     @dg.multi_asset(
         specs=[
             dg.AssetSpec(["warehouse", "prices"], group_name=GROUP, kinds={"duckdb"}, owners=["team:finance"],
