@@ -11,6 +11,7 @@ from pipelines.defs.alerts.resources import alert_channels
 from pipelines.defs.alerts.sensors import build_alert_sensors
 from pipelines.defs.checks.freshness import build_freshness_checks
 from pipelines.defs.checks.smoke_test import build_smoke_test_assets
+from pipelines.defs.gateway.assets import build_gateway_assets
 from pipelines.defs.partitions import daily_partitions, monthly_partitions
 from pipelines.defs.reports.assets import build_report_assets
 from pipelines.defs.quota.assets import build_quota_assets
@@ -41,6 +42,7 @@ def build_definitions(settings: Settings, resources: Mapping[str, dg.Configurabl
         assets=dg.with_source_code_references([
             *build_quota_assets(partitions),
             *build_request_log_assets(partitions),
+            *build_gateway_assets(partitions),
             *build_reconciliation_assets(partitions),
             *build_budget_assets(),
             *build_smoke_test_assets(settings.api_url),

@@ -1,6 +1,6 @@
-"""Request logs: what applications captured (the inbox) and CometAPI's own per-request ledger."""
+"""Request logs: what applications captured (the inbox), and the warehouse's record of every inbox file
+and of every unusable line or row."""
 
-import contextlib
 import time
 from collections import Counter
 
@@ -11,15 +11,14 @@ from pipelines.defs.metadata import (
     lake_metadata, lake_spec_metadata, markdown_table, preview, table_metadata, warehouse_spec_metadata,
 )
 from pipelines.defs.pools import WRITER_POOL
-from pipelines.defs.resources import GatewayLedger, LedgerHome
+from pipelines.defs.resources import LedgerHome
+from pipelines.defs.upkeep import swept
 from pipelines.defs.window import run_days
 from pipelines.lib import clock, lake
 from pipelines.lib.lake import datasets as lake_datasets
 from pipelines.lib.gateway import lake as gateway_lake
-from pipelines.lib.lake import layout as lake_layout
 from pipelines.lib.prices import catalog
 from pipelines.lib.request_logs import lake as request_log_lake
-from pipelines.lib.days import window_days
 from pipelines.lib.warehouse import built_from, inputs_sha, publish, record_built_from, run_model, run_query
 
 GROUP = "request_logs"
@@ -28,23 +27,10 @@ GROUP = "request_logs"
 ONCE_PER_RUN = dg.BackfillPolicy.single_run()
 REQUEST_LOG_PREVIEW = ["utc_date", "ts", "key_name", "model", "prompt_tokens", "completion_tokens", "usage_status",
                        "file", "line_no"]
-GATEWAY_PREVIEW = ["utc_date", "created_at", "key_name", "model", "log_type_name", "billed_usd", "prompt_tokens",
-                   "completion_tokens", "request_id"]
 # what warehouse/inbox_files (and request_conflicts) is built from (kept while these are unchanged)
 INBOX_FILES_MODELS = ("stg_inbox_files", "stg_copy_ranks", "request_conflicts", "inbox_files")
 INBOX_FILES_TABLES = ("inbox_files", "request_conflicts")
 INBOX_FILES_PARAMS = ("inbox_manifest_files", "inbox_record_files")
-
-
-def swept(context: dg.AssetExecutionContext, ledger: LedgerHome, datasets: tuple[str, ...]) -> None:
-    """Convert a lake in the older layout once (`lake_layout`), and remove what a killed writer left in
-    `datasets` (lake.remove_stale_temporaries), saying so."""
-    converted = lake_layout.ensure_utc_days(ledger.lake)
-    if converted:
-        context.log.warning(converted)
-    removed = lake.remove_stale_temporaries(ledger.lake, datasets)
-    if removed:
-        context.log.info(f"removed {len(removed)} temporary file(s) left by a killed run over a day ago")
 
 
 def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
@@ -136,99 +122,6 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
             }
         )
 
-    @dg.asset(
-        key=lake_datasets.GATEWAY_LOGS.key,
-        partitions_def=partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        group_name=GROUP,
-        kinds={"parquet"},
-        owners=["team:platform"],
-        metadata=lake_spec_metadata(lake_datasets.GATEWAY_LOGS.schema),
-        description=(
-            "CometAPI's own per-request ledger (/api/log/self: its CSV export where it checks out, else paged to "
-            "an empty page; plus console CSV exports in <inbox>/gateway/): billed USD per row (quota / 500000), "
-            "refunds and task corrections as their own rows. Each day is checked against /api/log/self/stat and "
-            "/api/data/self before it lands. Pulled only when COMETAPI_ACCESS_TOKEN is set."
-        ),
-    )
-    def gateway_logs_lake(context: dg.AssetExecutionContext, ledger: LedgerHome, gateway: GatewayLedger):
-        start, end = run_days(context)
-        swept(context, ledger, lake_datasets.names(lake_datasets.GATEWAY_LOGS, lake_datasets.GATEWAY_REJECTS,
-                                                   lake_datasets.GATEWAY_PULLS, lake_datasets.GATEWAY_CHECKS))
-        exports = gateway_lake.export_files(ledger.inbox_path)
-        if not gateway.configured and not exports:
-            context.log.info("COMETAPI_ACCESS_TOKEN is not set and no CSV export is in the inbox: ledger skipped")
-            return dg.MaterializeResult(metadata={
-                **lake_metadata([], lake_datasets.GATEWAY_LOGS.schema, GATEWAY_PREVIEW),
-                "window": f"{start} .. {end}", "skipped": True,
-                "reason": "COMETAPI_ACCESS_TOKEN not set; no CSV export"})
-        first_utc, last_utc = lake.utc_days_covering(start, end, ledger.timezone)  # the lake keeps UTC days
-        with gateway.client() if gateway.configured else contextlib.nullcontext() as client:
-            pull_id, window = gateway_lake.land_window(ledger.lake, first_utc, last_utc, client=client,
-                                                       export_files=exports, now=clock.now, warn=context.log.warning,
-                                                       progress=context.log.info)
-        figures = gateway_lake.summary(window)
-        written = lake_datasets.GATEWAY_LOGS.files(ledger.lake, window_days(first_utc, last_utc))
-        return dg.MaterializeResult(
-            metadata={
-                **lake_metadata(written, lake_datasets.GATEWAY_LOGS.schema, GATEWAY_PREVIEW,
-                                dataset=lake_datasets.GATEWAY_LOGS.files(ledger.lake)),
-                "window": f"{start} .. {end}",
-                "pull_id": pull_id,
-                "billed_usd": round(float(figures["billed_usd"]), 6),
-                "requests": figures["requests"],
-                "rows_by_type": dg.MetadataValue.json(figures["rows_by_type"]),
-                "corrections": figures["corrections"],
-                "duplicates": figures["duplicates"],
-                "rejects_by_reason": dg.MetadataValue.json(figures["rejects_by_reason"]),
-                "pages": figures["pages"],
-                "sources": ", ".join(figures["sources"]),
-                "api_method": figures["api_method"],
-                "api_calls": figures["api_calls"],
-                # completeness: each day's type-2 quota against the gateway's own totals (never `total`)
-                "checks": dg.MetadataValue.json(figures["checks"]),
-                "checks_by_day": dg.MetadataValue.md(markdown_table(
-                    ["day", "check", "status", "ledger units", "server units", "detail"],
-                    gateway_lake.check_rows(window.checks))),
-                "rows_without_request_id": figures["rows_without_request_id"],
-                "unknown_type_codes": dg.MetadataValue.json(figures["unknown_type_codes"]),
-                "subscription_rows": figures["subscription_rows"],
-                "subscription_usd": float(figures["subscription_usd"]),
-            }
-        )
-
-    @dg.asset(
-        key=lake_datasets.CATALOG_SNAPSHOTS.key,
-        backfill_policy=ONCE_PER_RUN,
-        group_name=GROUP,
-        kinds={"parquet"},
-        owners=["team:finance"],
-        metadata=lake_spec_metadata(catalog.CATALOG_SNAPSHOTS),
-        description=(
-            "CometAPI's public model catalog (/api/models, no auth) as it stood today: one snapshot a reporting "
-            "day (a re-pull replaces it), unusable entries in catalog_rejects. A price change between two "
-            "snapshots becomes a price version with source 'catalog' (pipelines/lib/prices/catalog.py)."
-        ),
-    )
-    def catalog_snapshots_lake(context: dg.AssetExecutionContext, ledger: LedgerHome, gateway: GatewayLedger):
-        swept(context, ledger, lake_datasets.names(lake_datasets.CATALOG_SNAPSHOTS, lake_datasets.CATALOG_REJECTS))
-        day = clock.today(ledger.timezone)
-        try:
-            with gateway.client() as client:
-                entries = client.fetch_models()
-        except Exception as failed:  # the catalog is the last price source: its outage must not stop a run
-            context.log.warning(f"/api/models not pulled: {failed}; the last snapshot stays in use")
-            return dg.MaterializeResult(metadata={"snapshot_date": str(day), "skipped": True,
-                                                  "reason": str(failed)[:500]})
-        snapshot = catalog.parse_catalog(day, entries)
-        models, rejects = catalog.land(ledger.lake, snapshot)
-        return dg.MaterializeResult(metadata={
-            **lake_metadata([models], catalog.CATALOG_SNAPSHOTS,
-                            dataset=lake_datasets.CATALOG_SNAPSHOTS.files(ledger.lake)),
-            "snapshot_date": str(day), "models": len(snapshot.rows), "rejects": len(snapshot.rejects),
-            "rejects_by_reason": dg.MetadataValue.json(dict(Counter(r["reason"] for r in snapshot.rejects))),
-        })
-
     @dg.multi_asset(
         specs=[
             dg.AssetSpec(["warehouse", "inbox_files"], deps=[["lake", "inbox_files"]], group_name=GROUP,
@@ -297,4 +190,4 @@ def build_request_log_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
         yield dg.AssetCheckResult(check_name="every_line_accounted_for", asset_key=["warehouse", "inbox_files"],
                                   passed=unbalanced == 0, metadata={"unbalanced_files": unbalanced})
 
-    return [inbox_files_lake, request_logs_lake, gateway_logs_lake, catalog_snapshots_lake, inbox_warehouse]
+    return [inbox_files_lake, request_logs_lake, inbox_warehouse]
