@@ -63,7 +63,7 @@ from support import (
 )
 
 # The daily_ledger job's assets: everything but the smoke test (checks) and the review pack (reports).
-DAILY_SELECTION = "group:quota or group:request_logs or group:gateway or group:reconciliation"
+DAILY_SELECTION = "not group:checks and not group:reports"
 # Every partition's own warehouse publishes: lake/quota_daily and all downstream of it (the quota
 # tables, reconciliation, anomalies), the monthly review pack excepted.
 QUOTA_DOWNSTREAM = 'key:"lake/quota_daily"+ and not group:reports'
