@@ -17,9 +17,6 @@ from pipelines.lib.lake import datasets as lake_datasets
 from pipelines.lib.prices import catalog
 
 GROUP = "gateway"
-# Not partitioned: the catalog is pulled once per run, whatever the range of days. The single-run
-# policy says so to the Dagster CLI (`--partition-range` needs it on every asset it selects).
-ONCE_PER_RUN = dg.BackfillPolicy.single_run()
 GATEWAY_PREVIEW = ["utc_date", "created_at", "key_name", "model", "log_type_name", "billed_usd", "prompt_tokens",
                    "completion_tokens", "request_id"]
 
@@ -88,7 +85,9 @@ def build_gateway_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsD
 
     @dg.asset(
         key=lake_datasets.CATALOG_SNAPSHOTS.key,
-        backfill_policy=ONCE_PER_RUN,
+        # Not partitioned: the catalog is pulled once per run, whatever the range of days. The single-run
+        # policy says so to the Dagster CLI (`--partition-range` needs it on every asset it selects).
+        backfill_policy=dg.BackfillPolicy.single_run(),
         group_name=GROUP,
         kinds={"parquet"},
         owners=["team:finance"],
