@@ -10,10 +10,12 @@ import json
 import logging
 import os
 import re
+import string
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
+from importlib import resources
 from pathlib import Path
 
 import dagster as dg
@@ -29,21 +31,9 @@ from pipelines.lib.warehouse import writer_lock
 JOB_NAME = "daily_ledger"
 # The run's events go to the Dagster instance (the UI); the terminal gets one line per failure.
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
-# What DAGSTER_HOME/dagster.yaml says when this module writes it. Dagster declares a pool's limit in
-# the instance, and a dagster.yaml can only give the default for every pool: `duckdb_writer` is the
-# only pool, so the default is its limit. `granularity: run`: the run queue (`make dev`'s daemon)
-# starts one run holding the pool at a time; an in-process run (`comet-ledger`) claims no slot, its
-# writes wait on the warehouse file lock instead (pipelines/lib/warehouse/__init__.py), which the operating
-# system releases when a process dies. Dagster keeps a slot claimed by a killed step until someone
-# frees it, and its in-process executor spins while it waits for one.
-INSTANCE_CONFIG = (
-    "telemetry:\n"
-    "  enabled: false\n"
-    "concurrency:\n"
-    "  pools:\n"
-    "    granularity: run\n"
-    f"    default_limit: {WRITER_POOL_LIMIT}  # {WRITER_POOL}, the only pool\n"
-)
+# DAGSTER_HOME/dagster.yaml as this module writes it: pipelines/dagster.yaml, which says why, with
+# the writer pool's name and limit filled in from pipelines/defs/pools.py.
+INSTANCE_TEMPLATE = "dagster.yaml"
 # By default Dagster logs a run's planned materialisations one event per asset and partition: a
 # 30-day run of this job writes ~630 of them to the SQLite event log before its first step, each in
 # its own connection and transaction, ~5 s a run. Dagster's own opt-in variable makes it one event
@@ -52,7 +42,17 @@ INSTANCE_CONFIG = (
 # failure itself. The variable is set for the command line's runs only, unless you set it.
 PLANNED_EVENTS_VARIABLE = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
 # What earlier versions wrote; such a file is brought up to date, any other one is left alone.
-LEGACY_INSTANCE_CONFIG = "telemetry:\n  enabled: false\n"
+EARLIER_INSTANCE_CONFIGS = (
+    "telemetry:\n  enabled: false\n",
+    "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    granularity: run\n"
+    "    default_limit: 1  # duckdb_writer, the only pool\n",
+)
+
+
+def instance_config() -> str:
+    """The text of the dagster.yaml this module writes into an empty DAGSTER_HOME."""
+    template = resources.files("pipelines").joinpath(INSTANCE_TEMPLATE).read_text(encoding="utf-8")
+    return string.Template(template).substitute(writer_pool=WRITER_POOL, writer_pool_limit=WRITER_POOL_LIMIT)
 
 
 class RunFailed(RuntimeError):
@@ -146,14 +146,15 @@ class _DropMessages(logging.Filter):
 
 
 def ensure_dagster_home(home: Path) -> None:
-    """Create DAGSTER_HOME with a minimal dagster.yaml (no telemetry; the writer pool's limit) unless
-    one exists. A dagster.yaml of your own is left as it is: its pools are yours to set."""
+    """Create DAGSTER_HOME with the dagster.yaml of `instance_config` (no telemetry; the writer pool's
+    limit) unless one exists; one an earlier version wrote is replaced. A dagster.yaml of your own is
+    left as it is: its pools are yours to set."""
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     current = config.read_text() if config.exists() else ""
-    if not current.strip() or current == LEGACY_INSTANCE_CONFIG:
+    if not current.strip() or current in EARLIER_INSTANCE_CONFIGS:
         tmp = config.with_name(f".{config.name}.{os.getpid()}.tmp")
-        tmp.write_text(INSTANCE_CONFIG)
+        tmp.write_text(instance_config())
         os.replace(tmp, config)
 
 

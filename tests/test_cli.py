@@ -14,6 +14,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
+import yaml
 
 from conftest import make_settings, table_rows
 from pipelines import runs
@@ -336,11 +337,17 @@ def test_the_instance_the_command_line_creates_limits_the_writer_pool_to_one(env
     finally:
         instance.dispose()
     config = Path(os.environ["DAGSTER_HOME"]) / "dagster.yaml"
-    assert config.read_text() == runs.INSTANCE_CONFIG
-    # A home written by an earlier version gets the limit; a dagster.yaml of your own is yours.
-    config.write_text(runs.LEGACY_INSTANCE_CONFIG)
-    runs.ensure_dagster_home(config.parent)
-    assert config.read_text() == runs.INSTANCE_CONFIG
+    written = config.read_text()
+    assert written == runs.instance_config()  # pipelines/dagster.yaml, its pool filled in from pools.py
+    assert "${" not in written and "# Dagster declares a pool's limit in the instance" in written
+    assert yaml.safe_load(written) == {"telemetry": {"enabled": False},
+                                       "concurrency": {"pools": {"granularity": "run", "default_limit": 1}}}
+    assert "default_limit: 1  # duckdb_writer, the only pool\n" in written
+    # A home written by an earlier version is brought up to date; a dagster.yaml of your own is yours.
+    for earlier in runs.EARLIER_INSTANCE_CONFIGS:
+        config.write_text(earlier)
+        runs.ensure_dagster_home(config.parent)
+        assert config.read_text() == written
     config.write_text("telemetry:\n  enabled: true\n")
     runs.ensure_dagster_home(config.parent)
     assert config.read_text() == "telemetry:\n  enabled: true\n"
