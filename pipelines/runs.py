@@ -275,7 +275,7 @@ def backfill(
     instance = instance_for(settings)
     name = f"{first}..{last}"
     if restart:
-        _end_backfill(instance, name)
+        end_backfill(instance, name)
     done = done_chunks(instance, name, plan)
     ran = 0
     for index, chunk in enumerate(plan, start=1):
@@ -286,7 +286,7 @@ def backfill(
             ran += 1
         if on_progress:
             on_progress(chunk, index, len(plan))
-    _end_backfill(instance, name)
+    end_backfill(instance, name)
     return ran, len(plan) - ran
 
 
@@ -312,14 +312,14 @@ def done_chunks(instance: dg.DagsterInstance, name: str, plan: list[Chunk],
     return done
 
 
-def _end_backfill(instance: dg.DagsterInstance, name: str, job_name: str = JOB_NAME) -> None:
+def end_backfill(instance: dg.DagsterInstance, name: str, job_name: str = JOB_NAME) -> None:
     """Tag the latest run of backfill `name` as its end: what follows is a new backfill."""
     latest = instance.get_runs(dg.RunsFilter(job_name=job_name, tags={BACKFILL_TAG: name}), limit=1)
     if latest and latest[0].tags.get(BACKFILL_ENDED_TAG) != name:
         instance.add_run_tags(latest[0].run_id, {BACKFILL_ENDED_TAG: name})
 
 
-def legacy_backfill_state(settings: Settings, first: date, last: date) -> Path | None:
+def remove_legacy_backfill_state(settings: Settings, first: date, last: date) -> Path | None:
     """Remove the progress file earlier versions kept for a backfill of [first, last]; returns its
     path when there was one (its chunks run again: progress is read from the instance now)."""
     path = settings.home / "state" / f"backfill-{first}-{last}.json"

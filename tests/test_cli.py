@@ -313,11 +313,11 @@ def test_a_backfill_resumes_from_the_successful_runs_the_instance_records_since_
         assert runs.done_chunks(instance, name, plan) == {a.label, b.label, c.label}
         assert runs.done_chunks(instance, "2026-03-07..2026-03-09", [c]) == {c.label}
         # ended (finished, or abandoned by --restart): the next backfill of the range starts afresh
-        runs._end_backfill(instance, name)
+        runs.end_backfill(instance, name)
         assert runs.done_chunks(instance, name, plan) == set()
         record(b, **{runs.BACKFILL_TAG: name})
         assert runs.done_chunks(instance, name, plan) == {b.label}
-        runs._end_backfill(instance, name)
+        runs.end_backfill(instance, name)
         assert [r.tags.get(runs.BACKFILL_ENDED_TAG) for r in instance.get_runs(
             dg.RunsFilter(tags={runs.BACKFILL_TAG: name}), ascending=True)] == [None, None, name, name]
     finally:

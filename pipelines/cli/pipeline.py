@@ -41,7 +41,7 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     settings = settle_first_day(settings)
     from pipelines import runs
 
-    legacy = runs.legacy_backfill_state(settings, args.start, args.end)
+    legacy = runs.remove_legacy_backfill_state(settings, args.start, args.end)
     if legacy is not None:
         print(f"removed {legacy}: an interrupted backfill's progress is now read from the Dagster instance; "
               "the chunks it listed run again", file=sys.stderr)
