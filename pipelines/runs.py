@@ -1,19 +1,30 @@
 """Run the Dagster jobs in-process for the command line: one range, or a resumable backfill.
 
 Runs are recorded in the Dagster instance at `DAGSTER_HOME` (default `$COMET_LEDGER_HOME/dagster`),
-so the UI started by `make dev` shows what the command line did.
+so the UI started by `make dev` shows what the command line did. Where that directory has no
+`dagster.yaml`, the one shipped as `pipelines/dagster.yaml` is written there (`ensure_dagster_home`).
+
+A backfill keeps no progress of its own: the instance is its record. Each run it launches carries
+its chunk's partition-range tags and `comet-ledger/backfill=<start>..<end>`; started again with the
+same range, it skips every chunk that has a successful run of the job for exactly those days since
+that backfill's first run, whatever launched it, and runs the rest. When it finishes (or `--restart`
+abandons it) its latest run is tagged `comet-ledger/backfill-ended`, and the next backfill of that
+range starts afresh. Earlier versions kept the progress in `$COMET_LEDGER_HOME/state/
+backfill-<start>-<end>.json`; the next `comet-ledger backfill` of that range removes the file and
+says so.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
+import string
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
+from importlib import resources
 from pathlib import Path
 
 import dagster as dg
@@ -29,21 +40,9 @@ from pipelines.lib.warehouse import writer_lock
 JOB_NAME = "daily_ledger"
 # The run's events go to the Dagster instance (the UI); the terminal gets one line per failure.
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
-# What DAGSTER_HOME/dagster.yaml says when this module writes it. Dagster declares a pool's limit in
-# the instance, and a dagster.yaml can only give the default for every pool: `duckdb_writer` is the
-# only pool, so the default is its limit. `granularity: run`: the run queue (`make dev`'s daemon)
-# starts one run holding the pool at a time; an in-process run (`comet-ledger`) claims no slot, its
-# writes wait on the warehouse file lock instead (pipelines/lib/warehouse/__init__.py), which the operating
-# system releases when a process dies. Dagster keeps a slot claimed by a killed step until someone
-# frees it, and its in-process executor spins while it waits for one.
-INSTANCE_CONFIG = (
-    "telemetry:\n"
-    "  enabled: false\n"
-    "concurrency:\n"
-    "  pools:\n"
-    "    granularity: run\n"
-    f"    default_limit: {WRITER_POOL_LIMIT}  # {WRITER_POOL}, the only pool\n"
-)
+# DAGSTER_HOME/dagster.yaml as this module writes it: pipelines/dagster.yaml, which says why, with
+# the writer pool's name and limit filled in from pipelines/defs/pools.py.
+INSTANCE_TEMPLATE = "dagster.yaml"
 # By default Dagster logs a run's planned materialisations one event per asset and partition: a
 # 30-day run of this job writes ~630 of them to the SQLite event log before its first step, each in
 # its own connection and transaction, ~5 s a run. Dagster's own opt-in variable makes it one event
@@ -52,7 +51,17 @@ INSTANCE_CONFIG = (
 # failure itself. The variable is set for the command line's runs only, unless you set it.
 PLANNED_EVENTS_VARIABLE = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
 # What earlier versions wrote; such a file is brought up to date, any other one is left alone.
-LEGACY_INSTANCE_CONFIG = "telemetry:\n  enabled: false\n"
+EARLIER_INSTANCE_CONFIGS = (
+    "telemetry:\n  enabled: false\n",
+    "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    granularity: run\n"
+    "    default_limit: 1  # duckdb_writer, the only pool\n",
+)
+
+
+def instance_config() -> str:
+    """The text of the dagster.yaml this module writes into an empty DAGSTER_HOME."""
+    template = resources.files("pipelines").joinpath(INSTANCE_TEMPLATE).read_text(encoding="utf-8")
+    return string.Template(template).substitute(writer_pool=WRITER_POOL, writer_pool_limit=WRITER_POOL_LIMIT)
 
 
 class RunFailed(RuntimeError):
@@ -146,14 +155,15 @@ class _DropMessages(logging.Filter):
 
 
 def ensure_dagster_home(home: Path) -> None:
-    """Create DAGSTER_HOME with a minimal dagster.yaml (no telemetry; the writer pool's limit) unless
-    one exists. A dagster.yaml of your own is left as it is: its pools are yours to set."""
+    """Create DAGSTER_HOME with the dagster.yaml of `instance_config` (no telemetry; the writer pool's
+    limit) unless one exists; one an earlier version wrote is replaced. A dagster.yaml of your own is
+    left as it is: its pools are yours to set."""
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     current = config.read_text() if config.exists() else ""
-    if not current.strip() or current == LEGACY_INSTANCE_CONFIG:
+    if not current.strip() or current in EARLIER_INSTANCE_CONFIGS:
         tmp = config.with_name(f".{config.name}.{os.getpid()}.tmp")
-        tmp.write_text(INSTANCE_CONFIG)
+        tmp.write_text(instance_config())
         os.replace(tmp, config)
 
 
@@ -163,8 +173,9 @@ def writer_pool_limit(instance: dg.DagsterInstance) -> int | None:
 
 
 def run_range(settings: Settings, first: date, last: date, instance: dg.DagsterInstance | None = None,
-              job_name: str = JOB_NAME) -> dg.ExecuteInProcessResult:
-    """Materialise the job's assets (default: everything) for the reporting days [first, last] in one run."""
+              job_name: str = JOB_NAME, tags: dict[str, str] | None = None) -> dg.ExecuteInProcessResult:
+    """Materialise the job's assets (default: everything) for the reporting days [first, last] in one
+    run, tagged with its range (and `tags`)."""
     from pipelines.definitions import build_definitions
 
     if last < first:
@@ -177,7 +188,7 @@ def run_range(settings: Settings, first: date, last: date, instance: dg.DagsterI
         result = job.execute_in_process(
             run_config=QUIET,
             instance=instance or instance_for(settings),
-            tags=partition_range_tags(first.isoformat(), last.isoformat()),
+            tags={**partition_range_tags(first.isoformat(), last.isoformat()), **(tags or {})},
             raise_on_error=False,
         )
     if not result.success:
@@ -235,6 +246,13 @@ def backfill_plan(settings: Settings, first: date, last: date) -> list[Chunk]:
     return chunks(first, last, max(1, settings.chunk_days - 1))
 
 
+# The tags that let a backfill resume from the Dagster instance: every run a backfill launches
+# names the backfill's whole range; the run that ends a backfill (it finished, or `--restart`
+# abandoned it) is tagged once more afterwards.
+BACKFILL_TAG = "comet-ledger/backfill"
+BACKFILL_ENDED_TAG = "comet-ledger/backfill-ended"
+
+
 def backfill(
     settings: Settings,
     first: date,
@@ -246,38 +264,69 @@ def backfill(
 ) -> tuple[int, int]:
     """Materialise [first, last] one run per chunk (one query-service call each).
 
-    Progress is recorded after each chunk in `$COMET_LEDGER_HOME/state/`; an interrupted backfill
-    started again with the same range resumes after the last finished chunk. A finished backfill
-    forgets its state, so running it again re-pulls everything. Returns (chunks run, chunks skipped);
-    the Dagster run id of each chunk run now is appended to `run_ids` when given.
+    An interrupted backfill started again with the same range resumes: a chunk is done when the
+    instance holds a successful run of the job for exactly its days since the backfill began
+    (`done_chunks`). A finished backfill ends there, so running it again re-pulls everything;
+    `restart` ends an unfinished one and starts over. Returns (chunks run, chunks skipped); the
+    Dagster run id of each chunk run now is appended to `run_ids` when given.
     """
     clock.refuse_future(last, settings.timezone)
     plan = backfill_plan(settings, first, last)
-    state_path = settings.home / "state" / f"backfill-{first}-{last}.json"
-    done: set[str] = set()
-    if state_path.exists() and not restart:
-        done = set(json.loads(state_path.read_text())["done"])
     instance = instance_for(settings)
+    name = f"{first}..{last}"
+    if restart:
+        end_backfill(instance, name)
+    done = done_chunks(instance, name, plan)
     ran = 0
     for index, chunk in enumerate(plan, start=1):
         if chunk.label not in done:
-            result = run_range(settings, chunk.first, chunk.last, instance)
+            result = run_range(settings, chunk.first, chunk.last, instance, tags={BACKFILL_TAG: name})
             if run_ids is not None:
                 run_ids.append(result.run_id)
-            done.add(chunk.label)
-            _write_state(state_path, sorted(done))
             ran += 1
         if on_progress:
             on_progress(chunk, index, len(plan))
-    state_path.unlink(missing_ok=True)
+    end_backfill(instance, name)
     return ran, len(plan) - ran
 
 
-def _write_state(path: Path, done: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"done": done}))
-    os.replace(tmp, path)
+def done_chunks(instance: dg.DagsterInstance, name: str, plan: list[Chunk],
+                job_name: str = JOB_NAME) -> set[str]:
+    """The labels of the chunks of the unfinished backfill `name` that are done: those with a
+    successful run of the job for exactly the chunk's days, recorded since that backfill's first
+    run. Whatever launched that run counts (this backfill, `comet-ledger run`, the UI): it is the
+    same work. No unfinished backfill of that range: nothing is done."""
+    ended = instance.get_run_records(dg.RunsFilter(job_name=job_name, tags={BACKFILL_ENDED_TAG: name}), limit=1)
+    began = instance.get_run_records(dg.RunsFilter(job_name=job_name, tags={BACKFILL_TAG: name}), limit=1,
+                                     ascending=True, cursor=ended[0].dagster_run.run_id if ended else None)
+    if not began:
+        return set()
+    since = began[0].storage_id
+    done = set()
+    for chunk in plan:
+        latest = instance.get_run_records(dg.RunsFilter(
+            job_name=job_name, statuses=[dg.DagsterRunStatus.SUCCESS],
+            tags=partition_range_tags(chunk.first.isoformat(), chunk.last.isoformat())), limit=1)
+        if latest and latest[0].storage_id >= since:
+            done.add(chunk.label)
+    return done
+
+
+def end_backfill(instance: dg.DagsterInstance, name: str, job_name: str = JOB_NAME) -> None:
+    """Tag the latest run of backfill `name` as its end: what follows is a new backfill."""
+    latest = instance.get_runs(dg.RunsFilter(job_name=job_name, tags={BACKFILL_TAG: name}), limit=1)
+    if latest and latest[0].tags.get(BACKFILL_ENDED_TAG) != name:
+        instance.add_run_tags(latest[0].run_id, {BACKFILL_ENDED_TAG: name})
+
+
+def remove_legacy_backfill_state(settings: Settings, first: date, last: date) -> Path | None:
+    """Remove the progress file earlier versions kept for a backfill of [first, last]; returns its
+    path when there was one (its chunks run again: progress is read from the instance now)."""
+    path = settings.home / "state" / f"backfill-{first}-{last}.json"
+    if not path.exists():
+        return None
+    path.unlink(missing_ok=True)
+    return path
 
 
 # --- what the command line makes outside a run ---------------------------------------------------

@@ -14,6 +14,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
+import yaml
 
 from conftest import make_settings, table_rows
 from pipelines import runs
@@ -97,8 +98,15 @@ def test_backfill_and_run_report_their_figures_as_one_json_object(env, capsys, m
         for name, value in {"COMETAPI_QUERY_URL": sim.url, "COMETAPI_API_URL": sim.url,
                             "COMETAPI_KEY": sim.api_key}.items():
             monkeypatch.setenv(name, value)
+        # the progress file an earlier version left: removed, said once; the instance is the record now
+        legacy = env / "home" / "state" / "backfill-2026-10-01-2026-10-04.json"
+        legacy.parent.mkdir(parents=True, exist_ok=True)
+        legacy.write_text('{"done": ["2026-10-01..2026-10-04"]}')
         assert main(["backfill", "--start", "2026-10-01", "--end", "2026-10-04", "--json"]) == 0
         backfilled = capsys.readouterr()
+        assert not legacy.exists()
+        assert backfilled.err.count(f"removed {legacy}: an interrupted backfill's progress is now read from the "
+                                    "Dagster instance; the chunks it listed run again\n") == 1
         assert main(["run", "--date", "2026-10-04", "--repull", "1", "--json"]) == 0
         ran = capsys.readouterr()
     for output, command, first in ((backfilled, "backfill", "2026-10-01"), (ran, "run", "2026-10-03")):
@@ -247,13 +255,73 @@ def test_an_interrupted_backfill_resumes_and_a_finished_one_repulls(tmp_path, mo
             runs.backfill(settings, first, last, on_progress=stop_after_first)
         calls_before = len([c for c in sim.calls if "start_date" in c.params])
         assert calls_before == 1
-        assert runs.backfill(settings, first, last) == (1, 1)  # resumed: one chunk left
+        with pytest.raises(KeyboardInterrupt):  # --restart: the first chunk again, and again interrupted
+            runs.backfill(settings, first, last, restart=True, on_progress=stop_after_first)
         assert len([c for c in sim.calls if "start_date" in c.params]) == 2
+        resumed: list[str] = []
+        assert runs.backfill(settings, first, last, run_ids=resumed) == (1, 1)  # resumed: one chunk left
+        assert len([c for c in sim.calls if "start_date" in c.params]) == 3
         assert runs.backfill(settings, first, last) == (2, 0)  # finished before: re-pulls all
+        # the instance is the backfill's only record: each run names the backfill and its own days
+        assert not list((settings.home / "state").glob("backfill-*"))
+        instance = dg.DagsterInstance.get()
+        try:
+            recorded = [(r.tags[runs.BACKFILL_TAG], r.tags["dagster/asset_partition_range_start"],
+                         r.tags.get(runs.BACKFILL_ENDED_TAG), r.status)
+                        for r in instance.get_runs(dg.RunsFilter(job_name=runs.JOB_NAME), ascending=True)]
+            [second] = resumed
+            assert instance.get_run_by_id(second).tags[runs.BACKFILL_ENDED_TAG] == "2026-08-01..2026-08-08"
+        finally:
+            instance.dispose()
+        ok, backfill = dg.DagsterRunStatus.SUCCESS, "2026-08-01..2026-08-08"
+        assert recorded == [(backfill, "2026-08-01", backfill, ok),  # ended by --restart
+                            (backfill, "2026-08-01", None, ok), (backfill, "2026-08-05", backfill, ok),
+                            (backfill, "2026-08-01", None, ok), (backfill, "2026-08-05", backfill, ok)]
         truth = sim.truth()  # the restatement became visible after the first pull of its day
         rows = table_rows(settings, "SELECT usage_date, key_name, reported_cost_usd, reported_requests FROM quota_daily")
         assert {(d, k): (c, n) for d, k, c, n in rows} == {k: v for k, v in truth.items() if first <= k[0] <= last}
         assert last - first == timedelta(days=7)
+
+
+def test_a_backfill_resumes_from_the_successful_runs_the_instance_records_since_it_began():
+    """What counts as a done chunk, on run records alone: a successful run of the job for exactly
+    the chunk's days since the backfill's first run, whatever launched it; nothing once it ended."""
+    from pipelines.defs.schedules import partition_range_tags
+
+    plan = runs.chunks(date(2026, 3, 1), date(2026, 3, 9), 3)
+    a, b, c = plan
+    name = "2026-03-01..2026-03-09"
+    instance = dg.DagsterInstance.ephemeral()
+
+    def record(chunk, status=dg.DagsterRunStatus.SUCCESS, job=runs.JOB_NAME, **tags) -> str:
+        run = dg.DagsterRun(job_name=job, run_id=f"run-{len(instance.get_runs())}", status=status,
+                            tags={**partition_range_tags(chunk.first.isoformat(), chunk.last.isoformat()), **tags})
+        instance.add_run(run)
+        return run.run_id
+
+    try:
+        record(a)  # a run of a's days before any backfill of the range: not this backfill's work
+        assert runs.done_chunks(instance, name, plan) == set()
+        record(a, status=dg.DagsterRunStatus.FAILURE, **{runs.BACKFILL_TAG: name})  # the backfill begins
+        assert runs.done_chunks(instance, name, plan) == set()
+        record(a, **{runs.BACKFILL_TAG: name})
+        record(b)  # `comet-ledger run` for exactly b's days: the same work, done
+        record(c, job="other_job")  # another job's run is not
+        record(runs.Chunk(c.first, c.last + timedelta(days=1)))  # nor a run of other days
+        record(c, status=dg.DagsterRunStatus.FAILURE, **{runs.BACKFILL_TAG: name})
+        record(c, **{runs.BACKFILL_TAG: "2026-03-07..2026-03-09"})  # another backfill's run of c's days: done
+        assert runs.done_chunks(instance, name, plan) == {a.label, b.label, c.label}
+        assert runs.done_chunks(instance, "2026-03-07..2026-03-09", [c]) == {c.label}
+        # ended (finished, or abandoned by --restart): the next backfill of the range starts afresh
+        runs.end_backfill(instance, name)
+        assert runs.done_chunks(instance, name, plan) == set()
+        record(b, **{runs.BACKFILL_TAG: name})
+        assert runs.done_chunks(instance, name, plan) == {b.label}
+        runs.end_backfill(instance, name)
+        assert [r.tags.get(runs.BACKFILL_ENDED_TAG) for r in instance.get_runs(
+            dg.RunsFilter(tags={runs.BACKFILL_TAG: name}), ascending=True)] == [None, None, name, name]
+    finally:
+        instance.dispose()
 
 
 def test_simulate_serves_the_simulator_in_the_foreground(env):
@@ -336,11 +404,17 @@ def test_the_instance_the_command_line_creates_limits_the_writer_pool_to_one(env
     finally:
         instance.dispose()
     config = Path(os.environ["DAGSTER_HOME"]) / "dagster.yaml"
-    assert config.read_text() == runs.INSTANCE_CONFIG
-    # A home written by an earlier version gets the limit; a dagster.yaml of your own is yours.
-    config.write_text(runs.LEGACY_INSTANCE_CONFIG)
-    runs.ensure_dagster_home(config.parent)
-    assert config.read_text() == runs.INSTANCE_CONFIG
+    written = config.read_text()
+    assert written == runs.instance_config()  # pipelines/dagster.yaml, its pool filled in from pools.py
+    assert "${" not in written and "# Dagster declares a pool's limit in the instance" in written
+    assert yaml.safe_load(written) == {"telemetry": {"enabled": False},
+                                       "concurrency": {"pools": {"granularity": "run", "default_limit": 1}}}
+    assert "default_limit: 1  # duckdb_writer, the only pool\n" in written
+    # A home written by an earlier version is brought up to date; a dagster.yaml of your own is yours.
+    for earlier in runs.EARLIER_INSTANCE_CONFIGS:
+        config.write_text(earlier)
+        runs.ensure_dagster_home(config.parent)
+        assert config.read_text() == written
     config.write_text("telemetry:\n  enabled: true\n")
     runs.ensure_dagster_home(config.parent)
     assert config.read_text() == "telemetry:\n  enabled: true\n"

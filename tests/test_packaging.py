@@ -1,4 +1,5 @@
-"""sql/ is found from a checkout and from an installed wheel; the documents cited are in the repository."""
+"""sql/ and the instance's dagster.yaml are found from a checkout and from an installed wheel; the documents
+cited are in the repository."""
 
 import subprocess
 import sys
@@ -26,6 +27,7 @@ def test_an_installed_wheel_carries_and_finds_the_sql_models_and_the_compiled_sc
     shipped = {n for n in names if n.startswith("pipelines/_sql/")}
     expected = {f"pipelines/_sql/{p.relative_to(REPO / 'sql')}" for p in (REPO / "sql").rglob("*") if p.is_file()}
     assert expected and shipped == expected and "pipelines/_sql/warehouse_schema.json" in shipped
+    assert "pipelines/dagster.yaml" in names  # what runs.py writes into an empty DAGSTER_HOME
 
     target = tmp_path / "site"
     with zipfile.ZipFile(wheel) as zf:
@@ -33,6 +35,7 @@ def test_an_installed_wheel_carries_and_finds_the_sql_models_and_the_compiled_sc
     probe = subprocess.run(
         [sys.executable, "-c", "from pipelines.lib.warehouse import sql_dir, model_path; "
          "print(sql_dir()); print(model_path('quota_daily').read_text()[:20]); "
+         "from pipelines.runs import instance_config; print(instance_config().splitlines()[-1]); "
          "from pipelines.lib.data_dictionary import committed_schemas; print(committed_schemas()['recon_key_daily']['columns'][0]['name']); "
          "from pipelines.lib.request_logs import batch; print(batch._scan.__file__)"],
         cwd=tmp_path, env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
@@ -40,6 +43,7 @@ def test_an_installed_wheel_carries_and_finds_the_sql_models_and_the_compiled_sc
     )
     assert probe.returncode == 0, probe.stderr[-2000:]
     assert probe.stdout.splitlines()[0] == str(target / "pipelines" / "_sql")
+    assert probe.stdout.splitlines()[-3] == "    default_limit: 1  # duckdb_writer, the only pool"
     assert probe.stdout.splitlines()[-2] == "usage_date"  # the column schemas the asset definitions show
     assert probe.stdout.splitlines()[-1].startswith(str(target / "pipelines" / "lib" / "request_logs" / "_scan."))
 

@@ -39,6 +39,12 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
         raise ValueError(f"--end {args.end} is before --start {args.start}")
     check_before_running(settings, args.end)
     settings = settle_first_day(settings)
+    from pipelines import runs
+
+    legacy = runs.remove_legacy_backfill_state(settings, args.start, args.end)
+    if legacy is not None:
+        print(f"removed {legacy}: an interrupted backfill's progress is now read from the Dagster instance; "
+              "the chunks it listed run again", file=sys.stderr)
     run_ids: list[str] = []
     ran, skipped = backfill_with_progress(settings, args.start, args.end, restart=args.restart, run_ids=run_ids)
     if skipped:
