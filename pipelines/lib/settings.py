@@ -3,14 +3,19 @@
 The variable table is the README's "Configuration" section, declared here once as `Variables`: each
 variable's name, type, default (as it would be written in `.env`) and rule. Everything is read when
 `load_settings()` is called, never at import time: from the mapping it is given and nothing else, or
-else by pydantic-settings from the process's environment over `.env` (the environment wins).
-`load_settings` then derives `Settings`, what the code uses: the defaults that depend on the data
-home, the first day, the alert channels (their rules across variables are
-pipelines/lib/alerts/config.py's, still written by hand), and it attaches the lake to the process.
+else by pydantic-settings from the process's environment over `.env` (the environment wins). Names
+are exact (case-sensitive); a blank value counts as unset. `load_settings` then derives `Settings`,
+what the code uses (the defaults that depend on the data home, the first day, the alert channels),
+hands the secrets to the redactor, and attaches the lake to the process.
 
 A bad value raises `ConfigError` whose message is one line naming the variable; secrets are never
 echoed. pydantic's own error texts quote the input, so none is ever shown: `_config_error` writes
 the line from the variable's rule (its field's `description`, or what a validator raised).
+
+Written by hand still: the rules pydantic has no type for (a YYYY-MM-DD day and nothing else, a
+whole number in digits only, an octal umask, a base URL, a lake URL, the price sources), as small
+validators; and the alert channels' rules (pipelines/lib/alerts/config.py), which tie variables
+to each other, applied to the values read here.
 """
 
 from __future__ import annotations
