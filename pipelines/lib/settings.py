@@ -372,7 +372,8 @@ def _config_error(exc: ValidationError) -> ConfigError:
 
 
 def load_settings(env: Mapping[str, str] | None = None, dotenv_path: Path | None = None) -> Settings:
-    """Settings from `env` (default: `.env` overlaid by `os.environ`)."""
+    """Settings from `env` alone when given (neither `os.environ` nor `.env` is read), else from `.env`
+    (default: in the working directory) overlaid by `os.environ`."""
     variables = read_variables(env, dotenv_path)
     # masked in every message and stored text from now on (redact.py); a secret shorter than a
     # credential (an SMTP password of a few letters) would mask ordinary words: `remember` leaves it
@@ -386,6 +387,9 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv_path: Path | None
         start_date, start_source = found.day, "recorded"
     else:
         start_date, start_source = first_day.fallback(clock.today(timezone)).day, "fallback"
+    price_sources = variables.price_sources
+    if price_sources is None:
+        price_sources = _price_sources(default_price_sources(home, None if variables.prices is None else str(variables.prices)))
     settings = Settings(
         home=home,
         inbox=variables.inbox or home / "inbox",
@@ -407,8 +411,7 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv_path: Path | None
         access_token=variables.access_token,
         umask=variables.umask,
         dagster_pg_password=variables.dagster_pg_password,
-        price_sources=_price_sources(default_price_sources(home, None if variables.prices is None else str(variables.prices)))
-        if variables.price_sources is None else variables.price_sources,
+        price_sources=price_sources,
         lake_url=variables.lake_url,
         lake_secret_key=variables.lake_secret_key,
     )
