@@ -50,6 +50,13 @@ def test_inbox_follows_home(tmp_path: Path):
         ("COMET_LEDGER_UMASK", "0999"),
         ("COMET_LEDGER_UMASK", "0700"),
         ("COMET_LEDGER_UMASK", "u=rwx"),
+        # what a laxer reading would take: a sign, a fraction, seconds since the epoch, an infinity
+        ("COMET_LEDGER_CHUNK_DAYS", "+5"),
+        ("COMET_LEDGER_CHUNK_DAYS", "31.0"),
+        ("COMET_LEDGER_START_DATE", "1767225600"),
+        ("COMET_LEDGER_TOLERANCE_USD", "inf"),
+        ("COMET_LEDGER_TOLERANCE_PCT", "nan"),
+        ("COMETAPI_QUERY_URL", "https://[::1"),
     ],
 )
 def test_bad_value_fails_fast_naming_the_variable(name, value):
@@ -84,6 +91,25 @@ def test_dotenv_is_read_and_the_environment_wins(tmp_path: Path, monkeypatch):
     s = load_settings()
     assert s.timezone == "Asia/Shanghai"
     assert s.start_date == date(2026, 2, 1)
+
+
+def test_a_given_mapping_replaces_the_environment_and_the_dotenv_file(tmp_path: Path, monkeypatch):
+    (tmp_path / ".env").write_text("COMET_LEDGER_CHUNK_DAYS=40\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COMET_LEDGER_TIMEZONE", "Asia/Shanghai")
+    s = load_settings(env={"COMET_LEDGER_START_DATE": "2026-03-01"})
+    assert (s.timezone, s.chunk_days, s.start_date) == ("UTC", 31, date(2026, 3, 1))
+    assert load_settings().chunk_days == 40
+
+
+def test_a_bad_secret_leaves_no_trace_of_its_value_in_the_error():
+    import traceback
+
+    secret = "-".join(["abc", "12"])  # not spelled out: the traceback quotes this file's lines
+    with pytest.raises(ConfigError) as err:
+        load_settings(env={"COMETAPI_KEY": secret, "COMET_LEDGER_UMASK": "0022"})
+    told = "".join(traceback.format_exception(err.value))
+    assert str(err.value).startswith("COMETAPI_KEY is 6 characters long") and secret not in told
 
 
 def test_every_secret_variable_is_kept_by_the_settings_and_masked_by_every_redaction():
@@ -179,3 +205,14 @@ def test_the_lake_is_a_folder_or_the_cache_of_an_object_store(tmp_path: Path):
                          ).lake == tmp_path / "elsewhere"
     settings = load_settings(env={"COMET_LEDGER_HOME": str(home), "COMET_LEDGER_LAKE_URL": "s3://ledger/lake/"})
     assert settings.lake_url == "s3://ledger/lake" and settings.lake == home / "lake_cache"
+
+
+def test_the_lake_is_attached_by_loading_the_settings_not_by_computing_a_path(tmp_path: Path):
+    from pipelines.lib import lake
+    from pipelines.lib.settings import lake_path
+
+    home = tmp_path / "home"
+    assert lake_path(home, "s3://ledger/computed") == home / "lake_cache"
+    assert lake.object_lake(home / "lake_cache") is None
+    settings = load_settings(env={"COMET_LEDGER_HOME": str(home), "COMET_LEDGER_LAKE_URL": "s3://ledger/loaded"})
+    assert lake.object_lake(settings.lake).url == "s3://ledger/loaded"

@@ -15,6 +15,10 @@
 
 A malformed value raises `ConfigError` naming the variable; a URL or password is never part of the
 message (they are secrets: a webhook URL is its own credential).
+
+The values are read, with every other variable, by pipelines/lib/settings.py (pydantic-settings);
+the checks stay here, written by hand: most tie variables to each other (a host needs a sender and
+recipients, a user a password, any of them a host) and name the one to fix in a fixed order.
 """
 
 from __future__ import annotations

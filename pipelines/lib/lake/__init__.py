@@ -74,16 +74,23 @@ REJECTS = pa.schema(
 _OBJECT_LAKES: dict[Path, ObjectLake] = {}
 
 
-def attach(home: Path, url: str | None) -> Path:
+def root_of(home: Path, url: str | None) -> Path:
     """The lake root of a data home: `<home>/lake` by default, the folder `url` names, or, for an
-    `s3://bucket/prefix` URL, the local cache `<home>/lake_cache` of that object storage, from then
-    on published to and listed from there by this module."""
+    `s3://bucket/prefix` URL, the local cache `<home>/lake_cache` of that object storage. A path
+    only: `attach` makes this process use the object storage."""
     if not url:
         return home / "lake"
     if not url.startswith("s3://"):
         return Path(url).expanduser().absolute()
-    root = home / "lake_cache"
-    attach_root(root, url)
+    return home / "lake_cache"
+
+
+def attach(home: Path, url: str | None) -> Path:
+    """The lake root of a data home (`root_of`); for an `s3://bucket/prefix` URL, that object storage
+    is from then on published to and listed from there by this module, in this process."""
+    root = root_of(home, url)
+    if url and url.startswith("s3://"):
+        attach_root(root, url)
     return root
 
 
