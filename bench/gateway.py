@@ -7,8 +7,8 @@ Serves `--days` days of simulated gateway traffic at `--per-day` requests a day 
 simulator, in a process of its own (so the client's CPU and memory are its own), then pulls the whole
 window `--runs` times per method, each run in a fresh client subprocess, and reports the median:
 
-- paging:          `GatewayClient.pull_log(export=False)`: `/api/log/self`, page_size 100, p = 1, 2, ...
-- export (N d):    `GatewayClient.pull_log(chunk_days=N)`: one `/api/log/self/export` call per N days, plus
+- paging:          `gateway.pull.pull_log(export=False)`: `/api/log/self`, page_size 100, p = 1, 2, ...
+- export (N d):    `gateway.pull.pull_log(chunk_days=N)`: one `/api/log/self/export` call per N days, plus
                    the one-item page that checks its row count against `total`
 - ledger step:     `gateway_lake.land_window`, what the `lake/gateway_logs` asset runs: a day at a time,
                    the export pulled, parsed in bulk (`gateway_fast`), deduplicated, sorted and written to
@@ -140,6 +140,7 @@ def child(url: str, token: str, days: int, method: str, chunk_days: int) -> None
     from pipelines.lib.gateway import lake as gateway_lake
     from pipelines.lib.cometapi.gateway import GatewayClient
     from pipelines.lib.cometapi.http import RetryPolicy
+    from pipelines.lib.gateway.pull import pull_log
 
     start_ts, end_ts = window(days)
     client = GatewayClient(url, token, policy=RetryPolicy(max_attempts=1), timeout=httpx.Timeout(600.0))
@@ -152,7 +153,7 @@ def child(url: str, token: str, days: int, method: str, chunk_days: int) -> None
             outcome = {"method": landed.api_method, "calls": landed.api_calls, "rows": landed.rows,
                        "fallbacks": landed.fallbacks}
         else:
-            pulled = client.pull_log(start_ts, end_ts, export=method == "export", chunk_days=chunk_days)
+            pulled = pull_log(client, start_ts, end_ts, export=method == "export", chunk_days=chunk_days)
             outcome = {"method": pulled.method, "calls": pulled.calls, "rows": pulled.items,
                        "fallbacks": pulled.fallbacks}
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
@@ -281,6 +282,7 @@ def rate(limit: int, window_s: float, calls: int) -> None:
     from pipelines.lib.cometapi.gateway import GatewayClient
     from pipelines.lib.cometapi.pacing import RateLimit
     from pipelines.lib.gateway.lake import calls_per_day, day_bounds
+    from pipelines.lib.gateway.pull import pull_span
     from pipelines.simulator.server import SimulatorServer
     from pipelines.simulator.traffic import generate_traffic
 
@@ -292,7 +294,7 @@ def rate(limit: int, window_s: float, calls: int) -> None:
             GatewayClient(sim.url, sim.access_token, rate_limit=allowed) as client:
         made, started, day = 0, time.perf_counter(), START
         while made < calls:
-            chunk = client.pull_span(*day_bounds(day, day), export=False)
+            chunk = pull_span(client, *day_bounds(day, day), export=False)
             made += chunk.calls
             day += timedelta(days=1)
         elapsed = time.perf_counter() - started

@@ -5,7 +5,9 @@
 - `pipelines/simulator/` (the CometAPI stand-in for the demo, `dev` and the tests) uses only `lib/`'s
   clock, never the product's assets or commands;
 - `pipelines/defs/` (the Dagster assets) never imports the command line, and of the command line
-  (`pipelines/cli/`) only `simulated.py` imports the simulator.
+  (`pipelines/cli/`) only `simulated.py` imports the simulator;
+- inside `lib/`, the CometAPI clients (`lib/cometapi/`) speak HTTP only: they never import the
+  gateway ledger's package (`lib/gateway/`), which reads and checks what they fetch.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ FORBIDDEN = {
             "pipelines.simulator"),
     "simulator": ("dagster", "pipelines.defs", "pipelines.cli", "pipelines.definitions", "pipelines.runs"),
     "defs": ("pipelines.cli",),
+    "lib/cometapi": ("pipelines.lib.gateway",),
 }
 
 

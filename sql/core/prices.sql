@@ -6,16 +6,18 @@
 -- Only the sources listed in price_settings (COMET_LEDGER_PRICE_SOURCES) are included.
 -- Grain: price version. Inputs: config_prices, ledger_price_days, catalog_snapshot_prices, price_settings
 -- (all whole; they are small). No parameters.
--- Ledger versions: per model and day the set of ratios that billed the most calls that day; consecutive
--- days with the same set are one version, in force from the first day it was seen (effective_from =
--- first_seen_date) to the first day of the next version (NULL: still in force). A day whose set differs
--- from the day before starts a version: a price change read from the data (anomalies kind price_change).
+-- Ledger and catalog versions alike (sql/macros/price_runs.sql): per model, consecutive days with the
+-- same numbers are one version, in force from the first day it was seen (effective_from =
+-- first_seen_date) to the first day of the next version (NULL: still in force).
+-- Ledger versions: the numbers of a day are the set of ratios that billed the most calls that day. A
+-- day whose set differs from the day before starts a version: a price change read from the data
+-- (anomalies kind price_change).
 -- Prices: input = model_ratio x 2 USD per 1M tokens (new-api: model_ratio 1 = $2 per 1M), output =
 -- input x completion_ratio, cache read = input x cache_ratio, cache write = input x cache_creation_ratio,
 -- per call = model_price; gateway_ratio = group_ratio. So an estimate from a ledger version is the
 -- billed amount before upstream's rounding to a whole unit (sql/macros/ledger_units.sql).
--- Catalog versions: per model, consecutive snapshots with the same prices are one version, in force
--- from the first snapshot that showed them to the first one that showed others.
+-- Catalog versions: the numbers of a day are its snapshot's prices; a version is in force from the
+-- first snapshot that showed them to the first one that showed others.
 -- price_version_id: config rows keep theirs (prices/tables.py); a ledger or catalog version's is
 -- model@effective_from#first 8 hex of md5(source and its numbers).
 CREATE OR REPLACE TABLE prices AS
@@ -34,35 +36,20 @@ config AS (
     WHERE 'config' IN (SELECT source FROM enabled)
 ),
 ledger_keyed AS (
-    SELECT *, concat_ws('|', billing_category, coalesce(model_ratio::VARCHAR, ''), coalesce(completion_ratio::VARCHAR, ''),
-                        coalesce(cache_ratio::VARCHAR, ''), coalesce(cache_creation_ratio::VARCHAR, ''),
-                        group_ratio::VARCHAR, coalesce(model_price::VARCHAR, '')) AS ratio_key
+    SELECT *, usage_date AS seen_date,
+           concat_ws('|', billing_category, coalesce(model_ratio::VARCHAR, ''), coalesce(completion_ratio::VARCHAR, ''),
+                     coalesce(cache_ratio::VARCHAR, ''), coalesce(cache_creation_ratio::VARCHAR, ''),
+                     group_ratio::VARCHAR, coalesce(model_price::VARCHAR, '')) AS price_key
     FROM ledger_price_days
     WHERE 'ledger' IN (SELECT source FROM enabled)
 ),
 ledger_day AS (
     SELECT * FROM ledger_keyed
-    QUALIFY row_number() OVER (PARTITION BY model, usage_date ORDER BY requests DESC, billed_usd DESC, ratio_key) = 1
-),
-ledger_runs AS (
-    SELECT *, sum(is_new) OVER (PARTITION BY model ORDER BY usage_date) AS run
-    FROM (SELECT *, CASE WHEN ratio_key IS DISTINCT FROM lag(ratio_key) OVER (PARTITION BY model ORDER BY usage_date)
-                         THEN 1 ELSE 0 END AS is_new
-          FROM ledger_day)
-),
-ledger_versions AS (
-    SELECT model, run, any_value(billing_category) AS billing_category, any_value(model_ratio) AS model_ratio,
-           any_value(completion_ratio) AS completion_ratio, any_value(cache_ratio) AS cache_ratio,
-           any_value(cache_creation_ratio) AS cache_creation_ratio, any_value(group_ratio) AS group_ratio,
-           any_value(model_price) AS model_price, any_value(ratio_key) AS ratio_key,
-           min(usage_date) AS first_seen_date, max(usage_date) AS last_seen_date
-    FROM ledger_runs
-    GROUP BY model, run
+    QUALIFY row_number() OVER (PARTITION BY model, usage_date ORDER BY requests DESC, billed_usd DESC, price_key) = 1
 ),
 ledger AS (
     SELECT
-        model || '@' || strftime(first_seen_date, '%Y-%m-%d') || '#' || left(md5('ledger|' || ratio_key), 8)
-            AS price_version_id,
+        price_version_id,
         model, billing_category,
         (model_ratio * 2)::DECIMAL(18, 6) AS input_usd_per_mtok,
         (model_ratio * 2 * completion_ratio)::DECIMAL(18, 6) AS output_usd_per_mtok,
@@ -71,52 +58,36 @@ ledger AS (
         model_price::DECIMAL(18, 6) AS per_call_usd,
         group_ratio::DECIMAL(18, 6) AS gateway_ratio,
         first_seen_date AS effective_from,
-        lead(first_seen_date) OVER (PARTITION BY model ORDER BY run) AS effective_to,
+        effective_to,
         'ledger' AS source,
-        'ledger ratios ' || ratio_key AS source_detail,
+        'ledger ratios ' || price_key AS source_detail,
         first_seen_date, last_seen_date,
         NULL::DECIMAL(18, 6) AS cache_write_1h_usd_per_mtok, NULL::DECIMAL(18, 6) AS audio_input_usd_per_mtok,
         NULL::DECIMAL(18, 6) AS image_input_usd_per_mtok, NULL::DECIMAL(18, 6) AS web_search_usd_per_request,
         NULL::DECIMAL(18, 6) AS web_fetch_usd_per_request
-    FROM ledger_versions
+    FROM price_runs(ledger_day, 'ledger')  -- sql/macros/price_runs.sql
 ),
 catalog_keyed AS (
-    SELECT *, concat_ws('|', billing_category, coalesce(input_usd_per_mtok::VARCHAR, ''),
-                        coalesce(output_usd_per_mtok::VARCHAR, ''), coalesce(cache_read_usd_per_mtok::VARCHAR, ''),
-                        coalesce(cache_write_usd_per_mtok::VARCHAR, ''), coalesce(per_call_usd::VARCHAR, ''),
-                        gateway_ratio::VARCHAR) AS price_key
+    SELECT *, snapshot_date AS seen_date,
+           concat_ws('|', billing_category, coalesce(input_usd_per_mtok::VARCHAR, ''),
+                     coalesce(output_usd_per_mtok::VARCHAR, ''), coalesce(cache_read_usd_per_mtok::VARCHAR, ''),
+                     coalesce(cache_write_usd_per_mtok::VARCHAR, ''), coalesce(per_call_usd::VARCHAR, ''),
+                     gateway_ratio::VARCHAR) AS price_key
     FROM catalog_snapshot_prices
     WHERE 'catalog' IN (SELECT source FROM enabled)
 ),
-catalog_runs AS (
-    SELECT *, sum(is_new) OVER (PARTITION BY model ORDER BY snapshot_date) AS run
-    FROM (SELECT *, CASE WHEN price_key IS DISTINCT FROM lag(price_key) OVER (PARTITION BY model ORDER BY snapshot_date)
-                         THEN 1 ELSE 0 END AS is_new
-          FROM catalog_keyed)
-),
-catalog_versions AS (
-    SELECT model, run, any_value(billing_category) AS billing_category,
-           any_value(input_usd_per_mtok) AS input_usd_per_mtok, any_value(output_usd_per_mtok) AS output_usd_per_mtok,
-           any_value(cache_read_usd_per_mtok) AS cache_read_usd_per_mtok,
-           any_value(cache_write_usd_per_mtok) AS cache_write_usd_per_mtok, any_value(per_call_usd) AS per_call_usd,
-           any_value(gateway_ratio) AS gateway_ratio, any_value(price_key) AS price_key,
-           min(snapshot_date) AS first_seen_date, max(snapshot_date) AS last_seen_date
-    FROM catalog_runs
-    GROUP BY model, run
-),
 catalog AS (
     SELECT
-        model || '@' || strftime(first_seen_date, '%Y-%m-%d') || '#' || left(md5('catalog|' || price_key), 8)
-            AS price_version_id,
+        price_version_id,
         model, billing_category, input_usd_per_mtok, output_usd_per_mtok, cache_read_usd_per_mtok,
         cache_write_usd_per_mtok, per_call_usd, gateway_ratio,
         first_seen_date AS effective_from,
-        lead(first_seen_date) OVER (PARTITION BY model ORDER BY run) AS effective_to,
+        effective_to,
         'catalog' AS source, '/api/models snapshots' AS source_detail, first_seen_date, last_seen_date,
         NULL::DECIMAL(18, 6) AS cache_write_1h_usd_per_mtok, NULL::DECIMAL(18, 6) AS audio_input_usd_per_mtok,
         NULL::DECIMAL(18, 6) AS image_input_usd_per_mtok, NULL::DECIMAL(18, 6) AS web_search_usd_per_request,
         NULL::DECIMAL(18, 6) AS web_fetch_usd_per_request
-    FROM catalog_versions
+    FROM price_runs(catalog_keyed, 'catalog')  -- sql/macros/price_runs.sql
 )
 SELECT * FROM config
 UNION ALL BY NAME SELECT * FROM ledger

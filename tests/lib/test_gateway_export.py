@@ -17,9 +17,10 @@ import pytest
 
 from conftest import SIM_START
 from pipelines.lib.gateway import lake as gateway_lake, ledger as gateway_ledger
-from pipelines.lib.cometapi.gateway import DATA_PATH, EXPORT_PATH, LOG_PATH, STAT_PATH, GatewayClient, LogPull
+from pipelines.lib.cometapi.gateway import DATA_PATH, EXPORT_PATH, LOG_PATH, STAT_PATH, GatewayClient
 from pipelines.lib.cometapi.http import CometAPIError, RetryPolicy
 from pipelines.lib.gateway.ledger import GatewayRecord, parse_item, records_to_table
+from pipelines.lib.gateway.pull import LogPull, pull_log, pull_span
 from pipelines.simulator.server import SimulatorServer
 from oracles.gateway import summarise
 
@@ -53,7 +54,7 @@ def without_ids(rows: pa.Table) -> pa.Table:
 def pull(sim: SimulatorServer, **options) -> tuple[LogPull, pa.Table]:
     start_ts, end_ts = gateway_lake.day_bounds(FIRST, LAST)
     with gateway(sim.url, sim.access_token) as client:
-        pulled = client.pull_log(start_ts, end_ts, **options)
+        pulled = pull_log(client, start_ts, end_ts, **options)
     rows, rejects = ledger_rows(pulled)
     assert rejects == 0
     return pulled, rows
@@ -146,7 +147,7 @@ def test_longer_export_chunks_give_the_same_rows(sim, paged, chunk_days):
 
 def test_chunk_days_is_checked_before_any_call(sim):
     with gateway(sim.url, sim.access_token) as client, pytest.raises(ValueError, match="chunk_days"):
-        client.pull_log(1, 2, chunk_days=0)
+        pull_log(client, 1, 2, chunk_days=0)
     assert sim.calls == []
 
 
@@ -158,17 +159,20 @@ def files_of(lake) -> dict[str, bytes]:
 
 
 class FailsOnDay:
-    """A client whose pull of the n-th day fails, as a lasting API failure would."""
+    """A client whose pull of the n-th day fails, as a lasting API failure would (at the day's first
+    call: the gateway's totals)."""
 
     def __init__(self, client: GatewayClient, n: int) -> None:
         self.client, self.n, self.days = client, n, 0
-        self.rate_limit = client.rate_limit
 
-    def pull_span(self, start_ts: int, end_ts: int):
+    def __getattr__(self, name: str):
+        return getattr(self.client, name)
+
+    def server_totals(self, start_ts: int, end_ts: int, **options):
         self.days += 1
         if self.days == self.n:
-            raise CometAPIError("CometAPI gateway GET /api/log/self: HTTP 503 (gave up after 3 attempts)")
-        return self.client.pull_span(start_ts, end_ts)
+            raise CometAPIError("CometAPI gateway GET /api/log/self/stat: HTTP 503 (gave up after 3 attempts)")
+        return self.client.server_totals(start_ts, end_ts, **options)
 
 
 def test_a_pull_failing_on_a_later_day_leaves_the_lake_as_it_was(sim, tmp_path):
@@ -289,7 +293,7 @@ ROWS = [row(START_TS + 10, "r1"), row(START_TS + 20, "r2")]
 
 def pull_mock(server: Gateway, token: str = "tok") -> LogPull:
     with gateway("https://api.example.test", token, httpx.MockTransport(server)) as client:
-        return client.pull_log(START_TS, END_TS)
+        return pull_log(client, START_TS, END_TS)
 
 
 def csv_reply(body: bytes) -> httpx.Response:
@@ -433,7 +437,7 @@ def test_simulator_export_failures_leak_nothing_into_logs_or_the_lake(traffic, t
         sim.faults.add(fault, times=None, **opts)
         window = land(sim, tmp_path / "lake")
         with gateway(sim.url, CANARY + "-wrong") as client, pytest.raises(CometAPIError) as caught:
-            client.pull_span(*gateway_lake.day_bounds(FIRST, FIRST))
+            pull_span(client, *gateway_lake.day_bounds(FIRST, FIRST))
     assert window.api_method in ("paging", "export+paging") and window.fallbacks and window.rows
     assert "check COMETAPI_ACCESS_TOKEN" in str(caught.value)
     out, err = capfd.readouterr()

@@ -20,12 +20,12 @@ from pipelines.lib.cometapi.gateway import (
     PASSED,
     GatewayClient,
     LedgerIncomplete,
-    consume_units,
     total_check,
 )
 from pipelines.lib.cometapi.http import RetryPolicy
 from pipelines.lib.cometapi.pacing import Pacer, PacedTransport, RateLimit
 from pipelines.lib.gateway.lake import backfill_estimate, calls_per_day, day_bounds, land_window, progress_line
+from pipelines.lib.gateway.pull import consume_units, pull_span
 from pipelines.lib.gateway.ledger import (
     GatewayRecord,
     GatewayReject,
@@ -75,7 +75,7 @@ def test_a_day_above_10000_rows_is_pulled_whole_although_total_says_10000(big_tr
     assert rows > 10_000
     with SimulatorServer(big_traffic) as sim, client(sim) as gateway:
         start, end = day_bounds(BIG_DAY, BIG_DAY)
-        assert gateway.pull_span(start, end).total == 10_000  # what upstream's capped count says
+        assert pull_span(gateway, start, end).total == 10_000  # what upstream's capped count says
         _, window = land_window(tmp_path, BIG_DAY, BIG_DAY, client=gateway, now=now)
     table = landed(tmp_path, BIG_DAY)
     assert table.num_rows == window.rows == rows
@@ -123,14 +123,14 @@ def rows(n: int, first: int = 0) -> list[dict]:
 ])
 def test_bad_paging_fails_the_span_with_one_line(pages, total, problem):
     with paged_gateway(pages, total) as gateway, pytest.raises(LedgerIncomplete) as failure:
-        gateway.pull_span(1_775_000_000, 1_775_086_399, export=False)
+        pull_span(gateway, 1_775_000_000, 1_775_086_399, export=False)
     message = str(failure.value)
     assert problem in message and "\n" not in message and "2026-03-31" in message
 
 
 def test_paging_goes_on_to_an_empty_page_past_total_and_past_a_short_first_page():
     with paged_gateway([rows(100), rows(100, 100), rows(7, 200)], 10_000) as gateway:
-        chunk = gateway.pull_span(1_775_000_000, 1_775_086_399, export=False)
+        chunk = pull_span(gateway, 1_775_000_000, 1_775_086_399, export=False)
     # 3 pages, the empty one and the stat call; not /api/data/self: the span is not whole UTC hours
     assert chunk.items == 207 and chunk.calls == 3 + 1 + 1
     assert {check.name: check.status for check in chunk.checks} == {
@@ -177,7 +177,7 @@ def test_data_self_is_not_checked_where_the_span_is_not_whole_utc_hours(tmp_path
     start = int(datetime.combine(date(2026, 3, 2), datetime.min.time(), zone).timestamp())
     traffic = generate_traffic(seed=3, start=date(2026, 3, 1), days=3, requests_per_day=30)
     with SimulatorServer(traffic) as sim, client(sim) as gateway:
-        chunk = gateway.pull_span(start, start + 86_399)
+        chunk = pull_span(gateway, start, start + 86_399)
     checks = {check.name: check for check in chunk.checks}
     assert checks["log_stat"].status == PASSED
     assert checks["data_self"].status == NOT_CHECKED and "whole UTC hours" in checks["data_self"].detail
@@ -191,14 +191,14 @@ def test_the_export_is_used_only_where_it_adds_up_else_the_day_is_paged(big_traf
     start, end = day_bounds(day, day)
     rows_, _, units = day_truth(big_traffic, day)
     with SimulatorServer(big_traffic, export=True) as sim, client(sim) as gateway:
-        chunk = gateway.pull_span(start, end)
+        chunk = pull_span(gateway, start, end)
         assert (chunk.method, chunk.items, chunk.calls, chunk.consume_units) == ("export", rows_, 3, units)
         sim.stat_adjust_units = -5
         with pytest.raises(LedgerIncomplete):  # the export does not add up, and neither do the pages
-            gateway.pull_span(start, end)
+            pull_span(gateway, start, end)
         assert gateway.export_available is True  # a disagreeing export is paged for its span only
     with SimulatorServer(big_traffic) as sim, client(sim) as gateway:  # upstream: no export route
-        chunk = gateway.pull_span(start, end)
+        chunk = pull_span(gateway, start, end)
         assert chunk.method == "paging" and chunk.items == rows_ and gateway.export_available is False
         assert "HTTP 404" in chunk.fallback
 
@@ -207,7 +207,7 @@ def test_an_export_that_cannot_be_checked_is_not_taken(tmp_path):
     traffic = generate_traffic(seed=3, start=date(2026, 3, 1), days=1, requests_per_day=30)
     start, end = day_bounds(date(2026, 3, 1), date(2026, 3, 1))
     with SimulatorServer(traffic, export=True, stat=False, data_self=False) as sim, client(sim) as gateway:
-        chunk = gateway.pull_span(start, end)
+        chunk = pull_span(gateway, start, end)
     assert chunk.method == "paging" and "cannot be checked" in chunk.fallback
 
 
@@ -375,7 +375,7 @@ def test_a_backfill_says_up_front_how_long_the_ledger_takes():
 def test_progress_says_what_is_left_at_the_pace(big_traffic):
     with SimulatorServer(big_traffic) as sim, client(sim, rate_limit=RateLimit(360, 180.0)) as gateway:
         start, end = day_bounds(BIG_DAY, BIG_DAY)
-        chunk = gateway.pull_span(start, end)
+        chunk = pull_span(gateway, start, end)
         line = progress_line(BIG_DAY, 1, 365, chunk, chunk.calls, 3.0, gateway)
     assert line.startswith(f"gateway ledger 1/365 ({BIG_DAY}): {chunk.items} rows in {chunk.calls} calls (paging)")
     assert "the other 364 days take about" in line and "at 360 calls per 180 s" in line

@@ -1,23 +1,23 @@
 """The console API on api.cometapi.com: the per-request ledger, the model catalog, a key's identity.
 
-Only transport and envelopes live here; what a ledger item means is parsed elsewhere.
+Only transport and envelopes live here: pages of items, the CSV export as bytes, the gateway's own
+totals. What a ledger item means, and whether a span's rows add up to those totals, is read in
+`pipelines/lib/gateway/` (`pull.pull_span`), which this module never imports.
 `/api/log/self` wants the console's access token (`Authorization: Bearer <token>`; some
 deployments want the raw token). Upstream new-api also checks a `New-Api-User: <user id>` header
 against the token's owner: pass `user_id` where the deployment demands it.
 
-A span of the ledger (the lake pulls one reporting day at a time) is fetched by `pull_span`, and
-checked without trusting `total` (upstream caps it at 10 000: model/log.go logSearchCountLimit):
-- paging (`iter_log_pages`) reads pages of at most 100 items from p=1 until an EMPTY page; `total`
-  only raises an alarm (fewer rows than a `total` below 10 000); a page that repeats the one before,
-  or a short page followed by more, fails the span;
-- the span's type-2 quota is compared with `/api/log/self/stat` (upstream sums type 2 only:
-  model/log.go SumUsedQuota) and with `/api/data/self` (hourly totals of consume rows per model:
-  model/usedata.go) where the server offers them (`SpanCheck`); a mismatch fails the span
-  (`LedgerIncomplete`), a check the server does not offer is "not_checked";
-- the CSV export (`/api/log/self/export`, CometAPI's own: no route upstream) is tried first and
-  used only when its header is recognised and its rows pass those same checks (at least one of them
-  offered); otherwise the span is paged. An export that checks out comes back as string columns (`gateway_fast.export_cells`).
-`pull_log` pulls a window in chunks of days the same way.
+For one span of the ledger [start_ts, end_ts] (unix seconds, both inclusive) the client offers:
+- `page_span` / `iter_log_pages`: pages of at most 100 items from p=1 until an EMPTY page, without
+  trusting `total` (upstream caps it at 10 000: model/log.go logSearchCountLimit): `total` only
+  raises an alarm (fewer rows than a `total` below 10 000); a page that repeats the one before, or a
+  short page followed by more, fails the span (`LedgerIncomplete`);
+- `server_totals`: the consume rows' quota by `/api/log/self/stat` (upstream sums type 2 only:
+  model/log.go SumUsedQuota) and by `/api/data/self` (hourly totals of consume rows per model:
+  model/usedata.go), where the server offers them; a route the server does not offer is None with
+  the reason;
+- `fetch_export`: the body of the CSV export (`/api/log/self/export`, CometAPI's own: no route
+  upstream).
 
 Every call to `/api/...` is paced under upstream's rate limit (`pacing.PacedTransport`: 360 requests
 per 180 s per IP; 20 per 20 min on `/api/usage/token`). Paging 100 000 rows a day is ~1 000 calls,
@@ -26,7 +26,6 @@ about 8.5 minutes at that pace; a year about 51 hours (docs/benchmarks.md).
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,8 +33,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from pipelines.lib.cometapi.http import (
     DEFAULT_TIMEOUT,
@@ -46,8 +43,6 @@ from pipelines.lib.cometapi.http import (
     send_raw,
 )
 from pipelines.lib.cometapi.pacing import CRITICAL_LIMIT, CRITICAL_WINDOW_S, PacedTransport, RateLimit
-from pipelines.lib.gateway.fast import export_cells
-from pipelines.lib.gateway.ledger import LOG_CONSUME, ExportError
 from pipelines.lib.redact import mask, redact, remember
 
 SERVICE = "CometAPI gateway"
@@ -60,11 +55,7 @@ PASSED, FAILED, NOT_CHECKED = "passed", "failed", "not_checked"
 MODELS_PATH = "/api/models"
 TOKEN_USAGE_PATH = "/api/usage/token"
 MAX_PAGE_SIZE = 100
-# One export call per day: as fast as one call per window (docs/benchmarks.md), while a day's CSV
-# (~40 MB at 100 000 requests) bounds how long one answer takes (a proxy may time out a long one)
-# and what a failed or cut-short export costs to fetch again or to page instead.
-EXPORT_CHUNK_DAYS = 1
-logger = logging.getLogger("comet_ledger.http")
+CHECK_PATHS = {"log_stat": STAT_PATH, "data_self": DATA_PATH}  # a server total's check name -> its route
 
 
 class LedgerIncomplete(CometAPIError):
@@ -86,61 +77,12 @@ class SpanCheck:
 
 
 @dataclass
-class LogChunk:
-    """One span of the ledger [start_ts, end_ts] as it came: exported, or paged, and how it was checked."""
+class PagedSpan:
+    """A span read page by page (`GatewayClient.page_span`): the pages, and how they were checked."""
 
-    start_ts: int
-    end_ts: int
-    method: str = "none"  # export or paging
-    cells: pa.Table | None = None  # an export, as `gateway_fast.export_cells` read it in bulk
-    pages: list[list[dict]] = field(default_factory=list)  # API pages (or an export read item by item)
-    calls: int = 0  # HTTP calls made (exports, checks, pages), retries not counted
-    fallback: str | None = None  # why it was paged instead of exported (one redacted line)
-    checks: list[SpanCheck] = field(default_factory=list)
-    consume_units: int = 0  # the type-2 quota of every item received (rejected ones too)
+    pages: list[list[dict]] = field(default_factory=list)
     total: int | None = None  # `total` of the last page, for the record
-
-    @property
-    def items(self) -> int:
-        return (0 if self.cells is None else self.cells.num_rows) + sum(len(page) for page in self.pages)
-
-
-@dataclass
-class LogPull:
-    """The chunks of one window (`pull_log`)."""
-
-    chunks: list[LogChunk] = field(default_factory=list)
-
-    @property
-    def exported_chunks(self) -> int:
-        return sum(1 for chunk in self.chunks if chunk.method == "export")
-
-    @property
-    def paged_spans(self) -> int:
-        return sum(1 for chunk in self.chunks if chunk.method == "paging")
-
-    @property
-    def calls(self) -> int:
-        return sum(chunk.calls for chunk in self.chunks)
-
-    @property
-    def fallbacks(self) -> list[str]:
-        return [chunk.fallback for chunk in self.chunks if chunk.fallback]
-
-    @property
-    def method(self) -> str:
-        """`export`, `paging`, `export+paging` (some chunks fell back), or `none` (empty window)."""
-        return method_of(self.exported_chunks, self.paged_spans)
-
-    @property
-    def items(self) -> int:
-        return sum(chunk.items for chunk in self.chunks)
-
-
-def method_of(exported: int, paged: int) -> str:
-    """How a window was read: `export`, `paging`, `export+paging` or `none`."""
-    used = [name for name, n in (("export", exported), ("paging", paged)) if n]
-    return "+".join(used) or "none"
+    check: SpanCheck | None = None  # the pages' count against `total` (`total_check`)
 
 
 class GatewayClient:
@@ -169,54 +111,44 @@ class GatewayClient:
         self.transport = PacedTransport(base_url, transport, limit=rate_limit)
         self._client = make_client(base_url, timeout, self.transport)
         self.rate_limit = rate_limit
-        self.export_available: bool | None = None  # False once the export answered that it is not there
+        # What the ledger's pull learnt of this gateway's export: False once it answered that it is not
+        # there, or in a form that asking again will not change; True once one checked out.
+        self.export_available: bool | None = None
         self.offered: dict[str, bool] = {}  # check name -> False once the server said it has no such route
         self.calls = 0  # calls to the ledger endpoints so far
 
     def __repr__(self) -> str:
         return f"GatewayClient({self.base_url!r}, access_token={mask(self._token)!r})"
 
-    def pull_span(self, start_ts: int, end_ts: int, *, export: bool = True) -> LogChunk:
-        """Every ledger item of [start_ts, end_ts] (unix seconds), checked; raises `LedgerIncomplete`.
+    def masked(self, text: str) -> str:
+        """`text` with this client's access token (and every remembered secret) masked: for a line that
+        quotes an answer of the gateway."""
+        return redact(text, (self._token,))
 
-        With `export` (the default), the CSV export is tried first: one call, whose CSV must pass `export_cells`
-        (header, whole rows, every `created_at` inside the span) and the span's checks (`SpanCheck`),
-        and at least one check must be offered. An export that is not there (404, 405, an HTML page,
-        `success: false`, a header not understood) is not asked again by this client; one cut short,
-        out of its span, failing or lacking a check, or still failing after the retries is paged for
-        this span only. Each fallback logs one line why. Paged rows must pass the same checks.
+    def page_span(self, start_ts: int, end_ts: int) -> PagedSpan:
+        """Every page of [start_ts, end_ts] (unix seconds), 100 items a page, checked against `total`.
+
+        Raises `LedgerIncomplete` as `iter_log_pages` does.
         """
-        _check_window(start_ts, end_ts)
-        chunk = LogChunk(start_ts, end_ts)
-        calls_before = self.calls
-        totals = self._server_totals(start_ts, end_ts)
-        exported = self._exported(start_ts, end_ts, chunk, totals) if self._exporting(export) else None
-        if isinstance(exported, pa.Table):
-            chunk.method, chunk.cells = "export", exported
-        elif exported is not None:
-            chunk.method, chunk.pages = "export", [exported] if exported else []
-        else:
-            chunk.method = "paging"
-            pages = self._checked_pages(start_ts, end_ts, chunk)
-            chunk.pages = pages
-            chunk.consume_units = sum(consume_units(page) for page in pages)
-            chunk.checks = chunk.checks + _compare(totals, chunk.consume_units)
-            failed = [check for check in chunk.checks if check.status == FAILED]
-            if failed:
-                raise LedgerIncomplete(redact(f"{SERVICE} ledger of {_span(start_ts, end_ts)} is incomplete: "
-                                              f"{'; '.join(check.detail for check in failed)}", (self._token,)))
-        chunk.calls = self.calls - calls_before
-        return chunk
+        check_window(start_ts, end_ts)
+        paged = PagedSpan()
+        paged.pages = list(self._pages(start_ts, end_ts, MAX_PAGE_SIZE, None, paged))
+        return paged
 
-    def _checked_pages(self, start_ts: int, end_ts: int, chunk: LogChunk) -> list[list[dict]]:
-        return list(self._pages(start_ts, end_ts, MAX_PAGE_SIZE, None, chunk))
+    def server_totals(self, start_ts: int, end_ts: int, *, consume_type: int) -> dict[str, tuple[int | None, str]]:
+        """check name -> (the gateway's quota units of the span's consume rows, or None, and why not).
 
-    def _server_totals(self, start_ts: int, end_ts: int) -> dict[str, tuple[int | None, str]]:
-        """check name -> (the server's type-2 quota for the span, or None, and why not)."""
-        return {"log_stat": self._stat_units(start_ts, end_ts), "data_self": self._data_units(start_ts, end_ts)}
+        `consume_type` is the ledger's type code of a consume row, asked of `/api/log/self/stat`;
+        `/api/data/self` holds consume rows only. A route the gateway does not offer is None with the
+        reason, and is not asked again by this client.
+        """
+        check_window(start_ts, end_ts)
+        return {"log_stat": self._stat_units(start_ts, end_ts, consume_type),
+                "data_self": self._data_units(start_ts, end_ts)}
 
-    def _stat_units(self, start_ts: int, end_ts: int) -> tuple[int | None, str]:
-        params = {"type": LOG_CONSUME, "start_timestamp": start_ts, "end_timestamp": end_ts}
+    def _stat_units(self, start_ts: int, end_ts: int, consume_type: int) -> tuple[int | None, str]:
+        # upstream sums type-2 rows only, whatever the filter (model/log.go SumUsedQuota)
+        params = {"type": consume_type, "start_timestamp": start_ts, "end_timestamp": end_ts}
         data = self._optional("log_stat", STAT_PATH, params)
         if isinstance(data, str):
             return None, data
@@ -226,6 +158,7 @@ class GatewayClient:
         return quota, ""
 
     def _data_units(self, start_ts: int, end_ts: int) -> tuple[int | None, str]:
+        # hourly totals of consume rows per model (model/usedata.go): only whole UTC hours can be summed
         if start_ts % 3600 or (end_ts + 1) % 3600:
             return None, "the span does not start and end on whole UTC hours, the buckets of /api/data/self"
         data = self._optional("data_self", DATA_PATH, {"start_timestamp": start_ts, "end_timestamp": end_ts})
@@ -260,66 +193,16 @@ class GatewayClient:
         self.offered[name] = True
         return data
 
-    def pull_log(self, start_ts: int, end_ts: int, *, export: bool = True,
-                 chunk_days: int = EXPORT_CHUNK_DAYS) -> LogPull:
-        """Every ledger item of [start_ts, end_ts], as `pull_span`s of `chunk_days` x 86 400 s."""
-        _check_window(start_ts, end_ts)
-        if isinstance(chunk_days, bool) or not isinstance(chunk_days, int) or chunk_days < 1:
-            raise ValueError(f"chunk_days must be a whole number of days >= 1, got {chunk_days!r}")
-        pull = LogPull()
-        chunk_start = start_ts
-        while chunk_start <= end_ts:
-            chunk_end = min(chunk_start + chunk_days * 86_400 - 1, end_ts)
-            pull.chunks.append(self.pull_span(chunk_start, chunk_end, export=export))
-            chunk_start = chunk_end + 1
-        return pull
+    def fetch_export(self, start_ts: int, end_ts: int) -> bytearray:
+        """The body of the CSV export of [start_ts, end_ts] (`/api/log/self/export`: CometAPI's own, no
+        route upstream), whole; `CometAPIError` when the gateway answers anything but a file."""
+        check_window(start_ts, end_ts)
 
-    def _exporting(self, export: bool) -> bool:
-        return export and self.export_available is not False
-
-    def _exported(self, start_ts: int, end_ts: int, chunk: LogChunk,
-                  totals: dict[str, tuple[int | None, str]]) -> pa.Table | list[dict] | None:
-        """The span's rows from the export, or None (after logging why) when it must be paged."""
-        span = _span(start_ts, end_ts)
-        if all(units is None for units, _ in totals.values()):
-            return self._fall_back(chunk, f"{SERVICE} GET {EXPORT_PATH}: the export of {span} cannot be checked "
-                                          "(neither /api/log/self/stat nor /api/data/self is offered)", lasting=False)
-        try:
-            rows = self._export(start_ts, end_ts, f"the export of {span}")
-        except CometAPIError as exc:
-            lasting = not exc.retriable
-            return self._fall_back(chunk, f"{exc} ({span})", lasting, expected=exc.status in (404, 405, 501))
-        except ExportError as exc:
-            return self._fall_back(chunk, f"{SERVICE} GET {EXPORT_PATH}: {exc}", exc.lasting)
-        units = consume_units(rows)
-        checks = _compare(totals, units)
-        failed = [check for check in checks if check.status == FAILED]
-        if failed:
-            return self._fall_back(chunk, f"{SERVICE} GET {EXPORT_PATH}: the export of {span} does not add up: "
-                                          f"{'; '.join(check.detail for check in failed)}", lasting=False)
-        self.export_available = True
-        chunk.checks, chunk.consume_units = checks, units
-        return rows
-
-    def _fall_back(self, chunk: LogChunk, reason: str, lasting: bool, expected: bool = False) -> None:
-        """Page instead, saying why; a gateway without the export (upstream has no such route) is `expected`
-        and logged at INFO, anything else at WARNING."""
-        if lasting:
-            self.export_available = False
-        line = redact(f"{reason}; paging {'the rest of the window' if lasting else 'this chunk'} instead",
-                      (self._token,))
-        logger.log(logging.INFO if expected else logging.WARNING, "%s", line)
-        chunk.fallback = line
-        return None
-
-    def _export(self, start_ts: int, end_ts: int, name: str) -> pa.Table | list[dict]:
-        """The export's rows (`export_cells`: columns, or items), `ExportError` if it does not check out."""
-
-        def read(chunks: Iterator[bytes]) -> pa.Table | list[dict]:
+        def read(chunks: Iterator[bytes]) -> bytearray:
             body = bytearray()
             for piece in chunks:
                 body += piece
-            return export_cells(body, start_ts=start_ts, end_ts=end_ts, name=name)
+            return body
 
         self.calls += 1
         return send_raw(
@@ -345,15 +228,15 @@ class GatewayClient:
         `LedgerIncomplete` when a page repeats the one before, when a page shorter than the first is
         followed by more items, or when fewer items came than a `total` below 10 000.
         """
-        _check_window(start_ts, end_ts)
+        check_window(start_ts, end_ts)
         if isinstance(page_size, bool) or not isinstance(page_size, int):
             raise ValueError(f"page_size must be an int, got {type(page_size).__name__}")
         if page_size < 1:
             raise ValueError(f"page_size must be at least 1, got {page_size}")
-        return self._pages(start_ts, end_ts, min(page_size, MAX_PAGE_SIZE), log_type, LogChunk(start_ts, end_ts))
+        return self._pages(start_ts, end_ts, min(page_size, MAX_PAGE_SIZE), log_type, PagedSpan())
 
     def _pages(self, start_ts: int, end_ts: int, page_size: int, log_type: int | None,
-               chunk: LogChunk) -> Iterator[list[dict]]:
+               paged: PagedSpan) -> Iterator[list[dict]]:
         seen = 0
         previous: list[dict] | None = None
         size: int | None = None  # the server's page size: what the first page held
@@ -370,7 +253,7 @@ class GatewayClient:
                 params["type"] = log_type
             data = self._get_data(LOG_PATH, params)
             items, total, _ = _log_page(data, page)
-            chunk.total = total
+            paged.total = total
             if not items:
                 break
             if items == previous:
@@ -386,14 +269,13 @@ class GatewayClient:
             seen += len(items)
             previous = items
             page += 1
-        check = total_check(seen, total)
-        chunk.checks.append(check)
+        check = paged.check = total_check(seen, total)
         if check.status == FAILED:
             raise self._incomplete(start_ts, end_ts, check.detail)
 
     def _incomplete(self, start_ts: int, end_ts: int, problem: str) -> LedgerIncomplete:
-        return LedgerIncomplete(redact(f"{SERVICE} GET {LOG_PATH} for {_span(start_ts, end_ts)}: {problem}",
-                                       (self._token,)))
+        return LedgerIncomplete(self.masked(f"{SERVICE} GET {LOG_PATH} for {utc_span(start_ts, end_ts)}: "
+                                            f"{problem}"))
 
     def fetch_models(self) -> list[dict]:
         """The public model catalog (`GET /api/models`, no auth): `{"data": [...]}` or a bare list."""
@@ -459,7 +341,8 @@ class GatewayClient:
         self.close()
 
 
-def _check_window(start_ts: int, end_ts: int) -> None:
+def check_window(start_ts: int, end_ts: int) -> None:
+    """A span is two whole unix times, the end not before the start (`ValueError` before any call)."""
     for name, value in (("start_ts", start_ts), ("end_ts", end_ts)):
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"{name} must be an int, got {type(value).__name__}")
@@ -467,7 +350,8 @@ def _check_window(start_ts: int, end_ts: int) -> None:
         raise ValueError(f"end_ts {end_ts} is before start_ts {start_ts}")
 
 
-def _span(start_ts: int, end_ts: int) -> str:
+def utc_span(start_ts: int, end_ts: int) -> str:
+    """`2026-11-01 00:00:00..2026-11-01 23:59:59 UTC`: a span as messages name it."""
     first, last = datetime.fromtimestamp(start_ts, UTC), datetime.fromtimestamp(end_ts, UTC)
     return f"{first:%Y-%m-%d %H:%M:%S}..{last:%Y-%m-%d %H:%M:%S} UTC"
 
@@ -519,39 +403,6 @@ def total_check(rows: int, total: int | None) -> SpanCheck:
     if rows < total:
         return SpanCheck("total", FAILED, rows, total, f"the pages held {rows} rows but total says {total}")
     return SpanCheck("total", PASSED, rows, total)
-
-
-def consume_units(rows: pa.Table | list[dict]) -> int:
-    """The type-2 quota of a span's items as received (what upstream's stat and data endpoints sum)."""
-    if isinstance(rows, pa.Table):
-        if "quota" not in rows.column_names or "type" not in rows.column_names or not rows.num_rows:
-            return 0
-        consume = rows.filter(pc.and_(pc.equal(rows["type"], str(LOG_CONSUME)),
-                                      pc.match_substring_regex(rows["quota"], r"^-?[0-9]{1,17}$")))
-        return int(pc.sum(pc.cast(consume["quota"], pa.int64())).as_py() or 0)
-    total = 0
-    for item in rows:
-        quota = item.get("quota")
-        if item.get("type") == LOG_CONSUME and isinstance(quota, int) and not isinstance(quota, bool) \
-                and not isinstance(item.get("type"), bool):
-            total += quota
-    return total
-
-
-_CHECK_SOURCES = {"log_stat": STAT_PATH, "data_self": DATA_PATH}
-
-
-def _compare(totals: dict[str, tuple[int | None, str]], units: int) -> list[SpanCheck]:
-    checks = []
-    for name, (server, why) in totals.items():
-        if server is None:
-            checks.append(SpanCheck(name, NOT_CHECKED, units, None, why))
-        elif server == units:
-            checks.append(SpanCheck(name, PASSED, units, server))
-        else:
-            checks.append(SpanCheck(name, FAILED, units, server,
-                                    f"its type-2 rows sum to {units} quota units, {_CHECK_SOURCES[name]} says {server}"))
-    return checks
 
 
 def _not_offered(exc: CometAPIError) -> bool:

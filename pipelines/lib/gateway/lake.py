@@ -19,7 +19,7 @@
 
 A pull is landed a day at a time (`land_window`, `Landing`), so its memory is a few days' (the day
 written, the day parsed, the day downloading), however long the window: day D is pulled
-(`GatewayClient.pull_span`: its CSV export, else its pages; rows from either are source `api`),
+(`pull.pull_span`: its CSV export, else its pages; rows from either are source `api`),
 parsed (an export in bulk by `gateway_fast`, pages item by item by `parse_item`), joined by the
 console's CSV exports dropped into `<inbox>/gateway/*.csv` for day D; then, in a writer thread
 while day D+1 is parsed and day D+2 downloads, deduplicated (a row present in several counts
@@ -52,8 +52,9 @@ import pyarrow.parquet as pq
 from pipelines.lib import disk, lake
 from pipelines.lib.lake import datasets as lake_datasets
 from pipelines.lib.gateway import fast as gateway_fast
-from pipelines.lib.cometapi.gateway import GatewayClient, LedgerIncomplete, LogChunk, SpanCheck, method_of
+from pipelines.lib.cometapi.gateway import GatewayClient, LedgerIncomplete, SpanCheck
 from pipelines.lib.cometapi.pacing import RateLimit
+from pipelines.lib.gateway.pull import LogChunk, method_of, pull_span
 from pipelines.lib.gateway.ledger import (
     GATEWAY_SCHEMA,
     LOG_CONSUME,
@@ -161,7 +162,7 @@ def land_window(lake_root: Path, first: date, last: date, *, client: GatewayClie
         if client is None:
             return None
         try:
-            return client.pull_span(start_ts, end_ts)
+            return pull_span(client, start_ts, end_ts)
         except LedgerIncomplete as exc:
             raise LedgerIncomplete(f"gateway ledger of {day} not landed, the lake keeps what it had: {exc}") from None
 
