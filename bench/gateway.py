@@ -304,8 +304,8 @@ def rate(limit: int, window_s: float, calls: int) -> None:
     # margin) later, and so on: over whole windows the rate is limit / (window + margin).
     year_calls = YEAR_DAYS * calls_per_day(100_000)
     year_s = year_calls / (made / elapsed) if made > limit else allowed.seconds_for(year_calls)
-    print(f"| limit | calls | seconds | calls/s | allowed calls/s | share of allowed | 429s | held back s | "
-          f"year without export (365 x 1 003 calls) |")
+    print("| limit | calls | seconds | calls/s | allowed calls/s | share of allowed | 429s | held back s | "
+          "year without export (365 x 1 003 calls) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     print(f"| {limit} per {window_s:g} s | {made:,} | {elapsed:.1f} | {made / elapsed:.3f} | {allowed.per_second:.3f} | "
           f"{made / elapsed / allowed.per_second:.1%} | {refused} | {pacer.waited_s:.1f} | "

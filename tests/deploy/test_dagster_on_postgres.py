@@ -47,7 +47,6 @@ from pg_server import Database, PostgresMissing, PostgresServer, free_port
 from pipelines.definitions import build_definitions
 from pipelines.defs.pools import WRITER_POOL
 from pipelines.defs.schedules import partition_range_tags
-from pipelines.lib import clock
 from pipelines.lib.settings import load_settings
 from pipelines.simulator.catalog import prices_csv
 from pipelines.simulator.server import SimulatorServer

@@ -8,7 +8,7 @@ import io
 import logging
 import math
 import traceback
-from datetime import date, timedelta
+from datetime import timedelta
 
 import httpx
 import pyarrow as pa

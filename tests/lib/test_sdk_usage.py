@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from pipelines.lib.request_logs import USAGE_FIELDS, RequestRecord, parse_line
-from test_request_logs import NOW, UTC
+from test_request_logs import NOW
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "sdk" / "dumps.jsonl"
 DUMPS = ("model_dump", "model_dump_exclude_none", "model_dump_json", "model_dump_json_exclude_none")

@@ -5,7 +5,6 @@ README shows exactly the same SQL."""
 from __future__ import annotations
 
 from decimal import Decimal
-from pathlib import Path
 
 import duckdb
 import pytest
