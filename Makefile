@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed-stamp
 FOCUS_STAMP := .venv-focus/.installed-stamp
 export COMET_LEDGER_HOME ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(COMET_LEDGER_HOME)/dagster
+# Three workers on two cores: a fifth of the suite's time is spent waiting (on Dagster daemons, servers,
+# subprocesses), which a third worker fills; measured 10 min 13 s with -n 3 against 10 min 28 s with -n 2.
+TEST_WORKERS ?= 3
 
 .PHONY: demo test test-clocks dev bench clean-data
 
@@ -26,7 +29,7 @@ $(FOCUS_STAMP): tests/requirements-focus-validator.txt tests/focus_validator_env
 	@$(PYTHON) tests/focus_validator_env.py
 
 test: $(STAMP) $(FOCUS_STAMP)
-	$(BIN)/pytest -q -n 2 --dist worksteal
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 # The same suite at shifted clocks (Debian's faketime), each "instant,zone": the last minutes of a year,
 # the night a zone with DST falls back (the process's own TZ), a leap day. No test may read the wall
@@ -38,7 +41,7 @@ test-clocks: $(STAMP) $(FOCUS_STAMP)
 	@set -e; for clock in $(CLOCKS); do \
 	  at=$${clock%%,*}; zone=$${clock##*,}; local=$$(TZ=$$zone date -d "$$at" '+%Y-%m-%d %H:%M:%S'); \
 	  echo "== the suite at $$at (TZ=$$zone, $$local there)"; \
-	  TZ=$$zone faketime "$$local" $(BIN)/pytest -q -n 2 --dist worksteal -p no:cacheprovider; \
+	  TZ=$$zone faketime "$$local" $(BIN)/pytest -q -n $(TEST_WORKERS) --dist worksteal -p no:cacheprovider; \
 	done
 
 dev: $(STAMP)

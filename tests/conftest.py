@@ -32,7 +32,7 @@ os.environ["COMET_LEDGER_NOW"] = clock.running_from(PINNED_NOW)
 
 
 # The files whose tests take longest (minutes each: whole CLI runs, the docs' commands, Dagster
-# processes) are started first. With two workers, a long test collected last leaves the other worker
+# processes) are started first. With a few workers, a long test collected last leaves the others
 # idle at the end of the run; started first, the short tests fill in around it. Only the order changes:
 # within a file tests keep their order, and no test depends on another.
 LONG_FIRST = (
