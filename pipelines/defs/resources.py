@@ -70,7 +70,7 @@ class LedgerHome(dg.ConfigurableResource):
 
     @property
     def warehouse_path(self) -> Path:
-        return warehouse_path(Path(self.home), self.lake_url or None)
+        return warehouse_path(Path(self.home))
 
     @property
     def tz(self) -> ZoneInfo:

@@ -77,10 +77,10 @@ def lake_path(home: Path, lake_url: str | None = None) -> Path:
     return lake.root_of(home, lake_url)
 
 
-def warehouse_path(home: Path, lake_url: str | None = None) -> Path:
+def warehouse_path(home: Path) -> Path:
     """The warehouse file of a data home (Settings.warehouse_path, and the Dagster resource's), wherever
-    the lake is (`lake_url` is taken so that both path functions are called alike); on object storage
-    each publish is also copied there, the lake being attached by `load_settings`."""
+    the lake is; on object storage each publish is also copied there, the lake being attached by
+    `load_settings`."""
     return home / "warehouse.duckdb"
 
 
@@ -136,7 +136,7 @@ class Settings:
 
     @property
     def warehouse_path(self) -> Path:
-        return warehouse_path(self.home, self.lake_url)
+        return warehouse_path(self.home)
 
     @property
     def reports(self) -> Path:
