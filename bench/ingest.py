@@ -22,6 +22,7 @@ The machine is shared: expect noise; the median of the runs is reported.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -283,6 +284,9 @@ def main() -> None:
     parser.add_argument("--inbox", type=Path)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    if "pandas" in args.engines.split(",") and importlib.util.find_spec("pandas") is None:
+        parser.error("the pandas baseline needs pandas, which the pipeline does not use: "
+                     ".venv/bin/pip install -e '.[bench]' (or leave pandas out of --engines)")
     if args.child and args.child.startswith("phases-"):
         print(json.dumps(phases(args.inbox, int(args.child.removeprefix("phases-")))))
         return
