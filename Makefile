@@ -7,8 +7,8 @@ STAMP := $(VENV)/.installed-stamp
 FOCUS_STAMP := .venv-focus/.installed-stamp
 export COMET_LEDGER_HOME ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(COMET_LEDGER_HOME)/dagster
-# Three workers on two cores: a fifth of the suite's time is spent waiting (on Dagster daemons, servers,
-# subprocesses), which a third worker fills; measured 10 min 13 s with -n 3 against 10 min 28 s with -n 2.
+# Three workers on two cores: part of the suite's time is spent waiting (on Dagster daemons, servers,
+# subprocesses), which a third worker fills (CPU 175 % with -n 3; 10 min 13 s against 10 min 28 s with -n 2).
 TEST_WORKERS ?= 3
 
 .PHONY: demo test test-clocks dev bench clean-data
